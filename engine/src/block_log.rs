@@ -1,0 +1,799 @@
+//! The block log: one per shard, an append-only set of segment files holding encrypted,
+//! checksummed block records (see [`crate::block_record`]), with an in-memory index.
+//!
+//! Writes go through one flusher task per log. A `put` encodes (and encrypts) its record on
+//! the caller's task, then queues it; the flusher takes everything queued (up to
+//! `flush_bytes_max`), writes it with O_DIRECT in one burst of concurrent writes, issues one
+//! fdatasync, and only then indexes the blocks and resolves the puts. While one burst is on
+//! its way to disk the next one gathers: that is the group commit.
+//!
+//! Bytes that were acknowledged are never written again: a failed burst leaves the segment's
+//! end where it was (the next burst overwrites the unacknowledged bytes), and records are
+//! never rewritten in place.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Instant;
+
+use futures::channel::oneshot;
+use futures::FutureExt;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use hashbrown::HashMap;
+use holdall_proto::limits::BLOCK_BYTES_MAX;
+use holdall_proto::BlockHash;
+use tracing::{info, warn};
+
+use crate::block_index::{BlockIndex, Location};
+use crate::block_record::{
+    self, decode_header, decode_segment_header, encode_record, encode_segment_header,
+    record_len, stored_len, RecordError, HEADER_BYTES, SEGMENT_HEADER_BYTES,
+};
+use crate::buffer_pool::BufferPool;
+use crate::dma::{self, DmaBuffer, DmaFile};
+use crate::segment_hint::{self, HintEntry};
+use crate::store_key::{KeyError, StoreKey};
+use crate::ALIGN_BYTES;
+
+/// Settings of one block log.
+#[derive(Debug)]
+pub struct BlockLogConfig {
+    /// Folder of the segment files.
+    pub dir: PathBuf,
+    /// A segment is sealed once the next record would take it past this size.
+    pub segment_bytes_max: u64,
+    /// Encrypt payloads under this key; `None` stores them in the clear.
+    pub key: Option<Rc<StoreKey>>,
+    /// Most bytes one group commit writes.
+    pub flush_bytes_max: usize,
+    /// Most records queued for the flusher; further puts wait.
+    pub queue_records_max: usize,
+    /// Idle full-size buffers kept for reuse.
+    pub pool_buffers_max: usize,
+}
+
+impl BlockLogConfig {
+    /// Defaults: 1 GiB segments, 64 MiB bursts, 64 queued records, 16 pooled buffers.
+    pub fn new(dir: impl Into<PathBuf>, key: Option<Rc<StoreKey>>) -> BlockLogConfig {
+        BlockLogConfig {
+            dir: dir.into(),
+            segment_bytes_max: 1 << 30,
+            key,
+            flush_bytes_max: 64 << 20,
+            queue_records_max: 64,
+            pool_buffers_max: 16,
+        }
+    }
+}
+
+/// Whether a put stored a new record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// Written and durable now.
+    Stored,
+    /// The log already had the block (durable); nothing was written.
+    Present,
+}
+
+/// Block log errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlockLogError {
+    /// The block is larger than 4 MiB.
+    #[error("block is {0} bytes, more than the 4194304 allowed")]
+    TooLarge(usize),
+    /// The payload does not hash to the name it was put under.
+    #[error("block does not hash to {expected} (it hashes to {actual})")]
+    HashMismatch {
+        /// The name given.
+        expected: BlockHash,
+        /// The payload's hash.
+        actual: BlockHash,
+    },
+    /// A record failed its checks when read; the block is dropped from the index.
+    #[error("corrupt record of block {hash} in segment {segment} at byte {offset}: {reason}")]
+    Corrupt {
+        /// The block.
+        hash: BlockHash,
+        /// Segment id.
+        segment: u32,
+        /// Record offset.
+        offset: u64,
+        /// What check failed.
+        reason: RecordError,
+    },
+    /// A segment was written under another store key (or none).
+    #[error("segment {0} was written with another store key")]
+    WrongKey(u64),
+    /// The store key could not be used.
+    #[error("store key: {0}")]
+    Key(String),
+    /// An I/O error; `kind` lets callers tell a full disk from the rest.
+    #[error("{context}: {message}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error kind.
+        kind: std::io::ErrorKind,
+        /// The error text.
+        message: String,
+    },
+    /// The log is shutting down.
+    #[error("block log is closed")]
+    Closed,
+}
+
+impl From<KeyError> for BlockLogError {
+    fn from(e: KeyError) -> Self {
+        BlockLogError::Key(e.to_string())
+    }
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BlockLogError {
+    let context = context.into();
+    move |e| BlockLogError::Io {
+        context,
+        kind: e.kind(),
+        message: e.to_string(),
+    }
+}
+
+/// Counters of one block log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlockLogStats {
+    /// Blocks indexed.
+    pub blocks: u64,
+    /// Record bytes appended since open.
+    pub bytes_appended: u64,
+    /// Puts that wrote a record.
+    pub puts_stored: u64,
+    /// Puts of a block already there.
+    pub puts_present: u64,
+    /// Blocks read.
+    pub gets: u64,
+    /// Reads of a block not indexed.
+    pub get_misses: u64,
+    /// Records found corrupt (at open or at read).
+    pub corrupt_records: u64,
+    /// Torn tails cut at open.
+    pub torn_tail_cuts: u64,
+    /// Bytes cut with them.
+    pub torn_tail_bytes: u64,
+    /// Group commits (one fdatasync each).
+    pub flushes: u64,
+    /// Records written by them.
+    pub flushed_records: u64,
+    /// Time spent in fdatasync, nanoseconds.
+    pub fsync_nanos: u64,
+    /// Segment files.
+    pub segments: u64,
+    /// Heap bytes of the index.
+    pub index_bytes: u64,
+}
+
+type Waiter = oneshot::Sender<Result<(), BlockLogError>>;
+
+struct WriteRequest {
+    hash: BlockHash,
+    buf: DmaBuffer,
+}
+
+struct Active {
+    id: u32,
+    file: Rc<DmaFile>,
+    len: u64,
+    hints: Vec<HintEntry>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    segment_bytes_max: u64,
+    flush_bytes_max: usize,
+    key: Option<Rc<StoreKey>>,
+    index: RefCell<BlockIndex>,
+    pending: RefCell<HashMap<BlockHash, Vec<Waiter>>>,
+    files: RefCell<BTreeMap<u32, Rc<DmaFile>>>,
+    active: RefCell<Active>,
+    pool: BufferPool,
+    stats: RefCell<BlockLogStats>,
+}
+
+/// One shard's block log. Not `Send`: it lives on its shard's executor.
+pub struct BlockLog {
+    inner: Rc<Inner>,
+    tx: LocalSender<WriteRequest>,
+    flusher: RefCell<Option<glommio::Task<()>>>,
+}
+
+fn segment_path(dir: &Path, id: u32) -> PathBuf {
+    dir.join(format!("seg-{id:010}.hblk"))
+}
+
+fn hint_path(dir: &Path, id: u32) -> PathBuf {
+    dir.join(format!("seg-{id:010}.hint"))
+}
+
+fn segment_ids(dir: &Path) -> Result<Vec<u32>, BlockLogError> {
+    let mut ids = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(io_err(format!("listing {}", dir.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(io_err(format!("listing {}", dir.display())))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(id) = name
+            .strip_prefix("seg-")
+            .and_then(|n| n.strip_suffix(".hblk"))
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+fn location(segment: u32, offset: u64, len: u64) -> Location {
+    debug_assert!(offset % ALIGN_BYTES == 0 && len % ALIGN_BYTES == 0);
+    Location {
+        segment,
+        offset_pages: u32::try_from(offset / ALIGN_BYTES).expect("segment under 16 TiB"),
+        len_pages: (len / ALIGN_BYTES) as u32,
+    }
+}
+
+/// What scanning a segment found.
+struct Scan {
+    entries: Vec<HintEntry>,
+    /// End of the last valid record.
+    valid_len: u64,
+    corrupt_records: u64,
+}
+
+impl BlockLog {
+    /// Opens (or creates) the log in `config.dir`: loads sealed segments from their hints,
+    /// scans the active segment, cuts a torn tail, and starts the flusher.
+    pub async fn open(config: BlockLogConfig) -> Result<BlockLog, BlockLogError> {
+        let dir = config.dir.clone();
+        std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        dma::probe_device(&dir)
+            .await
+            .map_err(io_err(format!("probing {}", dir.display())))?;
+        let fingerprint = config.key.as_ref().map_or(0, |k| k.fingerprint());
+        let mut stats = BlockLogStats::default();
+        let mut index = BlockIndex::new();
+        let mut files = BTreeMap::new();
+        let mut ids = segment_ids(&dir)?;
+        let last = ids.pop();
+
+        for &id in &ids {
+            let Some(file) = open_sealed(&dir, id, fingerprint, &mut stats).await? else {
+                continue;
+            };
+            let size = dma::size(&file).await.map_err(io_err("segment size"))?;
+            let entries = match load_hint(&dir, id, size) {
+                Some(entries) => entries,
+                None => {
+                    let scan = scan_segment(&file, id, size, false).await?;
+                    stats.corrupt_records += scan.corrupt_records;
+                    write_hint(&dir, id, scan.valid_len, &scan.entries)?;
+                    scan.entries
+                }
+            };
+            for e in entries {
+                index.insert(e.hash, location(id, e.offset, e.record_len as u64));
+            }
+            files.insert(id, Rc::new(file));
+        }
+
+        let active = match last {
+            Some(id) => open_active(&dir, id, fingerprint, &mut stats, &mut index).await?,
+            None => None,
+        };
+        let active = match active {
+            Some(active) => active,
+            None => {
+                let id = last.map_or(1, |l| l + 1);
+                create_segment(&dir, id, fingerprint).await?
+            }
+        };
+        files.insert(active.id, active.file.clone());
+        stats.segments = files.len() as u64;
+        stats.blocks = index.len() as u64;
+        info!(
+            dir = %dir.display(),
+            blocks = index.len(),
+            segments = files.len(),
+            "block log open"
+        );
+
+        let inner = Rc::new(Inner {
+            dir,
+            segment_bytes_max: config.segment_bytes_max,
+            flush_bytes_max: config.flush_bytes_max,
+            key: config.key,
+            index: RefCell::new(index),
+            pending: RefCell::new(HashMap::new()),
+            files: RefCell::new(files),
+            active: RefCell::new(active),
+            pool: BufferPool::new(config.pool_buffers_max),
+            stats: RefCell::new(stats),
+        });
+        let (tx, rx) = local_channel::new_bounded(config.queue_records_max.max(1));
+        let flusher = crate::runtime::spawn(flusher(inner.clone(), rx));
+        Ok(BlockLog {
+            inner,
+            tx,
+            flusher: RefCell::new(Some(flusher)),
+        })
+    }
+
+    /// Stores `data` as block `hash` and resolves once it is durable. With `verify`, the
+    /// payload's SHA-256 is checked first; a mismatch writes nothing.
+    pub async fn put(
+        &self,
+        hash: BlockHash,
+        data: &[u8],
+        verify: bool,
+    ) -> Result<PutOutcome, BlockLogError> {
+        if data.len() > BLOCK_BYTES_MAX {
+            return Err(BlockLogError::TooLarge(data.len()));
+        }
+        if let Some(waiting) = self.wait_if_known(&hash) {
+            return waiting.await;
+        }
+        if verify {
+            let actual = BlockHash::of(data);
+            if actual != hash {
+                return Err(BlockLogError::HashMismatch {
+                    expected: hash,
+                    actual,
+                });
+            }
+        }
+        let inner = &self.inner;
+        let key = inner.key.as_deref();
+        let len = record_len(stored_len(data.len(), key.is_some()));
+        let mut buf = inner.pool.take(len);
+        encode_record(buf.as_bytes_mut(), &hash, data, key)?;
+        let (tx, rx) = oneshot::channel();
+        inner.pending.borrow_mut().insert(hash, vec![tx]);
+        if self.tx.send(WriteRequest { hash, buf }).await.is_err() {
+            inner.pending.borrow_mut().remove(&hash);
+            return Err(BlockLogError::Closed);
+        }
+        match rx.await {
+            Ok(Ok(())) => Ok(PutOutcome::Stored),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(BlockLogError::Closed),
+        }
+    }
+
+    /// If the block is durable or on its way, a future that resolves once it is durable.
+    fn wait_if_known(
+        &self,
+        hash: &BlockHash,
+    ) -> Option<impl std::future::Future<Output = Result<PutOutcome, BlockLogError>> + '_> {
+        let inner = &self.inner;
+        let rx = if inner.index.borrow().contains(hash) {
+            None
+        } else {
+            let mut pending = inner.pending.borrow_mut();
+            let waiters = pending.get_mut(hash)?;
+            let (tx, rx) = oneshot::channel();
+            waiters.push(tx);
+            Some(rx)
+        };
+        Some(async move {
+            if let Some(rx) = rx {
+                rx.await.map_err(|_| BlockLogError::Closed)??;
+            }
+            inner.stats.borrow_mut().puts_present += 1;
+            Ok(PutOutcome::Present)
+        })
+    }
+
+    /// Whether the block is stored and durable.
+    pub fn contains(&self, hash: &BlockHash) -> bool {
+        self.inner.index.borrow().contains(hash)
+    }
+
+    /// Reads block `hash` into `out` (replacing its content). `Ok(false)` if the log does
+    /// not have it; a record that fails its checks is an error and leaves the index.
+    pub async fn get(&self, hash: &BlockHash, out: &mut Vec<u8>) -> Result<bool, BlockLogError> {
+        let inner = &self.inner;
+        let Some(loc) = inner.index.borrow().get(hash) else {
+            inner.stats.borrow_mut().get_misses += 1;
+            return Ok(false);
+        };
+        let file = inner
+            .files
+            .borrow()
+            .get(&loc.segment)
+            .cloned()
+            .expect("indexed blocks live in open segments");
+        let offset = loc.offset_pages as u64 * ALIGN_BYTES;
+        let len = loc.len_pages as usize * ALIGN_BYTES as usize;
+        let record = dma::read_exact_at(&file, offset, len)
+            .await
+            .map_err(io_err(format!("reading segment {}", loc.segment)))?;
+        let key = inner.key.as_deref();
+        match block_record::open_record(&record, hash, key, out) {
+            Ok(()) => {
+                inner.stats.borrow_mut().gets += 1;
+                Ok(true)
+            }
+            Err(reason) => {
+                inner.index.borrow_mut().remove(hash);
+                let mut stats = inner.stats.borrow_mut();
+                stats.corrupt_records += 1;
+                stats.blocks -= 1;
+                warn!(%hash, segment = loc.segment, offset, %reason, "corrupt block record; dropped from the index");
+                Err(BlockLogError::Corrupt {
+                    hash: *hash,
+                    segment: loc.segment,
+                    offset,
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> BlockLogStats {
+        let mut s = *self.inner.stats.borrow();
+        s.index_bytes = self.inner.index.borrow().allocated_bytes() as u64;
+        s
+    }
+
+    /// Stops taking puts, lets queued writes finish, and waits for the flusher to end.
+    pub async fn close(self) {
+        let BlockLog { inner, tx, flusher } = self;
+        drop(tx);
+        let task = flusher.borrow_mut().take();
+        if let Some(task) = task {
+            task.await;
+        }
+        drop(inner);
+    }
+}
+
+async fn flusher(inner: Rc<Inner>, rx: LocalReceiver<WriteRequest>) {
+    while let Some(first) = rx.recv().await {
+        let mut bytes = first.buf.len();
+        let mut batch = vec![first];
+        while bytes < inner.flush_bytes_max {
+            match rx.recv().now_or_never() {
+                Some(Some(req)) => {
+                    bytes += req.buf.len();
+                    batch.push(req);
+                }
+                _ => break,
+            }
+        }
+        inner.flush(batch).await;
+    }
+}
+
+impl Inner {
+    fn resolve(&self, hash: &BlockHash, result: Result<(), BlockLogError>) {
+        let waiters = self.pending.borrow_mut().remove(hash).unwrap_or_default();
+        for w in waiters {
+            // A put whose caller went away no longer listens; that is fine.
+            let _ = w.send(result.clone());
+        }
+    }
+
+    /// Writes `batch` with as few bursts and fdatasyncs as segment boundaries allow.
+    async fn flush(&self, batch: Vec<WriteRequest>) {
+        let mut rest = batch.into_iter().peekable();
+        while rest.peek().is_some() {
+            let (id, file, start) = {
+                let a = self.active.borrow();
+                (a.id, a.file.clone(), a.len)
+            };
+            let mut group = Vec::new();
+            let mut end = start;
+            while let Some(req) = rest.peek() {
+                let len = req.buf.len() as u64;
+                let empty = end == SEGMENT_HEADER_BYTES && group.is_empty();
+                if end + len > self.segment_bytes_max && !empty {
+                    break;
+                }
+                end += len;
+                group.push(rest.next().expect("peeked"));
+            }
+            if group.is_empty() {
+                if let Err(e) = self.roll_segment().await {
+                    warn!(error = %e, "cannot start a new segment");
+                    for req in rest.by_ref() {
+                        self.resolve(&req.hash, Err(e.clone()));
+                    }
+                }
+                continue;
+            }
+            self.write_group(id, &file, start, group).await;
+        }
+    }
+
+    async fn write_group(&self, id: u32, file: &DmaFile, start: u64, group: Vec<WriteRequest>) {
+        let mut offset = start;
+        let mut placed = Vec::with_capacity(group.len());
+        let mut writes = Vec::with_capacity(group.len());
+        for req in group {
+            let buf = Rc::new(req.buf);
+            let len = buf.len() as u64;
+            writes.push(dma::write_all_at(file, buf.clone(), offset));
+            placed.push((req.hash, offset, len, buf));
+            offset += len;
+        }
+        let mut result = futures::future::join_all(writes)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()
+            .map(|_| ())
+            .map_err(io_err(format!("writing segment {id}")));
+        if result.is_ok() {
+            let t = Instant::now();
+            result = dma::sync(file)
+                .await
+                .map_err(io_err(format!("syncing segment {id}")));
+            let mut stats = self.stats.borrow_mut();
+            stats.fsync_nanos += t.elapsed().as_nanos() as u64;
+            stats.flushes += 1;
+        }
+        if let Err(e) = &result {
+            warn!(error = %e, segment = id, "group commit failed; its puts fail and its bytes will be overwritten");
+        } else {
+            let mut active = self.active.borrow_mut();
+            debug_assert_eq!(active.id, id);
+            debug_assert_eq!(active.len, start);
+            active.len = offset;
+        }
+        for (hash, offset, len, buf) in placed {
+            if result.is_ok() {
+                let inserted = self
+                    .index
+                    .borrow_mut()
+                    .insert(hash, location(id, offset, len));
+                debug_assert!(inserted, "a pending block is never indexed twice");
+                self.active.borrow_mut().hints.push(HintEntry {
+                    hash,
+                    offset,
+                    record_len: len as u32,
+                });
+                let mut stats = self.stats.borrow_mut();
+                stats.blocks += 1;
+                stats.puts_stored += 1;
+                stats.flushed_records += 1;
+                stats.bytes_appended += len;
+            }
+            if let Ok(buf) = Rc::try_unwrap(buf) {
+                self.pool.give(buf);
+            }
+            self.resolve(&hash, result.clone());
+        }
+    }
+
+    /// Seals the active segment (writes its hint) and starts the next one.
+    async fn roll_segment(&self) -> Result<(), BlockLogError> {
+        let (id, len, hints) = {
+            let a = self.active.borrow();
+            (a.id, a.len, a.hints.clone())
+        };
+        write_hint(&self.dir, id, len, &hints)?;
+        let fingerprint = self.key.as_ref().map_or(0, |k| k.fingerprint());
+        let next = create_segment(&self.dir, id + 1, fingerprint).await?;
+        self.files.borrow_mut().insert(next.id, next.file.clone());
+        *self.active.borrow_mut() = next;
+        self.stats.borrow_mut().segments += 1;
+        info!(sealed = id, "block log segment sealed");
+        Ok(())
+    }
+}
+
+fn load_hint(dir: &Path, id: u32, segment_size: u64) -> Option<Vec<HintEntry>> {
+    let path = hint_path(dir, id);
+    let bytes = std::fs::read(&path).ok()?;
+    match segment_hint::decode(&bytes) {
+        Ok(h) if h.segment_id == id as u64 && h.segment_len <= segment_size => Some(h.entries),
+        Ok(_) => {
+            warn!(path = %path.display(), "hint does not match its segment; scanning instead");
+            None
+        }
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "scanning segment instead of its hint");
+            None
+        }
+    }
+}
+
+fn write_hint(dir: &Path, id: u32, len: u64, entries: &[HintEntry]) -> Result<(), BlockLogError> {
+    use std::io::Write;
+    let path = hint_path(dir, id);
+    let tmp = path.with_extension("hint.tmp");
+    let bytes = segment_hint::encode(id as u64, len, entries);
+    let ctx = format!("writing {}", path.display());
+    let mut f = std::fs::File::create(&tmp).map_err(io_err(ctx.clone()))?;
+    f.write_all(&bytes).map_err(io_err(ctx.clone()))?;
+    f.sync_all().map_err(io_err(ctx.clone()))?;
+    std::fs::rename(&tmp, &path).map_err(io_err(ctx.clone()))?;
+    dma::sync_dir(dir).map_err(io_err(ctx))
+}
+
+async fn read_segment_header(
+    file: &DmaFile,
+    id: u32,
+    fingerprint: u64,
+) -> Result<Result<(), RecordError>, BlockLogError> {
+    let page = dma::read_at(file, 0, SEGMENT_HEADER_BYTES as usize)
+        .await
+        .map_err(io_err(format!("reading segment {id}")))?;
+    Ok(match decode_segment_header(&page) {
+        Ok((found_id, fp)) if found_id == id as u64 => {
+            if fp != fingerprint {
+                return Err(BlockLogError::WrongKey(id as u64));
+            }
+            Ok(())
+        }
+        Ok(_) => Err(RecordError::Field("segment id does not match file name")),
+        Err(e) => Err(e),
+    })
+}
+
+async fn open_sealed(
+    dir: &Path,
+    id: u32,
+    fingerprint: u64,
+    stats: &mut BlockLogStats,
+) -> Result<Option<DmaFile>, BlockLogError> {
+    let path = segment_path(dir, id);
+    let file = dma::open_ro(&path)
+        .await
+        .map_err(io_err(format!("opening {}", path.display())))?;
+    if let Err(e) = read_segment_header(&file, id, fingerprint).await? {
+        warn!(path = %path.display(), error = %e, "segment header is damaged; its blocks are treated as missing");
+        stats.corrupt_records += 1;
+        return Ok(None);
+    }
+    Ok(Some(file))
+}
+
+async fn open_active(
+    dir: &Path,
+    id: u32,
+    fingerprint: u64,
+    stats: &mut BlockLogStats,
+    index: &mut BlockIndex,
+) -> Result<Option<Active>, BlockLogError> {
+    let path = segment_path(dir, id);
+    let file = dma::open_rw(&path, false)
+        .await
+        .map_err(io_err(format!("opening {}", path.display())))?;
+    let size = dma::size(&file).await.map_err(io_err("segment size"))?;
+    if let Err(e) = read_segment_header(&file, id, fingerprint).await? {
+        if size <= SEGMENT_HEADER_BYTES {
+            // Created but its header never became durable: nothing in it was acknowledged.
+            drop(file);
+            std::fs::remove_file(&path).map_err(io_err(format!("removing {}", path.display())))?;
+            return Ok(Some(create_segment(dir, id, fingerprint).await?));
+        }
+        warn!(path = %path.display(), error = %e, "active segment header is damaged; its blocks are treated as missing");
+        stats.corrupt_records += 1;
+        return Ok(None);
+    }
+    // A hint beside the active segment is stale by definition: it is rewritten at sealing.
+    let _ = std::fs::remove_file(hint_path(dir, id));
+    let scan = scan_segment(&file, id, size, true).await?;
+    stats.corrupt_records += scan.corrupt_records;
+    if scan.valid_len < size {
+        warn!(
+            segment = id,
+            cut_at = scan.valid_len,
+            bytes = size - scan.valid_len,
+            "cutting torn tail of the active segment"
+        );
+        stats.torn_tail_cuts += 1;
+        stats.torn_tail_bytes += size - scan.valid_len;
+        dma::truncate(&file, scan.valid_len)
+            .await
+            .map_err(io_err(format!("cutting {}", path.display())))?;
+        dma::sync(&file)
+            .await
+            .map_err(io_err(format!("syncing {}", path.display())))?;
+    }
+    for e in &scan.entries {
+        index.insert(e.hash, location(id, e.offset, e.record_len as u64));
+    }
+    Ok(Some(Active {
+        id,
+        file: Rc::new(file),
+        len: scan.valid_len,
+        hints: scan.entries,
+    }))
+}
+
+/// Walks a segment's records. With `check_payloads`, each record's stored bytes are checked
+/// too (the active segment, where a torn write may have left a bad payload); otherwise only
+/// headers are read. A bad run followed by a good record is damage in the middle: counted as
+/// corrupt and skipped. Bad bytes with nothing good after them are the torn tail, left out of
+/// `valid_len`.
+async fn scan_segment(
+    file: &DmaFile,
+    id: u32,
+    size: u64,
+    check_payloads: bool,
+) -> Result<Scan, BlockLogError> {
+    let ctx = || format!("scanning segment {id}");
+    let mut scan = Scan {
+        entries: Vec::new(),
+        valid_len: SEGMENT_HEADER_BYTES.min(size),
+        corrupt_records: 0,
+    };
+    let mut offset = SEGMENT_HEADER_BYTES;
+    let mut in_bad_run = false;
+    while offset + ALIGN_BYTES <= size {
+        let page = dma::read_exact_at(file, offset, ALIGN_BYTES as usize)
+            .await
+            .map_err(io_err(ctx()))?;
+        let header = match decode_header(&page[..HEADER_BYTES]) {
+            Ok(h) if offset + h.record_len() as u64 <= size => h,
+            _ => {
+                in_bad_run = true;
+                offset += ALIGN_BYTES;
+                continue;
+            }
+        };
+        let len = header.record_len() as u64;
+        if check_payloads {
+            let record = if len == ALIGN_BYTES {
+                page
+            } else {
+                dma::read_exact_at(file, offset, len as usize)
+                    .await
+                    .map_err(io_err(ctx()))?
+            };
+            if block_record::check_payload(&header, &record).is_err() {
+                in_bad_run = true;
+                offset += len;
+                continue;
+            }
+        }
+        if in_bad_run {
+            scan.corrupt_records += 1;
+            warn!(
+                segment = id,
+                from = scan.valid_len,
+                to = offset,
+                "skipping damaged bytes between good records"
+            );
+            in_bad_run = false;
+        }
+        scan.entries.push(HintEntry {
+            hash: header.hash,
+            offset,
+            record_len: len as u32,
+        });
+        offset += len;
+        scan.valid_len = offset;
+    }
+    Ok(scan)
+}
+
+async fn create_segment(dir: &Path, id: u32, fingerprint: u64) -> Result<Active, BlockLogError> {
+    let path = segment_path(dir, id);
+    let ctx = format!("creating {}", path.display());
+    let file = dma::open_rw(&path, true).await.map_err(io_err(ctx.clone()))?;
+    let mut page = dma::alloc_buffer(SEGMENT_HEADER_BYTES as usize);
+    encode_segment_header(page.as_bytes_mut(), id as u64, fingerprint);
+    dma::write_all_at(&file, Rc::new(page), 0)
+        .await
+        .map_err(io_err(ctx.clone()))?;
+    dma::sync(&file).await.map_err(io_err(ctx.clone()))?;
+    dma::sync_dir(dir).map_err(io_err(ctx))?;
+    Ok(Active {
+        id,
+        file: Rc::new(file),
+        len: SEGMENT_HEADER_BYTES,
+        hints: Vec::new(),
+    })
+}

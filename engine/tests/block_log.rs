@@ -1,0 +1,327 @@
+//! Block log behaviour: round trips, dedup, group commit, reopen, segments, and crash
+//! consistency (cuts and bit flips in the files, then reopen).
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use holdall_engine::block_log::{BlockLog, BlockLogConfig, BlockLogError, PutOutcome};
+use holdall_engine::runtime;
+use holdall_engine::store_key::StoreKey;
+use holdall_proto::limits::BLOCK_BYTES_MAX;
+use holdall_proto::BlockHash;
+
+fn key() -> Option<Rc<StoreKey>> {
+    Some(Rc::new(StoreKey::from_bytes(&[42; 32])))
+}
+
+fn block(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+async fn open(dir: &Path, key: Option<Rc<StoreKey>>) -> BlockLog {
+    BlockLog::open(BlockLogConfig::new(dir, key)).await.unwrap()
+}
+
+async fn read(log: &BlockLog, hash: &BlockHash) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    match log.get(hash, &mut out).await {
+        Ok(true) => Some(out),
+        Ok(false) => None,
+        Err(e) => panic!("get failed: {e}"),
+    }
+}
+
+#[test]
+fn round_trip_dedup_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    runtime::run(async move {
+        for (sub, key) in [("enc", key()), ("plain", None)] {
+            let log = open(&path.join(sub), key).await;
+            for len in [0, 1, 4095, 4096, 100_000, BLOCK_BYTES_MAX] {
+                let data = block(len as u64, len);
+                let h = BlockHash::of(&data);
+                assert_eq!(log.put(h, &data, true).await, Ok(PutOutcome::Stored));
+                assert_eq!(log.put(h, &data, true).await, Ok(PutOutcome::Present));
+                assert!(log.contains(&h));
+                assert_eq!(read(&log, &h).await.as_deref(), Some(&data[..]));
+            }
+            let data = block(1, 10);
+            let wrong = BlockHash::of(b"not it");
+            assert!(matches!(
+                log.put(wrong, &data, true).await,
+                Err(BlockLogError::HashMismatch { .. })
+            ));
+            assert!(!log.contains(&wrong));
+            assert_eq!(
+                log.put(wrong, &vec![0; BLOCK_BYTES_MAX + 1], false).await,
+                Err(BlockLogError::TooLarge(BLOCK_BYTES_MAX + 1))
+            );
+            assert_eq!(read(&log, &wrong).await, None);
+            let stats = log.stats();
+            assert_eq!(stats.puts_stored, 6);
+            assert_eq!(stats.puts_present, 6);
+            assert_eq!(stats.blocks, 6);
+            log.close().await;
+        }
+    });
+}
+
+#[test]
+fn concurrent_puts_share_flushes_and_dedup() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    runtime::run(async move {
+        let log = Rc::new(open(&path, key()).await);
+        let blocks: Vec<Vec<u8>> = (0..64).map(|i| block(i, 64 * 1024)).collect();
+        let mut tasks = Vec::new();
+        for i in 0..128 {
+            let log = log.clone();
+            let data = blocks[i % 64].clone();
+            tasks.push(runtime::spawn(async move {
+                log.put(BlockHash::of(&data), &data, true).await
+            }));
+        }
+        let mut stored = 0;
+        for t in tasks {
+            if t.await.unwrap() == PutOutcome::Stored {
+                stored += 1;
+            }
+        }
+        assert_eq!(stored, 64, "each block is written exactly once");
+        let stats = log.stats();
+        assert_eq!(stats.flushed_records, 64);
+        assert!(
+            stats.flushes < 64,
+            "group commit: {} flushes for 64 records",
+            stats.flushes
+        );
+        for b in &blocks {
+            assert_eq!(read(&log, &BlockHash::of(b)).await.as_deref(), Some(&b[..]));
+        }
+    });
+}
+
+#[test]
+fn reopen_across_segments_with_and_without_hints() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    runtime::run(async move {
+        let config = || {
+            let mut c = BlockLogConfig::new(&path, key());
+            c.segment_bytes_max = 64 * 1024;
+            c
+        };
+        let log = BlockLog::open(config()).await.unwrap();
+        let blocks: Vec<Vec<u8>> = (0..40).map(|i| block(i, 10_000 + i as usize)).collect();
+        for b in &blocks {
+            log.put(BlockHash::of(b), b, false).await.unwrap();
+        }
+        assert!(log.stats().segments > 5);
+        log.close().await;
+
+        let check = |log: BlockLog, expected: u64| {
+            let blocks = blocks.clone();
+            async move {
+                for b in &blocks {
+                    assert_eq!(read(&log, &BlockHash::of(b)).await.as_deref(), Some(&b[..]));
+                }
+                let s = log.stats();
+                assert_eq!(s.blocks, expected);
+                assert_eq!(s.corrupt_records + s.torn_tail_cuts, 0);
+                log
+            }
+        };
+        let log = check(BlockLog::open(config()).await.unwrap(), 40).await;
+        let more = block(99, 30_000);
+        log.put(BlockHash::of(&more), &more, false).await.unwrap();
+        log.close().await;
+
+        for entry in std::fs::read_dir(&path).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|e| e == "hint") {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+        let log = check(BlockLog::open(config()).await.unwrap(), 41).await;
+        assert_eq!(read(&log, &BlockHash::of(&more)).await, Some(more));
+        let hints = std::fs::read_dir(&path)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "hint"))
+            .count();
+        assert!(hints > 5, "hints are rewritten after a scan");
+        log.close().await;
+    });
+}
+
+#[test]
+fn wrong_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    runtime::run(async move {
+        let log = open(&path, key()).await;
+        log.put(BlockHash::of(b"x"), b"x", false).await.unwrap();
+        log.close().await;
+        let other = Some(Rc::new(StoreKey::from_bytes(&[1; 32])));
+        assert!(matches!(
+            BlockLog::open(BlockLogConfig::new(&path, other)).await,
+            Err(BlockLogError::WrongKey(1))
+        ));
+        assert!(matches!(
+            BlockLog::open(BlockLogConfig::new(&path, None)).await,
+            Err(BlockLogError::WrongKey(1))
+        ));
+    });
+}
+
+/// Writes `blocks` into a fresh log in `dir` and returns the active segment's path and bytes
+/// plus each record's (offset, length).
+async fn build(dir: &Path, blocks: &[Vec<u8>]) -> (PathBuf, Vec<u8>, Vec<(usize, usize)>) {
+    let log = open(dir, key()).await;
+    for b in blocks {
+        log.put(BlockHash::of(b), b, false).await.unwrap();
+    }
+    log.close().await;
+    let seg = dir.join("seg-0000000001.hblk");
+    let bytes = std::fs::read(&seg).unwrap();
+    let mut records = Vec::new();
+    let mut offset = 4096;
+    while offset < bytes.len() {
+        let h = holdall_engine::block_record::decode_header(&bytes[offset..]).unwrap();
+        records.push((offset, h.record_len()));
+        offset += h.record_len();
+    }
+    assert_eq!(records.len(), blocks.len());
+    (seg, bytes, records)
+}
+
+/// Reopens after the segment was replaced by `bytes` and returns which blocks are served.
+async fn served(dir: &Path, seg: &Path, bytes: &[u8], blocks: &[Vec<u8>]) -> (Vec<bool>, u64, u64) {
+    std::fs::write(seg, bytes).unwrap();
+    let log = open(dir, key()).await;
+    let mut present = Vec::new();
+    for b in blocks {
+        let mut out = Vec::new();
+        let ok = log.get(&BlockHash::of(b), &mut out).await.unwrap();
+        assert!(!ok || out == *b, "served bytes must be the block's bytes");
+        present.push(ok);
+    }
+    let s = log.stats();
+    log.close().await;
+    (present, s.torn_tail_cuts, s.corrupt_records)
+}
+
+#[test]
+fn torn_tail_cut_at_every_offset_of_the_last_small_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    runtime::run(async move {
+        let blocks = vec![block(1, 100), block(2, 3000), block(3, 1000)];
+        let (seg, bytes, records) = build(&path, &blocks).await;
+        let (last_off, last_len) = records[2];
+        for cut in last_off..last_off + last_len {
+            let (present, cuts, _) = served(&path, &seg, &bytes[..cut], &blocks).await;
+            assert_eq!(present, [true, true, false], "cut at {cut}");
+            assert_eq!(cuts, u64::from(cut > last_off), "cut at {cut}");
+        }
+        let (present, cuts, corrupt) = served(&path, &seg, &bytes, &blocks).await;
+        assert_eq!((present, cuts, corrupt), (vec![true; 3], 0, 0));
+    });
+}
+
+#[test]
+fn torn_tail_inside_a_full_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    runtime::run(async move {
+        let blocks = vec![block(1, 100), block(2, BLOCK_BYTES_MAX)];
+        let (seg, bytes, records) = build(&path, &blocks).await;
+        let (off, len) = records[1];
+        let mut cuts = vec![off + 1, off + 71, off + 72, off + 4096, off + len - 1];
+        cuts.extend((1..40).map(|i| off + i * 104_729));
+        for cut in cuts {
+            let (present, n, _) = served(&path, &seg, &bytes[..cut], &blocks).await;
+            assert_eq!(present, [true, false], "cut at {cut}");
+            assert_eq!(n, 1);
+        }
+    });
+}
+
+#[test]
+fn bit_flips_lose_only_the_damaged_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    runtime::run(async move {
+        let blocks = vec![block(1, 100), block(2, 3000), block(3, 200)];
+        let (seg, bytes, records) = build(&path, &blocks).await;
+        // In the last record: it is cut as a torn tail.
+        let (off, _) = records[2];
+        for i in (off..off + 72 + 200 + 16).step_by(3) {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x04;
+            let (present, cuts, _) = served(&path, &seg, &bad, &blocks).await;
+            assert_eq!(present, [true, true, false], "flip at {i}");
+            assert_eq!(cuts, 1, "flip at {i}");
+        }
+        // In a middle record: skipped and reported; what follows is still served.
+        let (off, _) = records[1];
+        for i in (off..off + 72 + 3000 + 16).step_by(97) {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x80;
+            let (present, cuts, corrupt) = served(&path, &seg, &bad, &blocks).await;
+            assert_eq!(present, [true, false, true], "flip at {i}");
+            assert_eq!((cuts, corrupt), (0, 1), "flip at {i}");
+        }
+    });
+}
+
+#[test]
+fn corruption_in_a_sealed_segment_is_detected_at_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    runtime::run(async move {
+        let config = || {
+            let mut c = BlockLogConfig::new(&path, key());
+            c.segment_bytes_max = 16 * 1024;
+            c
+        };
+        let log = BlockLog::open(config()).await.unwrap();
+        let blocks: Vec<Vec<u8>> = (0..6).map(|i| block(i, 5000)).collect();
+        for b in &blocks {
+            log.put(BlockHash::of(b), b, false).await.unwrap();
+        }
+        log.close().await;
+        let seg = path.join("seg-0000000001.hblk");
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes[4096 + 500] ^= 1;
+        std::fs::write(&seg, &bytes).unwrap();
+
+        let log = BlockLog::open(config()).await.unwrap();
+        let first = BlockHash::of(&blocks[0]);
+        let mut out = Vec::new();
+        assert!(matches!(
+            log.get(&first, &mut out).await,
+            Err(BlockLogError::Corrupt { .. })
+        ));
+        assert_eq!(log.get(&first, &mut out).await, Ok(false), "never served");
+        assert_eq!(log.stats().corrupt_records, 1);
+        for b in &blocks[1..] {
+            assert_eq!(read(&log, &BlockHash::of(b)).await.as_deref(), Some(&b[..]));
+        }
+        // The block can be stored again.
+        assert_eq!(
+            log.put(first, &blocks[0], true).await,
+            Ok(PutOutcome::Stored)
+        );
+        assert_eq!(read(&log, &first).await.as_deref(), Some(&blocks[0][..]));
+        log.close().await;
+    });
+}

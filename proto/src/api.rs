@@ -1,0 +1,357 @@
+//! The JSON bodies of every call. Field names are the protocol contract (docs/PROTOCOL.md).
+//!
+//! Paths travel as plain strings and are checked with [`crate::validate_path`] by the
+//! receiver, so that a bad path gets its own error code rather than a JSON parse error.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::hash::BlockHash;
+
+/// Namespace id.
+pub type NsId = u64;
+/// Journal id: strictly increasing within one namespace.
+pub type Jid = u64;
+/// A client's last seen JID per namespace; on the wire a JSON object keyed by the ns as text.
+pub type Cursors = BTreeMap<NsId, Jid>;
+
+/// What an SFJ row says a path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// A file with a blocklist.
+    File,
+    /// A folder.
+    Dir,
+    /// A tombstone: the path was deleted.
+    Deleted,
+}
+
+/// Body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Machine-readable code, e.g. `bad_path`, `hash_mismatch`.
+    pub error: String,
+    /// What was wrong, for a person.
+    pub message: String,
+}
+
+/// A namespace mounted in a user's root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// The mounted namespace.
+    pub ns: NsId,
+    /// Where it appears in the user's root namespace.
+    pub path: String,
+}
+
+/// Size limits the server enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Largest block.
+    pub block_bytes_max: u64,
+    /// Largest payload total of one store_batch or retrieve_batch body.
+    pub batch_bytes_max: u64,
+}
+
+/// `GET /v1/account`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountResponse {
+    /// User name.
+    pub user: String,
+    /// The user's root namespace.
+    pub root_ns: NsId,
+    /// Shared namespaces mounted in the root.
+    pub mounts: Vec<Mount>,
+    /// Server limits.
+    pub limits: Limits,
+}
+
+/// `POST /v1/commit`, and one item of `commit_batch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitRequest {
+    /// Namespace of the path.
+    pub ns: NsId,
+    /// Path relative to the namespace root.
+    pub path: String,
+    /// File, folder or deletion.
+    pub kind: EntryKind,
+    /// Block hashes of the file, in order; empty for folders, deletions and empty files.
+    #[serde(default)]
+    pub blocklist: Vec<BlockHash>,
+    /// File size in bytes; 0 for folders and deletions.
+    #[serde(default)]
+    pub size: u64,
+    /// Modification time, milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub mtime_ms: i64,
+    /// The path's latest JID the client knows; `null` when it believes the path does not
+    /// exist (or is deleted).
+    pub parent_jid: Option<Jid>,
+}
+
+/// The answer to one commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum CommitResult {
+    /// Committed and durable as this JID.
+    Ok {
+        /// The new row's JID.
+        jid: Jid,
+    },
+    /// Upload these blocks (store_batch), then commit again.
+    NeedBlocks {
+        /// Hashes to upload.
+        need: Vec<BlockHash>,
+    },
+    /// `parent_jid` is not the path's latest JID.
+    Conflict {
+        /// The path's latest JID (`null` if it has none).
+        current_jid: Option<Jid>,
+    },
+    /// This commit was refused; the others of a batch are unaffected.
+    Error {
+        /// Machine-readable code.
+        error: String,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+/// `POST /v1/commit_batch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitBatchRequest {
+    /// At most [`crate::limits::COMMIT_BATCH_MAX`] commits.
+    pub commits: Vec<CommitRequest>,
+}
+
+/// Answer to `POST /v1/commit_batch`: one result per commit, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitBatchResponse {
+    /// Results in the order of the commits.
+    pub results: Vec<CommitResult>,
+}
+
+/// Answer to `POST /v1/store_batch`, sent only once the blocks are durable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreBatchResponse {
+    /// Blocks written by this request.
+    pub stored: Vec<BlockHash>,
+    /// Blocks the server already had.
+    pub present: Vec<BlockHash>,
+}
+
+/// `POST /v1/list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListRequest {
+    /// Last seen JID per namespace (0 for a namespace never listed).
+    pub cursors: Cursors,
+    /// Most entries to return.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// One SFJ row in a list answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListEntry {
+    /// Namespace.
+    pub ns: NsId,
+    /// The row's JID.
+    pub jid: Jid,
+    /// Path relative to the namespace root.
+    pub path: String,
+    /// File, folder or deletion.
+    pub kind: EntryKind,
+    /// Block hashes, in order.
+    pub blocklist: Vec<BlockHash>,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, ms since the epoch.
+    pub mtime_ms: i64,
+}
+
+/// A blocklist of a file still being uploaded (streaming sync).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrefetchEntry {
+    /// Namespace.
+    pub ns: NsId,
+    /// Path relative to the namespace root.
+    pub path: String,
+    /// Block hashes, in order.
+    pub blocklist: Vec<BlockHash>,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Answer to `POST /v1/list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListResponse {
+    /// New rows, by namespace and JID.
+    pub entries: Vec<ListEntry>,
+    /// Live prefetch entries of other clients' uploads.
+    pub prefetch: Vec<PrefetchEntry>,
+    /// Cursors to send next time.
+    pub cursors: Cursors,
+    /// More rows wait: list again at once.
+    pub has_more: bool,
+}
+
+/// `POST /v1/longpoll`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LongpollRequest {
+    /// Cursors as for list.
+    pub cursors: Cursors,
+    /// Seconds to wait at most (default 30, at most 480).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u32>,
+}
+
+/// Answer to `POST /v1/longpoll`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LongpollResponse {
+    /// There is something to list.
+    pub changes: bool,
+}
+
+/// One file's blocks asked of `retrieve_batch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetrieveItem {
+    /// Namespace.
+    pub ns: NsId,
+    /// Path relative to the namespace root.
+    pub path: String,
+    /// The row whose blocklist authorizes the hashes; the latest row when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jid: Option<Jid>,
+    /// Authorize by the path's live prefetch entry instead of a row.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prefetch: bool,
+    /// Blocks wanted, answered in this order.
+    pub hashes: Vec<BlockHash>,
+}
+
+/// `POST /v1/retrieve_batch`; the answer is a body of retrieve frames.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetrieveBatchRequest {
+    /// Files and their blocks, answered in this order.
+    pub items: Vec<RetrieveItem>,
+    /// How long to wait for `pending` blocks to be uploaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}
+
+/// `POST /v1/admin/users`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateUserRequest {
+    /// New user's name.
+    pub name: String,
+}
+
+/// Answer to `POST /v1/admin/users`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateUserResponse {
+    /// The user's name.
+    pub user: String,
+    /// Bearer token; shown once, stored only as its SHA-256.
+    pub token: String,
+    /// The user's root namespace.
+    pub root_ns: NsId,
+}
+
+/// `POST /v1/namespaces`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateNamespaceRequest {
+    /// Where to mount the new namespace in the caller's root (an empty path).
+    pub mount_path: String,
+}
+
+/// Answer to `POST /v1/namespaces`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateNamespaceResponse {
+    /// The new namespace.
+    pub ns: NsId,
+}
+
+/// `POST /v1/namespaces/{ns}/members`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddMemberRequest {
+    /// User to mount the namespace for.
+    pub user: String,
+    /// Where it appears in that user's root.
+    pub mount_path: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn commit_request_field_names() {
+        let h = BlockHash::of(b"");
+        let v = json!({
+            "ns": 7, "path": "a/b.txt", "kind": "file", "blocklist": [h.to_hex()],
+            "size": 0, "mtime_ms": 1700000000000i64, "parent_jid": null
+        });
+        let c: CommitRequest = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(c.kind, EntryKind::File);
+        assert_eq!(c.parent_jid, None);
+        assert_eq!(serde_json::to_value(&c).unwrap(), v);
+    }
+
+    #[test]
+    fn commit_results_are_tagged_by_status() {
+        let need = CommitResult::NeedBlocks {
+            need: vec![BlockHash::of(b"")],
+        };
+        let v = serde_json::to_value(&need).unwrap();
+        assert_eq!(v["status"], "need_blocks");
+        assert_eq!(v["need"][0], BlockHash::of(b"").to_hex());
+        assert_eq!(
+            serde_json::to_value(CommitResult::Ok { jid: 3 }).unwrap(),
+            json!({"status": "ok", "jid": 3})
+        );
+        assert_eq!(
+            serde_json::to_value(CommitResult::Conflict {
+                current_jid: Some(9)
+            })
+            .unwrap(),
+            json!({"status": "conflict", "current_jid": 9})
+        );
+    }
+
+    #[test]
+    fn cursors_are_objects_keyed_by_namespace() {
+        let r: ListRequest = serde_json::from_value(json!({"cursors": {"12": 5}})).unwrap();
+        assert_eq!(r.cursors.get(&12), Some(&5));
+        assert_eq!(r.limit, None);
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            json!({"cursors": {"12": 5}})
+        );
+        assert!(serde_json::from_value::<ListRequest>(json!({"cursors": {"x": 5}})).is_err());
+    }
+
+    #[test]
+    fn retrieve_items_default_optional_fields() {
+        let r: RetrieveBatchRequest =
+            serde_json::from_value(json!({"items": [{"ns": 1, "path": "f", "hashes": []}]}))
+                .unwrap();
+        assert_eq!(r.items[0].jid, None);
+        assert!(!r.items[0].prefetch);
+        assert_eq!(r.wait_ms, None);
+    }
+
+    #[test]
+    fn kinds_are_snake_case() {
+        for (k, s) in [
+            (EntryKind::File, "file"),
+            (EntryKind::Dir, "dir"),
+            (EntryKind::Deleted, "deleted"),
+        ] {
+            assert_eq!(serde_json::to_value(k).unwrap(), json!(s));
+        }
+        assert!(serde_json::from_value::<EntryKind>(json!("symlink")).is_err());
+    }
+}

@@ -1,0 +1,484 @@
+//! The binary frame codec for block batches.
+//!
+//! store_batch bodies are a sequence of store frames `[hash 32 B][len u32 LE][bytes]`;
+//! retrieve_batch bodies are retrieve frames `[hash 32 B][status u8][len u32 LE][bytes]`,
+//! where only status `ok` carries bytes. Decoders borrow from the body (no allocation), and
+//! refuse truncated frames, blocks over [`BLOCK_BYTES_MAX`], payload totals over the caller's
+//! limit, and trailing garbage, without panicking.
+
+use crate::hash::BlockHash;
+use crate::limits::BLOCK_BYTES_MAX;
+
+/// Bytes of a store frame's header.
+pub const STORE_HEADER_BYTES: usize = 32 + 4;
+/// Bytes of a retrieve frame's header.
+pub const RETRIEVE_HEADER_BYTES: usize = 32 + 1 + 4;
+
+/// What is wrong with a frame body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The body ends inside a frame header or payload.
+    #[error("frame at byte {offset} is truncated: needs {needed} bytes, {available} remain")]
+    Truncated {
+        /// Offset of the frame in the body.
+        offset: usize,
+        /// Bytes the frame declares (header plus payload).
+        needed: usize,
+        /// Bytes left in the body.
+        available: usize,
+    },
+    /// A frame declares a block larger than [`BLOCK_BYTES_MAX`].
+    #[error("frame at byte {offset} declares {len} bytes, more than the 4194304 a block may hold")]
+    BlockTooLarge {
+        /// Offset of the frame in the body.
+        offset: usize,
+        /// Declared payload length.
+        len: u64,
+    },
+    /// The payloads together exceed the batch limit.
+    #[error("frames declare {total} payload bytes, more than the batch limit of {limit}")]
+    BatchTooLarge {
+        /// Payload bytes declared so far, including the frame that crossed the limit.
+        total: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A retrieve frame's status byte is not 0–3.
+    #[error("frame at byte {offset} has unknown status {status}")]
+    BadStatus {
+        /// Offset of the frame in the body.
+        offset: usize,
+        /// The status byte.
+        status: u8,
+    },
+    /// A retrieve frame whose status is not `ok` carries bytes.
+    #[error("frame at byte {offset} has status {status:?} but carries {len} bytes")]
+    PayloadWithoutData {
+        /// Offset of the frame in the body.
+        offset: usize,
+        /// The status.
+        status: RetrieveStatus,
+        /// Declared payload length.
+        len: u32,
+    },
+}
+
+/// The outcome for one block in a retrieve_batch answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetrieveStatus {
+    /// The block's bytes follow.
+    Ok = 0,
+    /// No such block where the caller may look.
+    NotFound = 1,
+    /// In a live prefetch entry but not uploaded yet.
+    Pending = 2,
+    /// The prefetch entry is gone or changed: fall back to the committed file.
+    NotEligible = 3,
+}
+
+impl RetrieveStatus {
+    fn from_byte(b: u8) -> Option<RetrieveStatus> {
+        Some(match b {
+            0 => RetrieveStatus::Ok,
+            1 => RetrieveStatus::NotFound,
+            2 => RetrieveStatus::Pending,
+            3 => RetrieveStatus::NotEligible,
+            _ => return None,
+        })
+    }
+}
+
+/// One decoded store frame, borrowing its payload from the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreFrame<'a> {
+    /// The hash the sender claims for `data`.
+    pub hash: BlockHash,
+    /// The block's bytes.
+    pub data: &'a [u8],
+}
+
+/// One decoded retrieve frame, borrowing its payload from the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetrieveFrame<'a> {
+    /// The block asked for.
+    pub hash: BlockHash,
+    /// What the server answered.
+    pub status: RetrieveStatus,
+    /// The block's bytes; empty unless `status` is `Ok`.
+    pub data: &'a [u8],
+}
+
+/// The header of a store frame carrying `len` bytes.
+pub fn store_frame_header(hash: &BlockHash, len: u32) -> [u8; STORE_HEADER_BYTES] {
+    let mut h = [0u8; STORE_HEADER_BYTES];
+    h[..32].copy_from_slice(hash.as_bytes());
+    h[32..].copy_from_slice(&len.to_le_bytes());
+    h
+}
+
+/// The header of a retrieve frame carrying `len` bytes.
+pub fn retrieve_frame_header(
+    hash: &BlockHash,
+    status: RetrieveStatus,
+    len: u32,
+) -> [u8; RETRIEVE_HEADER_BYTES] {
+    let mut h = [0u8; RETRIEVE_HEADER_BYTES];
+    h[..32].copy_from_slice(hash.as_bytes());
+    h[32] = status as u8;
+    h[33..].copy_from_slice(&len.to_le_bytes());
+    h
+}
+
+/// Appends a store frame to `out`.
+///
+/// # Panics
+/// If `data` is longer than [`BLOCK_BYTES_MAX`]: the caller cut the block wrong.
+pub fn encode_store_frame(out: &mut Vec<u8>, hash: &BlockHash, data: &[u8]) {
+    assert!(data.len() <= BLOCK_BYTES_MAX, "block over 4 MiB");
+    out.extend_from_slice(&store_frame_header(hash, data.len() as u32));
+    out.extend_from_slice(data);
+}
+
+/// Appends a retrieve frame to `out`.
+///
+/// # Panics
+/// If `data` is longer than [`BLOCK_BYTES_MAX`], or not empty with a status other than `Ok`.
+pub fn encode_retrieve_frame(
+    out: &mut Vec<u8>,
+    hash: &BlockHash,
+    status: RetrieveStatus,
+    data: &[u8],
+) {
+    assert!(data.len() <= BLOCK_BYTES_MAX, "block over 4 MiB");
+    assert!(status == RetrieveStatus::Ok || data.is_empty());
+    out.extend_from_slice(&retrieve_frame_header(hash, status, data.len() as u32));
+    out.extend_from_slice(data);
+}
+
+fn read_hash(bytes: &[u8]) -> BlockHash {
+    let mut h = [0u8; 32];
+    h.copy_from_slice(&bytes[..32]);
+    BlockHash(h)
+}
+
+fn read_u32(bytes: &[u8]) -> u32 {
+    u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+}
+
+/// Iterates over the store frames of a body; stops at the first error.
+pub struct StoreFrames<'a> {
+    body: &'a [u8],
+    offset: usize,
+    payload_total: u64,
+    payload_bytes_max: u64,
+    failed: bool,
+}
+
+/// Decodes `body` as store frames whose payloads total at most `payload_bytes_max`.
+pub fn decode_store_frames(body: &[u8], payload_bytes_max: u64) -> StoreFrames<'_> {
+    StoreFrames {
+        body,
+        offset: 0,
+        payload_total: 0,
+        payload_bytes_max,
+        failed: false,
+    }
+}
+
+impl<'a> Iterator for StoreFrames<'a> {
+    type Item = Result<StoreFrame<'a>, FrameError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.offset == self.body.len() {
+            return None;
+        }
+        let result = self.decode_one();
+        self.failed = result.is_err();
+        Some(result)
+    }
+}
+
+impl<'a> StoreFrames<'a> {
+    fn decode_one(&mut self) -> Result<StoreFrame<'a>, FrameError> {
+        let offset = self.offset;
+        let rest = &self.body[offset..];
+        if rest.len() < STORE_HEADER_BYTES {
+            return Err(FrameError::Truncated {
+                offset,
+                needed: STORE_HEADER_BYTES,
+                available: rest.len(),
+            });
+        }
+        let len = read_u32(&rest[32..36]);
+        let data = checked_payload(
+            rest,
+            offset,
+            STORE_HEADER_BYTES,
+            len,
+            &mut self.payload_total,
+            self.payload_bytes_max,
+        )?;
+        self.offset += STORE_HEADER_BYTES + data.len();
+        Ok(StoreFrame {
+            hash: read_hash(rest),
+            data,
+        })
+    }
+}
+
+/// Checks a declared payload length against the limits and the bytes available, and
+/// returns the payload.
+fn checked_payload<'a>(
+    rest: &'a [u8],
+    offset: usize,
+    header_bytes: usize,
+    len: u32,
+    payload_total: &mut u64,
+    payload_bytes_max: u64,
+) -> Result<&'a [u8], FrameError> {
+    if len as usize > BLOCK_BYTES_MAX {
+        return Err(FrameError::BlockTooLarge {
+            offset,
+            len: len as u64,
+        });
+    }
+    *payload_total += len as u64;
+    if *payload_total > payload_bytes_max {
+        return Err(FrameError::BatchTooLarge {
+            total: *payload_total,
+            limit: payload_bytes_max,
+        });
+    }
+    let needed = header_bytes + len as usize;
+    if rest.len() < needed {
+        return Err(FrameError::Truncated {
+            offset,
+            needed,
+            available: rest.len(),
+        });
+    }
+    Ok(&rest[header_bytes..needed])
+}
+
+/// Iterates over the retrieve frames of a body; stops at the first error.
+pub struct RetrieveFrames<'a> {
+    body: &'a [u8],
+    offset: usize,
+    payload_total: u64,
+    payload_bytes_max: u64,
+    failed: bool,
+}
+
+/// Decodes `body` as retrieve frames whose payloads total at most `payload_bytes_max`.
+pub fn decode_retrieve_frames(body: &[u8], payload_bytes_max: u64) -> RetrieveFrames<'_> {
+    RetrieveFrames {
+        body,
+        offset: 0,
+        payload_total: 0,
+        payload_bytes_max,
+        failed: false,
+    }
+}
+
+impl<'a> Iterator for RetrieveFrames<'a> {
+    type Item = Result<RetrieveFrame<'a>, FrameError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.offset == self.body.len() {
+            return None;
+        }
+        let result = self.decode_one();
+        self.failed = result.is_err();
+        Some(result)
+    }
+}
+
+impl<'a> RetrieveFrames<'a> {
+    fn decode_one(&mut self) -> Result<RetrieveFrame<'a>, FrameError> {
+        let offset = self.offset;
+        let rest = &self.body[offset..];
+        if rest.len() < RETRIEVE_HEADER_BYTES {
+            return Err(FrameError::Truncated {
+                offset,
+                needed: RETRIEVE_HEADER_BYTES,
+                available: rest.len(),
+            });
+        }
+        let status = RetrieveStatus::from_byte(rest[32]).ok_or(FrameError::BadStatus {
+            offset,
+            status: rest[32],
+        })?;
+        let len = read_u32(&rest[33..37]);
+        if status != RetrieveStatus::Ok && len != 0 {
+            return Err(FrameError::PayloadWithoutData {
+                offset,
+                status,
+                len,
+            });
+        }
+        let data = checked_payload(
+            rest,
+            offset,
+            RETRIEVE_HEADER_BYTES,
+            len,
+            &mut self.payload_total,
+            self.payload_bytes_max,
+        )?;
+        self.offset += RETRIEVE_HEADER_BYTES + data.len();
+        Ok(RetrieveFrame {
+            hash: read_hash(rest),
+            status,
+            data,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::BATCH_BYTES_DEFAULT;
+
+    const LIMIT: u64 = BATCH_BYTES_DEFAULT as u64;
+
+    fn store_body(blocks: &[&[u8]]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for b in blocks {
+            encode_store_frame(&mut body, &BlockHash::of(b), b);
+        }
+        body
+    }
+
+    #[test]
+    fn store_round_trip() {
+        let big = vec![7u8; BLOCK_BYTES_MAX];
+        let blocks: [&[u8]; 4] = [b"", b"a", b"hello world", &big];
+        let body = store_body(&blocks);
+        let frames: Vec<_> = decode_store_frames(&body, LIMIT)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(frames.len(), 4);
+        for (f, b) in frames.iter().zip(blocks) {
+            assert_eq!(f.data, b);
+            assert_eq!(f.hash, BlockHash::of(b));
+        }
+        assert_eq!(decode_store_frames(&[], LIMIT).count(), 0);
+    }
+
+    #[test]
+    fn two_full_blocks_fit_the_default_batch() {
+        let big = vec![1u8; BLOCK_BYTES_MAX];
+        let body = store_body(&[&big, &big]);
+        assert!(decode_store_frames(&body, LIMIT).all(|f| f.is_ok()));
+        let body = store_body(&[&big, &big, b"x"]);
+        let last = decode_store_frames(&body, LIMIT).last().unwrap();
+        assert_eq!(
+            last,
+            Err(FrameError::BatchTooLarge {
+                total: LIMIT + 1,
+                limit: LIMIT
+            })
+        );
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let body = store_body(&[b"first block", b"second"]);
+        let first_end = STORE_HEADER_BYTES + 11;
+        for cut in 0..body.len() {
+            let results: Vec<_> = decode_store_frames(&body[..cut], LIMIT).collect();
+            if cut == 0 || cut == first_end {
+                assert!(results.iter().all(|r| r.is_ok()), "cut {cut}");
+            } else {
+                assert!(
+                    matches!(results.last(), Some(Err(FrameError::Truncated { .. }))),
+                    "cut {cut}: {results:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_declared_length_is_refused_before_reading() {
+        let mut body = store_frame_header(&BlockHash::of(b""), u32::MAX).to_vec();
+        body.extend_from_slice(b"short");
+        let r: Vec<_> = decode_store_frames(&body, u64::MAX).collect();
+        assert_eq!(
+            r,
+            vec![Err(FrameError::BlockTooLarge {
+                offset: 0,
+                len: u32::MAX as u64
+            })]
+        );
+    }
+
+    #[test]
+    fn trailing_garbage_is_refused() {
+        let mut body = store_body(&[b"abc"]);
+        body.extend_from_slice(&[1, 2, 3]);
+        let r: Vec<_> = decode_store_frames(&body, LIMIT).collect();
+        assert!(r[0].is_ok());
+        assert!(matches!(r[1], Err(FrameError::Truncated { offset: 39, .. })));
+        assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn retrieve_round_trip_and_errors() {
+        let h = BlockHash::of(b"x");
+        let mut body = Vec::new();
+        encode_retrieve_frame(&mut body, &h, RetrieveStatus::Ok, b"x");
+        encode_retrieve_frame(&mut body, &h, RetrieveStatus::NotFound, b"");
+        encode_retrieve_frame(&mut body, &h, RetrieveStatus::Pending, b"");
+        encode_retrieve_frame(&mut body, &h, RetrieveStatus::NotEligible, b"");
+        let frames: Vec<_> = decode_retrieve_frames(&body, LIMIT)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let statuses: Vec<_> = frames.iter().map(|f| f.status).collect();
+        assert_eq!(
+            statuses,
+            [
+                RetrieveStatus::Ok,
+                RetrieveStatus::NotFound,
+                RetrieveStatus::Pending,
+                RetrieveStatus::NotEligible
+            ]
+        );
+        assert_eq!(frames[0].data, b"x");
+
+        let mut bad = retrieve_frame_header(&h, RetrieveStatus::Ok, 0).to_vec();
+        bad[32] = 9;
+        assert_eq!(
+            decode_retrieve_frames(&bad, LIMIT).next(),
+            Some(Err(FrameError::BadStatus {
+                offset: 0,
+                status: 9
+            }))
+        );
+        let mut bad = retrieve_frame_header(&h, RetrieveStatus::Pending, 1).to_vec();
+        bad.push(0);
+        assert!(matches!(
+            decode_retrieve_frames(&bad, LIMIT).next(),
+            Some(Err(FrameError::PayloadWithoutData { .. }))
+        ));
+        for cut in 1..body.len() {
+            let last = decode_retrieve_frames(&body[..cut], LIMIT).last();
+            let boundary = [38, 75, 112].contains(&cut);
+            assert_eq!(last.unwrap().is_ok(), boundary, "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut state = 0x9e3779b97f4a7c15u64;
+        for _ in 0..2000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = (state % 200) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| (state >> (i % 8 * 8)) as u8 ^ i as u8)
+                .collect();
+            let _ = decode_store_frames(&bytes, LIMIT).count();
+            let _ = decode_retrieve_frames(&bytes, LIMIT).count();
+        }
+    }
+}
