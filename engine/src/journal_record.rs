@@ -1,0 +1,445 @@
+//! Journal (SFJ) records: encoding and checking, no I/O.
+//!
+//! A record is a 16-byte header and a body (integers little-endian; docs/FORMATS.md is the
+//! reference):
+//!
+//! ```text
+//! 0   4  magic "HJNL"
+//! 4   1  format version (1)
+//! 5   1  record type: 1 row, 2 user, 3 token, 4 namespace, 5 mount
+//! 6   2  reserved, zero
+//! 8   4  body length
+//! 12  4  CRC32 of bytes 0..12 and the body
+//! 16  …  body
+//! ```
+//!
+//! Records of one group commit are packed back to back; the group is padded with zero bytes
+//! to a 4096-byte boundary, so a reader that meets a zero magic skips to the next boundary.
+
+use holdall_proto::api::{EntryKind, Jid, NsId};
+use holdall_proto::limits::{BLOCK_BYTES_MAX, PATH_BYTES_MAX};
+use holdall_proto::path::validate_path_bytes;
+use holdall_proto::BlockHash;
+
+/// Record magic.
+pub const MAGIC: [u8; 4] = *b"HJNL";
+/// Format version.
+pub const VERSION: u8 = 1;
+/// Bytes of a record header.
+pub const HEADER_BYTES: usize = 16;
+/// Largest body: a row of a 4 TiB file (a million hashes) with the longest path.
+pub const BODY_BYTES_MAX: usize = 64 + PATH_BYTES_MAX + 32 * (1 << 20);
+
+/// User id.
+pub type UserId = u64;
+
+/// One version of one path in one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// Namespace.
+    pub ns: NsId,
+    /// Journal id, strictly increasing within the namespace.
+    pub jid: Jid,
+    /// Path relative to the namespace root.
+    pub path: String,
+    /// File, folder or deletion.
+    pub kind: EntryKind,
+    /// Block hashes of a file, in order.
+    pub blocklist: Vec<BlockHash>,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, ms since the epoch.
+    pub mtime_ms: i64,
+}
+
+/// Whether a namespace is a user's root or a shared folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamespaceKind {
+    /// A user's root namespace.
+    Root,
+    /// A shared folder.
+    Shared,
+}
+
+/// Everything the journal persists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JournalRecord {
+    /// An SFJ row.
+    Row(Row),
+    /// A user.
+    User {
+        /// Id.
+        id: UserId,
+        /// Unique name.
+        name: String,
+        /// Root namespace.
+        root_ns: NsId,
+        /// May call admin endpoints.
+        admin: bool,
+    },
+    /// A bearer token, kept only as its SHA-256.
+    Token {
+        /// Whose token.
+        user: UserId,
+        /// SHA-256 of the token.
+        token_sha256: [u8; 32],
+    },
+    /// A namespace.
+    Namespace {
+        /// Id.
+        id: NsId,
+        /// Creator.
+        owner: UserId,
+        /// Root or shared.
+        kind: NamespaceKind,
+    },
+    /// A namespace mounted in a user's root at a path.
+    Mount {
+        /// The user.
+        user: UserId,
+        /// The namespace.
+        ns: NsId,
+        /// Where it appears in the user's root.
+        path: String,
+    },
+}
+
+/// Why bytes are not a valid record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JournalRecordError {
+    /// Fewer bytes than the header or body needs.
+    #[error("record truncated")]
+    Truncated,
+    /// Not the record magic.
+    #[error("bad magic")]
+    Magic,
+    /// Unknown version.
+    #[error("unknown version {0}")]
+    Version(u8),
+    /// Checksum mismatch.
+    #[error("checksum mismatch")]
+    Crc,
+    /// A body that does not decode.
+    #[error("bad body: {0}")]
+    Body(&'static str),
+}
+
+fn kind_byte(k: EntryKind) -> u8 {
+    match k {
+        EntryKind::File => 0,
+        EntryKind::Dir => 1,
+        EntryKind::Deleted => 2,
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Appends the encoding of `record` to `out`.
+pub fn encode(record: &JournalRecord, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER_BYTES]);
+    let ty = match record {
+        JournalRecord::Row(r) => {
+            out.extend_from_slice(&r.ns.to_le_bytes());
+            out.extend_from_slice(&r.jid.to_le_bytes());
+            out.push(kind_byte(r.kind));
+            out.extend_from_slice(&r.size.to_le_bytes());
+            out.extend_from_slice(&r.mtime_ms.to_le_bytes());
+            put_str(out, &r.path);
+            out.extend_from_slice(&(r.blocklist.len() as u32).to_le_bytes());
+            for h in &r.blocklist {
+                out.extend_from_slice(h.as_bytes());
+            }
+            1
+        }
+        JournalRecord::User {
+            id,
+            name,
+            root_ns,
+            admin,
+        } => {
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&root_ns.to_le_bytes());
+            out.push(u8::from(*admin));
+            put_str(out, name);
+            2
+        }
+        JournalRecord::Token { user, token_sha256 } => {
+            out.extend_from_slice(&user.to_le_bytes());
+            out.extend_from_slice(token_sha256);
+            3
+        }
+        JournalRecord::Namespace { id, owner, kind } => {
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&owner.to_le_bytes());
+            out.push(match kind {
+                NamespaceKind::Root => 0,
+                NamespaceKind::Shared => 1,
+            });
+            4
+        }
+        JournalRecord::Mount { user, ns, path } => {
+            out.extend_from_slice(&user.to_le_bytes());
+            out.extend_from_slice(&ns.to_le_bytes());
+            put_str(out, path);
+            5
+        }
+    };
+    let body_len = (out.len() - start - HEADER_BYTES) as u32;
+    let header = &mut out[start..start + HEADER_BYTES];
+    header[0..4].copy_from_slice(&MAGIC);
+    header[4] = VERSION;
+    header[5] = ty;
+    header[8..12].copy_from_slice(&body_len.to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&out[start..start + 12]);
+    crc.update(&out[start + HEADER_BYTES..]);
+    let crc = crc.finalize();
+    out[start + 12..start + 16].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// A cursor over a record body that never reads past its end.
+struct Body<'a>(&'a [u8]);
+
+impl<'a> Body<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], JournalRecordError> {
+        if self.0.len() < n {
+            return Err(JournalRecordError::Body("field runs past the body"));
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, JournalRecordError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, JournalRecordError> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+    }
+    fn u32(&mut self) -> Result<u32, JournalRecordError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+    fn u64(&mut self) -> Result<u64, JournalRecordError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+    fn path(&mut self) -> Result<String, JournalRecordError> {
+        let len = self.u16()? as usize;
+        let bytes = self.take(len)?;
+        validate_path_bytes(bytes)
+            .map(str::to_owned)
+            .map_err(|_| JournalRecordError::Body("invalid path"))
+    }
+    fn name(&mut self) -> Result<String, JournalRecordError> {
+        let len = self.u16()? as usize;
+        let bytes = self.take(len)?;
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| JournalRecordError::Body("name is not UTF-8"))
+    }
+    fn end(self) -> Result<(), JournalRecordError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(JournalRecordError::Body("bytes after the last field"))
+        }
+    }
+}
+
+/// Decodes the record at the start of `bytes`; returns it and the bytes it took.
+pub fn decode(bytes: &[u8]) -> Result<(JournalRecord, usize), JournalRecordError> {
+    if bytes.len() < HEADER_BYTES {
+        return Err(JournalRecordError::Truncated);
+    }
+    if bytes[0..4] != MAGIC {
+        return Err(JournalRecordError::Magic);
+    }
+    let body_len = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
+    if body_len > BODY_BYTES_MAX {
+        return Err(JournalRecordError::Body("body longer than any record"));
+    }
+    let total = HEADER_BYTES + body_len;
+    if bytes.len() < total {
+        return Err(JournalRecordError::Truncated);
+    }
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&bytes[0..12]);
+    crc.update(&bytes[HEADER_BYTES..total]);
+    if crc.finalize().to_le_bytes() != bytes[12..16] {
+        return Err(JournalRecordError::Crc);
+    }
+    if bytes[4] != VERSION {
+        return Err(JournalRecordError::Version(bytes[4]));
+    }
+    let mut b = Body(&bytes[HEADER_BYTES..total]);
+    let record = match bytes[5] {
+        1 => {
+            let ns = b.u64()?;
+            let jid = b.u64()?;
+            let kind = match b.u8()? {
+                0 => EntryKind::File,
+                1 => EntryKind::Dir,
+                2 => EntryKind::Deleted,
+                _ => return Err(JournalRecordError::Body("unknown entry kind")),
+            };
+            let size = b.u64()?;
+            let mtime_ms = b.u64()? as i64;
+            let path = b.path()?;
+            let count = b.u32()? as usize;
+            if count as u64 != size.div_ceil(BLOCK_BYTES_MAX as u64) {
+                return Err(JournalRecordError::Body("block count does not fit size"));
+            }
+            let hashes = b.take(count.checked_mul(32).ok_or(JournalRecordError::Body("count"))?)?;
+            let blocklist = hashes
+                .chunks_exact(32)
+                .map(|h| BlockHash(h.try_into().expect("32 bytes")))
+                .collect();
+            JournalRecord::Row(Row {
+                ns,
+                jid,
+                path,
+                kind,
+                blocklist,
+                size,
+                mtime_ms,
+            })
+        }
+        2 => {
+            let id = b.u64()?;
+            let root_ns = b.u64()?;
+            let admin = match b.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(JournalRecordError::Body("admin flag")),
+            };
+            JournalRecord::User {
+                id,
+                name: b.name()?,
+                root_ns,
+                admin,
+            }
+        }
+        3 => JournalRecord::Token {
+            user: b.u64()?,
+            token_sha256: b.take(32)?.try_into().expect("32 bytes"),
+        },
+        4 => JournalRecord::Namespace {
+            id: b.u64()?,
+            owner: b.u64()?,
+            kind: match b.u8()? {
+                0 => NamespaceKind::Root,
+                1 => NamespaceKind::Shared,
+                _ => return Err(JournalRecordError::Body("namespace kind")),
+            },
+        },
+        5 => JournalRecord::Mount {
+            user: b.u64()?,
+            ns: b.u64()?,
+            path: b.path()?,
+        },
+        _ => return Err(JournalRecordError::Body("unknown record type")),
+    };
+    b.end()?;
+    Ok((record, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn samples() -> Vec<JournalRecord> {
+        vec![
+            JournalRecord::Row(Row {
+                ns: 3,
+                jid: 9,
+                path: "docs/ünï.txt".into(),
+                kind: EntryKind::File,
+                blocklist: vec![BlockHash::of(b"a"), BlockHash::of(b"b")],
+                size: BLOCK_BYTES_MAX as u64 + 1,
+                mtime_ms: -5,
+            }),
+            JournalRecord::Row(Row {
+                ns: 3,
+                jid: 10,
+                path: "d".into(),
+                kind: EntryKind::Dir,
+                blocklist: vec![],
+                size: 0,
+                mtime_ms: 1,
+            }),
+            JournalRecord::User {
+                id: 1,
+                name: "admin".into(),
+                root_ns: 1,
+                admin: true,
+            },
+            JournalRecord::Token {
+                user: 1,
+                token_sha256: [7; 32],
+            },
+            JournalRecord::Namespace {
+                id: 4,
+                owner: 1,
+                kind: NamespaceKind::Shared,
+            },
+            JournalRecord::Mount {
+                user: 2,
+                ns: 4,
+                path: "Shared/Team".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn round_trip_every_type() {
+        let mut buf = Vec::new();
+        for r in samples() {
+            encode(&r, &mut buf);
+        }
+        let mut at = 0;
+        for r in samples() {
+            let (got, len) = decode(&buf[at..]).unwrap();
+            assert_eq!(got, r);
+            at += len;
+        }
+        assert_eq!(at, buf.len());
+    }
+
+    #[test]
+    fn every_truncation_and_bit_flip_is_refused() {
+        for r in samples() {
+            let mut buf = Vec::new();
+            encode(&r, &mut buf);
+            for cut in 0..buf.len() {
+                assert!(decode(&buf[..cut]).is_err(), "{r:?} cut {cut}");
+            }
+            for i in 0..buf.len() {
+                for bit in 0..8 {
+                    let mut bad = buf.clone();
+                    bad[i] ^= 1 << bit;
+                    assert!(decode(&bad).is_err(), "{r:?} flip {i}.{bit}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn checksummed_nonsense_is_refused() {
+        // A record with a valid checksum but an impossible body.
+        let mut buf = Vec::new();
+        encode(
+            &JournalRecord::Mount {
+                user: 1,
+                ns: 2,
+                path: "a/../b".into(),
+            },
+            &mut buf,
+        );
+        assert_eq!(
+            decode(&buf),
+            Err(JournalRecordError::Body("invalid path"))
+        );
+    }
+}

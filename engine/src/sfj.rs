@@ -1,0 +1,685 @@
+//! The Server File Journal's in-memory state: namespaces with their latest row per path and
+//! those rows ordered by JID, users, tokens and mounts. Pure and deterministic: the journal
+//! feeds it records read from disk or just made durable; checks run before anything is
+//! written, against this state plus what the same group commit already took.
+
+use std::collections::{BTreeMap, HashMap};
+
+use holdall_proto::api::{EntryKind, Jid, NsId};
+use holdall_proto::content_hash::block_count;
+use holdall_proto::{validate_path, BlockHash, PathError};
+
+use crate::journal_record::{JournalRecord, NamespaceKind, Row, UserId};
+
+/// A commit asked of the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    /// Namespace.
+    pub ns: NsId,
+    /// Path relative to the namespace root.
+    pub path: String,
+    /// File, folder or deletion.
+    pub kind: EntryKind,
+    /// Block hashes of a file.
+    pub blocklist: Vec<BlockHash>,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, ms since the epoch.
+    pub mtime_ms: i64,
+    /// The path's latest JID as the committer knows it; `None`: the path must not exist or
+    /// be deleted.
+    pub parent_jid: Option<Jid>,
+}
+
+/// Why a commit cannot be taken at all (as opposed to a conflict).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommitInvalid {
+    /// No such namespace in this journal.
+    #[error("unknown namespace {0}")]
+    UnknownNamespace(NsId),
+    /// The path breaks a rule.
+    #[error("bad path: {0}")]
+    BadPath(#[from] PathError),
+    /// A file's block count does not fit its size.
+    #[error("a file of {size} bytes has {expected} blocks, the blocklist has {blocks}")]
+    BlocklistDoesNotFitSize {
+        /// Blocks given.
+        blocks: usize,
+        /// Blocks the size implies.
+        expected: u64,
+        /// Size given.
+        size: u64,
+    },
+    /// A folder or deletion with blocks or a size.
+    #[error("a {0:?} has no blocks and no size")]
+    NotAFile(EntryKind),
+}
+
+/// What became of a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Durable as this JID.
+    Ok {
+        /// The new row's JID.
+        jid: Jid,
+    },
+    /// `parent_jid` is not the path's latest JID.
+    Conflict {
+        /// The path's latest JID.
+        current_jid: Option<Jid>,
+    },
+    /// Refused.
+    Invalid(CommitInvalid),
+}
+
+/// Why an admin record cannot be taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordInvalid {
+    /// User id taken.
+    #[error("user id {0} exists")]
+    UserExists(UserId),
+    /// User name taken.
+    #[error("user name {0:?} exists")]
+    NameTaken(String),
+    /// Empty, over-long, or with `/` or control characters.
+    #[error("user name must be 1 to 64 characters without '/' or control characters")]
+    BadName,
+    /// Token already registered.
+    #[error("token exists")]
+    TokenExists,
+    /// Namespace id taken (or 0).
+    #[error("namespace {0} exists")]
+    NamespaceExists(NsId),
+    /// The user already has something mounted at that path, or has that namespace mounted.
+    #[error("user {user} already has a mount at {path:?} or of namespace {ns}")]
+    MountTaken {
+        /// User.
+        user: UserId,
+        /// Namespace.
+        ns: NsId,
+        /// Path.
+        path: String,
+    },
+    /// Rows go through commits.
+    #[error("rows are written by commits")]
+    RowNotAllowed,
+}
+
+/// A user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Id.
+    pub id: UserId,
+    /// Unique name.
+    pub name: String,
+    /// Root namespace.
+    pub root_ns: NsId,
+    /// May call admin endpoints.
+    pub admin: bool,
+}
+
+/// A namespace and its rows.
+#[derive(Debug, Default)]
+pub struct Namespace {
+    /// Creator.
+    pub owner: UserId,
+    /// Root or shared.
+    pub shared: bool,
+    last_jid: Jid,
+    latest: HashMap<String, Jid>,
+    rows: BTreeMap<Jid, Row>,
+}
+
+impl Namespace {
+    /// The highest JID committed.
+    pub fn last_jid(&self) -> Jid {
+        self.last_jid
+    }
+
+    /// Live rows (latest version of each path).
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// No rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+/// One page of `list`.
+#[derive(Debug)]
+pub struct ListPage<'a> {
+    /// Latest rows with JID above the cursor, by JID.
+    pub rows: Vec<&'a Row>,
+    /// The cursor to send next.
+    pub cursor: Jid,
+    /// More rows wait.
+    pub has_more: bool,
+}
+
+/// The SFJ state of one shard.
+#[derive(Debug, Default)]
+pub struct State {
+    namespaces: HashMap<NsId, Namespace>,
+    users: HashMap<UserId, User>,
+    user_names: HashMap<String, UserId>,
+    tokens: HashMap<[u8; 32], UserId>,
+    mounts: BTreeMap<UserId, Vec<(NsId, String)>>,
+    rows_total: u64,
+    skipped_records: u64,
+}
+
+/// What a group commit has taken so far, for checking the next commit of the same group.
+#[derive(Debug, Default)]
+pub struct Pending {
+    last_jid: HashMap<NsId, Jid>,
+    latest: HashMap<(NsId, String), (Jid, EntryKind)>,
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.chars().count()) && !name.chars().any(|c| c == '/' || c.is_control())
+}
+
+impl State {
+    /// The namespace `ns`, if this journal holds it.
+    pub fn namespace(&self, ns: NsId) -> Option<&Namespace> {
+        self.namespaces.get(&ns)
+    }
+
+    /// Namespace ids held.
+    pub fn namespace_ids(&self) -> impl Iterator<Item = NsId> + '_ {
+        self.namespaces.keys().copied()
+    }
+
+    /// The latest row of `path` in `ns`.
+    pub fn latest(&self, ns: NsId, path: &str) -> Option<&Row> {
+        let n = self.namespaces.get(&ns)?;
+        n.rows.get(n.latest.get(path)?)
+    }
+
+    /// The row `jid` of `ns`, if it is still the latest of its path.
+    pub fn row(&self, ns: NsId, jid: Jid) -> Option<&Row> {
+        self.namespaces.get(&ns)?.rows.get(&jid)
+    }
+
+    /// Latest rows of `ns` with a JID above `cursor`, at most `limit`.
+    pub fn list(&self, ns: NsId, cursor: Jid, limit: usize) -> Option<ListPage<'_>> {
+        let n = self.namespaces.get(&ns)?;
+        let mut rows = Vec::with_capacity(limit.min(1024));
+        let mut iter = n.rows.range(cursor.saturating_add(1)..);
+        for (_, row) in iter.by_ref().take(limit) {
+            rows.push(row);
+        }
+        let has_more = iter.next().is_some();
+        let next = match rows.last() {
+            Some(r) if has_more => r.jid,
+            _ => n.last_jid.max(cursor),
+        };
+        Some(ListPage {
+            rows,
+            cursor: next,
+            has_more,
+        })
+    }
+
+    /// A user by id.
+    pub fn user(&self, id: UserId) -> Option<&User> {
+        self.users.get(&id)
+    }
+
+    /// A user by name.
+    pub fn user_by_name(&self, name: &str) -> Option<&User> {
+        self.users.get(self.user_names.get(name)?)
+    }
+
+    /// The user whose token hashes to `token_sha256`.
+    pub fn user_by_token(&self, token_sha256: &[u8; 32]) -> Option<&User> {
+        self.users.get(self.tokens.get(token_sha256)?)
+    }
+
+    /// Namespaces mounted in `user`'s root, with their paths.
+    pub fn mounts(&self, user: UserId) -> &[(NsId, String)] {
+        self.mounts.get(&user).map_or(&[], Vec::as_slice)
+    }
+
+    /// Highest user id and namespace id seen, for allocating new ones.
+    pub fn max_ids(&self) -> (UserId, NsId) {
+        (
+            self.users.keys().copied().max().unwrap_or(0),
+            self.namespaces.keys().copied().max().unwrap_or(0),
+        )
+    }
+
+    /// Rows applied (all versions), since the state was built.
+    pub fn rows_total(&self) -> u64 {
+        self.rows_total
+    }
+
+    /// Records from disk that broke a rule and were left out.
+    pub fn skipped_records(&self) -> u64 {
+        self.skipped_records
+    }
+
+    /// Checks `c` against this state and `pending`; on success records it in `pending` and
+    /// returns the row to write.
+    pub fn check_commit(
+        &self,
+        c: &Commit,
+        pending: &mut Pending,
+    ) -> Result<Row, CommitOutcome> {
+        let invalid = |e: CommitInvalid| CommitOutcome::Invalid(e);
+        let ns = self
+            .namespaces
+            .get(&c.ns)
+            .ok_or(invalid(CommitInvalid::UnknownNamespace(c.ns)))?;
+        validate_path(&c.path).map_err(|e| invalid(e.into()))?;
+        match c.kind {
+            EntryKind::File => {
+                let expected = block_count(c.size);
+                if c.blocklist.len() as u64 != expected {
+                    return Err(invalid(CommitInvalid::BlocklistDoesNotFitSize {
+                        blocks: c.blocklist.len(),
+                        expected,
+                        size: c.size,
+                    }));
+                }
+            }
+            kind => {
+                if !c.blocklist.is_empty() || c.size != 0 {
+                    return Err(invalid(CommitInvalid::NotAFile(kind)));
+                }
+            }
+        }
+        let key = (c.ns, c.path.clone());
+        let current = match pending.latest.get(&key) {
+            Some(&(jid, kind)) => Some((jid, kind)),
+            None => ns
+                .latest
+                .get(&c.path)
+                .map(|&jid| (jid, ns.rows[&jid].kind)),
+        };
+        let parent_ok = match (c.parent_jid, current) {
+            (None, None) => true,
+            (None, Some((_, kind))) => kind == EntryKind::Deleted,
+            (Some(p), Some((jid, _))) => p == jid,
+            (Some(_), None) => false,
+        };
+        if !parent_ok {
+            return Err(CommitOutcome::Conflict {
+                current_jid: current.map(|(jid, _)| jid),
+            });
+        }
+        let last = pending.last_jid.get(&c.ns).copied().unwrap_or(ns.last_jid);
+        let jid = last + 1;
+        pending.last_jid.insert(c.ns, jid);
+        pending.latest.insert(key, (jid, c.kind));
+        Ok(Row {
+            ns: c.ns,
+            jid,
+            path: c.path.clone(),
+            kind: c.kind,
+            blocklist: c.blocklist.clone(),
+            size: c.size,
+            mtime_ms: c.mtime_ms,
+        })
+    }
+
+    /// Checks admin records (users, tokens, namespaces, mounts) in order, each against this
+    /// state and the records before it.
+    pub fn check_records(&self, records: &[JournalRecord]) -> Result<(), RecordInvalid> {
+        let mut scratch = Vec::new();
+        for r in records {
+            self.check_record(r, &scratch)?;
+            scratch.push(r);
+        }
+        Ok(())
+    }
+
+    fn check_record(&self, r: &JournalRecord, earlier: &[&JournalRecord]) -> Result<(), RecordInvalid> {
+        let earlier_has = |f: &dyn Fn(&JournalRecord) -> bool| earlier.iter().any(|e| f(e));
+        match r {
+            JournalRecord::Row(_) => return Err(RecordInvalid::RowNotAllowed),
+            JournalRecord::User { id, name, .. } => {
+                if self.users.contains_key(id)
+                    || earlier_has(&|e| matches!(e, JournalRecord::User { id: i, .. } if i == id))
+                {
+                    return Err(RecordInvalid::UserExists(*id));
+                }
+                if !valid_name(name) {
+                    return Err(RecordInvalid::BadName);
+                }
+                if self.user_names.contains_key(name)
+                    || earlier_has(&|e| matches!(e, JournalRecord::User { name: n, .. } if n == name))
+                {
+                    return Err(RecordInvalid::NameTaken(name.clone()));
+                }
+            }
+            JournalRecord::Token { token_sha256, .. } => {
+                if self.tokens.contains_key(token_sha256)
+                    || earlier_has(&|e| matches!(e, JournalRecord::Token { token_sha256: t, .. } if t == token_sha256))
+                {
+                    return Err(RecordInvalid::TokenExists);
+                }
+            }
+            JournalRecord::Namespace { id, .. } => {
+                if *id == 0
+                    || self.namespaces.contains_key(id)
+                    || earlier_has(&|e| matches!(e, JournalRecord::Namespace { id: i, .. } if i == id))
+                {
+                    return Err(RecordInvalid::NamespaceExists(*id));
+                }
+            }
+            JournalRecord::Mount { user, ns, path } => {
+                let clash = |(n, p): (&NsId, &String)| n == ns || p == path;
+                let taken = self
+                    .mounts(*user)
+                    .iter()
+                    .any(|(n, p)| clash((n, p)))
+                    || earlier_has(&|e| matches!(e, JournalRecord::Mount { user: u, ns: n, path: p } if u == user && clash((n, p))));
+                if taken {
+                    return Err(RecordInvalid::MountTaken {
+                        user: *user,
+                        ns: *ns,
+                        path: path.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a durable record. Records that break a rule (possible only if the files were
+    /// damaged or edited) are counted and left out, so one bad record cannot stop a start.
+    pub fn apply(&mut self, record: JournalRecord) {
+        let ok = match record {
+            JournalRecord::Row(row) => self.apply_row(row),
+            JournalRecord::User {
+                id,
+                name,
+                root_ns,
+                admin,
+            } => {
+                let free = !self.users.contains_key(&id) && !self.user_names.contains_key(&name);
+                if free {
+                    self.user_names.insert(name.clone(), id);
+                    self.users.insert(
+                        id,
+                        User {
+                            id,
+                            name,
+                            root_ns,
+                            admin,
+                        },
+                    );
+                }
+                free
+            }
+            JournalRecord::Token { user, token_sha256 } => {
+                self.tokens.insert(token_sha256, user).is_none()
+            }
+            JournalRecord::Namespace { id, owner, kind } => {
+                let free = id != 0 && !self.namespaces.contains_key(&id);
+                if free {
+                    self.namespaces.insert(
+                        id,
+                        Namespace {
+                            owner,
+                            shared: kind == NamespaceKind::Shared,
+                            ..Namespace::default()
+                        },
+                    );
+                }
+                free
+            }
+            JournalRecord::Mount { user, ns, path } => {
+                let mounts = self.mounts.entry(user).or_default();
+                let free = !mounts.iter().any(|(n, p)| *n == ns || *p == path);
+                if free {
+                    mounts.push((ns, path));
+                }
+                free
+            }
+        };
+        if !ok {
+            self.skipped_records += 1;
+        }
+    }
+
+    fn apply_row(&mut self, row: Row) -> bool {
+        let Some(ns) = self.namespaces.get_mut(&row.ns) else {
+            return false;
+        };
+        if row.jid <= ns.last_jid {
+            return false;
+        }
+        ns.last_jid = row.jid;
+        if let Some(old) = ns.latest.insert(row.path.clone(), row.jid) {
+            ns.rows.remove(&old);
+        }
+        ns.rows.insert(row.jid, row);
+        self.rows_total += 1;
+        true
+    }
+
+    /// Every record needed to rebuild this state: users, tokens, namespaces, mounts, then the
+    /// latest row of every path (superseded rows stay in the journal files).
+    pub fn snapshot_records(&self) -> impl Iterator<Item = JournalRecord> + '_ {
+        let users = self.users.values().map(|u| JournalRecord::User {
+            id: u.id,
+            name: u.name.clone(),
+            root_ns: u.root_ns,
+            admin: u.admin,
+        });
+        let tokens = self.tokens.iter().map(|(t, u)| JournalRecord::Token {
+            user: *u,
+            token_sha256: *t,
+        });
+        let namespaces = self.namespaces.iter().map(|(id, n)| JournalRecord::Namespace {
+            id: *id,
+            owner: n.owner,
+            kind: if n.shared {
+                NamespaceKind::Shared
+            } else {
+                NamespaceKind::Root
+            },
+        });
+        let mounts = self.mounts.iter().flat_map(|(user, ms)| {
+            ms.iter().map(move |(ns, path)| JournalRecord::Mount {
+                user: *user,
+                ns: *ns,
+                path: path.clone(),
+            })
+        });
+        let rows = self
+            .namespaces
+            .values()
+            .flat_map(|n| n.rows.values().cloned().map(JournalRecord::Row));
+        users.chain(tokens).chain(namespaces).chain(mounts).chain(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use holdall_proto::limits::BLOCK_BYTES_MAX;
+
+    fn state_with_ns(ns: NsId) -> State {
+        let mut s = State::default();
+        s.apply(JournalRecord::Namespace {
+            id: ns,
+            owner: 1,
+            kind: NamespaceKind::Root,
+        });
+        s
+    }
+
+    fn file(ns: NsId, path: &str, parent: Option<Jid>) -> Commit {
+        Commit {
+            ns,
+            path: path.into(),
+            kind: EntryKind::File,
+            blocklist: vec![BlockHash::of(path.as_bytes())],
+            size: 10,
+            mtime_ms: 0,
+            parent_jid: parent,
+        }
+    }
+
+    fn commit(s: &mut State, c: &Commit) -> Result<Jid, CommitOutcome> {
+        let row = s.check_commit(c, &mut Pending::default())?;
+        let jid = row.jid;
+        s.apply(JournalRecord::Row(row));
+        Ok(jid)
+    }
+
+    #[test]
+    fn parent_jid_rules() {
+        let mut s = state_with_ns(1);
+        assert_eq!(commit(&mut s, &file(1, "a", None)), Ok(1));
+        assert_eq!(
+            commit(&mut s, &file(1, "a", None)),
+            Err(CommitOutcome::Conflict {
+                current_jid: Some(1)
+            })
+        );
+        assert_eq!(
+            commit(&mut s, &file(1, "a", Some(7))),
+            Err(CommitOutcome::Conflict {
+                current_jid: Some(1)
+            })
+        );
+        assert_eq!(
+            commit(&mut s, &file(1, "b", Some(1))),
+            Err(CommitOutcome::Conflict { current_jid: None })
+        );
+        assert_eq!(commit(&mut s, &file(1, "a", Some(1))), Ok(2));
+        let del = Commit {
+            kind: EntryKind::Deleted,
+            blocklist: vec![],
+            size: 0,
+            ..file(1, "a", Some(2))
+        };
+        assert_eq!(commit(&mut s, &del), Ok(3));
+        // A deleted path may be created again with a null parent, or with the tombstone's JID.
+        assert_eq!(commit(&mut s, &file(1, "a", None)), Ok(4));
+        assert_eq!(s.latest(1, "a").unwrap().jid, 4);
+        assert_eq!(s.namespace(1).unwrap().last_jid(), 4);
+        assert_eq!(s.namespace(1).unwrap().len(), 1, "only the latest row per path");
+        assert_eq!(s.rows_total(), 4);
+    }
+
+    #[test]
+    fn invalid_commits() {
+        let s = state_with_ns(1);
+        let mut p = Pending::default();
+        let bad = |c: Commit| match s.check_commit(&c, &mut Pending::default()) {
+            Err(CommitOutcome::Invalid(e)) => e,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            bad(file(2, "a", None)),
+            CommitInvalid::UnknownNamespace(2)
+        );
+        assert_eq!(
+            bad(file(1, "../a", None)),
+            CommitInvalid::BadPath(PathError::DotDot)
+        );
+        assert!(matches!(
+            bad(Commit {
+                size: BLOCK_BYTES_MAX as u64 + 1,
+                ..file(1, "a", None)
+            }),
+            CommitInvalid::BlocklistDoesNotFitSize { expected: 2, .. }
+        ));
+        assert!(matches!(
+            bad(Commit {
+                size: 0,
+                ..file(1, "a", None)
+            }),
+            CommitInvalid::BlocklistDoesNotFitSize { expected: 0, .. }
+        ));
+        assert_eq!(
+            bad(Commit {
+                kind: EntryKind::Dir,
+                ..file(1, "a", None)
+            }),
+            CommitInvalid::NotAFile(EntryKind::Dir)
+        );
+        assert!(s.check_commit(&file(1, "a", None), &mut p).is_ok());
+    }
+
+    #[test]
+    fn pending_sees_earlier_commits_of_the_group() {
+        let s = state_with_ns(1);
+        let mut p = Pending::default();
+        assert_eq!(s.check_commit(&file(1, "a", None), &mut p).unwrap().jid, 1);
+        assert_eq!(
+            s.check_commit(&file(1, "a", None), &mut p),
+            Err(CommitOutcome::Conflict {
+                current_jid: Some(1)
+            })
+        );
+        assert_eq!(s.check_commit(&file(1, "a", Some(1)), &mut p).unwrap().jid, 2);
+        assert_eq!(s.check_commit(&file(1, "b", None), &mut p).unwrap().jid, 3);
+    }
+
+    #[test]
+    fn list_pages_by_jid_over_latest_rows() {
+        let mut s = state_with_ns(1);
+        for i in 0..10 {
+            commit(&mut s, &file(1, &format!("f{i}"), None)).unwrap();
+        }
+        // Rewrite f0: its old row (jid 1) leaves the view, the new one is jid 11.
+        commit(&mut s, &file(1, "f0", Some(1))).unwrap();
+        let page = s.list(1, 0, 4).unwrap();
+        let jids: Vec<_> = page.rows.iter().map(|r| r.jid).collect();
+        assert_eq!(jids, [2, 3, 4, 5]);
+        assert!(page.has_more);
+        assert_eq!(page.cursor, 5);
+        let page = s.list(1, 5, 100).unwrap();
+        let jids: Vec<_> = page.rows.iter().map(|r| r.jid).collect();
+        assert_eq!(jids, [6, 7, 8, 9, 10, 11]);
+        assert!(!page.has_more);
+        assert_eq!(page.cursor, 11);
+        let page = s.list(1, 11, 100).unwrap();
+        assert!(page.rows.is_empty());
+        assert_eq!(page.cursor, 11);
+        assert!(s.list(2, 0, 1).is_none());
+    }
+
+    #[test]
+    fn admin_record_checks() {
+        let s = state_with_ns(1);
+        let user = |id, name: &str| JournalRecord::User {
+            id,
+            name: name.into(),
+            root_ns: 1,
+            admin: false,
+        };
+        assert!(s.check_records(&[user(1, "ann")]).is_ok());
+        assert_eq!(
+            s.check_records(&[user(1, "ann"), user(2, "ann")]),
+            Err(RecordInvalid::NameTaken("ann".into()))
+        );
+        assert_eq!(s.check_records(&[user(3, "a/b")]), Err(RecordInvalid::BadName));
+        assert_eq!(
+            s.check_records(&[JournalRecord::Namespace {
+                id: 1,
+                owner: 1,
+                kind: NamespaceKind::Shared
+            }]),
+            Err(RecordInvalid::NamespaceExists(1))
+        );
+        let mount = |ns, path: &str| JournalRecord::Mount {
+            user: 5,
+            ns,
+            path: path.into(),
+        };
+        assert!(matches!(
+            s.check_records(&[mount(7, "x"), mount(8, "x")]),
+            Err(RecordInvalid::MountTaken { .. })
+        ));
+        assert!(s.check_records(&[mount(7, "x"), mount(8, "y")]).is_ok());
+    }
+}
