@@ -125,7 +125,10 @@ impl BlockIndex {
         let h = self.hasher.hash_one(hash);
         let chunks = &self.chunks;
         let at = |slot: u32| &chunks[slot as usize / CHUNK_ENTRIES][slot as usize % CHUNK_ENTRIES];
-        let entry = self.table.find_entry(h, |&slot| at(slot).hash == *hash).ok()?;
+        let entry = self
+            .table
+            .find_entry(h, |&slot| at(slot).hash == *hash)
+            .ok()?;
         let (slot, _) = entry.remove();
         let location = self.entry(slot).location;
         self.free_slots.push(slot);

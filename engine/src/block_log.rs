@@ -27,8 +27,8 @@ use tracing::{info, warn};
 
 use crate::block_index::{BlockIndex, Location};
 use crate::block_record::{
-    self, decode_header, decode_segment_header, encode_record, encode_segment_header,
-    record_len, stored_len, RecordError, HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    self, decode_header, decode_segment_header, encode_record, encode_segment_header, record_len,
+    stored_len, RecordError, HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
 use crate::buffer_pool::BufferPool;
 use crate::dma::{self, DmaBuffer, DmaFile};
@@ -233,7 +233,7 @@ fn segment_ids(dir: &Path) -> Result<Vec<u32>, BlockLogError> {
 }
 
 fn location(segment: u32, offset: u64, len: u64) -> Location {
-    debug_assert!(offset % ALIGN_BYTES == 0 && len % ALIGN_BYTES == 0);
+    debug_assert!(offset.is_multiple_of(ALIGN_BYTES) && len.is_multiple_of(ALIGN_BYTES));
     Location {
         segment,
         offset_pages: u32::try_from(offset / ALIGN_BYTES).expect("segment under 16 TiB"),
@@ -782,7 +782,9 @@ async fn scan_segment(
 async fn create_segment(dir: &Path, id: u32, fingerprint: u64) -> Result<Active, BlockLogError> {
     let path = segment_path(dir, id);
     let ctx = format!("creating {}", path.display());
-    let file = dma::open_rw(&path, true).await.map_err(io_err(ctx.clone()))?;
+    let file = dma::open_rw(&path, true)
+        .await
+        .map_err(io_err(ctx.clone()))?;
     let mut page = dma::alloc_buffer(SEGMENT_HEADER_BYTES as usize);
     encode_segment_header(page.as_bytes_mut(), id as u64, fingerprint);
     dma::write_all_at(&file, Rc::new(page), 0)

@@ -182,7 +182,9 @@ pub fn decode_header(bytes: &[u8]) -> Result<RecordHeader, RecordError> {
         return Err(RecordError::Field("payload over 4 MiB"));
     }
     if stored as usize != stored_len(payload_len as usize, encrypted) {
-        return Err(RecordError::Field("stored length does not fit payload length"));
+        return Err(RecordError::Field(
+            "stored length does not fit payload length",
+        ));
     }
     let mut nonce = [0u8; 12];
     nonce.copy_from_slice(&bytes[16..28]);
@@ -299,7 +301,12 @@ mod tests {
     #[test]
     fn round_trip_plain_and_encrypted() {
         let key = StoreKey::from_bytes(&[3; 32]);
-        for payload in [&b""[..], b"x", &vec![9u8; 5000], &vec![1u8; BLOCK_BYTES_MAX]] {
+        for payload in [
+            &b""[..],
+            b"x",
+            &vec![9u8; 5000],
+            &vec![1u8; BLOCK_BYTES_MAX],
+        ] {
             for k in [None, Some(&key)] {
                 let rec = encode(payload, k);
                 assert_eq!(rec.len() % ALIGN_BYTES as usize, 0);
@@ -310,7 +317,10 @@ mod tests {
                 open_record(&rec, &BlockHash::of(payload), k, &mut out).unwrap();
                 assert_eq!(out, payload);
                 if k.is_some() && payload.len() >= 64 {
-                    assert!(!rec.windows(64).any(|w| w == &payload[..64]), "stored in the clear");
+                    assert!(
+                        !rec.windows(64).any(|w| w == &payload[..64]),
+                        "stored in the clear"
+                    );
                 }
             }
         }

@@ -7,8 +7,8 @@ use std::io;
 use std::path::Path;
 use std::rc::Rc;
 
-pub use glommio::io::{DmaBuffer, DmaFile, ReadResult};
 use glommio::io::OpenOptions;
+pub use glommio::io::{DmaBuffer, DmaFile, ReadResult};
 
 /// A DMA-aligned buffer of `len` bytes. Must run inside an executor.
 pub fn alloc_buffer(len: usize) -> DmaBuffer {

@@ -206,7 +206,11 @@ fn parse(bytes: &[u8]) -> Parsed {
             Err(_) => match next_good_record(bytes, at + 1) {
                 Some(next) => {
                     p.corrupt_records += 1;
-                    warn!(from = at, to = next, "skipping damaged journal bytes between good records");
+                    warn!(
+                        from = at,
+                        to = next,
+                        "skipping damaged journal bytes between good records"
+                    );
                     at = next;
                 }
                 None => break,
@@ -308,7 +312,9 @@ impl Journal {
             let last = i + 1 == journals.len();
             let path = journal_path(&dir, generation);
             let ctx = format!("reading {}", path.display());
-            let file = dma::open_rw(&path, false).await.map_err(io_err(ctx.clone()))?;
+            let file = dma::open_rw(&path, false)
+                .await
+                .map_err(io_err(ctx.clone()))?;
             let len = dma::size(&file).await.map_err(io_err(ctx.clone()))?;
             let bytes = read_all(&file, len).await.map_err(io_err(ctx.clone()))?;
             let parsed = parse(&bytes);
@@ -419,7 +425,9 @@ fn load_newest_snapshot(dir: &Path) -> Result<(State, u64), JournalError> {
         let bytes = std::fs::read(&path).map_err(io_err(format!("reading {}", path.display())))?;
         match decode_snapshot(&bytes, generation) {
             Some(state) => return Ok((state, generation)),
-            None => warn!(path = %path.display(), "damaged snapshot; using an older one or the journal"),
+            None => {
+                warn!(path = %path.display(), "damaged snapshot; using an older one or the journal")
+            }
         }
     }
     Ok((State::default(), 0))
@@ -428,7 +436,9 @@ fn load_newest_snapshot(dir: &Path) -> Result<(State, u64), JournalError> {
 async fn create_journal(dir: &Path, generation: u64) -> Result<ActiveFile, JournalError> {
     let path = journal_path(dir, generation);
     let ctx = format!("creating {}", path.display());
-    let file = dma::open_rw(&path, true).await.map_err(io_err(ctx.clone()))?;
+    let file = dma::open_rw(&path, true)
+        .await
+        .map_err(io_err(ctx.clone()))?;
     dma::sync_dir(dir).map_err(io_err(ctx))?;
     Ok(ActiveFile {
         generation,

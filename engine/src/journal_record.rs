@@ -217,13 +217,19 @@ impl<'a> Body<'a> {
         Ok(self.take(1)?[0])
     }
     fn u16(&mut self) -> Result<u16, JournalRecordError> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
     }
     fn u32(&mut self) -> Result<u32, JournalRecordError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> Result<u64, JournalRecordError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn path(&mut self) -> Result<String, JournalRecordError> {
         let len = self.u16()? as usize;
@@ -291,7 +297,11 @@ pub fn decode(bytes: &[u8]) -> Result<(JournalRecord, usize), JournalRecordError
             if count as u64 != size.div_ceil(BLOCK_BYTES_MAX as u64) {
                 return Err(JournalRecordError::Body("block count does not fit size"));
             }
-            let hashes = b.take(count.checked_mul(32).ok_or(JournalRecordError::Body("count"))?)?;
+            let hashes = b.take(
+                count
+                    .checked_mul(32)
+                    .ok_or(JournalRecordError::Body("count"))?,
+            )?;
             let blocklist = hashes
                 .chunks_exact(32)
                 .map(|h| BlockHash(h.try_into().expect("32 bytes")))
@@ -437,9 +447,6 @@ mod tests {
             },
             &mut buf,
         );
-        assert_eq!(
-            decode(&buf),
-            Err(JournalRecordError::Body("invalid path"))
-        );
+        assert_eq!(decode(&buf), Err(JournalRecordError::Body("invalid path")));
     }
 }

@@ -9,12 +9,10 @@ pub mod block_index;
 pub mod block_log;
 pub mod block_record;
 pub mod buffer_pool;
+pub mod dma;
 pub mod journal;
 pub mod journal_record;
 pub mod prefetch;
-pub mod dma;
-
-
 
 pub mod runtime;
 pub mod segment_hint;

@@ -90,7 +90,7 @@ pub fn decode(bytes: &[u8]) -> Result<Hint, HintError> {
     }
     let count = u64_at(body, 24);
     let expected = (body.len() - HEAD_BYTES) / ENTRY_BYTES;
-    if (body.len() - HEAD_BYTES) % ENTRY_BYTES != 0 || count != expected as u64 {
+    if !(body.len() - HEAD_BYTES).is_multiple_of(ENTRY_BYTES) || count != expected as u64 {
         return Err(HintError::Damaged("entry count does not match length"));
     }
     let entries = body[HEAD_BYTES..]

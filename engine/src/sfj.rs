@@ -263,11 +263,7 @@ impl State {
 
     /// Checks `c` against this state and `pending`; on success records it in `pending` and
     /// returns the row to write.
-    pub fn check_commit(
-        &self,
-        c: &Commit,
-        pending: &mut Pending,
-    ) -> Result<Row, CommitOutcome> {
+    pub fn check_commit(&self, c: &Commit, pending: &mut Pending) -> Result<Row, CommitOutcome> {
         let invalid = |e: CommitInvalid| CommitOutcome::Invalid(e);
         let ns = self
             .namespaces
@@ -294,10 +290,7 @@ impl State {
         let key = (c.ns, c.path.clone());
         let current = match pending.latest.get(&key) {
             Some(&(jid, kind)) => Some((jid, kind)),
-            None => ns
-                .latest
-                .get(&c.path)
-                .map(|&jid| (jid, ns.rows[&jid].kind)),
+            None => ns.latest.get(&c.path).map(|&jid| (jid, ns.rows[&jid].kind)),
         };
         let parent_ok = match (c.parent_jid, current) {
             (None, None) => true,
@@ -336,7 +329,11 @@ impl State {
         Ok(())
     }
 
-    fn check_record(&self, r: &JournalRecord, earlier: &[&JournalRecord]) -> Result<(), RecordInvalid> {
+    fn check_record(
+        &self,
+        r: &JournalRecord,
+        earlier: &[&JournalRecord],
+    ) -> Result<(), RecordInvalid> {
         let earlier_has = |f: &dyn Fn(&JournalRecord) -> bool| earlier.iter().any(|e| f(e));
         match r {
             JournalRecord::Row(_) => return Err(RecordInvalid::RowNotAllowed),
@@ -350,14 +347,18 @@ impl State {
                     return Err(RecordInvalid::BadName);
                 }
                 if self.user_names.contains_key(name)
-                    || earlier_has(&|e| matches!(e, JournalRecord::User { name: n, .. } if n == name))
+                    || earlier_has(
+                        &|e| matches!(e, JournalRecord::User { name: n, .. } if n == name),
+                    )
                 {
                     return Err(RecordInvalid::NameTaken(name.clone()));
                 }
             }
             JournalRecord::Token { token_sha256, .. } => {
                 if self.tokens.contains_key(token_sha256)
-                    || earlier_has(&|e| matches!(e, JournalRecord::Token { token_sha256: t, .. } if t == token_sha256))
+                    || earlier_has(
+                        &|e| matches!(e, JournalRecord::Token { token_sha256: t, .. } if t == token_sha256),
+                    )
                 {
                     return Err(RecordInvalid::TokenExists);
                 }
@@ -365,18 +366,19 @@ impl State {
             JournalRecord::Namespace { id, .. } => {
                 if *id == 0
                     || self.namespaces.contains_key(id)
-                    || earlier_has(&|e| matches!(e, JournalRecord::Namespace { id: i, .. } if i == id))
+                    || earlier_has(
+                        &|e| matches!(e, JournalRecord::Namespace { id: i, .. } if i == id),
+                    )
                 {
                     return Err(RecordInvalid::NamespaceExists(*id));
                 }
             }
             JournalRecord::Mount { user, ns, path } => {
                 let clash = |(n, p): (&NsId, &String)| n == ns || p == path;
-                let taken = self
-                    .mounts(*user)
-                    .iter()
-                    .any(|(n, p)| clash((n, p)))
-                    || earlier_has(&|e| matches!(e, JournalRecord::Mount { user: u, ns: n, path: p } if u == user && clash((n, p))));
+                let taken = self.mounts(*user).iter().any(|(n, p)| clash((n, p)))
+                    || earlier_has(
+                        &|e| matches!(e, JournalRecord::Mount { user: u, ns: n, path: p } if u == user && clash((n, p))),
+                    );
                 if taken {
                     return Err(RecordInvalid::MountTaken {
                         user: *user,
@@ -475,15 +477,18 @@ impl State {
             user: *u,
             token_sha256: *t,
         });
-        let namespaces = self.namespaces.iter().map(|(id, n)| JournalRecord::Namespace {
-            id: *id,
-            owner: n.owner,
-            kind: if n.shared {
-                NamespaceKind::Shared
-            } else {
-                NamespaceKind::Root
-            },
-        });
+        let namespaces = self
+            .namespaces
+            .iter()
+            .map(|(id, n)| JournalRecord::Namespace {
+                id: *id,
+                owner: n.owner,
+                kind: if n.shared {
+                    NamespaceKind::Shared
+                } else {
+                    NamespaceKind::Root
+                },
+            });
         let mounts = self.mounts.iter().flat_map(|(user, ms)| {
             ms.iter().map(move |(ns, path)| JournalRecord::Mount {
                 user: *user,
@@ -495,7 +500,11 @@ impl State {
             .namespaces
             .values()
             .flat_map(|n| n.rows.values().cloned().map(JournalRecord::Row));
-        users.chain(tokens).chain(namespaces).chain(mounts).chain(rows)
+        users
+            .chain(tokens)
+            .chain(namespaces)
+            .chain(mounts)
+            .chain(rows)
     }
 }
 
@@ -565,7 +574,11 @@ mod tests {
         assert_eq!(commit(&mut s, &file(1, "a", None)), Ok(4));
         assert_eq!(s.latest(1, "a").unwrap().jid, 4);
         assert_eq!(s.namespace(1).unwrap().last_jid(), 4);
-        assert_eq!(s.namespace(1).unwrap().len(), 1, "only the latest row per path");
+        assert_eq!(
+            s.namespace(1).unwrap().len(),
+            1,
+            "only the latest row per path"
+        );
         assert_eq!(s.rows_total(), 4);
     }
 
@@ -577,10 +590,7 @@ mod tests {
             Err(CommitOutcome::Invalid(e)) => e,
             other => panic!("{other:?}"),
         };
-        assert_eq!(
-            bad(file(2, "a", None)),
-            CommitInvalid::UnknownNamespace(2)
-        );
+        assert_eq!(bad(file(2, "a", None)), CommitInvalid::UnknownNamespace(2));
         assert_eq!(
             bad(file(1, "../a", None)),
             CommitInvalid::BadPath(PathError::DotDot)
@@ -620,7 +630,10 @@ mod tests {
                 current_jid: Some(1)
             })
         );
-        assert_eq!(s.check_commit(&file(1, "a", Some(1)), &mut p).unwrap().jid, 2);
+        assert_eq!(
+            s.check_commit(&file(1, "a", Some(1)), &mut p).unwrap().jid,
+            2
+        );
         assert_eq!(s.check_commit(&file(1, "b", None), &mut p).unwrap().jid, 3);
     }
 
@@ -662,7 +675,10 @@ mod tests {
             s.check_records(&[user(1, "ann"), user(2, "ann")]),
             Err(RecordInvalid::NameTaken("ann".into()))
         );
-        assert_eq!(s.check_records(&[user(3, "a/b")]), Err(RecordInvalid::BadName));
+        assert_eq!(
+            s.check_records(&[user(3, "a/b")]),
+            Err(RecordInvalid::BadName)
+        );
         assert_eq!(
             s.check_records(&[JournalRecord::Namespace {
                 id: 1,

@@ -36,7 +36,9 @@ pub enum KeyError {
         len: usize,
     },
     /// Others may read the file.
-    #[error("store key file {path} has mode {mode:o}; it must be readable by its owner only (0600)")]
+    #[error(
+        "store key file {path} has mode {mode:o}; it must be readable by its owner only (0600)"
+    )]
     Permissions {
         /// The key file.
         path: String,
@@ -112,9 +114,7 @@ impl StoreKey {
                 f.write_all(&key).map_err(io)?;
                 f.sync_all().map_err(io)?;
                 if let Some(dir) = path.parent() {
-                    fs::File::open(dir)
-                        .and_then(|d| d.sync_all())
-                        .map_err(io)?;
+                    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
                 }
                 Ok(StoreKey::from_bytes(&key))
             }

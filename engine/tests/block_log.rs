@@ -155,7 +155,13 @@ fn reopen_across_segments_with_and_without_hints() {
         assert_eq!(read(&log, &BlockHash::of(&more)).await, Some(more));
         let hints = std::fs::read_dir(&path)
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "hint"))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "hint")
+            })
             .count();
         assert!(hints > 5, "hints are rewritten after a scan");
         log.close().await;

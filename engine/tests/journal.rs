@@ -78,7 +78,11 @@ fn everything_survives_reopen_and_jids_continue() {
         let j = open(&path, 1 << 30).await;
         j.append(setup_records()).await.unwrap();
         let out = j
-            .commit(vec![file(1, "a", None), file(1, "b", None), file(2, "x", None)])
+            .commit(vec![
+                file(1, "a", None),
+                file(1, "b", None),
+                file(2, "x", None),
+            ])
             .await
             .unwrap();
         assert_eq!(
@@ -130,7 +134,9 @@ fn invalid_admin_records_write_nothing() {
         ];
         assert_eq!(
             j.append(dup).await,
-            Err(JournalError::Invalid(RecordInvalid::NameTaken("ann".into())))
+            Err(JournalError::Invalid(RecordInvalid::NameTaken(
+                "ann".into()
+            )))
         );
         assert_eq!(j.stats().records_written, written);
         assert!(j.state().user_by_name("bob").is_none());
@@ -192,10 +198,15 @@ fn snapshots_roll_the_journal_and_reopen_identically() {
         let mut jid = None;
         for round in 0..300u64 {
             let out = j
-                .commit(vec![file(1, "hot", jid), file(1, &format!("cold{round}"), None)])
+                .commit(vec![
+                    file(1, "hot", jid),
+                    file(1, &format!("cold{round}"), None),
+                ])
                 .await
                 .unwrap();
-            let CommitOutcome::Ok { jid: j1 } = out[0] else { panic!("{out:?}") };
+            let CommitOutcome::Ok { jid: j1 } = out[0] else {
+                panic!("{out:?}")
+            };
             jid = Some(j1);
         }
         assert!(j.stats().snapshots >= 2, "{:?}", j.stats());
@@ -240,7 +251,9 @@ async fn build(dir: &Path) -> (std::path::PathBuf, Vec<u8>, usize, usize) {
     j.commit(vec![file(1, "a", None), file(1, "b", None)])
         .await
         .unwrap();
-    let second_end = std::fs::metadata(dir.join("journal-0000000001.hjnl")).unwrap().len() as usize;
+    let second_end = std::fs::metadata(dir.join("journal-0000000001.hjnl"))
+        .unwrap()
+        .len() as usize;
     j.commit(vec![file(1, "c", None)]).await.unwrap();
     j.close().await;
     let path = dir.join("journal-0000000001.hjnl");
@@ -285,7 +298,10 @@ fn torn_tail_cut_at_every_offset_of_the_last_flush() {
             assert_eq!(cuts, u64::from(cut > last_start), "cut at {cut}");
         }
         let (paths, cuts, corrupt) = paths_after(&path, &file_path, &bytes).await;
-        assert_eq!((paths, cuts, corrupt), (vec!["a".into(), "b".into(), "c".into()], 0, 0));
+        assert_eq!(
+            (paths, cuts, corrupt),
+            (vec!["a".into(), "b".into(), "c".into()], 0, 0)
+        );
     });
 }
 

@@ -417,7 +417,10 @@ mod tests {
         body.extend_from_slice(&[1, 2, 3]);
         let r: Vec<_> = decode_store_frames(&body, LIMIT).collect();
         assert!(r[0].is_ok());
-        assert!(matches!(r[1], Err(FrameError::Truncated { offset: 39, .. })));
+        assert!(matches!(
+            r[1],
+            Err(FrameError::Truncated { offset: 39, .. })
+        ));
         assert_eq!(r.len(), 2);
     }
 

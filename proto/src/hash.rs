@@ -133,12 +133,18 @@ mod tests {
         let upper = EMPTY.to_uppercase();
         assert!(matches!(
             BlockHash::from_hex(&upper),
-            Err(HashError::Digit { position: 0, found: 'E' })
+            Err(HashError::Digit {
+                position: 0,
+                found: 'E'
+            })
         ));
         let bad = format!("g{}", &EMPTY[1..]);
         assert!(matches!(
             BlockHash::from_hex(&bad),
-            Err(HashError::Digit { position: 0, found: 'g' })
+            Err(HashError::Digit {
+                position: 0,
+                found: 'g'
+            })
         ));
         // 64 bytes but not 64 characters: multi-byte UTF-8 is refused without panicking.
         let multibyte = format!("é{}", &EMPTY[2..]);
