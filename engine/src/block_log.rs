@@ -744,7 +744,8 @@ async fn scan_segment(
             }
         };
         let len = header.record_len() as u64;
-        if check_payloads {
+        let resync_in_clear = in_bad_run && !header.encrypted;
+        if check_payloads || resync_in_clear {
             let record = if len == ALIGN_BYTES {
                 page
             } else {
@@ -752,9 +753,11 @@ async fn scan_segment(
                     .await
                     .map_err(io_err(ctx()))?
             };
-            if block_record::check_payload(&header, &record).is_err() {
+            let good = block_record::check_payload(&header, &record).is_ok()
+                && (!resync_in_clear || block_record::payload_matches_name(&header, &record));
+            if !good {
                 in_bad_run = true;
-                offset += len;
+                offset += if resync_in_clear { ALIGN_BYTES } else { len };
                 continue;
             }
         }

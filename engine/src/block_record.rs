@@ -215,6 +215,18 @@ pub fn check_payload(header: &RecordHeader, record: &[u8]) -> Result<(), RecordE
     Ok(())
 }
 
+/// Whether an unencrypted record's payload hashes to the name in its header. Used when a
+/// record is found by resynchronising after damaged bytes: in the clear, a payload could hold
+/// bytes that look like a record, and only the hash tells a real one apart. (An encrypted
+/// record's tag, keyed and bound to the name, already does.)
+pub fn payload_matches_name(header: &RecordHeader, record: &[u8]) -> bool {
+    if header.encrypted {
+        return true;
+    }
+    let end = HEADER_BYTES + header.payload_len as usize;
+    record.len() >= end && BlockHash::of(&record[HEADER_BYTES..end]) == header.hash
+}
+
 /// Checks `record` fully and writes the block's plaintext into `out` (replacing its content).
 pub fn open_record(
     record: &[u8],
@@ -237,9 +249,6 @@ pub fn open_record(
             .ok_or(RecordError::Tag)?;
         debug_assert_eq!(n, header.payload_len as usize);
         out.truncate(n);
-    } else if BlockHash::of(out) != *expected {
-        // Without a tag, only the hash proves the bytes belong to this name.
-        return Err(RecordError::WrongBlock);
     }
     Ok(())
 }

@@ -331,3 +331,38 @@ fn corruption_in_a_sealed_segment_is_detected_at_read() {
         log.close().await;
     });
 }
+
+#[test]
+fn a_forged_record_inside_a_plain_payload_is_never_indexed() {
+    use holdall_engine::block_record::{encode_record, record_len, stored_len, HEADER_BYTES};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    runtime::run(async move {
+        // Block A carries, at a page boundary of the segment, a well-formed record that
+        // claims the name of another block.
+        let victim = BlockHash::of(b"the victim's block");
+        let mut forged = vec![0u8; record_len(stored_len(4, false))];
+        encode_record(&mut forged, &victim, b"evil", None).unwrap();
+        let mut a = block(1, 12_288);
+        let at = 4096 - HEADER_BYTES;
+        a[at..at + forged.len()].copy_from_slice(&forged);
+        let b = block(2, 100);
+        let log = open(&path, None).await;
+        log.put(BlockHash::of(&a), &a, true).await.unwrap();
+        log.put(BlockHash::of(&b), &b, true).await.unwrap();
+        log.close().await;
+
+        // Damage A's header so that recovery has to resynchronise through A's payload.
+        let seg = path.join("seg-0000000001.hblk");
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes[4096 + 10] ^= 0xff;
+        std::fs::write(&seg, &bytes).unwrap();
+
+        let log = open(&path, None).await;
+        assert_eq!(read(&log, &victim).await, None, "the forged record is not a block");
+        assert_eq!(read(&log, &BlockHash::of(&a)).await, None);
+        assert_eq!(read(&log, &BlockHash::of(&b)).await.as_deref(), Some(&b[..]));
+        assert_eq!(log.stats().corrupt_records, 1);
+        log.close().await;
+    });
+}

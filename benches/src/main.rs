@@ -1,0 +1,166 @@
+//! holdall-bench: measures this machine's limits and the engine's figures in one run, and
+//! prints them side by side (docs/BENCHMARKS.md keeps the results).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use holdall_benches::{engine_runs, limits, median};
+use holdall_engine::runtime;
+
+#[derive(Parser)]
+#[command(name = "holdall-bench", about = "Holdall benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// SHA-256 per core and the disk's O_DIRECT sequential write/read.
+    Limits {
+        /// Scratch folder on the disk to measure.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// The engine's figures beside the limits measured in the same run.
+    Engine {
+        /// Scratch folder on the disk to measure.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Repetitions of each measurement (the median is printed).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// 4 MiB blocks per put/get run.
+        #[arg(long, default_value_t = 256)]
+        blocks: usize,
+        /// Blocks in the reopen run.
+        #[arg(long, default_value_t = 1_000_000)]
+        reopen_blocks: usize,
+        /// Rows in the journal reopen run.
+        #[arg(long, default_value_t = 1_000_000)]
+        journal_rows: usize,
+    },
+}
+
+fn limits_row(dir: &std::path::Path, runs: usize) -> Result<(f64, f64, f64)> {
+    let mut sha = Vec::new();
+    let mut w = Vec::new();
+    let mut r = Vec::new();
+    for _ in 0..runs {
+        sha.push(limits::sha256_gbps(512 << 20));
+        let d = tempfile::tempdir_in(dir)?;
+        let p = d.path().to_path_buf();
+        let (wr, rd) = runtime::run(async move { limits::odirect_gbps(&p, 1 << 30).await })?;
+        w.push(wr);
+        r.push(rd);
+    }
+    Ok((median(&mut sha), median(&mut w), median(&mut r)))
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Limits { dir } => {
+            let (sha, w, r) = limits_row(&dir, 3)?;
+            println!("SHA-256, one core, 4 MiB blocks: {sha:.2} GB/s");
+            println!("O_DIRECT sequential write, 4 MiB, QD2: {w:.2} GB/s");
+            println!("O_DIRECT sequential read, 4 MiB, QD2: {r:.2} GB/s");
+        }
+        Command::Engine {
+            dir,
+            runs,
+            blocks,
+            reopen_blocks,
+            journal_rows,
+        } => engine(&dir, runs, blocks, reopen_blocks, journal_rows)?,
+    }
+    Ok(())
+}
+
+fn engine(
+    dir: &std::path::Path,
+    runs: usize,
+    blocks: usize,
+    reopen_blocks: usize,
+    journal_rows: usize,
+) -> Result<()> {
+    let (sha, w, r) = limits_row(dir, runs)?;
+    println!("| limit | GB/s |\n| --- | --- |");
+    println!("| SHA-256, one core, 4 MiB | {sha:.2} |");
+    println!("| O_DIRECT write, 4 MiB, QD2 | {w:.2} |");
+    println!("| O_DIRECT read, 4 MiB, QD2 | {r:.2} |\n");
+
+    println!("| block log run | put GB/s | × O_DIRECT write | get GB/s | × O_DIRECT read | records per flush |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for (label, concurrency, encrypt, verify) in [
+        ("plain, 1 in flight", 1, false, false),
+        ("plain, 8 in flight", 8, false, false),
+        ("encrypted, 1 in flight", 1, true, false),
+        ("encrypted, 8 in flight", 8, true, false),
+        ("encrypted + SHA-256 verify, 8 in flight", 8, true, true),
+    ] {
+        let mut put = Vec::new();
+        let mut get = Vec::new();
+        let mut per_flush = Vec::new();
+        for _ in 0..runs {
+            let d = tempfile::tempdir_in(dir)?;
+            let p = d.path().to_path_buf();
+            let res = runtime::run(async move {
+                engine_runs::block_put_get(&p, blocks, concurrency, encrypt, verify).await
+            })?;
+            put.push(res.put_gbps);
+            get.push(res.get_gbps);
+            per_flush.push(res.stats.flushed_records as f64 / res.stats.flushes.max(1) as f64);
+        }
+        let (put, get) = (median(&mut put), median(&mut get));
+        println!(
+            "| {label} | {put:.2} | {:.2} | {get:.2} | {:.2} | {:.1} |",
+            put / w,
+            get / r,
+            median(&mut per_flush)
+        );
+    }
+
+    println!();
+    for n in [100_000, 1_000_000, 1_500_000] {
+        println!(
+            "index: {n} blocks → {:.1} bytes per block",
+            engine_runs::index_bytes_per_block(n)
+        );
+    }
+    let (ins, look) = engine_runs::prefetch_ns(100_000);
+    println!("prefetch table, 100,000 entries: upsert {ins:.0} ns, lookup {look:.0} ns");
+
+    let d = tempfile::tempdir_in(dir)?;
+    let p = d.path().to_path_buf();
+    let (build, reopen) =
+        runtime::run(async move { engine_runs::store_reopen(&p, reopen_blocks).await })?;
+    println!(
+        "store of {reopen_blocks} blocks: built in {build:.1} s ({:.0} puts/s), reopened in {reopen:.3} s",
+        reopen_blocks as f64 / build
+    );
+
+    let mut rates = Vec::new();
+    let mut flushes = Vec::new();
+    for _ in 0..runs {
+        let d = tempfile::tempdir_in(dir)?;
+        let p = d.path().to_path_buf();
+        let (rate, f) =
+            runtime::run(async move { engine_runs::journal_commits(&p, 20_000, 256).await })?;
+        rates.push(rate);
+        flushes.push(f as f64);
+    }
+    println!(
+        "journal: 20,000 single-row commits from 256 callers: {:.0} commits/s, {:.0} flushes",
+        median(&mut rates),
+        median(&mut flushes)
+    );
+    let d = tempfile::tempdir_in(dir)?;
+    let p = d.path().to_path_buf();
+    let (rate, reopen, snaps) =
+        runtime::run(async move { engine_runs::journal_reopen(&p, journal_rows).await })?;
+    println!(
+        "journal: {journal_rows} rows in batches of 1000 at {rate:.0} rows/s ({snaps} snapshots); reopened in {reopen:.3} s"
+    );
+    Ok(())
+}
