@@ -24,7 +24,11 @@ fn block_log(c: &mut Criterion) {
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(5));
     for encrypt in [false, true] {
-        let name = if encrypt { "put_4mib_encrypted" } else { "put_4mib_plain" };
+        let name = if encrypt {
+            "put_4mib_encrypted"
+        } else {
+            "put_4mib_plain"
+        };
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 runtime::run(async move {

@@ -38,9 +38,9 @@ pub async fn odirect_gbps(dir: &Path, total_bytes: usize) -> std::io::Result<(f6
         .collect();
     let t = Instant::now();
     for pair in (0..n).collect::<Vec<_>>().chunks(2) {
-        let writes = pair.iter().map(|&i| {
-            dma::write_all_at(&file, bufs[i % 2].clone(), (i * BLOCK_BYTES_MAX) as u64)
-        });
+        let writes = pair
+            .iter()
+            .map(|&i| dma::write_all_at(&file, bufs[i % 2].clone(), (i * BLOCK_BYTES_MAX) as u64));
         for r in futures::future::join_all(writes).await {
             r?;
         }

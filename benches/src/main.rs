@@ -94,10 +94,12 @@ fn engine(
     println!("| --- | --- | --- | --- | --- | --- |");
     for (label, concurrency, encrypt, verify) in [
         ("plain, 1 in flight", 1, false, false),
-        ("plain, 8 in flight", 8, false, false),
+        ("plain, 4 in flight", 4, false, false),
+        ("plain, 16 in flight", 16, false, false),
         ("encrypted, 1 in flight", 1, true, false),
-        ("encrypted, 8 in flight", 8, true, false),
-        ("encrypted + SHA-256 verify, 8 in flight", 8, true, true),
+        ("encrypted, 4 in flight", 4, true, false),
+        ("encrypted, 16 in flight", 16, true, false),
+        ("encrypted + SHA-256 verify, 16 in flight", 16, true, true),
     ] {
         let mut put = Vec::new();
         let mut get = Vec::new();

@@ -51,10 +51,14 @@ pub struct BlockLogConfig {
     pub queue_records_max: usize,
     /// Idle full-size buffers kept for reuse.
     pub pool_buffers_max: usize,
+    /// The active segment's hint is rewritten each time this many bytes were appended, so
+    /// that a restart checks payloads only of what came after (at most this much).
+    pub hint_interval_bytes: u64,
 }
 
 impl BlockLogConfig {
-    /// Defaults: 1 GiB segments, 64 MiB bursts, 64 queued records, 16 pooled buffers.
+    /// Defaults: 1 GiB segments, 64 MiB bursts, 64 queued records, 16 pooled buffers, a
+    /// hint checkpoint every 64 MiB.
     pub fn new(dir: impl Into<PathBuf>, key: Option<Rc<StoreKey>>) -> BlockLogConfig {
         BlockLogConfig {
             dir: dir.into(),
@@ -63,6 +67,7 @@ impl BlockLogConfig {
             flush_bytes_max: 64 << 20,
             queue_records_max: 64,
             pool_buffers_max: 16,
+            hint_interval_bytes: 64 << 20,
         }
     }
 }
@@ -173,6 +178,27 @@ pub struct BlockLogStats {
 
 type Waiter = oneshot::Sender<Result<(), BlockLogError>>;
 
+/// Records up to this size are copied into one buffer with their neighbours and written
+/// together: one 4 KiB write per small block would cost a request each.
+const COALESCE_RECORD_BYTES_MAX: usize = 256 << 10;
+/// Size at which a run of small records is cut into its own write.
+const COALESCE_RUN_BYTES: usize = 4 << 20;
+
+/// Copies a run of records into one DMA buffer.
+fn coalesce(run: &mut Vec<DmaBuffer>, bytes: usize) -> Rc<DmaBuffer> {
+    if run.len() == 1 {
+        return Rc::new(run.pop().expect("one record"));
+    }
+    let mut out = dma::alloc_buffer(bytes);
+    let mut at = 0;
+    for b in run.drain(..) {
+        out.as_bytes_mut()[at..at + b.len()].copy_from_slice(b.as_bytes());
+        at += b.len();
+    }
+    debug_assert_eq!(at, bytes);
+    Rc::new(out)
+}
+
 struct WriteRequest {
     hash: BlockHash,
     buf: DmaBuffer,
@@ -183,12 +209,15 @@ struct Active {
     file: Rc<DmaFile>,
     len: u64,
     hints: Vec<HintEntry>,
+    /// Bytes covered by the hint file on disk.
+    hinted_len: u64,
 }
 
 struct Inner {
     dir: PathBuf,
     segment_bytes_max: u64,
     flush_bytes_max: usize,
+    hint_interval_bytes: u64,
     key: Option<Rc<StoreKey>>,
     index: RefCell<BlockIndex>,
     pending: RefCell<HashMap<BlockHash, Vec<Waiter>>>,
@@ -271,9 +300,9 @@ impl BlockLog {
             };
             let size = dma::size(&file).await.map_err(io_err("segment size"))?;
             let entries = match load_hint(&dir, id, size) {
-                Some(entries) => entries,
-                None => {
-                    let scan = scan_segment(&file, id, size, false).await?;
+                Some(hint) if hint.segment_len == size => hint.entries,
+                _ => {
+                    let scan = scan_segment(&file, id, SEGMENT_HEADER_BYTES, size, false).await?;
                     stats.corrupt_records += scan.corrupt_records;
                     write_hint(&dir, id, scan.valid_len, &scan.entries)?;
                     scan.entries
@@ -310,6 +339,7 @@ impl BlockLog {
             dir,
             segment_bytes_max: config.segment_bytes_max,
             flush_bytes_max: config.flush_bytes_max,
+            hint_interval_bytes: config.hint_interval_bytes,
             key: config.key,
             index: RefCell::new(index),
             pending: RefCell::new(HashMap::new()),
@@ -518,20 +548,45 @@ impl Inner {
     async fn write_group(&self, id: u32, file: &DmaFile, start: u64, group: Vec<WriteRequest>) {
         let mut offset = start;
         let mut placed = Vec::with_capacity(group.len());
-        let mut writes = Vec::with_capacity(group.len());
+        let mut writes = Vec::new();
+        let mut run: Vec<DmaBuffer> = Vec::new();
+        let mut run_start = start;
+        let mut run_bytes = 0usize;
         for req in group {
-            let buf = Rc::new(req.buf);
-            let len = buf.len() as u64;
-            writes.push(dma::write_all_at(file, buf.clone(), offset));
-            placed.push((req.hash, offset, len, buf));
-            offset += len;
+            let len = req.buf.len();
+            placed.push((req.hash, offset, len as u64));
+            if len <= COALESCE_RECORD_BYTES_MAX {
+                if run.is_empty() {
+                    run_start = offset;
+                }
+                run_bytes += len;
+                run.push(req.buf);
+                if run_bytes >= COALESCE_RUN_BYTES {
+                    writes.push((run_start, coalesce(&mut run, run_bytes)));
+                    run_bytes = 0;
+                }
+            } else {
+                if !run.is_empty() {
+                    writes.push((run_start, coalesce(&mut run, run_bytes)));
+                    run_bytes = 0;
+                }
+                writes.push((offset, Rc::new(req.buf)));
+            }
+            offset += len as u64;
         }
-        let mut result = futures::future::join_all(writes)
-            .await
-            .into_iter()
-            .collect::<Result<Vec<()>, _>>()
-            .map(|_| ())
-            .map_err(io_err(format!("writing segment {id}")));
+        if !run.is_empty() {
+            writes.push((run_start, coalesce(&mut run, run_bytes)));
+        }
+        let mut result = futures::future::join_all(
+            writes
+                .iter()
+                .map(|(at, buf)| dma::write_all_at(file, buf.clone(), *at)),
+        )
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>, _>>()
+        .map(|_| ())
+        .map_err(io_err(format!("writing segment {id}")));
         if result.is_ok() {
             let t = Instant::now();
             result = dma::sync(file)
@@ -541,36 +596,53 @@ impl Inner {
             stats.fsync_nanos += t.elapsed().as_nanos() as u64;
             stats.flushes += 1;
         }
-        if let Err(e) = &result {
-            warn!(error = %e, segment = id, "group commit failed; its puts fail and its bytes will be overwritten");
-        } else {
-            let mut active = self.active.borrow_mut();
-            debug_assert_eq!(active.id, id);
-            debug_assert_eq!(active.len, start);
-            active.len = offset;
-        }
-        for (hash, offset, len, buf) in placed {
-            if result.is_ok() {
-                let inserted = self
-                    .index
-                    .borrow_mut()
-                    .insert(hash, location(id, offset, len));
-                debug_assert!(inserted, "a pending block is never indexed twice");
-                self.active.borrow_mut().hints.push(HintEntry {
-                    hash,
-                    offset,
-                    record_len: len as u32,
-                });
-                let mut stats = self.stats.borrow_mut();
-                stats.blocks += 1;
-                stats.puts_stored += 1;
-                stats.flushed_records += 1;
-                stats.bytes_appended += len;
-            }
+        for (_, buf) in writes {
             if let Ok(buf) = Rc::try_unwrap(buf) {
                 self.pool.give(buf);
             }
+        }
+        match &result {
+            Err(e) => {
+                warn!(error = %e, segment = id, "group commit failed; its puts fail and its bytes will be overwritten")
+            }
+            Ok(()) => {
+                let mut active = self.active.borrow_mut();
+                debug_assert_eq!((active.id, active.len), (id, start));
+                active.len = offset;
+                let mut index = self.index.borrow_mut();
+                let mut stats = self.stats.borrow_mut();
+                for &(hash, at, len) in &placed {
+                    let inserted = index.insert(hash, location(id, at, len));
+                    debug_assert!(inserted, "a pending block is never indexed twice");
+                    active.hints.push(HintEntry {
+                        hash,
+                        offset: at,
+                        record_len: len as u32,
+                    });
+                    stats.blocks += 1;
+                    stats.puts_stored += 1;
+                    stats.flushed_records += 1;
+                    stats.bytes_appended += len;
+                }
+            }
+        }
+        for (hash, _, _) in placed {
             self.resolve(&hash, result.clone());
+        }
+        if result.is_ok() {
+            self.checkpoint_hint();
+        }
+    }
+
+    /// Rewrites the active segment's hint once enough was appended since the last one.
+    fn checkpoint_hint(&self) {
+        let mut active = self.active.borrow_mut();
+        if active.len < active.hinted_len + self.hint_interval_bytes {
+            return;
+        }
+        match write_hint(&self.dir, active.id, active.len, &active.hints) {
+            Ok(()) => active.hinted_len = active.len,
+            Err(e) => warn!(error = %e, "cannot checkpoint the active segment's hint"),
         }
     }
 
@@ -591,11 +663,11 @@ impl Inner {
     }
 }
 
-fn load_hint(dir: &Path, id: u32, segment_size: u64) -> Option<Vec<HintEntry>> {
+fn load_hint(dir: &Path, id: u32, segment_size: u64) -> Option<segment_hint::Hint> {
     let path = hint_path(dir, id);
     let bytes = std::fs::read(&path).ok()?;
     match segment_hint::decode(&bytes) {
-        Ok(h) if h.segment_id == id as u64 && h.segment_len <= segment_size => Some(h.entries),
+        Ok(h) if h.segment_id == id as u64 && h.segment_len <= segment_size => Some(h),
         Ok(_) => {
             warn!(path = %path.display(), "hint does not match its segment; scanning instead");
             None
@@ -681,9 +753,15 @@ async fn open_active(
         stats.corrupt_records += 1;
         return Ok(None);
     }
-    // A hint beside the active segment is stale by definition: it is rewritten at sealing.
-    let _ = std::fs::remove_file(hint_path(dir, id));
-    let scan = scan_segment(&file, id, size, true).await?;
+    // A checkpoint hint covers a prefix that was durable when it was written; only what
+    // follows it can hold a torn write, so only that is read and checked in full.
+    let (mut entries, from) = match load_hint(dir, id, size) {
+        Some(hint) => (hint.entries, hint.segment_len),
+        None => (Vec::new(), SEGMENT_HEADER_BYTES),
+    };
+    let mut scan = scan_segment(&file, id, from, size, true).await?;
+    entries.append(&mut scan.entries);
+    scan.entries = entries;
     stats.corrupt_records += scan.corrupt_records;
     if scan.valid_len < size {
         warn!(
@@ -709,30 +787,74 @@ async fn open_active(
         file: Rc::new(file),
         len: scan.valid_len,
         hints: scan.entries,
+        hinted_len: from,
     }))
 }
 
-/// Walks a segment's records. With `check_payloads`, each record's stored bytes are checked
-/// too (the active segment, where a torn write may have left a bad payload); otherwise only
-/// headers are read. A bad run followed by a good record is damage in the middle: counted as
-/// corrupt and skipped. Bad bytes with nothing good after them are the torn tail, left out of
-/// `valid_len`.
+/// Bytes read at a time when walking a segment.
+const SCAN_WINDOW_BYTES: usize = 8 << 20;
+
+/// Sequential reads of a segment in large windows.
+struct Window<'a> {
+    file: &'a DmaFile,
+    file_len: u64,
+    start: u64,
+    data: Option<dma::ReadResult>,
+}
+
+impl Window<'_> {
+    /// `len` bytes at `offset` (both aligned), reading a new window when needed.
+    async fn get(&mut self, offset: u64, len: usize) -> std::io::Result<&[u8]> {
+        let covered = self.data.as_ref().is_some_and(|d| {
+            offset >= self.start && offset + len as u64 <= self.start + d.len() as u64
+        });
+        if !covered {
+            let rest = crate::align_up(self.file_len.saturating_sub(offset)) as usize;
+            let want = SCAN_WINDOW_BYTES.min(rest).max(len);
+            self.data = Some(dma::read_at(self.file, offset, want).await?);
+            self.start = offset;
+        }
+        let d = self.data.as_ref().expect("window read");
+        let from = (offset - self.start) as usize;
+        if d.len() < from + len {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "segment shorter than its size",
+            ));
+        }
+        Ok(&d[from..from + len])
+    }
+}
+
+/// Walks a segment's records from `from` to `size`. With `check_payloads`, each record's
+/// stored bytes are checked too (the active segment's unhinted tail, where a torn write may
+/// have left a bad payload); otherwise only headers are trusted. A bad run followed by a good
+/// record is damage in the middle: counted as corrupt and skipped. Bad bytes with nothing
+/// good after them are the torn tail, left out of `valid_len`.
 async fn scan_segment(
     file: &DmaFile,
     id: u32,
+    from: u64,
     size: u64,
     check_payloads: bool,
 ) -> Result<Scan, BlockLogError> {
     let ctx = || format!("scanning segment {id}");
     let mut scan = Scan {
         entries: Vec::new(),
-        valid_len: SEGMENT_HEADER_BYTES.min(size),
+        valid_len: from.min(size),
         corrupt_records: 0,
     };
-    let mut offset = SEGMENT_HEADER_BYTES;
+    let mut window = Window {
+        file,
+        file_len: size,
+        start: 0,
+        data: None,
+    };
+    let mut offset = from;
     let mut in_bad_run = false;
     while offset + ALIGN_BYTES <= size {
-        let page = dma::read_exact_at(file, offset, ALIGN_BYTES as usize)
+        let page = window
+            .get(offset, ALIGN_BYTES as usize)
             .await
             .map_err(io_err(ctx()))?;
         let header = match decode_header(&page[..HEADER_BYTES]) {
@@ -746,15 +868,12 @@ async fn scan_segment(
         let len = header.record_len() as u64;
         let resync_in_clear = in_bad_run && !header.encrypted;
         if check_payloads || resync_in_clear {
-            let record = if len == ALIGN_BYTES {
-                page
-            } else {
-                dma::read_exact_at(file, offset, len as usize)
-                    .await
-                    .map_err(io_err(ctx()))?
-            };
-            let good = block_record::check_payload(&header, &record).is_ok()
-                && (!resync_in_clear || block_record::payload_matches_name(&header, &record));
+            let record = window
+                .get(offset, len as usize)
+                .await
+                .map_err(io_err(ctx()))?;
+            let good = block_record::check_payload(&header, record).is_ok()
+                && (!resync_in_clear || block_record::payload_matches_name(&header, record));
             if !good {
                 in_bad_run = true;
                 offset += if resync_in_clear { ALIGN_BYTES } else { len };
@@ -800,5 +919,6 @@ async fn create_segment(dir: &Path, id: u32, fingerprint: u64) -> Result<Active,
         file: Rc::new(file),
         len: SEGMENT_HEADER_BYTES,
         hints: Vec::new(),
+        hinted_len: SEGMENT_HEADER_BYTES,
     })
 }

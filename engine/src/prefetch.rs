@@ -425,6 +425,9 @@ mod tests {
         for i in 0..100_000u64 {
             t.touch(1, "a", t0 + Duration::from_micros(i));
         }
-        assert!(t.queue.len() <= 2 + 1024 + 1, "one live entry, stale items pruned");
+        assert!(
+            t.queue.len() <= 2 + 1024 + 1,
+            "one live entry, stale items pruned"
+        );
     }
 }

@@ -359,10 +359,60 @@ fn a_forged_record_inside_a_plain_payload_is_never_indexed() {
         std::fs::write(&seg, &bytes).unwrap();
 
         let log = open(&path, None).await;
-        assert_eq!(read(&log, &victim).await, None, "the forged record is not a block");
+        assert_eq!(
+            read(&log, &victim).await,
+            None,
+            "the forged record is not a block"
+        );
         assert_eq!(read(&log, &BlockHash::of(&a)).await, None);
-        assert_eq!(read(&log, &BlockHash::of(&b)).await.as_deref(), Some(&b[..]));
+        assert_eq!(
+            read(&log, &BlockHash::of(&b)).await.as_deref(),
+            Some(&b[..])
+        );
         assert_eq!(log.stats().corrupt_records, 1);
+        log.close().await;
+    });
+}
+
+#[test]
+fn active_segment_checkpoints_bound_the_recheck_and_keep_tail_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    runtime::run(async move {
+        let config = || {
+            let mut c = BlockLogConfig::new(&path, key());
+            c.hint_interval_bytes = 8192;
+            c
+        };
+        let blocks: Vec<Vec<u8>> = (0..10).map(|i| block(i, 1000)).collect();
+        let log = BlockLog::open(config()).await.unwrap();
+        for b in &blocks {
+            log.put(BlockHash::of(b), b, false).await.unwrap();
+        }
+        log.close().await;
+        let hint = path.join("seg-0000000001.hint");
+        assert!(hint.exists(), "the active segment has a checkpoint hint");
+
+        // Tear the last record: the checkpoint covers less than the file, the tail is cut.
+        let seg = path.join("seg-0000000001.hblk");
+        let len = std::fs::metadata(&seg).unwrap().len();
+        let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+        f.set_len(len - 100).unwrap();
+        drop(f);
+        let log = BlockLog::open(config()).await.unwrap();
+        for (i, b) in blocks.iter().enumerate() {
+            let got = read(&log, &BlockHash::of(b)).await;
+            assert_eq!(got.is_some(), i < 9, "block {i}");
+        }
+        assert_eq!(log.stats().torn_tail_cuts, 1);
+        log.put(BlockHash::of(&blocks[9]), &blocks[9], true)
+            .await
+            .unwrap();
+        log.close().await;
+        let log = BlockLog::open(config()).await.unwrap();
+        for b in &blocks {
+            assert_eq!(read(&log, &BlockHash::of(b)).await.as_deref(), Some(&b[..]));
+        }
         log.close().await;
     });
 }
