@@ -23,6 +23,15 @@ enum Command {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
+    /// Journal only: commit `rows` rows in batches of 1000, then time a reopen.
+    JournalReopen {
+        /// Scratch folder.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Rows to write.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+    },
     /// The engine's figures beside the limits measured in the same run.
     Engine {
         /// Scratch folder on the disk to measure.
@@ -65,6 +74,15 @@ fn main() -> Result<()> {
             println!("SHA-256, one core, 4 MiB blocks: {sha:.2} GB/s");
             println!("O_DIRECT sequential write, 4 MiB, QD2: {w:.2} GB/s");
             println!("O_DIRECT sequential read, 4 MiB, QD2: {r:.2} GB/s");
+        }
+        Command::JournalReopen { dir, rows } => {
+            let d = tempfile::tempdir_in(&dir)?;
+            let p = d.path().to_path_buf();
+            let (rate, reopen, snaps) =
+                runtime::run(async move { engine_runs::journal_reopen(&p, rows).await })?;
+            println!(
+                "{rows} rows at {rate:.0} rows/s ({snaps} snapshots); reopened in {reopen:.3} s"
+            );
         }
         Command::Engine {
             dir,

@@ -280,16 +280,19 @@ fn decode_snapshot(bytes: &[u8], generation: u64) -> Option<State> {
         return None;
     }
     let count = u64::from_le_bytes(body[16..24].try_into().ok()?);
-    let mut state = State::default();
+    let mut records = Vec::with_capacity(count.min(1 << 24) as usize);
     let mut at = SNAPSHOT_HEAD_BYTES;
-    let mut seen = 0u64;
     while at < body.len() {
         let (record, len) = journal_record::decode(&body[at..]).ok()?;
-        state.apply(record);
+        records.push(record);
         at += len;
-        seen += 1;
     }
-    (seen == count).then_some(state)
+    if records.len() as u64 != count {
+        return None;
+    }
+    let mut state = State::default();
+    state.apply_all(records);
+    Some(state)
 }
 
 impl Journal {
@@ -320,9 +323,7 @@ impl Journal {
             let parsed = parse(&bytes);
             stats.corrupt_records += parsed.corrupt_records;
             stats.records_replayed += parsed.records.len() as u64;
-            for r in parsed.records {
-                state.apply(r);
-            }
+            state.apply_all(parsed.records);
             let tail = &bytes[parsed.valid_end..];
             if tail.iter().any(|&b| b != 0) {
                 if last {

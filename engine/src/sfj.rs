@@ -3,7 +3,9 @@
 //! feeds it records read from disk or just made durable; checks run before anything is
 //! written, against this state plus what the same group commit already took.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use hashbrown::HashMap;
 
 use holdall_proto::api::{EntryKind, Jid, NsId};
 use holdall_proto::content_hash::block_count;
@@ -126,8 +128,12 @@ pub struct Namespace {
     /// Root or shared.
     pub shared: bool,
     last_jid: Jid,
+    /// Path → JID of its latest row.
     latest: HashMap<String, Jid>,
-    rows: BTreeMap<Jid, Row>,
+    /// Latest rows in JID order; a superseded row leaves a `None` until compaction. JIDs only
+    /// grow, so appending keeps the order and lookups are binary searches.
+    rows: Vec<(Jid, Option<Row>)>,
+    live: usize,
 }
 
 impl Namespace {
@@ -138,12 +144,45 @@ impl Namespace {
 
     /// Live rows (latest version of each path).
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.live
     }
 
     /// No rows.
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.live == 0
+    }
+
+    fn position(&self, jid: Jid) -> Result<usize, usize> {
+        self.rows.binary_search_by_key(&jid, |(j, _)| *j)
+    }
+
+    fn row(&self, jid: Jid) -> Option<&Row> {
+        let i = self.position(jid).ok()?;
+        self.rows[i].1.as_ref()
+    }
+
+    fn live_rows_after(&self, cursor: Jid) -> impl Iterator<Item = &Row> {
+        let start = match self.position(cursor) {
+            Ok(i) => i + 1,
+            Err(i) => i,
+        };
+        self.rows[start..].iter().filter_map(|(_, r)| r.as_ref())
+    }
+
+    fn push(&mut self, row: Row) {
+        debug_assert!(row.jid > self.last_jid);
+        self.last_jid = row.jid;
+        if let Some(old) = self.latest.insert(row.path.clone(), row.jid) {
+            if let Ok(i) = self.position(old) {
+                self.rows[i].1 = None;
+                self.live -= 1;
+            }
+        }
+        self.rows.push((row.jid, Some(row)));
+        self.live += 1;
+        if self.rows.len() > 1024 && self.live < self.rows.len() / 2 {
+            self.rows.retain(|(_, r)| r.is_some());
+        }
     }
 }
 
@@ -195,20 +234,20 @@ impl State {
     /// The latest row of `path` in `ns`.
     pub fn latest(&self, ns: NsId, path: &str) -> Option<&Row> {
         let n = self.namespaces.get(&ns)?;
-        n.rows.get(n.latest.get(path)?)
+        n.row(*n.latest.get(path)?)
     }
 
     /// The row `jid` of `ns`, if it is still the latest of its path.
     pub fn row(&self, ns: NsId, jid: Jid) -> Option<&Row> {
-        self.namespaces.get(&ns)?.rows.get(&jid)
+        self.namespaces.get(&ns)?.row(jid)
     }
 
     /// Latest rows of `ns` with a JID above `cursor`, at most `limit`.
     pub fn list(&self, ns: NsId, cursor: Jid, limit: usize) -> Option<ListPage<'_>> {
         let n = self.namespaces.get(&ns)?;
         let mut rows = Vec::with_capacity(limit.min(1024));
-        let mut iter = n.rows.range(cursor.saturating_add(1)..);
-        for (_, row) in iter.by_ref().take(limit) {
+        let mut iter = n.live_rows_after(cursor);
+        for row in iter.by_ref().take(limit) {
             rows.push(row);
         }
         let has_more = iter.next().is_some();
@@ -290,7 +329,11 @@ impl State {
         let key = (c.ns, c.path.clone());
         let current = match pending.latest.get(&key) {
             Some(&(jid, kind)) => Some((jid, kind)),
-            None => ns.latest.get(&c.path).map(|&jid| (jid, ns.rows[&jid].kind)),
+            None => ns
+                .latest
+                .get(&c.path)
+                .and_then(|&jid| ns.row(jid))
+                .map(|r| (r.jid, r.kind)),
         };
         let parent_ok = match (c.parent_jid, current) {
             (None, None) => true,
@@ -391,6 +434,31 @@ impl State {
         Ok(())
     }
 
+    /// Applies durable records in order, sizing each namespace's maps for its rows first.
+    pub fn apply_all(&mut self, records: Vec<JournalRecord>) {
+        let mut rows_per_ns: HashMap<NsId, usize> = HashMap::new();
+        for r in &records {
+            if let JournalRecord::Row(row) = r {
+                *rows_per_ns.entry(row.ns).or_default() += 1;
+            }
+        }
+        let mut reserved = false;
+        for r in records {
+            if !reserved && matches!(r, JournalRecord::Row(_)) {
+                // Namespaces come before their rows in snapshots; in journal files they exist
+                // already or are created by an earlier record of the same batch.
+                for (ns, n) in &rows_per_ns {
+                    if let Some(namespace) = self.namespaces.get_mut(ns) {
+                        namespace.latest.reserve(*n);
+                        namespace.rows.reserve(*n);
+                    }
+                }
+                reserved = true;
+            }
+            self.apply(r);
+        }
+    }
+
     /// Applies a durable record. Records that break a rule (possible only if the files were
     /// damaged or edited) are counted and left out, so one bad record cannot stop a start.
     pub fn apply(&mut self, record: JournalRecord) {
@@ -455,11 +523,7 @@ impl State {
         if row.jid <= ns.last_jid {
             return false;
         }
-        ns.last_jid = row.jid;
-        if let Some(old) = ns.latest.insert(row.path.clone(), row.jid) {
-            ns.rows.remove(&old);
-        }
-        ns.rows.insert(row.jid, row);
+        ns.push(row);
         self.rows_total += 1;
         true
     }
@@ -499,7 +563,7 @@ impl State {
         let rows = self
             .namespaces
             .values()
-            .flat_map(|n| n.rows.values().cloned().map(JournalRecord::Row));
+            .flat_map(|n| n.live_rows_after(0).cloned().map(JournalRecord::Row));
         users
             .chain(tokens)
             .chain(namespaces)
@@ -659,6 +723,34 @@ mod tests {
         assert!(page.rows.is_empty());
         assert_eq!(page.cursor, 11);
         assert!(s.list(2, 0, 1).is_none());
+    }
+
+    #[test]
+    fn superseded_rows_are_compacted_away() {
+        let mut s = state_with_ns(1);
+        let mut parents = [None; 10];
+        for i in 0..3000 {
+            let p = i % 10;
+            parents[p] = Some(commit(&mut s, &file(1, &format!("p{p}"), parents[p])).unwrap());
+        }
+        let n = s.namespace(1).unwrap();
+        assert_eq!(n.len(), 10);
+        assert!(
+            n.rows.len() < 2048,
+            "tombstones are compacted: {}",
+            n.rows.len()
+        );
+        let page = s.list(1, 0, 100).unwrap();
+        let jids: Vec<_> = page.rows.iter().map(|r| r.jid).collect();
+        assert_eq!(jids, (2991..=3000).collect::<Vec<_>>());
+        assert_eq!(s.list(1, 2995, 100).unwrap().rows.len(), 5);
+        for p in 0..10 {
+            assert_eq!(
+                s.latest(1, &format!("p{p}")).unwrap().jid,
+                parents[p].unwrap()
+            );
+        }
+        assert!(s.row(1, 5).is_none(), "superseded rows leave the view");
     }
 
     #[test]
