@@ -744,11 +744,8 @@ mod tests {
         let jids: Vec<_> = page.rows.iter().map(|r| r.jid).collect();
         assert_eq!(jids, (2991..=3000).collect::<Vec<_>>());
         assert_eq!(s.list(1, 2995, 100).unwrap().rows.len(), 5);
-        for p in 0..10 {
-            assert_eq!(
-                s.latest(1, &format!("p{p}")).unwrap().jid,
-                parents[p].unwrap()
-            );
+        for (p, parent) in parents.iter().enumerate() {
+            assert_eq!(s.latest(1, &format!("p{p}")).unwrap().jid, parent.unwrap());
         }
         assert!(s.row(1, 5).is_none(), "superseded rows leave the view");
     }
