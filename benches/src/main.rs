@@ -32,6 +32,24 @@ enum Command {
         #[arg(long, default_value_t = 1_000_000)]
         rows: usize,
     },
+    /// Block log puts and gets only.
+    Blocks {
+        /// Scratch folder.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// 4 MiB blocks per run.
+        #[arg(long, default_value_t = 256)]
+        blocks: usize,
+        /// Puts in flight.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Store in the clear.
+        #[arg(long)]
+        plain: bool,
+        /// Let the log hash every payload.
+        #[arg(long)]
+        verify: bool,
+    },
     /// The engine's figures beside the limits measured in the same run.
     Engine {
         /// Scratch folder on the disk to measure.
@@ -74,6 +92,25 @@ fn main() -> Result<()> {
             println!("SHA-256, one core, 4 MiB blocks: {sha:.2} GB/s");
             println!("O_DIRECT sequential write, 4 MiB, QD2: {w:.2} GB/s");
             println!("O_DIRECT sequential read, 4 MiB, QD2: {r:.2} GB/s");
+        }
+        Command::Blocks {
+            dir,
+            blocks,
+            concurrency,
+            plain,
+            verify,
+        } => {
+            let d = tempfile::tempdir_in(&dir)?;
+            let p = d.path().to_path_buf();
+            let r = runtime::run(async move {
+                engine_runs::block_put_get(&p, blocks, concurrency, !plain, verify).await
+            })?;
+            println!(
+                "put {:.2} GB/s, get {:.2} GB/s, {:.1} records per flush",
+                r.put_gbps,
+                r.get_gbps,
+                r.stats.flushed_records as f64 / r.stats.flushes.max(1) as f64
+            );
         }
         Command::JournalReopen { dir, rows } => {
             let d = tempfile::tempdir_in(&dir)?;

@@ -349,7 +349,7 @@ impl BlockLog {
             stats: RefCell::new(stats),
         });
         let (tx, rx) = local_channel::new_bounded(config.queue_records_max.max(1));
-        let flusher = crate::runtime::spawn(flusher(inner.clone(), rx));
+        let flusher = crate::runtime::spawn_urgent(flusher(inner.clone(), rx));
         Ok(BlockLog {
             inner,
             tx,

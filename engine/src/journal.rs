@@ -368,7 +368,7 @@ impl Journal {
             stats: RefCell::new(stats),
         });
         let (tx, rx) = local_channel::new_bounded(config.queue_max.max(1));
-        let flusher = crate::runtime::spawn(flusher(inner.clone(), rx));
+        let flusher = crate::runtime::spawn_urgent(flusher(inner.clone(), rx));
         Ok(Journal {
             inner,
             tx,

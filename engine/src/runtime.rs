@@ -2,11 +2,19 @@
 
 use std::future::Future;
 
-use glommio::{LocalExecutorBuilder, Placement};
+use std::cell::Cell;
+use std::time::Duration;
+
+use glommio::{Latency, LocalExecutorBuilder, Placement, Shares, TaskQueueHandle};
 
 /// io_uring registered-buffer arena per executor. Kept small: the engine pools its own
 /// buffers, and the arena is locked memory (the limit here is 8 MiB for all executors).
 pub const IO_MEMORY_BYTES: usize = 1 << 20;
+
+/// How often the executor leaves running tasks to submit and reap I/O. glommio's default
+/// (100 ms) let writes queued by the flusher sit unsubmitted while other tasks hashed and
+/// encrypted, so disk and CPU took turns instead of overlapping.
+pub const PREEMPT_TIMER: Duration = Duration::from_millis(1);
 
 /// A builder for one shard's executor, pinned to `cpu` when given.
 pub fn builder(name: &str, cpu: Option<usize>) -> LocalExecutorBuilder {
@@ -17,6 +25,7 @@ pub fn builder(name: &str, cpu: Option<usize>) -> LocalExecutorBuilder {
     LocalExecutorBuilder::new(placement)
         .name(name)
         .io_memory(IO_MEMORY_BYTES)
+        .preempt_timer(PREEMPT_TIMER)
 }
 
 /// Runs `fut` to completion on a fresh unpinned executor on this thread.
@@ -38,4 +47,31 @@ where
     F::Output: 'static,
 {
     glommio::spawn_local(fut)
+}
+
+/// Spawns `fut` in the executor's flusher task queue, which has a large share of the
+/// executor: a flush then starts as soon as the running task yields, instead of after every
+/// task queued before it, so hashing and encryption on the callers' tasks overlap with the
+/// disk. One queue per executor serves every flusher on it.
+pub fn spawn_urgent<F>(fut: F) -> glommio::Task<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    thread_local!(static FLUSHERS: Cell<Option<(usize, TaskQueueHandle)>> = const { Cell::new(None) });
+    let executor = glommio::executor();
+    let id = executor.id();
+    let queue = match FLUSHERS.with(Cell::get) {
+        Some((owner, queue)) if owner == id => queue,
+        _ => {
+            let queue = executor.create_task_queue(
+                Shares::Static(10_000),
+                Latency::Matters(Duration::from_millis(1)),
+                "flushers",
+            );
+            FLUSHERS.with(|f| f.set(Some((id, queue))));
+            queue
+        }
+    };
+    glommio::spawn_local_into(fut, queue).expect("the flusher queue belongs to this executor")
 }
