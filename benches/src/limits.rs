@@ -21,6 +21,20 @@ pub fn sha256_gbps(total_bytes: usize) -> f64 {
     (n * BLOCK_BYTES_MAX) as f64 / t.elapsed().as_secs_f64() / 1e9
 }
 
+/// GB/s of AES-256-GCM sealing 4 MiB blocks in place on this core (the store's cipher).
+pub fn aes_gcm_gbps(total_bytes: usize) -> f64 {
+    let key = holdall_engine::store_key::StoreKey::from_bytes(&[3; 32]);
+    let mut block = crate::payload(2, BLOCK_BYTES_MAX);
+    let n = total_bytes / BLOCK_BYTES_MAX;
+    let t = Instant::now();
+    for i in 0..n {
+        let mut nonce = [0u8; 12];
+        nonce[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        std::hint::black_box(key.seal(nonce, b"aad", &mut block));
+    }
+    (n * BLOCK_BYTES_MAX) as f64 / t.elapsed().as_secs_f64() / 1e9
+}
+
 /// GB/s writing `total_bytes` sequentially in 4 MiB O_DIRECT writes, two in flight, then one
 /// fdatasync; and GB/s reading it back the same way. Must run inside an executor.
 pub async fn odirect_gbps(dir: &Path, total_bytes: usize) -> std::io::Result<(f64, f64)> {

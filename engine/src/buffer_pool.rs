@@ -49,3 +49,35 @@ impl BufferPool {
         self.idle.borrow().len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reuses_full_record_buffers_up_to_the_bound() {
+        crate::runtime::run(async {
+            let pool = BufferPool::new(2);
+            let a = pool.take(RECORD_BYTES_MAX);
+            let a_ptr = a.as_ptr();
+            let b = pool.take(RECORD_BYTES_MAX);
+            let b_ptr = b.as_ptr();
+            let c = pool.take(RECORD_BYTES_MAX);
+            let small = pool.take(4096);
+            assert_eq!((a.len(), small.len()), (RECORD_BYTES_MAX, 4096));
+            assert_eq!(a_ptr as usize % 4096, 0, "aligned for O_DIRECT");
+            pool.give(a);
+            pool.give(b);
+            pool.give(c);
+            pool.give(small);
+            assert_eq!(pool.idle(), 2, "bounded; small buffers are not kept");
+            let again = pool.take(RECORD_BYTES_MAX);
+            assert_eq!(
+                again.as_ptr(),
+                b_ptr,
+                "the last buffer given back is reused"
+            );
+            assert_eq!(pool.idle(), 1);
+        });
+    }
+}
