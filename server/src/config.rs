@@ -1,0 +1,172 @@
+//! `holdalld serve` settings: flags, environment variables, a TOML file, defaults, in that
+//! order of precedence; and the layout pinned in the data folder.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Flags of `holdalld serve`; each also reads an environment variable.
+#[derive(clap::Args, Debug, Default)]
+pub struct ServeArgs {
+    /// Data folder [default: ./holdall-data].
+    #[arg(long, env = "HOLDALL_DATA")]
+    pub data: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8340].
+    #[arg(long, env = "HOLDALL_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Shards (one executor per core) [default: the data folder's, else one per core].
+    #[arg(long, env = "HOLDALL_SHARDS")]
+    pub shards: Option<usize>,
+    /// TOML file with any of the keys `data`, `listen`, `shards`.
+    #[arg(long, env = "HOLDALL_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    shards: Option<usize>,
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Data folder.
+    pub data: PathBuf,
+    /// Listen address (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Number of shards.
+    pub shards: usize,
+}
+
+/// The default listen address.
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:8340";
+
+/// What the data folder records about itself so that a restart maps namespaces and blocks to
+/// the same shards.
+#[derive(Serialize, Deserialize)]
+struct Layout {
+    shards: usize,
+}
+
+impl Config {
+    /// Resolves flags, environment, file and defaults, and checks the data folder's layout.
+    pub fn resolve(args: ServeArgs) -> Result<Config> {
+        let file: FileConfig = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("parsing config {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let data = args
+            .data
+            .or(file.data)
+            .unwrap_or_else(|| PathBuf::from("./holdall-data"));
+        let listen = match args.listen.or(file.listen) {
+            Some(a) => a,
+            None => LISTEN_DEFAULT.parse().expect("valid default address"),
+        };
+        let requested = args.shards.or(file.shards);
+        let shards = resolve_layout(&data, requested)?;
+        Ok(Config {
+            data,
+            listen,
+            shards,
+        })
+    }
+}
+
+fn resolve_layout(data: &Path, requested: Option<usize>) -> Result<usize> {
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let path = data.join("layout.toml");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let layout: Layout =
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+            if let Some(n) = requested {
+                if n != layout.shards {
+                    bail!(
+                        "{} was created with {} shards; start with --shards {} (changing the shard count of a data folder is not supported)",
+                        data.display(),
+                        layout.shards,
+                        layout.shards
+                    );
+                }
+            }
+            Ok(layout.shards)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let shards = requested
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            if !(1..=256).contains(&shards) {
+                bail!("--shards must be between 1 and 256, not {shards}");
+            }
+            let text = toml::to_string(&Layout { shards }).context("encoding layout")?;
+            let tmp = path.with_extension("toml.tmp");
+            std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("syncing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+            holdall_engine::dma::sync_dir(data).context("syncing the data folder")?;
+            Ok(shards)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence_and_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("d");
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "data = {:?}\nlisten = \"127.0.0.1:9000\"\nshards = 3\n",
+                data
+            ),
+        )
+        .unwrap();
+        let c = Config::resolve(ServeArgs {
+            config: Some(file.clone()),
+            listen: Some("127.0.0.1:9001".parse().unwrap()),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(c.listen.port(), 9001, "flags win over the file");
+        assert_eq!(c.shards, 3);
+        assert_eq!(c.data, data);
+        // The data folder remembers its shard count.
+        let c = Config::resolve(ServeArgs {
+            data: Some(data.clone()),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!((c.shards, c.listen.port()), (3, 8340));
+        let err = Config::resolve(ServeArgs {
+            data: Some(data),
+            shards: Some(2),
+            ..ServeArgs::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("created with 3 shards"), "{err}");
+        std::fs::write(&file, "nonsense = 1\n").unwrap();
+        assert!(Config::resolve(ServeArgs {
+            config: Some(file),
+            ..ServeArgs::default()
+        })
+        .is_err());
+    }
+}

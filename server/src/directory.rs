@@ -1,0 +1,84 @@
+//! The directory: users, tokens, namespaces and mounts, in a journal of its own owned by
+//! shard 0 (`DATA/directory/`). Every shard keeps a read-only replica (an `sfj::State` built
+//! from the directory's records) to authenticate requests without a cross-shard hop.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use holdall_engine::journal::{Journal, JournalConfig};
+use holdall_engine::journal_record::{JournalRecord, NamespaceKind};
+use ring::rand::{SecureRandom, SystemRandom};
+use sha2::{Digest, Sha256};
+
+/// Name of the user created on first start.
+pub const ADMIN_NAME: &str = "admin";
+
+/// SHA-256 of a bearer token: the only form in which tokens are stored.
+pub fn token_sha256(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A new bearer token: 32 random bytes as 64 hex digits.
+pub fn new_token() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("no randomness from the system"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Opens the directory journal.
+pub async fn open(data: &Path) -> Result<Journal> {
+    Journal::open(JournalConfig::new(data.join("directory")))
+        .await
+        .context("opening the directory journal")
+}
+
+/// On first start, creates the admin user with root namespace 1 and writes its token to
+/// `DATA/admin.token` (mode 0600). The token is never logged.
+pub async fn ensure_admin(directory: &Journal, data: &Path) -> Result<()> {
+    if directory.state().user_by_name(ADMIN_NAME).is_some() {
+        return Ok(());
+    }
+    let token = new_token()?;
+    let path = data.join("admin.token");
+    let tmp = data.join("admin.token.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(token.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    holdall_engine::dma::sync_dir(data).context("syncing the data folder")?;
+    // The token file is written first: a crash before the records are durable leaves a token
+    // nobody accepts, and the next start makes a new one.
+    directory
+        .append(vec![
+            JournalRecord::Namespace {
+                id: 1,
+                owner: 1,
+                kind: NamespaceKind::Root,
+            },
+            JournalRecord::User {
+                id: 1,
+                name: ADMIN_NAME.into(),
+                root_ns: 1,
+                admin: true,
+            },
+            JournalRecord::Token {
+                user: 1,
+                token_sha256: token_sha256(&token),
+            },
+        ])
+        .await
+        .context("recording the admin user")?;
+    tracing::info!(path = %path.display(), "created the admin user; its token is in this file");
+    Ok(())
+}

@@ -1,0 +1,294 @@
+//! Per-shard counters, written only by their shard (relaxed atomics, no contention) and read
+//! by whichever shard serves `/metrics`, which renders all shards in Prometheus text.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Routes counted separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /healthz`.
+    Healthz,
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET /v1/account`.
+    Account,
+    /// Anything else.
+    Other,
+}
+
+impl Route {
+    const ALL: [Route; 4] = [Route::Healthz, Route::Metrics, Route::Account, Route::Other];
+
+    fn name(self) -> &'static str {
+        match self {
+            Route::Healthz => "healthz",
+            Route::Metrics => "metrics",
+            Route::Account => "account",
+            Route::Other => "other",
+        }
+    }
+}
+
+/// Status codes counted; anything else counts as the last.
+const CODES: [u16; 12] = [200, 400, 401, 403, 404, 405, 409, 413, 500, 503, 507, 0];
+/// Upper bounds of the latency histogram's buckets, seconds.
+const BUCKETS_S: [f64; 9] = [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+
+#[derive(Default)]
+struct RouteCounters {
+    by_code: [AtomicU64; CODES.len()],
+    latency_buckets: [AtomicU64; BUCKETS_S.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+}
+
+/// Engine figures a shard publishes for `/metrics`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EngineGauges {
+    /// Blocks stored.
+    pub blocks: u64,
+    /// Record bytes appended since start.
+    pub block_bytes_appended: u64,
+    /// Block log group commits.
+    pub block_flushes: u64,
+    /// Records written by them.
+    pub block_flushed_records: u64,
+    /// Time in block log fdatasync, ns.
+    pub block_fsync_nanos: u64,
+    /// Corrupt block records found.
+    pub corrupt_blocks: u64,
+    /// Journal rows written since start.
+    pub journal_rows_written: u64,
+    /// Journal group commits.
+    pub journal_flushes: u64,
+    /// Time in journal fdatasync, ns.
+    pub journal_fsync_nanos: u64,
+}
+
+/// One shard's counters.
+#[derive(Default)]
+pub struct ShardMetrics {
+    routes: [RouteCounters; Route::ALL.len()],
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    gauges: [AtomicU64; 9],
+}
+
+impl ShardMetrics {
+    /// Counts one request.
+    pub fn record(
+        &self,
+        route: Route,
+        status: u16,
+        elapsed: Duration,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) {
+        let r = &self.routes[route as usize];
+        let code = CODES
+            .iter()
+            .position(|&c| c == status)
+            .unwrap_or(CODES.len() - 1);
+        r.by_code[code].fetch_add(1, Relaxed);
+        let s = elapsed.as_secs_f64();
+        if let Some(b) = BUCKETS_S.iter().position(|&le| s <= le) {
+            r.latency_buckets[b].fetch_add(1, Relaxed);
+        }
+        r.latency_count.fetch_add(1, Relaxed);
+        r.latency_sum_us
+            .fetch_add(elapsed.as_micros() as u64, Relaxed);
+        self.bytes_in.fetch_add(bytes_in, Relaxed);
+        self.bytes_out.fetch_add(bytes_out, Relaxed);
+    }
+
+    /// Publishes the shard's engine figures.
+    pub fn publish(&self, g: EngineGauges) {
+        let values = [
+            g.blocks,
+            g.block_bytes_appended,
+            g.block_flushes,
+            g.block_flushed_records,
+            g.block_fsync_nanos,
+            g.corrupt_blocks,
+            g.journal_rows_written,
+            g.journal_flushes,
+            g.journal_fsync_nanos,
+        ];
+        for (slot, v) in self.gauges.iter().zip(values) {
+            slot.store(v, Relaxed);
+        }
+    }
+}
+
+const GAUGE_NAMES: [(&str, &str, &str); 9] = [
+    ("holdall_blocks", "gauge", "Blocks stored"),
+    (
+        "holdall_block_bytes_appended_total",
+        "counter",
+        "Block record bytes appended since start",
+    ),
+    (
+        "holdall_block_group_commits_total",
+        "counter",
+        "Block log group commits (one fdatasync each)",
+    ),
+    (
+        "holdall_block_group_commit_records_total",
+        "counter",
+        "Records written by block log group commits",
+    ),
+    (
+        "holdall_block_fsync_seconds_total",
+        "counter",
+        "Time in block log fdatasync",
+    ),
+    (
+        "holdall_corrupt_block_records_total",
+        "counter",
+        "Corrupt block records found",
+    ),
+    (
+        "holdall_journal_rows_written_total",
+        "counter",
+        "Journal records written since start",
+    ),
+    (
+        "holdall_journal_group_commits_total",
+        "counter",
+        "Journal group commits (one fdatasync each)",
+    ),
+    (
+        "holdall_journal_fsync_seconds_total",
+        "counter",
+        "Time in journal fdatasync",
+    ),
+];
+
+/// Renders all shards' counters in Prometheus text format.
+pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP holdall_requests_total HTTP requests by route and status."
+    );
+    let _ = writeln!(out, "# TYPE holdall_requests_total counter");
+    for route in Route::ALL {
+        for (i, code) in CODES.iter().enumerate() {
+            let n: u64 = shards
+                .iter()
+                .map(|s| s.routes[route as usize].by_code[i].load(Relaxed))
+                .sum();
+            if n > 0 {
+                let status = if *code == 0 {
+                    "other".to_string()
+                } else {
+                    code.to_string()
+                };
+                let _ = writeln!(
+                    out,
+                    "holdall_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
+                    route.name()
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP holdall_request_seconds HTTP request latency by route."
+    );
+    let _ = writeln!(out, "# TYPE holdall_request_seconds histogram");
+    for route in Route::ALL {
+        let sum = |f: &dyn Fn(&RouteCounters) -> u64| -> u64 {
+            shards.iter().map(|s| f(&s.routes[route as usize])).sum()
+        };
+        let count = sum(&|r| r.latency_count.load(Relaxed));
+        if count == 0 {
+            continue;
+        }
+        let mut cumulative = 0;
+        for (i, le) in BUCKETS_S.iter().enumerate() {
+            cumulative += sum(&|r| r.latency_buckets[i].load(Relaxed));
+            let _ = writeln!(
+                out,
+                "holdall_request_seconds_bucket{{route=\"{}\",le=\"{le}\"}} {cumulative}",
+                route.name()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "holdall_request_seconds_bucket{{route=\"{}\",le=\"+Inf\"}} {count}",
+            route.name()
+        );
+        let sum_s = sum(&|r| r.latency_sum_us.load(Relaxed)) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "holdall_request_seconds_sum{{route=\"{}\"}} {sum_s}",
+            route.name()
+        );
+        let _ = writeln!(
+            out,
+            "holdall_request_seconds_count{{route=\"{}\"}} {count}",
+            route.name()
+        );
+    }
+    for (name, value) in [
+        ("holdall_http_bytes_in_total", 0),
+        ("holdall_http_bytes_out_total", 1),
+    ] {
+        let n: u64 = shards
+            .iter()
+            .map(|s| {
+                if value == 0 {
+                    s.bytes_in.load(Relaxed)
+                } else {
+                    s.bytes_out.load(Relaxed)
+                }
+            })
+            .sum();
+        let _ = writeln!(out, "# TYPE {name} counter\n{name} {n}");
+    }
+    for (i, (name, kind, help)) in GAUGE_NAMES.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} {kind}");
+        for (shard, s) in shards.iter().enumerate() {
+            let v = s.gauges[i].load(Relaxed);
+            if name.ends_with("_seconds_total") {
+                let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", v as f64 / 1e9);
+            } else {
+                let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {v}");
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn renders_sums_over_shards() {
+        let a = Arc::new(ShardMetrics::default());
+        let b = Arc::new(ShardMetrics::default());
+        a.record(Route::Account, 200, Duration::from_micros(300), 10, 100);
+        b.record(Route::Account, 200, Duration::from_millis(20), 10, 100);
+        b.record(Route::Account, 401, Duration::from_micros(10), 0, 50);
+        a.publish(EngineGauges {
+            blocks: 7,
+            ..EngineGauges::default()
+        });
+        let text = render(&[a, b]);
+        assert!(
+            text.contains("holdall_requests_total{route=\"account\",status=\"200\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("holdall_requests_total{route=\"account\",status=\"401\"} 1"));
+        assert!(text.contains("holdall_request_seconds_bucket{route=\"account\",le=\"0.0005\"} 2"));
+        assert!(text.contains("holdall_request_seconds_count{route=\"account\"} 3"));
+        assert!(text.contains("holdall_http_bytes_out_total 250"));
+        assert!(text.contains("holdall_blocks{shard=\"0\"} 7"));
+        assert!(text.contains("holdall_blocks{shard=\"1\"} 0"));
+    }
+}

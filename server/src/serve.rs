@@ -1,0 +1,148 @@
+//! `holdalld serve`: starts the shards, waits for SIGTERM or SIGINT, stops them cleanly.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use glommio::net::TcpListener;
+use holdall_engine::journal_record::JournalRecord;
+use holdall_engine::runtime;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use tracing::info;
+
+use crate::config::Config;
+use crate::metrics::ShardMetrics;
+use crate::shard::Shard;
+
+/// How long in-progress requests may take to finish after a stop signal.
+const GRACE: Duration = Duration::from_secs(10);
+
+type Ready = Result<(Vec<JournalRecord>, SocketAddr), String>;
+
+/// Runs the server until SIGTERM or SIGINT; exits cleanly after in-progress requests end.
+pub fn run(cfg: Config) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .context("installing signal handlers")?;
+    let all_metrics: Arc<Vec<Arc<ShardMetrics>>> =
+        Arc::new((0..cfg.shards).map(|_| Arc::default()).collect());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut handles = Vec::new();
+    let mut init: Option<(Vec<JournalRecord>, SocketAddr)> = None;
+    for id in 0..cfg.shards {
+        let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
+        let (cfg2, stop2, metrics2, init2) =
+            (cfg.clone(), stop.clone(), all_metrics.clone(), init.clone());
+        let handle = runtime::builder(&format!("shard-{id}"), Some(id % cores))
+            .spawn(move || async move {
+                let result = shard_main(id, cfg2, init2, metrics2, stop2.clone(), &ready_tx).await;
+                if let Err(e) = &result {
+                    // Before ready this fails the start; after it, it stops the server.
+                    let _ = ready_tx.send(Err(format!("{e:#}")));
+                    stop2.store(true, Ordering::Relaxed);
+                }
+                result
+            })
+            .map_err(std::io::Error::from)
+            .with_context(|| format!("starting shard {id}"))?;
+        handles.push(handle);
+        let ready = ready_rx
+            .recv()
+            .map_err(|_| anyhow!("shard {id} ended before it was ready"))?;
+        match ready {
+            Ok(x) => init = Some(x),
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                bail!("shard {id}: {e}");
+            }
+        }
+    }
+    let addr = init.as_ref().map(|(_, a)| *a).expect("at least one shard");
+    println!(
+        "holdalld listening on http://{addr} ({} shards, data in {})",
+        cfg.shards,
+        cfg.data.display()
+    );
+    info!(%addr, shards = cfg.shards, "serving");
+    loop {
+        if signals.pending().next().is_some() {
+            info!("stopping: finishing requests in progress");
+            break;
+        }
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut failed = None;
+    for (id, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failed = Some(anyhow!("shard {id}: {e:#}")),
+            Err(e) => failed = Some(anyhow!("shard {id} failed: {e}")),
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => {
+            info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+async fn shard_main(
+    id: usize,
+    cfg: Config,
+    init: Option<(Vec<JournalRecord>, SocketAddr)>,
+    all_metrics: Arc<Vec<Arc<ShardMetrics>>>,
+    stop: Arc<AtomicBool>,
+    ready: &mpsc::Sender<Ready>,
+) -> Result<()> {
+    let (records, listener) = match init {
+        // Shard 0 owns the directory and binds first, so a port of 0 resolves once and the
+        // other shards join the same port.
+        None => {
+            std::fs::create_dir_all(&cfg.data)?;
+            holdall_engine::store_key::StoreKey::load_or_create(&cfg.data.join("store.key"))?;
+            let directory = crate::directory::open(&cfg.data).await?;
+            crate::directory::ensure_admin(&directory, &cfg.data).await?;
+            let records: Vec<JournalRecord> = directory.state().snapshot_records().collect();
+            let listener = TcpListener::bind(cfg.listen)
+                .map_err(std::io::Error::from)
+                .with_context(|| format!("listening on {}", cfg.listen))?;
+            (records, listener)
+        }
+        Some((records, addr)) => {
+            let listener = TcpListener::bind(addr)
+                .map_err(std::io::Error::from)
+                .with_context(|| format!("listening on {addr}"))?;
+            (records, listener)
+        }
+    };
+    let addr = listener.local_addr().map_err(std::io::Error::from)?;
+    let shard = Shard::open(id, cfg.shards, &cfg.data, records.clone(), all_metrics).await?;
+    let _ = ready.send(Ok((records, addr)));
+
+    let publisher = {
+        let (shard, stop) = (shard.clone(), stop.clone());
+        glommio::spawn_local(async move {
+            while !stop.load(Ordering::Relaxed) {
+                shard.publish_gauges();
+                glommio::timer::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    let handler = {
+        let shard = shard.clone();
+        move |req| crate::routes::handle(shard.clone(), req)
+    };
+    crate::http::serve(listener, stop, GRACE, handler).await;
+    publisher.await;
+    shard.publish_gauges();
+    Ok(())
+}
