@@ -216,7 +216,8 @@ pub struct Pending {
     latest: HashMap<(NsId, String), (Jid, EntryKind)>,
 }
 
-fn valid_name(name: &str) -> bool {
+/// Whether `name` may name a user: 1 to 64 characters, no `/` and no control characters.
+pub fn valid_user_name(name: &str) -> bool {
     (1..=64).contains(&name.chars().count()) && !name.chars().any(|c| c == '/' || c.is_control())
 }
 
@@ -259,6 +260,18 @@ impl State {
             rows,
             cursor: next,
             has_more,
+        })
+    }
+
+    /// Whether `ns` has a live row (not a deletion) at `path` or below it.
+    pub fn path_in_use(&self, ns: NsId, path: &str) -> bool {
+        let Some(n) = self.namespaces.get(&ns) else {
+            return false;
+        };
+        let below = format!("{path}/");
+        n.latest.iter().any(|(p, &jid)| {
+            (p == path || p.starts_with(&below))
+                && n.row(jid).is_some_and(|r| r.kind != EntryKind::Deleted)
         })
     }
 
@@ -386,7 +399,7 @@ impl State {
                 {
                     return Err(RecordInvalid::UserExists(*id));
                 }
-                if !valid_name(name) {
+                if !valid_user_name(name) {
                     return Err(RecordInvalid::BadName);
                 }
                 if self.user_names.contains_key(name)
@@ -748,6 +761,25 @@ mod tests {
             assert_eq!(s.latest(1, &format!("p{p}")).unwrap().jid, parent.unwrap());
         }
         assert!(s.row(1, 5).is_none(), "superseded rows leave the view");
+    }
+
+    #[test]
+    fn path_in_use_sees_live_rows_at_and_below() {
+        let mut s = state_with_ns(1);
+        commit(&mut s, &file(1, "docs/a.txt", None)).unwrap();
+        let jid = commit(&mut s, &file(1, "gone", None)).unwrap();
+        let del = Commit {
+            kind: EntryKind::Deleted,
+            blocklist: vec![],
+            size: 0,
+            ..file(1, "gone", Some(jid))
+        };
+        commit(&mut s, &del).unwrap();
+        assert!(s.path_in_use(1, "docs"));
+        assert!(s.path_in_use(1, "docs/a.txt"));
+        assert!(!s.path_in_use(1, "doc"));
+        assert!(!s.path_in_use(1, "gone"), "a deletion frees the path");
+        assert!(!s.path_in_use(2, "docs"));
     }
 
     #[test]

@@ -82,3 +82,41 @@ pub async fn ensure_admin(directory: &Journal, data: &Path) -> Result<()> {
     tracing::info!(path = %path.display(), "created the admin user; its token is in this file");
     Ok(())
 }
+
+/// A change to the directory, carried out by shard 0.
+pub enum DirectoryOp {
+    /// A new user with a root namespace and a token. Replies `[user id, root ns]`.
+    CreateUser {
+        /// Name.
+        name: String,
+        /// SHA-256 of the new token.
+        token_sha256: [u8; 32],
+    },
+    /// A new shared namespace mounted in its creator's root. Replies `[ns]`.
+    CreateShared {
+        /// Creator.
+        owner: u64,
+        /// Where it appears in the creator's root.
+        mount_path: String,
+    },
+    /// Mounts a shared namespace in another user's root. Replies `[]`.
+    AddMember {
+        /// The namespace.
+        ns: u64,
+        /// The user who gets it.
+        user: u64,
+        /// Where it appears in that user's root.
+        mount_path: String,
+    },
+}
+
+/// Whether a new mount at `path` would clash with a user's existing `mounts`: the same path,
+/// or one inside the other.
+pub fn mount_clash(mounts: &[(u64, String)], ns: u64, path: &str) -> bool {
+    mounts.iter().any(|(n, p)| {
+        *n == ns
+            || p == path
+            || path.starts_with(&format!("{p}/"))
+            || p.starts_with(&format!("{path}/"))
+    })
+}

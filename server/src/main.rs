@@ -1,10 +1,12 @@
 //! holdalld, the Holdall server: `holdalld serve` runs it; `holdalld demo` exercises the
 //! storage engine alone.
 
+mod admin;
 mod config;
 mod demo;
 mod directory;
 mod http;
+mod mesh;
 mod metrics;
 mod routes;
 mod serve;

@@ -14,18 +14,35 @@ pub enum Route {
     Metrics,
     /// `GET /v1/account`.
     Account,
+    /// `POST /v1/admin/users`.
+    AdminUsers,
+    /// `POST /v1/namespaces`.
+    Namespaces,
+    /// `POST /v1/namespaces/{ns}/members`.
+    Members,
     /// Anything else.
     Other,
 }
 
 impl Route {
-    const ALL: [Route; 4] = [Route::Healthz, Route::Metrics, Route::Account, Route::Other];
+    const ALL: [Route; 7] = [
+        Route::Healthz,
+        Route::Metrics,
+        Route::Account,
+        Route::AdminUsers,
+        Route::Namespaces,
+        Route::Members,
+        Route::Other,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Route::Healthz => "healthz",
             Route::Metrics => "metrics",
             Route::Account => "account",
+            Route::AdminUsers => "admin_users",
+            Route::Namespaces => "namespaces",
+            Route::Members => "members",
             Route::Other => "other",
         }
     }

@@ -43,51 +43,53 @@ pub async fn handle(shard: Rc<Shard>, req: Request<Incoming>) -> Response<Body> 
 }
 
 async fn dispatch(shard: &Shard, req: Request<Incoming>) -> (Route, Response<Body>) {
-    let path = req.uri().path();
-    let method = req.method();
-    match path {
-        "/healthz" => (
-            Route::Healthz,
-            if method == Method::GET {
-                text(StatusCode::OK, "ok\n")
-            } else {
-                method_not_allowed("GET")
-            },
-        ),
-        "/metrics" => (
-            Route::Metrics,
-            if method == Method::GET {
-                shard.publish_gauges();
-                let mut r = text(StatusCode::OK, &crate::metrics::render(&shard.all_metrics));
-                r.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; version=0.0.4"),
-                );
-                r
-            } else {
-                method_not_allowed("GET")
-            },
-        ),
-        "/v1/account" => (
-            Route::Account,
-            if method == Method::GET {
-                match authenticate(shard, &req) {
-                    Ok(user) => account(shard, &user),
-                    Err(e) => e.into_response(),
-                }
-            } else {
-                method_not_allowed("GET")
-            },
-        ),
-        _ => (
-            Route::Other,
-            error(
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (route, allowed) = match segments.as_slice() {
+        ["healthz"] => (Route::Healthz, Method::GET),
+        ["metrics"] => (Route::Metrics, Method::GET),
+        ["v1", "account"] => (Route::Account, Method::GET),
+        ["v1", "admin", "users"] => (Route::AdminUsers, Method::POST),
+        ["v1", "namespaces"] => (Route::Namespaces, Method::POST),
+        ["v1", "namespaces", _, "members"] => (Route::Members, Method::POST),
+        _ => {
+            let e = ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                &format!("no such route: {path}"),
-            ),
-        ),
+                format!("no such route: {path}"),
+            );
+            return (Route::Other, e.into_response());
+        }
+    };
+    if method != allowed {
+        return (route, method_not_allowed(allowed.as_str()));
     }
+    let result = match route {
+        Route::Healthz => Ok(text(StatusCode::OK, "ok\n")),
+        Route::Metrics => {
+            shard.publish_gauges();
+            let mut r = text(StatusCode::OK, &crate::metrics::render(&shard.all_metrics));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            Ok(r)
+        }
+        _ => match authenticate(shard, &req) {
+            Err(e) => Err(e),
+            Ok(user) => match route {
+                Route::Account => Ok(account(shard, &user)),
+                Route::AdminUsers => crate::admin::create_user(shard, &user, req).await,
+                Route::Namespaces => crate::admin::create_namespace(shard, &user, req).await,
+                Route::Members => crate::admin::add_member(shard, &user, segments[2], req).await,
+                Route::Healthz | Route::Metrics | Route::Other => {
+                    Err(ApiError::internal("route dispatched twice"))
+                }
+            },
+        },
+    };
+    (route, result.unwrap_or_else(ApiError::into_response))
 }
 
 /// A refused request: its status, a machine-readable code, and what was wrong.
@@ -98,12 +100,23 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    /// An error with this status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             code,
             message: message.into(),
         }
+    }
+
+    /// 503: a part of the server cannot answer now.
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    /// 500: a bug or an impossible state.
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
     /// The JSON error response.
@@ -168,7 +181,8 @@ fn text(status: StatusCode, body: &str) -> Response<Body> {
     )
 }
 
-fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response<Body> {
+/// A JSON response.
+pub fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response<Body> {
     match serde_json::to_vec(body) {
         Ok(bytes) => respond(status, "application/json", Bytes::from(bytes)),
         Err(e) => error(
@@ -177,6 +191,32 @@ fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response<Body> {
             &format!("encoding the response: {e}"),
         ),
     }
+}
+
+/// Reads a JSON body of at most `limit` bytes: 413 beyond, 400 `bad_json` if it does not parse
+/// into `T` (serde's message names the field).
+pub async fn read_json<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<T, ApiError> {
+    use http_body_util::BodyExt;
+    let body = http_body_util::Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("the body is larger than {limit} bytes"),
+                )
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string())
+            }
+        })?
+        .to_bytes();
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.to_string()))
 }
 
 /// A JSON error: `{"error": code, "message": message}`.
@@ -189,13 +229,14 @@ pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     respond(status, "application/json", Bytes::from(bytes))
 }
 
-fn method_not_allowed(allow: &'static str) -> Response<Body> {
+fn method_not_allowed(allow: &str) -> Response<Body> {
     let mut r = error(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         &format!("this route takes {allow}"),
     );
-    r.headers_mut()
-        .insert(hyper::header::ALLOW, HeaderValue::from_static(allow));
+    if let Ok(v) = HeaderValue::from_str(allow) {
+        r.headers_mut().insert(hyper::header::ALLOW, v);
+    }
     r
 }

@@ -30,15 +30,19 @@ pub fn run(cfg: Config) -> Result<()> {
     let all_metrics: Arc<Vec<Arc<ShardMetrics>>> =
         Arc::new((0..cfg.shards).map(|_| Arc::default()).collect());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (meshes, inboxes) = crate::mesh::build(cfg.shards);
+    let mut wiring = meshes.into_iter().zip(inboxes);
     let mut handles = Vec::new();
     let mut init: Option<(Vec<JournalRecord>, SocketAddr)> = None;
     for id in 0..cfg.shards {
         let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
         let (cfg2, stop2, metrics2, init2) =
             (cfg.clone(), stop.clone(), all_metrics.clone(), init.clone());
+        let mesh2 = wiring.next().expect("one mesh end per shard");
         let handle = runtime::builder(&format!("shard-{id}"), Some(id % cores))
             .spawn(move || async move {
-                let result = shard_main(id, cfg2, init2, metrics2, stop2.clone(), &ready_tx).await;
+                let result =
+                    shard_main(id, cfg2, init2, mesh2, metrics2, stop2.clone(), &ready_tx).await;
                 if let Err(e) = &result {
                     // Before ready this fails the start; after it, it stops the server.
                     let _ = ready_tx.send(Err(format!("{e:#}")));
@@ -99,11 +103,15 @@ async fn shard_main(
     id: usize,
     cfg: Config,
     init: Option<(Vec<JournalRecord>, SocketAddr)>,
+    (mesh, mut inbox): (
+        crate::mesh::Mesh,
+        futures::channel::mpsc::Receiver<crate::mesh::Message>,
+    ),
     all_metrics: Arc<Vec<Arc<ShardMetrics>>>,
     stop: Arc<AtomicBool>,
     ready: &mpsc::Sender<Ready>,
 ) -> Result<()> {
-    let (records, listener) = match init {
+    let (records, listener, directory) = match init {
         // Shard 0 owns the directory and binds first, so a port of 0 resolves once and the
         // other shards join the same port.
         None => {
@@ -115,18 +123,37 @@ async fn shard_main(
             let listener = TcpListener::bind(cfg.listen)
                 .map_err(std::io::Error::from)
                 .with_context(|| format!("listening on {}", cfg.listen))?;
-            (records, listener)
+            (records, listener, Some(directory))
         }
         Some((records, addr)) => {
             let listener = TcpListener::bind(addr)
                 .map_err(std::io::Error::from)
                 .with_context(|| format!("listening on {addr}"))?;
-            (records, listener)
+            (records, listener, None)
         }
     };
     let addr = listener.local_addr().map_err(std::io::Error::from)?;
-    let shard = Shard::open(id, cfg.shards, &cfg.data, records.clone(), all_metrics).await?;
+    let shard = Shard::open(
+        id,
+        cfg.shards,
+        &cfg.data,
+        records.clone(),
+        directory,
+        all_metrics,
+    )
+    .await?;
     let _ = ready.send(Ok((records, addr)));
+    let _ = shard.mesh.set(mesh);
+    {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            use futures::StreamExt;
+            while let Some(msg) = inbox.next().await {
+                shard.on_message(msg);
+            }
+        })
+        .detach();
+    }
 
     let publisher = {
         let (shard, stop) = (shard.clone(), stop.clone());

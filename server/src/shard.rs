@@ -1,12 +1,13 @@
 //! One shard: a pinned executor that alone owns its block log, its journal (the rows of the
 //! namespaces whose id maps to it) and its metrics, and keeps a replica of the directory.
 
-use std::cell::RefCell;
+use std::cell::{Cell, OnceCell, RefCell};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use futures::channel::oneshot;
 use holdall_engine::block_log::{BlockLog, BlockLogConfig};
 use holdall_engine::journal::{Journal, JournalConfig};
 use holdall_engine::journal_record::{JournalRecord, NamespaceKind};
@@ -14,10 +15,17 @@ use holdall_engine::sfj::State;
 use holdall_engine::store_key::StoreKey;
 use holdall_proto::api::NsId;
 
+use crate::directory::DirectoryOp;
+use crate::mesh::{Mesh, Message};
 use crate::metrics::{EngineGauges, ShardMetrics};
+use crate::routes::ApiError;
 
 /// A shard's state, shared by its request tasks.
 pub struct Shard {
+    /// This shard's index.
+    pub id: usize,
+    /// Number of shards.
+    pub shards: usize,
     /// Blocks whose hash maps to this shard.
     pub blocks: BlockLog,
     /// Rows of the namespaces that map to this shard.
@@ -28,6 +36,13 @@ pub struct Shard {
     pub metrics: Arc<ShardMetrics>,
     /// Every shard's counters, for `/metrics`.
     pub all_metrics: Arc<Vec<Arc<ShardMetrics>>>,
+    /// The directory journal: shard 0 only.
+    pub directory_journal: Option<Journal>,
+    /// Next user and namespace ids: shard 0 only, taken before any await so that concurrent
+    /// changes never share one.
+    next_ids: Cell<(u64, u64)>,
+    /// The way to the other shards, once joined.
+    pub mesh: OnceCell<Mesh>,
 }
 
 /// The shard that owns namespace `ns`.
@@ -43,6 +58,7 @@ impl Shard {
         shards: usize,
         data: &Path,
         directory_records: Vec<JournalRecord>,
+        directory_journal: Option<Journal>,
         all_metrics: Arc<Vec<Arc<ShardMetrics>>>,
     ) -> Result<Rc<Shard>> {
         let key = Rc::new(StoreKey::load_or_create(&data.join("store.key"))?);
@@ -78,13 +94,159 @@ impl Shard {
                 .with_context(|| format!("recording shard {id}'s namespaces"))?;
         }
         let metrics = all_metrics[id].clone();
+        let (max_user, max_ns) = directory.max_ids();
         Ok(Rc::new(Shard {
+            id,
+            shards,
+            directory_journal,
+            next_ids: Cell::new((max_user + 1, max_ns + 1)),
+            mesh: OnceCell::new(),
             blocks,
             journal,
             directory: RefCell::new(directory),
             metrics,
             all_metrics,
         }))
+    }
+
+    /// A fresh user id (shard 0).
+    pub fn next_user_id(&self) -> u64 {
+        let (user, ns) = self.next_ids.get();
+        self.next_ids.set((user + 1, ns));
+        user
+    }
+
+    /// A fresh namespace id (shard 0).
+    pub fn next_ns_id(&self) -> u64 {
+        let (user, ns) = self.next_ids.get();
+        self.next_ids.set((user, ns + 1));
+        ns
+    }
+
+    fn mesh(&self) -> Result<&Mesh, ApiError> {
+        self.mesh
+            .get()
+            .ok_or_else(|| ApiError::unavailable("the shards are still starting"))
+    }
+
+    /// Asks shard 0 to change the directory.
+    pub async fn directory_op(&self, op: DirectoryOp) -> Result<Vec<u64>, ApiError> {
+        if self.id == 0 {
+            return crate::admin::apply(self, op).await;
+        }
+        let (reply, rx) = oneshot::channel();
+        self.mesh()?
+            .send(0, Message::Directory { op, reply })
+            .await?;
+        rx.await
+            .map_err(|_| ApiError::unavailable("shard 0 dropped the request"))?
+    }
+
+    /// Applies durable directory records to every shard's replica, this one included.
+    pub async fn replicate_all(&self, records: Vec<JournalRecord>) -> Result<(), ApiError> {
+        let mut waits = Vec::new();
+        for to in (0..self.shards).filter(|&to| to != self.id) {
+            let (done, rx) = oneshot::channel();
+            self.mesh()?
+                .send(
+                    to,
+                    Message::Replicate {
+                        records: records.clone(),
+                        done,
+                    },
+                )
+                .await?;
+            waits.push(rx);
+        }
+        self.directory.borrow_mut().apply_all(records);
+        for rx in waits {
+            rx.await
+                .map_err(|_| ApiError::unavailable("a shard did not confirm the change"))?;
+        }
+        Ok(())
+    }
+
+    /// Makes sure a namespace exists in its owner's journal.
+    pub async fn ensure_namespace_on(
+        &self,
+        owner: usize,
+        record: JournalRecord,
+    ) -> Result<(), ApiError> {
+        if owner == self.id {
+            return self.ensure_namespace(record).await;
+        }
+        let (done, rx) = oneshot::channel();
+        self.mesh()?
+            .send(owner, Message::EnsureNamespace { record, done })
+            .await?;
+        rx.await
+            .map_err(|_| ApiError::unavailable(format!("shard {owner} dropped the request")))?
+    }
+
+    async fn ensure_namespace(&self, record: JournalRecord) -> Result<(), ApiError> {
+        let JournalRecord::Namespace { id, .. } = &record else {
+            return Err(ApiError::internal("not a namespace record"));
+        };
+        if self.journal.state().namespace(*id).is_some() {
+            return Ok(());
+        }
+        self.journal
+            .append(vec![record])
+            .await
+            .map_err(|e| ApiError::unavailable(format!("recording the namespace: {e}")))
+    }
+
+    /// Whether `ns` (owned by shard `owner`) has a live row at `path` or below it.
+    pub async fn path_in_use_on(
+        &self,
+        owner: usize,
+        ns: NsId,
+        path: &str,
+    ) -> Result<bool, ApiError> {
+        if owner == self.id {
+            return Ok(self.journal.state().path_in_use(ns, path));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.mesh()?
+            .send(
+                owner,
+                Message::PathInUse {
+                    ns,
+                    path: path.to_owned(),
+                    reply,
+                },
+            )
+            .await?;
+        rx.await
+            .map_err(|_| ApiError::unavailable(format!("shard {owner} dropped the request")))
+    }
+
+    /// Serves a message from another shard. Replication is applied in arrival order; work
+    /// that waits for the disk runs on its own task.
+    pub fn on_message(self: &Rc<Self>, msg: Message) {
+        match msg {
+            Message::Replicate { records, done } => {
+                self.directory.borrow_mut().apply_all(records);
+                let _ = done.send(());
+            }
+            Message::PathInUse { ns, path, reply } => {
+                let _ = reply.send(self.journal.state().path_in_use(ns, &path));
+            }
+            Message::EnsureNamespace { record, done } => {
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    let _ = done.send(shard.ensure_namespace(record).await);
+                })
+                .detach();
+            }
+            Message::Directory { op, reply } => {
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    let _ = reply.send(crate::admin::apply(&shard, op).await);
+                })
+                .detach();
+            }
+        }
     }
 
     /// Copies the engine's counters into this shard's metrics.

@@ -1,6 +1,9 @@
 //! Test support: starts the real holdalld on a free loopback port, and a minimal HTTP/1.1
 //! client over std's TcpStream.
 
+// Every test binary compiles this module and uses a different part of it.
+#![allow(dead_code)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -133,7 +136,9 @@ pub fn request(addr: &str, method: &str, path: &str, token: Option<&str>, body: 
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(body).unwrap();
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
+    if let Err(e) = stream.read_to_end(&mut raw) {
+        panic!("{method} {path}: no complete response ({e})");
+    }
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

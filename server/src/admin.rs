@@ -1,0 +1,271 @@
+//! Users, shared namespaces and members: the routes that change the directory, and the
+//! directory changes themselves, which shard 0 carries out one at a time and replicates to
+//! every shard before answering.
+
+use holdall_engine::journal::JournalError;
+use holdall_engine::journal_record::{JournalRecord, NamespaceKind};
+use holdall_engine::sfj::{valid_user_name, RecordInvalid, User};
+use holdall_proto::api::{
+    AddMemberRequest, CreateNamespaceRequest, CreateNamespaceResponse, CreateUserRequest,
+    CreateUserResponse,
+};
+use holdall_proto::validate_path;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+
+use crate::directory::{mount_clash, new_token, token_sha256, DirectoryOp};
+use crate::routes::{json, read_json, ApiError, Body};
+use crate::shard::{shard_of_namespace, Shard};
+
+/// Largest JSON body of an admin call.
+const ADMIN_BODY_BYTES_MAX: usize = 64 * 1024;
+
+/// `POST /v1/admin/users`.
+pub async fn create_user(
+    shard: &Shard,
+    user: &User,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    if !user.admin {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only the admin may create users",
+        ));
+    }
+    let body: CreateUserRequest = read_json(req, ADMIN_BODY_BYTES_MAX).await?;
+    if !valid_user_name(&body.name) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_name",
+            "a user name is 1 to 64 characters without '/' or control characters",
+        ));
+    }
+    let token = new_token().map_err(|e| ApiError::internal(e.to_string()))?;
+    let ids = shard
+        .directory_op(DirectoryOp::CreateUser {
+            name: body.name.clone(),
+            token_sha256: token_sha256(&token),
+        })
+        .await?;
+    Ok(json(
+        StatusCode::OK,
+        &CreateUserResponse {
+            user: body.name,
+            token,
+            root_ns: ids[1],
+        },
+    ))
+}
+
+fn check_mount_path(path: &str) -> Result<(), ApiError> {
+    validate_path(path)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_path", e.to_string()))
+}
+
+/// Refuses a mount path where the user's root already has something.
+async fn check_path_free(shard: &Shard, user: &User, path: &str) -> Result<(), ApiError> {
+    let owner = shard_of_namespace(user.root_ns, shard.shards);
+    if shard.path_in_use_on(owner, user.root_ns, path).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "path_in_use",
+            format!("{path:?} already exists in {}'s folder", user.name),
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /v1/namespaces`.
+pub async fn create_namespace(
+    shard: &Shard,
+    user: &User,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let body: CreateNamespaceRequest = read_json(req, ADMIN_BODY_BYTES_MAX).await?;
+    check_mount_path(&body.mount_path)?;
+    check_path_free(shard, user, &body.mount_path).await?;
+    let ids = shard
+        .directory_op(DirectoryOp::CreateShared {
+            owner: user.id,
+            mount_path: body.mount_path,
+        })
+        .await?;
+    Ok(json(
+        StatusCode::OK,
+        &CreateNamespaceResponse { ns: ids[0] },
+    ))
+}
+
+/// `POST /v1/namespaces/{ns}/members`.
+pub async fn add_member(
+    shard: &Shard,
+    user: &User,
+    ns: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let ns: u64 = ns.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_namespace",
+            format!("{ns:?} is not a namespace id"),
+        )
+    })?;
+    let body: AddMemberRequest = read_json(req, ADMIN_BODY_BYTES_MAX).await?;
+    check_mount_path(&body.mount_path)?;
+    let target = {
+        let directory = shard.directory.borrow();
+        let namespace = directory
+            .namespace(ns)
+            .filter(|n| n.shared)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_namespace",
+                    format!("no shared namespace {ns}"),
+                )
+            })?;
+        let member =
+            namespace.owner == user.id || directory.mounts(user.id).iter().any(|(n, _)| *n == ns);
+        if !member {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("you are not a member of namespace {ns}"),
+            ));
+        }
+        directory.user_by_name(&body.user).cloned().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_user",
+                format!("no user {:?}", body.user),
+            )
+        })?
+    };
+    check_path_free(shard, &target, &body.mount_path).await?;
+    shard
+        .directory_op(DirectoryOp::AddMember {
+            ns,
+            user: target.id,
+            mount_path: body.mount_path.clone(),
+        })
+        .await?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"ns": ns, "user": target.name, "mount_path": body.mount_path}),
+    ))
+}
+
+fn journal_error(e: JournalError) -> ApiError {
+    match e {
+        JournalError::Invalid(RecordInvalid::NameTaken(name)) => ApiError::new(
+            StatusCode::CONFLICT,
+            "name_taken",
+            format!("a user named {name:?} exists"),
+        ),
+        JournalError::Invalid(RecordInvalid::MountTaken { path, .. }) => ApiError::new(
+            StatusCode::CONFLICT,
+            "mount_conflict",
+            format!("the user already has {path:?} or that namespace mounted"),
+        ),
+        JournalError::Invalid(other) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid", other.to_string())
+        }
+        JournalError::Io {
+            kind: std::io::ErrorKind::StorageFull,
+            message,
+            ..
+        } => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "disk_full", message),
+        other => ApiError::unavailable(other.to_string()),
+    }
+}
+
+/// Carries out `op` on shard 0: checks, writes the directory, replicates, and makes sure a
+/// new namespace exists on its owner shard.
+pub async fn apply(shard: &Shard, op: DirectoryOp) -> Result<Vec<u64>, ApiError> {
+    let directory = shard
+        .directory_journal
+        .as_ref()
+        .ok_or_else(|| ApiError::internal("directory changes go to shard 0"))?;
+    let (records, new_ns, reply) = match op {
+        DirectoryOp::CreateUser { name, token_sha256 } => {
+            let (user, ns) = (shard.next_user_id(), shard.next_ns_id());
+            let namespace = JournalRecord::Namespace {
+                id: ns,
+                owner: user,
+                kind: NamespaceKind::Root,
+            };
+            let records = vec![
+                namespace.clone(),
+                JournalRecord::User {
+                    id: user,
+                    name,
+                    root_ns: ns,
+                    admin: false,
+                },
+                JournalRecord::Token { user, token_sha256 },
+            ];
+            (records, Some(namespace), vec![user, ns])
+        }
+        DirectoryOp::CreateShared { owner, mount_path } => {
+            if mount_clash(shard.directory.borrow().mounts(owner), 0, &mount_path) {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "mount_conflict",
+                    format!("{mount_path:?} overlaps a mount"),
+                ));
+            }
+            let ns = shard.next_ns_id();
+            let namespace = JournalRecord::Namespace {
+                id: ns,
+                owner,
+                kind: NamespaceKind::Shared,
+            };
+            let records = vec![
+                namespace.clone(),
+                JournalRecord::Mount {
+                    user: owner,
+                    ns,
+                    path: mount_path,
+                },
+            ];
+            (records, Some(namespace), vec![ns])
+        }
+        DirectoryOp::AddMember {
+            ns,
+            user,
+            mount_path,
+        } => {
+            if mount_clash(shard.directory.borrow().mounts(user), ns, &mount_path) {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "mount_conflict",
+                    format!("the user already has namespace {ns} or something at {mount_path:?} mounted"),
+                ));
+            }
+            (
+                vec![JournalRecord::Mount {
+                    user,
+                    ns,
+                    path: mount_path,
+                }],
+                None,
+                vec![],
+            )
+        }
+    };
+    directory
+        .append(records.clone())
+        .await
+        .map_err(journal_error)?;
+    shard.replicate_all(records).await?;
+    if let Some(record) = new_ns {
+        let JournalRecord::Namespace { id, .. } = record else {
+            unreachable!("a namespace record")
+        };
+        shard
+            .ensure_namespace_on(shard_of_namespace(id, shard.shards), record)
+            .await?;
+    }
+    Ok(reply)
+}
