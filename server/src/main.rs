@@ -2,6 +2,7 @@
 //! storage engine alone.
 
 mod admin;
+mod blocks;
 mod config;
 mod demo;
 mod directory;

@@ -1,16 +1,36 @@
 //! The channel mesh between shards: every message to another shard goes here, with its reply
 //! channel inside. A shard never touches another shard's data directly.
 
+use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
 use futures::SinkExt;
+use holdall_engine::block_log::PutOutcome;
 use holdall_engine::journal_record::JournalRecord;
 use holdall_proto::api::NsId;
+use holdall_proto::BlockHash;
 
 use crate::directory::DirectoryOp;
 use crate::routes::ApiError;
 
+/// Blocks in transit to their owner: slices of the request body, never copies.
+pub type Blocks = Vec<(BlockHash, Bytes)>;
+
 /// Messages between shards.
 pub enum Message {
+    /// To a block owner: check each block against its hash; answers the first that fails.
+    VerifyBlocks {
+        /// The blocks.
+        blocks: Blocks,
+        /// The first mismatch, if any.
+        reply: oneshot::Sender<Option<BlockHash>>,
+    },
+    /// To a block owner: store the (verified) blocks durably.
+    PutBlocks {
+        /// The blocks.
+        blocks: Blocks,
+        /// What became of each, in order.
+        reply: oneshot::Sender<Result<Vec<PutOutcome>, ApiError>>,
+    },
     /// To shard 0: change the directory; the reply carries the ids it assigned.
     Directory {
         /// What to change.

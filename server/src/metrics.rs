@@ -16,6 +16,8 @@ pub enum Route {
     Account,
     /// `POST /v1/admin/users`.
     AdminUsers,
+    /// `POST /v1/store_batch`.
+    StoreBatch,
     /// `POST /v1/namespaces`.
     Namespaces,
     /// `POST /v1/namespaces/{ns}/members`.
@@ -25,11 +27,12 @@ pub enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 7] = [
+    const ALL: [Route; 8] = [
         Route::Healthz,
         Route::Metrics,
         Route::Account,
         Route::AdminUsers,
+        Route::StoreBatch,
         Route::Namespaces,
         Route::Members,
         Route::Other,
@@ -41,6 +44,7 @@ impl Route {
             Route::Metrics => "metrics",
             Route::Account => "account",
             Route::AdminUsers => "admin_users",
+            Route::StoreBatch => "store_batch",
             Route::Namespaces => "namespaces",
             Route::Members => "members",
             Route::Other => "other",

@@ -51,6 +51,7 @@ async fn dispatch(shard: &Shard, req: Request<Incoming>) -> (Route, Response<Bod
         ["metrics"] => (Route::Metrics, Method::GET),
         ["v1", "account"] => (Route::Account, Method::GET),
         ["v1", "admin", "users"] => (Route::AdminUsers, Method::POST),
+        ["v1", "store_batch"] => (Route::StoreBatch, Method::POST),
         ["v1", "namespaces"] => (Route::Namespaces, Method::POST),
         ["v1", "namespaces", _, "members"] => (Route::Members, Method::POST),
         _ => {
@@ -81,6 +82,7 @@ async fn dispatch(shard: &Shard, req: Request<Incoming>) -> (Route, Response<Bod
             Ok(user) => match route {
                 Route::Account => Ok(account(shard, &user)),
                 Route::AdminUsers => crate::admin::create_user(shard, &user, req).await,
+                Route::StoreBatch => crate::blocks::store_batch(shard, req).await,
                 Route::Namespaces => crate::admin::create_namespace(shard, &user, req).await,
                 Route::Members => crate::admin::add_member(shard, &user, segments[2], req).await,
                 Route::Healthz | Route::Metrics | Route::Other => {

@@ -9,14 +9,17 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use futures::channel::oneshot;
 use holdall_engine::block_log::{BlockLog, BlockLogConfig};
+use holdall_engine::block_log::{BlockLogError, PutOutcome};
 use holdall_engine::journal::{Journal, JournalConfig};
 use holdall_engine::journal_record::{JournalRecord, NamespaceKind};
 use holdall_engine::sfj::State;
 use holdall_engine::store_key::StoreKey;
 use holdall_proto::api::NsId;
+use holdall_proto::BlockHash;
+use hyper::StatusCode;
 
 use crate::directory::DirectoryOp;
-use crate::mesh::{Mesh, Message};
+use crate::mesh::{Blocks, Mesh, Message};
 use crate::metrics::{EngineGauges, ShardMetrics};
 use crate::routes::ApiError;
 
@@ -43,6 +46,14 @@ pub struct Shard {
     next_ids: Cell<(u64, u64)>,
     /// The way to the other shards, once joined.
     pub mesh: OnceCell<Mesh>,
+}
+
+/// The shard that owns block `hash`: its first 8 bytes, taken as a number, modulo the shard
+/// count. SHA-256 output is uniform, so blocks (and their hashing) spread evenly.
+pub fn shard_of_block(hash: &BlockHash, shards: usize) -> usize {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash.as_bytes()[..8]);
+    (u64::from_le_bytes(first) % shards as u64) as usize
 }
 
 /// The shard that owns namespace `ns`.
@@ -221,10 +232,65 @@ impl Shard {
             .map_err(|_| ApiError::unavailable(format!("shard {owner} dropped the request")))
     }
 
+    /// Checks blocks owned by shard `owner` against their hashes, there.
+    pub async fn verify_blocks_on(
+        &self,
+        owner: usize,
+        blocks: Blocks,
+    ) -> Result<Option<BlockHash>, ApiError> {
+        if owner == self.id {
+            return Ok(verify(&blocks));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.mesh()?
+            .send(owner, Message::VerifyBlocks { blocks, reply })
+            .await?;
+        rx.await
+            .map_err(|_| ApiError::unavailable(format!("shard {owner} dropped the request")))
+    }
+
+    /// Stores verified blocks owned by shard `owner`, there; resolves once durable.
+    pub async fn put_blocks_on(
+        &self,
+        owner: usize,
+        blocks: Blocks,
+    ) -> Result<Vec<PutOutcome>, ApiError> {
+        if owner == self.id {
+            return self.put_blocks(blocks).await;
+        }
+        let (reply, rx) = oneshot::channel();
+        self.mesh()?
+            .send(owner, Message::PutBlocks { blocks, reply })
+            .await?;
+        rx.await
+            .map_err(|_| ApiError::unavailable(format!("shard {owner} dropped the request")))?
+    }
+
+    async fn put_blocks(&self, blocks: Blocks) -> Result<Vec<PutOutcome>, ApiError> {
+        let puts = blocks
+            .iter()
+            .map(|(hash, data)| self.blocks.put(*hash, data, false));
+        futures::future::join_all(puts)
+            .await
+            .into_iter()
+            .map(|r| r.map_err(block_error))
+            .collect()
+    }
+
     /// Serves a message from another shard. Replication is applied in arrival order; work
     /// that waits for the disk runs on its own task.
     pub fn on_message(self: &Rc<Self>, msg: Message) {
         match msg {
+            Message::VerifyBlocks { blocks, reply } => {
+                let _ = reply.send(verify(&blocks));
+            }
+            Message::PutBlocks { blocks, reply } => {
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    let _ = reply.send(shard.put_blocks(blocks).await);
+                })
+                .detach();
+            }
             Message::Replicate { records, done } => {
                 self.directory.borrow_mut().apply_all(records);
                 let _ = done.send(());
@@ -264,5 +330,30 @@ impl Shard {
             journal_flushes: j.flushes,
             journal_fsync_nanos: j.fsync_nanos,
         });
+    }
+}
+
+/// The first block whose bytes do not hash to its name.
+fn verify(blocks: &Blocks) -> Option<BlockHash> {
+    blocks
+        .iter()
+        .find(|(hash, data)| BlockHash::of(data) != *hash)
+        .map(|(hash, _)| *hash)
+}
+
+/// The HTTP view of a block log failure.
+pub fn block_error(e: BlockLogError) -> ApiError {
+    match e {
+        BlockLogError::Io {
+            kind: std::io::ErrorKind::StorageFull,
+            message,
+            ..
+        } => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "disk_full", message),
+        BlockLogError::TooLarge(n) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("a block of {n} bytes is over 4 MiB"),
+        ),
+        other => ApiError::unavailable(other.to_string()),
     }
 }

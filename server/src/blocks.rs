@@ -1,0 +1,107 @@
+//! The block routes: `POST /v1/store_batch`.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use holdall_engine::block_log::PutOutcome;
+use holdall_proto::api::StoreBatchResponse;
+use holdall_proto::frame::{decode_store_frames, FrameError};
+use holdall_proto::limits::BATCH_BYTES_DEFAULT;
+use holdall_proto::BlockHash;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+
+use crate::mesh::Blocks;
+use crate::routes::{json, ApiError, Body};
+use crate::shard::{shard_of_block, Shard};
+
+/// Room for frame headers on top of the payload limit: 36 bytes a frame, so about 116,000
+/// frames (many tiny blocks) fit.
+const FRAME_HEADERS_BYTES_MAX: usize = 4 << 20;
+
+fn frame_error(e: FrameError) -> ApiError {
+    match e {
+        FrameError::BlockTooLarge { .. } | FrameError::BatchTooLarge { .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+        }
+        _ => ApiError::new(StatusCode::BAD_REQUEST, "bad_frame", e.to_string()),
+    }
+}
+
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    Ok(http_body_util::Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("the body is larger than {limit} bytes"),
+                )
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string())
+            }
+        })?
+        .to_bytes())
+}
+
+/// `POST /v1/store_batch`: checks every frame and every block's hash (on the block's own
+/// shard) before storing any, so a rejected batch keeps nothing; answers once durable.
+pub async fn store_batch(
+    shard: &Shard,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let body = read_body(req, BATCH_BYTES_DEFAULT + FRAME_HEADERS_BYTES_MAX).await?;
+    let mut order: Vec<BlockHash> = Vec::new();
+    let mut by_owner: BTreeMap<usize, Blocks> = BTreeMap::new();
+    for frame in decode_store_frames(&body, BATCH_BYTES_DEFAULT as u64) {
+        let frame = frame.map_err(frame_error)?;
+        order.push(frame.hash);
+        by_owner
+            .entry(shard_of_block(&frame.hash, shard.shards))
+            .or_default()
+            .push((frame.hash, body.slice_ref(frame.data)));
+    }
+    let checks = by_owner
+        .iter()
+        .map(|(owner, blocks)| shard.verify_blocks_on(*owner, blocks.clone()));
+    for mismatch in futures::future::join_all(checks).await {
+        if let Some(hash) = mismatch? {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "hash_mismatch",
+                format!("block {hash} does not hash to its name; nothing in this batch was kept"),
+            ));
+        }
+    }
+    let puts = by_owner.into_iter().map(|(owner, blocks)| async move {
+        let hashes: Vec<BlockHash> = blocks.iter().map(|(h, _)| *h).collect();
+        shard
+            .put_blocks_on(owner, blocks)
+            .await
+            .map(|outcomes| hashes.into_iter().zip(outcomes).collect::<Vec<_>>())
+    });
+    let mut outcome: std::collections::HashMap<BlockHash, PutOutcome> = Default::default();
+    for result in futures::future::join_all(puts).await {
+        for (hash, o) in result? {
+            // A block named twice in one batch is written once: stored wins.
+            if o == PutOutcome::Stored || !outcome.contains_key(&hash) {
+                outcome.insert(hash, o);
+            }
+        }
+    }
+    let mut response = StoreBatchResponse {
+        stored: Vec::new(),
+        present: Vec::new(),
+    };
+    for hash in order {
+        match outcome.remove(&hash) {
+            Some(PutOutcome::Stored) => response.stored.push(hash),
+            Some(PutOutcome::Present) => response.present.push(hash),
+            None => {}
+        }
+    }
+    Ok(json(StatusCode::OK, &response))
+}
