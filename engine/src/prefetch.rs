@@ -188,9 +188,8 @@ impl PrefetchTable {
                 self.stats.refreshes += 1;
                 Upsert::Refreshed
             }
-            Some(e) => {
-                self.stats.bytes -= e.bytes(path) as u64;
-                *e = PrefetchEntry {
+            existing => {
+                let entry = PrefetchEntry {
                     blocklist,
                     size,
                     uploader,
@@ -199,24 +198,19 @@ impl PrefetchTable {
                     touch_seq: seq,
                 };
                 self.stats.bytes += bytes_new as u64;
-                Upsert::Replaced
-            }
-            None => {
-                map.insert(
-                    path.to_owned(),
-                    PrefetchEntry {
-                        blocklist,
-                        size,
-                        uploader,
-                        version,
-                        expires_at,
-                        touch_seq: seq,
-                    },
-                );
-                self.stats.entries += 1;
-                self.stats.bytes += bytes_new as u64;
-                self.stats.inserts += 1;
-                Upsert::Inserted
+                match existing {
+                    Some(e) => {
+                        self.stats.bytes -= e.bytes(path) as u64;
+                        *e = entry;
+                        Upsert::Replaced
+                    }
+                    None => {
+                        map.insert(path.to_owned(), entry);
+                        self.stats.entries += 1;
+                        self.stats.inserts += 1;
+                        Upsert::Inserted
+                    }
+                }
             }
         };
         self.enqueue(ns, path, expires_at, seq);

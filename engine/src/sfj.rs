@@ -137,6 +137,15 @@ pub struct Namespace {
 }
 
 impl Namespace {
+    /// Root or shared, as recorded.
+    pub fn kind(&self) -> NamespaceKind {
+        if self.shared {
+            NamespaceKind::Shared
+        } else {
+            NamespaceKind::Root
+        }
+    }
+
     /// The highest JID committed.
     pub fn last_jid(&self) -> Jid {
         self.last_jid

@@ -2,18 +2,16 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
 use holdall_engine::block_log::PutOutcome;
 use holdall_proto::api::StoreBatchResponse;
 use holdall_proto::frame::{decode_store_frames, FrameError};
 use holdall_proto::limits::BATCH_BYTES_DEFAULT;
 use holdall_proto::BlockHash;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use crate::mesh::Blocks;
-use crate::routes::{json, ApiError, Body};
+use crate::routes::{json, read_body, ApiError, Body};
 use crate::shard::{shard_of_block, Shard};
 
 /// Room for frame headers on top of the payload limit: 36 bytes a frame, so about 116,000
@@ -27,24 +25,6 @@ fn frame_error(e: FrameError) -> ApiError {
         }
         _ => ApiError::new(StatusCode::BAD_REQUEST, "bad_frame", e.to_string()),
     }
-}
-
-async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
-    Ok(http_body_util::Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    format!("the body is larger than {limit} bytes"),
-                )
-            } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string())
-            }
-        })?
-        .to_bytes())
 }
 
 /// `POST /v1/store_batch`: checks every frame and every block's hash (on the block's own

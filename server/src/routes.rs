@@ -195,14 +195,10 @@ pub fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response<Body>
     }
 }
 
-/// Reads a JSON body of at most `limit` bytes: 413 beyond, 400 `bad_json` if it does not parse
-/// into `T` (serde's message names the field).
-pub async fn read_json<T: serde::de::DeserializeOwned>(
-    req: Request<Incoming>,
-    limit: usize,
-) -> Result<T, ApiError> {
+/// Reads a body of at most `limit` bytes into one buffer: 413 beyond.
+pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
     use http_body_util::BodyExt;
-    let body = http_body_util::Limited::new(req.into_body(), limit)
+    Ok(http_body_util::Limited::new(req.into_body(), limit)
         .collect()
         .await
         .map_err(|e| {
@@ -216,7 +212,16 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
                 ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string())
             }
         })?
-        .to_bytes();
+        .to_bytes())
+}
+
+/// Reads a JSON body of at most `limit` bytes: 413 beyond, 400 `bad_json` if it does not parse
+/// into `T` (serde's message names the field).
+pub async fn read_json<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let body = read_body(req, limit).await?;
     serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.to_string()))
 }

@@ -11,7 +11,7 @@ use futures::channel::oneshot;
 use holdall_engine::block_log::{BlockLog, BlockLogConfig};
 use holdall_engine::block_log::{BlockLogError, PutOutcome};
 use holdall_engine::journal::{Journal, JournalConfig};
-use holdall_engine::journal_record::{JournalRecord, NamespaceKind};
+use holdall_engine::journal_record::JournalRecord;
 use holdall_engine::sfj::State;
 use holdall_engine::store_key::StoreKey;
 use holdall_proto::api::NsId;
@@ -90,11 +90,7 @@ impl Shard {
                 directory.namespace(ns).map(|n| JournalRecord::Namespace {
                     id: ns,
                     owner: n.owner,
-                    kind: if n.shared {
-                        NamespaceKind::Shared
-                    } else {
-                        NamespaceKind::Root
-                    },
+                    kind: n.kind(),
                 })
             })
             .collect();
