@@ -772,12 +772,8 @@ async fn open_active(
         );
         stats.torn_tail_cuts += 1;
         stats.torn_tail_bytes += size - scan.valid_len;
-        dma::truncate(&file, scan.valid_len)
-            .await
+        dma::truncate(&path, scan.valid_len)
             .map_err(io_err(format!("cutting {}", path.display())))?;
-        dma::sync(&file)
-            .await
-            .map_err(io_err(format!("syncing {}", path.display())))?;
     }
     for e in &scan.entries {
         index.insert(e.hash, location(id, e.offset, e.record_len as u64));

@@ -331,10 +331,7 @@ impl Journal {
                     stats.torn_tail_cuts += 1;
                     stats.torn_tail_bytes += tail.len() as u64;
                     stats.corrupt_records += 1;
-                    dma::truncate(&file, parsed.valid_end as u64)
-                        .await
-                        .map_err(io_err(ctx.clone()))?;
-                    dma::sync(&file).await.map_err(io_err(ctx))?;
+                    dma::truncate(&path, parsed.valid_end as u64).map_err(io_err(ctx))?;
                 } else {
                     warn!(path = %path.display(), "damaged end of a sealed journal file; left out");
                     stats.corrupt_records += 1;

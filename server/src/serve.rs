@@ -111,6 +111,7 @@ async fn shard_main(
     stop: Arc<AtomicBool>,
     ready: &mpsc::Sender<Ready>,
 ) -> Result<()> {
+    runtime::start_reactor_tick();
     let (records, listener, directory) = match init {
         // Shard 0 owns the directory and binds first, so a port of 0 resolves once and the
         // other shards join the same port.
