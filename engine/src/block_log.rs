@@ -243,22 +243,13 @@ fn hint_path(dir: &Path, id: u32) -> PathBuf {
 }
 
 fn segment_ids(dir: &Path) -> Result<Vec<u32>, BlockLogError> {
-    let mut ids = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(io_err(format!("listing {}", dir.display())))?;
-    for entry in entries {
-        let entry = entry.map_err(io_err(format!("listing {}", dir.display())))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(id) = name
-            .strip_prefix("seg-")
-            .and_then(|n| n.strip_suffix(".hblk"))
-            .and_then(|n| n.parse::<u32>().ok())
-        {
-            ids.push(id);
-        }
-    }
-    ids.sort_unstable();
-    Ok(ids)
+    let numbers = crate::numbered_files(dir, "seg-", ".hblk")
+        .map_err(io_err(format!("listing {}", dir.display())))?;
+    // Ids are written as u32; a larger number is not a segment of ours.
+    Ok(numbers
+        .into_iter()
+        .filter_map(|n| u32::try_from(n).ok())
+        .collect())
 }
 
 fn location(segment: u32, offset: u64, len: u64) -> Location {

@@ -156,22 +156,7 @@ fn snapshot_path(dir: &Path, generation: u64) -> PathBuf {
 }
 
 fn generations(dir: &Path, prefix: &str, suffix: &str) -> Result<Vec<u64>, JournalError> {
-    let mut out = Vec::new();
-    let ctx = || format!("listing {}", dir.display());
-    for entry in std::fs::read_dir(dir).map_err(io_err(ctx()))? {
-        let entry = entry.map_err(io_err(ctx()))?;
-        let name = entry.file_name();
-        if let Some(g) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(prefix))
-            .and_then(|n| n.strip_suffix(suffix))
-            .and_then(|n| n.parse::<u64>().ok())
-        {
-            out.push(g);
-        }
-    }
-    out.sort_unstable();
-    Ok(out)
+    crate::numbered_files(dir, prefix, suffix).map_err(io_err(format!("listing {}", dir.display())))
 }
 
 /// What parsing a journal file found.

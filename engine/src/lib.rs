@@ -27,3 +27,26 @@ pub const ALIGN_BYTES: u64 = 4096;
 pub const fn align_up(v: u64) -> u64 {
     (v + ALIGN_BYTES - 1) & !(ALIGN_BYTES - 1)
 }
+
+/// Numbers `N` of the files named `{prefix}N{suffix}` in `dir`, ascending; other names are
+/// ignored. Segments, journal files and snapshots are all named this way.
+pub(crate) fn numbered_files(
+    dir: &std::path::Path,
+    prefix: &str,
+    suffix: &str,
+) -> std::io::Result<Vec<u64>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        if let Some(n) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|n| n.strip_suffix(suffix))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}

@@ -15,6 +15,9 @@
 
 use holdall_proto::BlockHash;
 
+use crate::block_record::SEGMENT_HEADER_BYTES;
+use crate::ALIGN_BYTES;
+
 const MAGIC: [u8; 4] = *b"HHNT";
 const VERSION: u8 = 1;
 const HEAD_BYTES: usize = 32;
@@ -93,7 +96,8 @@ pub fn decode(bytes: &[u8]) -> Result<Hint, HintError> {
     if !(body.len() - HEAD_BYTES).is_multiple_of(ENTRY_BYTES) || count != expected as u64 {
         return Err(HintError::Damaged("entry count does not match length"));
     }
-    let entries = body[HEAD_BYTES..]
+    let segment_len = u64_at(body, 16);
+    let entries: Vec<HintEntry> = body[HEAD_BYTES..]
         .chunks_exact(ENTRY_BYTES)
         .map(|e| HintEntry {
             hash: BlockHash(e[..32].try_into().expect("32 bytes")),
@@ -101,9 +105,24 @@ pub fn decode(bytes: &[u8]) -> Result<Hint, HintError> {
             record_len: u32::from_le_bytes(e[40..44].try_into().expect("4 bytes")),
         })
         .collect();
+    // A checksum proves the bytes are the ones written, not that they make sense: every
+    // record must be aligned, after the segment header, and inside the covered length.
+    let sane = entries.iter().all(|e| {
+        let len = u64::from(e.record_len);
+        e.offset >= SEGMENT_HEADER_BYTES
+            && e.offset.is_multiple_of(ALIGN_BYTES)
+            && len >= ALIGN_BYTES
+            && len.is_multiple_of(ALIGN_BYTES)
+            && e.offset
+                .checked_add(len)
+                .is_some_and(|end| end <= segment_len)
+    });
+    if !sane {
+        return Err(HintError::Damaged("an entry lies outside the segment"));
+    }
     Ok(Hint {
         segment_id: u64_at(body, 8),
-        segment_len: u64_at(body, 16),
+        segment_len,
         entries,
     })
 }
@@ -128,6 +147,24 @@ mod tests {
         assert_eq!(hint.entries, entries);
         for cut in [0, 10, 36, bytes.len() - 1] {
             assert!(decode(&bytes[..cut]).is_err(), "cut {cut}");
+        }
+        // Checksummed but impossible entries are refused too.
+        for (offset, record_len) in [
+            (1, 4096),
+            (4096 * 101, 4096),
+            (4096, 100),
+            (u64::MAX - 10, 4096),
+        ] {
+            let bad = encode(
+                7,
+                4096 * 101,
+                &[HintEntry {
+                    hash: BlockHash::of(b"x"),
+                    offset,
+                    record_len,
+                }],
+            );
+            assert!(decode(&bad).is_err(), "offset {offset} len {record_len}");
         }
         for i in (0..bytes.len()).step_by(7) {
             let mut bad = bytes.clone();
