@@ -33,6 +33,32 @@ pub struct Commit {
     pub parent_jid: Option<Jid>,
 }
 
+impl Commit {
+    /// The checks that need no state: the path's rules, and a blocklist that fits the size
+    /// of a file (folders and deletions have neither).
+    pub fn check_shape(&self) -> Result<(), CommitInvalid> {
+        validate_path(&self.path)?;
+        match self.kind {
+            EntryKind::File => {
+                let expected = block_count(self.size);
+                if self.blocklist.len() as u64 != expected {
+                    return Err(CommitInvalid::BlocklistDoesNotFitSize {
+                        blocks: self.blocklist.len(),
+                        expected,
+                        size: self.size,
+                    });
+                }
+            }
+            kind => {
+                if !self.blocklist.is_empty() || self.size != 0 {
+                    return Err(CommitInvalid::NotAFile(kind));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Why a commit cannot be taken at all (as opposed to a conflict).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommitInvalid {
@@ -134,6 +160,9 @@ pub struct Namespace {
     /// grow, so appending keeps the order and lookups are binary searches.
     rows: Vec<(Jid, Option<Row>)>,
     live: usize,
+    /// Block → how many live rows list it: what the namespace's readers may fetch, and what
+    /// a commit may claim without uploading (the Dropship rule).
+    blocks: HashMap<BlockHash, u32>,
 }
 
 impl Namespace {
@@ -161,6 +190,16 @@ impl Namespace {
         self.live == 0
     }
 
+    /// Whether a live row of this namespace lists `hash`.
+    pub fn references(&self, hash: &BlockHash) -> bool {
+        self.blocks.contains_key(hash)
+    }
+
+    /// Distinct blocks listed by live rows.
+    pub fn blocks_referenced(&self) -> usize {
+        self.blocks.len()
+    }
+
     fn position(&self, jid: Jid) -> Result<usize, usize> {
         self.rows.binary_search_by_key(&jid, |(j, _)| *j)
     }
@@ -183,9 +222,23 @@ impl Namespace {
         self.last_jid = row.jid;
         if let Some(old) = self.latest.insert(row.path.clone(), row.jid) {
             if let Ok(i) = self.position(old) {
-                self.rows[i].1 = None;
+                if let Some(old_row) = self.rows[i].1.take() {
+                    for hash in &old_row.blocklist {
+                        if let hashbrown::hash_map::Entry::Occupied(mut e) =
+                            self.blocks.entry(*hash)
+                        {
+                            *e.get_mut() -= 1;
+                            if *e.get() == 0 {
+                                e.remove();
+                            }
+                        }
+                    }
+                }
                 self.live -= 1;
             }
+        }
+        for hash in &row.blocklist {
+            *self.blocks.entry(*hash).or_default() += 1;
         }
         self.rows.push((row.jid, Some(row)));
         self.live += 1;
@@ -330,24 +383,7 @@ impl State {
             .namespaces
             .get(&c.ns)
             .ok_or(invalid(CommitInvalid::UnknownNamespace(c.ns)))?;
-        validate_path(&c.path).map_err(|e| invalid(e.into()))?;
-        match c.kind {
-            EntryKind::File => {
-                let expected = block_count(c.size);
-                if c.blocklist.len() as u64 != expected {
-                    return Err(invalid(CommitInvalid::BlocklistDoesNotFitSize {
-                        blocks: c.blocklist.len(),
-                        expected,
-                        size: c.size,
-                    }));
-                }
-            }
-            kind => {
-                if !c.blocklist.is_empty() || c.size != 0 {
-                    return Err(invalid(CommitInvalid::NotAFile(kind)));
-                }
-            }
-        }
+        c.check_shape().map_err(invalid)?;
         let key = (c.ns, c.path.clone());
         let current = match pending.latest.get(&key) {
             Some(&(jid, kind)) => Some((jid, kind)),
@@ -666,6 +702,36 @@ mod tests {
             "only the latest row per path"
         );
         assert_eq!(s.rows_total(), 4);
+    }
+
+    #[test]
+    fn block_references_follow_live_rows() {
+        let mut s = state_with_ns(1);
+        let shared = BlockHash::of(b"shared");
+        let with = |path: &str, blocks: Vec<BlockHash>, parent| Commit {
+            size: (blocks.len() as u64).saturating_sub(1) * BLOCK_BYTES_MAX as u64
+                + u64::from(!blocks.is_empty()),
+            blocklist: blocks,
+            ..file(1, path, parent)
+        };
+        let only_a = BlockHash::of(b"a");
+        commit(&mut s, &with("a", vec![only_a, shared], None)).unwrap();
+        commit(&mut s, &with("b", vec![shared], None)).unwrap();
+        let ns = |s: &State| s.namespace(1).unwrap().references(&shared);
+        assert!(ns(&s));
+        // Rewriting a drops its blocks; b still holds the shared one.
+        commit(&mut s, &with("a", vec![], Some(1))).unwrap();
+        assert!(!s.namespace(1).unwrap().references(&only_a));
+        assert!(ns(&s));
+        let del = Commit {
+            kind: EntryKind::Deleted,
+            blocklist: vec![],
+            size: 0,
+            ..file(1, "b", Some(2))
+        };
+        commit(&mut s, &del).unwrap();
+        assert!(!ns(&s), "no live row lists it any more");
+        assert_eq!(s.namespace(1).unwrap().blocks_referenced(), 0);
     }
 
     #[test]

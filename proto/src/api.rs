@@ -150,6 +150,10 @@ pub struct ListRequest {
     /// Most entries to return.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    /// Newest prefetch entry version seen per namespace (from the last answer); only newer
+    /// entries are listed. Absent: every live entry.
+    #[serde(default, skip_serializing_if = "Cursors::is_empty")]
+    pub prefetch_cursors: Cursors,
 }
 
 /// One SFJ row in a list answer.
@@ -193,6 +197,9 @@ pub struct ListResponse {
     pub prefetch: Vec<PrefetchEntry>,
     /// Cursors to send next time.
     pub cursors: Cursors,
+    /// Prefetch cursors to send next time (to list and to longpoll).
+    #[serde(default)]
+    pub prefetch_cursors: Cursors,
     /// More rows wait: list again at once.
     pub has_more: bool,
 }
@@ -205,6 +212,10 @@ pub struct LongpollRequest {
     /// Seconds to wait at most (default 30, at most 480).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_s: Option<u32>,
+    /// Prefetch cursors as for list: only newer prefetch entries count as changes. Absent:
+    /// any live entry of another user does.
+    #[serde(default, skip_serializing_if = "Cursors::is_empty")]
+    pub prefetch_cursors: Cursors,
 }
 
 /// Answer to `POST /v1/longpoll`.

@@ -20,3 +20,14 @@ pub const COMMIT_BATCH_MAX: usize = 1000;
 pub const LONGPOLL_TIMEOUT_S_DEFAULT: u32 = 30;
 /// See [`LONGPOLL_TIMEOUT_S_DEFAULT`].
 pub const LONGPOLL_TIMEOUT_S_MAX: u32 = 480;
+
+/// Entries of one list answer when the request names no limit, and the most it may ask for.
+pub const LIST_LIMIT_DEFAULT: u32 = 2000;
+/// See [`LIST_LIMIT_DEFAULT`].
+pub const LIST_LIMIT_MAX: u32 = 10_000;
+
+/// Most hashes one retrieve_batch may ask for.
+pub const RETRIEVE_HASHES_MAX: usize = 10_000;
+
+/// Longest a retrieve_batch may wait for pending blocks (`wait_ms`).
+pub const RETRIEVE_WAIT_MS_MAX: u64 = 60_000;

@@ -2,9 +2,10 @@
 //! directory changes themselves, which shard 0 carries out one at a time and replicates to
 //! every shard before answering.
 
-use holdall_engine::journal::JournalError;
+use std::rc::Rc;
+
 use holdall_engine::journal_record::{JournalRecord, NamespaceKind};
-use holdall_engine::sfj::{valid_user_name, RecordInvalid, User};
+use holdall_engine::sfj::{valid_user_name, User};
 use holdall_proto::api::{
     AddMemberRequest, CreateNamespaceRequest, CreateNamespaceResponse, CreateUserRequest,
     CreateUserResponse,
@@ -13,16 +14,17 @@ use holdall_proto::validate_path;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
+use crate::body::Body;
 use crate::directory::{mount_clash, new_token, token_sha256, DirectoryOp};
-use crate::routes::{json, read_json, ApiError, Body};
-use crate::shard::{shard_of_namespace, Shard};
+use crate::routes::{json, read_json, ApiError};
+use crate::shard::{journal_error, shard_of_namespace, Shard};
 
 /// Largest JSON body of an admin call.
 const ADMIN_BODY_BYTES_MAX: usize = 64 * 1024;
 
 /// `POST /v1/admin/users`.
 pub async fn create_user(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     user: &User,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
@@ -64,9 +66,15 @@ fn check_mount_path(path: &str) -> Result<(), ApiError> {
 }
 
 /// Refuses a mount path where the user's root already has something.
-async fn check_path_free(shard: &Shard, user: &User, path: &str) -> Result<(), ApiError> {
+async fn check_path_free(shard: &Rc<Shard>, user: &User, path: &str) -> Result<(), ApiError> {
     let owner = shard_of_namespace(user.root_ns, shard.shards);
-    if shard.path_in_use_on(owner, user.root_ns, path).await? {
+    let (ns, path_owned) = (user.root_ns, path.to_owned());
+    let in_use = shard
+        .submit_to(owner, move |s| {
+            std::future::ready(s.journal.state().path_in_use(ns, &path_owned))
+        })
+        .await?;
+    if in_use {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "path_in_use",
@@ -78,7 +86,7 @@ async fn check_path_free(shard: &Shard, user: &User, path: &str) -> Result<(), A
 
 /// `POST /v1/namespaces`.
 pub async fn create_namespace(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     user: &User,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
@@ -99,7 +107,7 @@ pub async fn create_namespace(
 
 /// `POST /v1/namespaces/{ns}/members`.
 pub async fn add_member(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     user: &User,
     ns: &str,
     req: Request<Incoming>,
@@ -156,33 +164,9 @@ pub async fn add_member(
     ))
 }
 
-fn journal_error(e: JournalError) -> ApiError {
-    match e {
-        JournalError::Invalid(RecordInvalid::NameTaken(name)) => ApiError::new(
-            StatusCode::CONFLICT,
-            "name_taken",
-            format!("a user named {name:?} exists"),
-        ),
-        JournalError::Invalid(RecordInvalid::MountTaken { path, .. }) => ApiError::new(
-            StatusCode::CONFLICT,
-            "mount_conflict",
-            format!("the user already has {path:?} or that namespace mounted"),
-        ),
-        JournalError::Invalid(other) => {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid", other.to_string())
-        }
-        JournalError::Io {
-            kind: std::io::ErrorKind::StorageFull,
-            message,
-            ..
-        } => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "disk_full", message),
-        other => ApiError::unavailable(other.to_string()),
-    }
-}
-
 /// Carries out `op` on shard 0: checks, writes the directory, replicates, and makes sure a
 /// new namespace exists on its owner shard.
-pub async fn apply(shard: &Shard, op: DirectoryOp) -> Result<Vec<u64>, ApiError> {
+pub async fn apply(shard: &Rc<Shard>, op: DirectoryOp) -> Result<Vec<u64>, ApiError> {
     let directory = shard
         .directory_journal
         .as_ref()
@@ -264,8 +248,11 @@ pub async fn apply(shard: &Shard, op: DirectoryOp) -> Result<Vec<u64>, ApiError>
             unreachable!("a namespace record")
         };
         shard
-            .ensure_namespace_on(shard_of_namespace(id, shard.shards), record)
-            .await?;
+            .submit_to(shard_of_namespace(id, shard.shards), move |s| {
+                let s = s.clone();
+                async move { s.ensure_namespace(record).await }
+            })
+            .await??;
     }
     Ok(reply)
 }

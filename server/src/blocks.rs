@@ -1,8 +1,10 @@
 //! The block routes: `POST /v1/store_batch`.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use holdall_engine::block_log::PutOutcome;
+use holdall_engine::sfj::User;
 use holdall_proto::api::StoreBatchResponse;
 use holdall_proto::frame::{decode_store_frames, FrameError};
 use holdall_proto::limits::BATCH_BYTES_DEFAULT;
@@ -10,9 +12,9 @@ use holdall_proto::BlockHash;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
-use crate::mesh::Blocks;
-use crate::routes::{json, read_body, ApiError, Body};
-use crate::shard::{shard_of_block, Shard};
+use crate::body::Body;
+use crate::routes::{json, read_body, ApiError};
+use crate::shard::{shard_of_block, verify, Blocks, Shard};
 
 /// Room for frame headers on top of the payload limit: 36 bytes a frame, so about 116,000
 /// frames (many tiny blocks) fit.
@@ -30,7 +32,8 @@ fn frame_error(e: FrameError) -> ApiError {
 /// `POST /v1/store_batch`: checks every frame and every block's hash (on the block's own
 /// shard) before storing any, so a rejected batch keeps nothing; answers once durable.
 pub async fn store_batch(
-    shard: &Shard,
+    shard: &Rc<Shard>,
+    user: &User,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let body = read_body(req, BATCH_BYTES_DEFAULT + FRAME_HEADERS_BYTES_MAX).await?;
@@ -44,9 +47,10 @@ pub async fn store_batch(
             .or_default()
             .push((frame.hash, body.slice_ref(frame.data)));
     }
-    let checks = by_owner
-        .iter()
-        .map(|(owner, blocks)| shard.verify_blocks_on(*owner, blocks.clone()));
+    let checks = by_owner.iter().map(|(owner, blocks)| {
+        let blocks = blocks.clone();
+        shard.submit_to(*owner, move |_| std::future::ready(verify(&blocks)))
+    });
     for mismatch in futures::future::join_all(checks).await {
         if let Some(hash) = mismatch? {
             return Err(ApiError::new(
@@ -56,11 +60,15 @@ pub async fn store_batch(
             ));
         }
     }
+    let uploader = user.id;
     let puts = by_owner.into_iter().map(|(owner, blocks)| async move {
         let hashes: Vec<BlockHash> = blocks.iter().map(|(h, _)| *h).collect();
         shard
-            .put_blocks_on(owner, blocks)
-            .await
+            .submit_to(owner, move |s| {
+                let s = s.clone();
+                async move { s.put_blocks(blocks, uploader).await }
+            })
+            .await?
             .map(|outcomes| hashes.into_iter().zip(outcomes).collect::<Vec<_>>())
     });
     let mut outcome: std::collections::HashMap<BlockHash, PutOutcome> = Default::default();

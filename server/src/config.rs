@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -19,9 +20,16 @@ pub struct ServeArgs {
     /// Shards (one executor per core) [default: the data folder's, else one per core].
     #[arg(long, env = "HOLDALL_SHARDS")]
     pub shards: Option<usize>,
-    /// TOML file with any of the keys `data`, `listen`, `shards`.
+    /// TOML file with any of the keys `data`, `listen`, `shards`, `prefetch_ttl_s`,
+    /// `streaming`.
     #[arg(long, env = "HOLDALL_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Seconds a prefetch entry (and a user's proof of upload) lives [default: 600].
+    #[arg(long, env = "HOLDALL_PREFETCH_TTL_S")]
+    pub prefetch_ttl_s: Option<u64>,
+    /// Streaming sync: publish prefetch entries for large uploads [default: true].
+    #[arg(long, env = "HOLDALL_STREAMING")]
+    pub streaming: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -30,6 +38,8 @@ struct FileConfig {
     data: Option<PathBuf>,
     listen: Option<SocketAddr>,
     shards: Option<usize>,
+    prefetch_ttl_s: Option<u64>,
+    streaming: Option<bool>,
 }
 
 /// Resolved settings.
@@ -41,7 +51,14 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Number of shards.
     pub shards: usize,
+    /// How long a prefetch entry, and a user's proof of having uploaded a block, lives.
+    pub prefetch_ttl: Duration,
+    /// Whether large uploads publish prefetch entries (streaming sync).
+    pub streaming: bool,
 }
+
+/// Default prefetch TTL: the seed's 10 minutes.
+pub const PREFETCH_TTL_S_DEFAULT: u64 = 600;
 
 /// The default listen address.
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:8340";
@@ -75,10 +92,19 @@ impl Config {
         };
         let requested = args.shards.or(file.shards);
         let shards = resolve_layout(&data, requested)?;
+        let prefetch_ttl_s = args
+            .prefetch_ttl_s
+            .or(file.prefetch_ttl_s)
+            .unwrap_or(PREFETCH_TTL_S_DEFAULT);
+        if !(1..=86_400).contains(&prefetch_ttl_s) {
+            bail!("the prefetch TTL must be 1 to 86400 seconds, not {prefetch_ttl_s}");
+        }
         Ok(Config {
             data,
             listen,
             shards,
+            prefetch_ttl: Duration::from_secs(prefetch_ttl_s),
+            streaming: args.streaming.or(file.streaming).unwrap_or(true),
         })
     }
 }
@@ -148,6 +174,8 @@ mod tests {
         assert_eq!(c.listen.port(), 9001, "flags win over the file");
         assert_eq!(c.shards, 3);
         assert_eq!(c.data, data);
+        assert_eq!(c.prefetch_ttl, Duration::from_secs(PREFETCH_TTL_S_DEFAULT));
+        assert!(c.streaming);
         // The data folder remembers its shard count.
         let c = Config::resolve(ServeArgs {
             data: Some(data.clone()),

@@ -75,7 +75,7 @@ const STOP_POLL: Duration = Duration::from_millis(50);
 pub async fn serve<H, F>(listener: TcpListener, stop: Arc<AtomicBool>, grace: Duration, handle: H)
 where
     H: Fn(Request<Incoming>) -> F + Clone + 'static,
-    F: Future<Output = Response<crate::routes::Body>> + 'static,
+    F: Future<Output = Response<crate::body::Body>> + 'static,
 {
     let permits = Rc::new(Semaphore::new(CONNECTIONS_MAX));
     let busy = Rc::new(Cell::new(0usize));

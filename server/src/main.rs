@@ -1,17 +1,24 @@
 //! holdalld, the Holdall server: `holdalld serve` runs it; `holdalld demo` exercises the
 //! storage engine alone.
 
+mod access;
 mod admin;
 mod blocks;
+mod body;
+mod commit;
 mod config;
 mod demo;
 mod directory;
 mod http;
+mod list;
 mod mesh;
 mod metrics;
+mod retrieve;
 mod routes;
 mod serve;
 mod shard;
+mod uploads;
+mod waiters;
 
 use std::path::PathBuf;
 

@@ -22,12 +22,24 @@ pub enum Route {
     Namespaces,
     /// `POST /v1/namespaces/{ns}/members`.
     Members,
+    /// `POST /v1/commit`.
+    Commit,
+    /// `POST /v1/commit_batch`.
+    CommitBatch,
+    /// `POST /v1/list`.
+    List,
+    /// `POST /v1/longpoll`.
+    Longpoll,
+    /// `POST /v1/retrieve_batch`.
+    RetrieveBatch,
+    /// `GET /v1/blocks/{hash}`.
+    Blocks,
     /// Anything else.
     Other,
 }
 
 impl Route {
-    const ALL: [Route; 8] = [
+    const ALL: [Route; 14] = [
         Route::Healthz,
         Route::Metrics,
         Route::Account,
@@ -35,6 +47,12 @@ impl Route {
         Route::StoreBatch,
         Route::Namespaces,
         Route::Members,
+        Route::Commit,
+        Route::CommitBatch,
+        Route::List,
+        Route::Longpoll,
+        Route::RetrieveBatch,
+        Route::Blocks,
         Route::Other,
     ];
 
@@ -47,6 +65,12 @@ impl Route {
             Route::StoreBatch => "store_batch",
             Route::Namespaces => "namespaces",
             Route::Members => "members",
+            Route::Commit => "commit",
+            Route::CommitBatch => "commit_batch",
+            Route::List => "list",
+            Route::Longpoll => "longpoll",
+            Route::RetrieveBatch => "retrieve_batch",
+            Route::Blocks => "blocks",
             Route::Other => "other",
         }
     }
@@ -86,6 +110,24 @@ pub struct EngineGauges {
     pub journal_flushes: u64,
     /// Time in journal fdatasync, ns.
     pub journal_fsync_nanos: u64,
+    /// Live prefetch entries.
+    pub prefetch_entries: u64,
+    /// Prefetch entries published.
+    pub prefetch_inserts: u64,
+    /// Prefetch entries refreshed by a retried commit.
+    pub prefetch_refreshes: u64,
+    /// Prefetch lookups that found a live entry.
+    pub prefetch_hits: u64,
+    /// Prefetch lookups that found none.
+    pub prefetch_misses: u64,
+    /// Prefetch entries that expired.
+    pub prefetch_expirations: u64,
+    /// Prefetch entries evicted by the table's bounds.
+    pub prefetch_evictions: u64,
+    /// Prefetch entries removed by their file's commit.
+    pub prefetch_removals: u64,
+    /// Upload records (user, block) kept for the Dropship rule.
+    pub upload_records: u64,
 }
 
 /// One shard's counters.
@@ -94,7 +136,10 @@ pub struct ShardMetrics {
     routes: [RouteCounters; Route::ALL.len()],
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
-    gauges: [AtomicU64; 9],
+    gauges: [AtomicU64; GAUGE_NAMES.len()],
+    longpolls_parked: AtomicU64,
+    pending_waits: AtomicU64,
+    pending_wait_timeouts: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -124,6 +169,25 @@ impl ShardMetrics {
         self.bytes_out.fetch_add(bytes_out, Relaxed);
     }
 
+    /// A longpoll parked (`true`) or ended (`false`).
+    pub fn longpoll_parked(&self, parked: bool) {
+        if parked {
+            self.longpolls_parked.fetch_add(1, Relaxed);
+        } else {
+            self.longpolls_parked.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// A retrieve waited for a pending block.
+    pub fn pending_wait(&self) {
+        self.pending_waits.fetch_add(1, Relaxed);
+    }
+
+    /// A wait for a pending block ended without it.
+    pub fn pending_wait_timed_out(&self) {
+        self.pending_wait_timeouts.fetch_add(1, Relaxed);
+    }
+
     /// Publishes the shard's engine figures.
     pub fn publish(&self, g: EngineGauges) {
         let values = [
@@ -136,6 +200,15 @@ impl ShardMetrics {
             g.journal_rows_written,
             g.journal_flushes,
             g.journal_fsync_nanos,
+            g.prefetch_entries,
+            g.prefetch_inserts,
+            g.prefetch_refreshes,
+            g.prefetch_hits,
+            g.prefetch_misses,
+            g.prefetch_expirations,
+            g.prefetch_evictions,
+            g.prefetch_removals,
+            g.upload_records,
         ];
         for (slot, v) in self.gauges.iter().zip(values) {
             slot.store(v, Relaxed);
@@ -143,7 +216,7 @@ impl ShardMetrics {
     }
 }
 
-const GAUGE_NAMES: [(&str, &str, &str); 9] = [
+const GAUGE_NAMES: [(&str, &str, &str); 18] = [
     ("holdall_blocks", "gauge", "Blocks stored"),
     (
         "holdall_block_bytes_appended_total",
@@ -184,6 +257,47 @@ const GAUGE_NAMES: [(&str, &str, &str); 9] = [
         "holdall_journal_fsync_seconds_total",
         "counter",
         "Time in journal fdatasync",
+    ),
+    ("holdall_prefetch_entries", "gauge", "Live prefetch entries"),
+    (
+        "holdall_prefetch_inserts_total",
+        "counter",
+        "Prefetch entries published",
+    ),
+    (
+        "holdall_prefetch_refreshes_total",
+        "counter",
+        "Prefetch entries refreshed by a retried commit",
+    ),
+    (
+        "holdall_prefetch_hits_total",
+        "counter",
+        "Prefetch lookups that found a live entry",
+    ),
+    (
+        "holdall_prefetch_misses_total",
+        "counter",
+        "Prefetch lookups that found none",
+    ),
+    (
+        "holdall_prefetch_expirations_total",
+        "counter",
+        "Prefetch entries that expired",
+    ),
+    (
+        "holdall_prefetch_evictions_total",
+        "counter",
+        "Prefetch entries evicted by the table's bounds",
+    ),
+    (
+        "holdall_prefetch_removals_total",
+        "counter",
+        "Prefetch entries removed by their file's commit",
+    ),
+    (
+        "holdall_upload_records",
+        "gauge",
+        "Upload records kept for the Dropship rule",
     ),
 ];
 
@@ -269,6 +383,32 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
             })
             .sum();
         let _ = writeln!(out, "# TYPE {name} counter\n{name} {n}");
+    }
+    for (name, kind, help, read) in [
+        (
+            "holdall_longpolls_parked",
+            "gauge",
+            "Longpolls waiting for a change",
+            (|s: &ShardMetrics| s.longpolls_parked.load(Relaxed)) as fn(&ShardMetrics) -> u64,
+        ),
+        (
+            "holdall_pending_waits_total",
+            "counter",
+            "Retrieves that waited for a prefetch block to be uploaded",
+            |s| s.pending_waits.load(Relaxed),
+        ),
+        (
+            "holdall_pending_wait_timeouts_total",
+            "counter",
+            "Waits for a prefetch block that ended without it",
+            |s| s.pending_wait_timeouts.load(Relaxed),
+        ),
+    ] {
+        let n: u64 = shards.iter().map(|s| read(s)).sum();
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}.\n# TYPE {name} {kind}\n{name} {n}"
+        );
     }
     for (i, (name, kind, help)) in GAUGE_NAMES.iter().enumerate() {
         let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} {kind}");

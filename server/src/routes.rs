@@ -7,17 +7,14 @@ use bytes::Bytes;
 use holdall_engine::sfj::User;
 use holdall_proto::api::{AccountResponse, ErrorBody, Limits, Mount};
 use holdall_proto::limits::{BATCH_BYTES_DEFAULT, BLOCK_BYTES_MAX};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 
+use crate::body::Body;
 use crate::directory::token_sha256;
 use crate::metrics::Route;
 use crate::shard::Shard;
-
-/// Response body type.
-pub type Body = Full<Bytes>;
 
 /// Serves one request and counts it.
 pub async fn handle(shard: Rc<Shard>, req: Request<Incoming>) -> Response<Body> {
@@ -42,7 +39,7 @@ pub async fn handle(shard: Rc<Shard>, req: Request<Incoming>) -> Response<Body> 
     response
 }
 
-async fn dispatch(shard: &Shard, req: Request<Incoming>) -> (Route, Response<Body>) {
+async fn dispatch(shard: &Rc<Shard>, req: Request<Incoming>) -> (Route, Response<Body>) {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -54,6 +51,12 @@ async fn dispatch(shard: &Shard, req: Request<Incoming>) -> (Route, Response<Bod
         ["v1", "store_batch"] => (Route::StoreBatch, Method::POST),
         ["v1", "namespaces"] => (Route::Namespaces, Method::POST),
         ["v1", "namespaces", _, "members"] => (Route::Members, Method::POST),
+        ["v1", "commit"] => (Route::Commit, Method::POST),
+        ["v1", "commit_batch"] => (Route::CommitBatch, Method::POST),
+        ["v1", "list"] => (Route::List, Method::POST),
+        ["v1", "longpoll"] => (Route::Longpoll, Method::POST),
+        ["v1", "retrieve_batch"] => (Route::RetrieveBatch, Method::POST),
+        ["v1", "blocks", _] => (Route::Blocks, Method::GET),
         _ => {
             let e = ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -82,9 +85,17 @@ async fn dispatch(shard: &Shard, req: Request<Incoming>) -> (Route, Response<Bod
             Ok(user) => match route {
                 Route::Account => Ok(account(shard, &user)),
                 Route::AdminUsers => crate::admin::create_user(shard, &user, req).await,
-                Route::StoreBatch => crate::blocks::store_batch(shard, req).await,
+                Route::StoreBatch => crate::blocks::store_batch(shard, &user, req).await,
                 Route::Namespaces => crate::admin::create_namespace(shard, &user, req).await,
                 Route::Members => crate::admin::add_member(shard, &user, segments[2], req).await,
+                Route::Commit => crate::commit::commit(shard, &user, req).await,
+                Route::CommitBatch => crate::commit::commit_batch(shard, &user, req).await,
+                Route::List => crate::list::list(shard, &user, req).await,
+                Route::Longpoll => crate::list::longpoll(shard, &user, req).await,
+                Route::RetrieveBatch => crate::retrieve::retrieve_batch(shard, &user, req).await,
+                Route::Blocks => {
+                    crate::retrieve::get_block(shard, &user, segments[2], req.uri().query()).await
+                }
                 Route::Healthz | Route::Metrics | Route::Other => {
                     Err(ApiError::internal("route dispatched twice"))
                 }
@@ -119,6 +130,16 @@ impl ApiError {
     /// 500: a bug or an impossible state.
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    /// The machine-readable code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// What was wrong.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 
     /// The JSON error response.
@@ -168,7 +189,7 @@ fn account(shard: &Shard, user: &User) -> Response<Body> {
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
-    let mut r = Response::new(Full::new(body));
+    let mut r = Response::new(Body::full(body));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -105,7 +105,7 @@ async fn shard_main(
     init: Option<(Vec<JournalRecord>, SocketAddr)>,
     (mesh, mut inbox): (
         crate::mesh::Mesh,
-        futures::channel::mpsc::Receiver<crate::mesh::Message>,
+        futures::channel::mpsc::Receiver<crate::mesh::Task>,
     ),
     all_metrics: Arc<Vec<Arc<ShardMetrics>>>,
     stop: Arc<AtomicBool>,
@@ -136,11 +136,11 @@ async fn shard_main(
     let addr = listener.local_addr().map_err(std::io::Error::from)?;
     let shard = Shard::open(
         id,
-        cfg.shards,
-        &cfg.data,
+        &cfg,
         records.clone(),
         directory,
         all_metrics,
+        stop.clone(),
     )
     .await?;
     let _ = ready.send(Ok((records, addr)));
@@ -149,8 +149,8 @@ async fn shard_main(
         let shard = shard.clone();
         glommio::spawn_local(async move {
             use futures::StreamExt;
-            while let Some(msg) = inbox.next().await {
-                shard.on_message(msg);
+            while let Some(task) = inbox.next().await {
+                task(&shard);
             }
         })
         .detach();

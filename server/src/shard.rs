@@ -2,26 +2,53 @@
 //! namespaces whose id maps to it) and its metrics, and keeps a replica of the directory.
 
 use std::cell::{Cell, OnceCell, RefCell};
-use std::path::Path;
+use std::future::Future;
 use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{Context, Result};
-use futures::channel::oneshot;
+use bytes::Bytes;
 use holdall_engine::block_log::{BlockLog, BlockLogConfig};
 use holdall_engine::block_log::{BlockLogError, PutOutcome};
-use holdall_engine::journal::{Journal, JournalConfig};
-use holdall_engine::journal_record::JournalRecord;
-use holdall_engine::sfj::State;
+use holdall_engine::journal::{Journal, JournalConfig, JournalError};
+use holdall_engine::journal_record::{JournalRecord, UserId};
+use holdall_engine::prefetch::{PrefetchConfig, PrefetchTable};
+use holdall_engine::sfj::{RecordInvalid, State};
 use holdall_engine::store_key::StoreKey;
-use holdall_proto::api::NsId;
+use holdall_proto::api::{Jid, NsId};
 use holdall_proto::BlockHash;
 use hyper::StatusCode;
 
+use crate::config::Config;
 use crate::directory::DirectoryOp;
-use crate::mesh::{Blocks, Mesh, Message};
+use crate::mesh::Mesh;
 use crate::metrics::{EngineGauges, ShardMetrics};
 use crate::routes::ApiError;
+use crate::uploads::Uploads;
+use crate::waiters::Waiters;
+
+/// Blocks in transit to their owner: slices of the request body, never copies.
+pub type Blocks = Vec<(BlockHash, Bytes)>;
+
+/// Most upload records (user, block) a shard keeps: about 100 bytes each.
+const UPLOAD_RECORDS_MAX: usize = 1 << 20;
+/// Most longpolls parked on one shard's namespaces.
+const LONGPOLLS_MAX: usize = 65_536;
+/// Most retrieves parked on one shard's pending blocks.
+const ARRIVAL_WAITERS_MAX: usize = 65_536;
+
+/// What a parked longpoll has seen of its namespace.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen {
+    /// Who is waiting: their own uploads do not wake them.
+    pub user: UserId,
+    /// The last JID they have.
+    pub jid: Jid,
+    /// The newest prefetch entry version they have.
+    pub prefetch: u64,
+}
 
 /// A shard's state, shared by its request tasks.
 pub struct Shard {
@@ -46,6 +73,18 @@ pub struct Shard {
     next_ids: Cell<(u64, u64)>,
     /// The way to the other shards, once joined.
     pub mesh: OnceCell<Mesh>,
+    /// Prefetch entries of the namespaces this shard owns.
+    pub prefetch: RefCell<PrefetchTable>,
+    /// Who uploaded which of this shard's blocks lately.
+    pub uploads: RefCell<Uploads>,
+    /// Longpolls parked on this shard's namespaces.
+    pub longpolls: RefCell<Waiters<NsId, Seen>>,
+    /// Retrieves parked on this shard's blocks not uploaded yet.
+    pub arrivals: RefCell<Waiters<BlockHash, ()>>,
+    /// Whether large uploads publish prefetch entries.
+    pub streaming: bool,
+    /// Set when the server is stopping: parked requests end early.
+    pub stop: Arc<AtomicBool>,
 }
 
 /// The shard that owns block `hash`: its first 8 bytes, taken as a number, modulo the shard
@@ -66,12 +105,13 @@ impl Shard {
     /// sure every namespace it owns exists in its journal.
     pub async fn open(
         id: usize,
-        shards: usize,
-        data: &Path,
+        cfg: &Config,
         directory_records: Vec<JournalRecord>,
         directory_journal: Option<Journal>,
         all_metrics: Arc<Vec<Arc<ShardMetrics>>>,
+        stop: Arc<AtomicBool>,
     ) -> Result<Rc<Shard>> {
+        let (shards, data) = (cfg.shards, cfg.data.as_path());
         let key = Rc::new(StoreKey::load_or_create(&data.join("store.key"))?);
         let root = data.join(format!("shard-{id}"));
         let blocks = BlockLog::open(BlockLogConfig::new(root.join("blocks"), Some(key)))
@@ -113,6 +153,15 @@ impl Shard {
             directory: RefCell::new(directory),
             metrics,
             all_metrics,
+            prefetch: RefCell::new(PrefetchTable::new(PrefetchConfig {
+                ttl: cfg.prefetch_ttl,
+                ..PrefetchConfig::default()
+            })),
+            uploads: RefCell::new(Uploads::new(cfg.prefetch_ttl, UPLOAD_RECORDS_MAX)),
+            longpolls: RefCell::new(Waiters::new(LONGPOLLS_MAX)),
+            arrivals: RefCell::new(Waiters::new(ARRIVAL_WAITERS_MAX)),
+            streaming: cfg.streaming,
+            stop,
         }))
     }
 
@@ -130,67 +179,58 @@ impl Shard {
         ns
     }
 
-    fn mesh(&self) -> Result<&Mesh, ApiError> {
+    /// Runs `work` on shard `to` (in place when that is this shard) and returns its answer.
+    pub async fn submit_to<T, W, F>(self: &Rc<Self>, to: usize, work: W) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        W: FnOnce(&Rc<Shard>) -> F + Send + 'static,
+        F: Future<Output = T> + 'static,
+    {
+        if to == self.id {
+            return Ok(work(self).await);
+        }
         self.mesh
             .get()
-            .ok_or_else(|| ApiError::unavailable("the shards are still starting"))
+            .ok_or_else(|| ApiError::unavailable("the shards are still starting"))?
+            .submit(to, work)
+            .await
     }
 
     /// Asks shard 0 to change the directory.
-    pub async fn directory_op(&self, op: DirectoryOp) -> Result<Vec<u64>, ApiError> {
-        if self.id == 0 {
-            return crate::admin::apply(self, op).await;
-        }
-        let (reply, rx) = oneshot::channel();
-        self.mesh()?
-            .send(0, Message::Directory { op, reply })
-            .await?;
-        rx.await
-            .map_err(|_| ApiError::unavailable("shard 0 dropped the request"))?
+    pub async fn directory_op(self: &Rc<Self>, op: DirectoryOp) -> Result<Vec<u64>, ApiError> {
+        self.submit_to(0, move |s| {
+            let s = s.clone();
+            async move { crate::admin::apply(&s, op).await }
+        })
+        .await?
     }
 
     /// Applies durable directory records to every shard's replica, this one included.
-    pub async fn replicate_all(&self, records: Vec<JournalRecord>) -> Result<(), ApiError> {
-        let mut waits = Vec::new();
-        for to in (0..self.shards).filter(|&to| to != self.id) {
-            let (done, rx) = oneshot::channel();
-            self.mesh()?
-                .send(
-                    to,
-                    Message::Replicate {
-                        records: records.clone(),
-                        done,
-                    },
-                )
-                .await?;
-            waits.push(rx);
-        }
+    pub async fn replicate_all(
+        self: &Rc<Self>,
+        records: Vec<JournalRecord>,
+    ) -> Result<(), ApiError> {
+        let waits: Vec<_> = (0..self.shards)
+            .filter(|&to| to != self.id)
+            .map(|to| {
+                let records = records.clone();
+                // Applied on arrival, before the task's first await, so replicas see the
+                // directory's records in the order shard 0 wrote them.
+                self.submit_to(to, move |s| {
+                    s.directory.borrow_mut().apply_all(records);
+                    std::future::ready(())
+                })
+            })
+            .collect();
         self.directory.borrow_mut().apply_all(records);
-        for rx in waits {
-            rx.await
-                .map_err(|_| ApiError::unavailable("a shard did not confirm the change"))?;
+        for result in futures::future::join_all(waits).await {
+            result?;
         }
         Ok(())
     }
 
-    /// Makes sure a namespace exists in its owner's journal.
-    pub async fn ensure_namespace_on(
-        &self,
-        owner: usize,
-        record: JournalRecord,
-    ) -> Result<(), ApiError> {
-        if owner == self.id {
-            return self.ensure_namespace(record).await;
-        }
-        let (done, rx) = oneshot::channel();
-        self.mesh()?
-            .send(owner, Message::EnsureNamespace { record, done })
-            .await?;
-        rx.await
-            .map_err(|_| ApiError::unavailable(format!("shard {owner} dropped the request")))?
-    }
-
-    async fn ensure_namespace(&self, record: JournalRecord) -> Result<(), ApiError> {
+    /// Makes sure a namespace exists in this shard's journal.
+    pub async fn ensure_namespace(&self, record: JournalRecord) -> Result<(), ApiError> {
         let JournalRecord::Namespace { id, .. } = &record else {
             return Err(ApiError::internal("not a namespace record"));
         };
@@ -203,118 +243,40 @@ impl Shard {
             .map_err(|e| ApiError::unavailable(format!("recording the namespace: {e}")))
     }
 
-    /// Whether `ns` (owned by shard `owner`) has a live row at `path` or below it.
-    pub async fn path_in_use_on(
+    /// Stores verified blocks this shard owns and resolves once they are durable; records
+    /// that `uploader` has shown their bytes and wakes retrieves waiting for them.
+    pub async fn put_blocks(
         &self,
-        owner: usize,
-        ns: NsId,
-        path: &str,
-    ) -> Result<bool, ApiError> {
-        if owner == self.id {
-            return Ok(self.journal.state().path_in_use(ns, path));
-        }
-        let (reply, rx) = oneshot::channel();
-        self.mesh()?
-            .send(
-                owner,
-                Message::PathInUse {
-                    ns,
-                    path: path.to_owned(),
-                    reply,
-                },
-            )
-            .await?;
-        rx.await
-            .map_err(|_| ApiError::unavailable(format!("shard {owner} dropped the request")))
-    }
-
-    /// Checks blocks owned by shard `owner` against their hashes, there.
-    pub async fn verify_blocks_on(
-        &self,
-        owner: usize,
         blocks: Blocks,
-    ) -> Result<Option<BlockHash>, ApiError> {
-        if owner == self.id {
-            return Ok(verify(&blocks));
-        }
-        let (reply, rx) = oneshot::channel();
-        self.mesh()?
-            .send(owner, Message::VerifyBlocks { blocks, reply })
-            .await?;
-        rx.await
-            .map_err(|_| ApiError::unavailable(format!("shard {owner} dropped the request")))
-    }
-
-    /// Stores verified blocks owned by shard `owner`, there; resolves once durable.
-    pub async fn put_blocks_on(
-        &self,
-        owner: usize,
-        blocks: Blocks,
+        uploader: UserId,
     ) -> Result<Vec<PutOutcome>, ApiError> {
-        if owner == self.id {
-            return self.put_blocks(blocks).await;
-        }
-        let (reply, rx) = oneshot::channel();
-        self.mesh()?
-            .send(owner, Message::PutBlocks { blocks, reply })
-            .await?;
-        rx.await
-            .map_err(|_| ApiError::unavailable(format!("shard {owner} dropped the request")))?
-    }
-
-    async fn put_blocks(&self, blocks: Blocks) -> Result<Vec<PutOutcome>, ApiError> {
         let puts = blocks
             .iter()
             .map(|(hash, data)| self.blocks.put(*hash, data, false));
-        futures::future::join_all(puts)
+        let outcomes: Vec<PutOutcome> = futures::future::join_all(puts)
             .await
             .into_iter()
             .map(|r| r.map_err(block_error))
-            .collect()
-    }
-
-    /// Serves a message from another shard. Replication is applied in arrival order; work
-    /// that waits for the disk runs on its own task.
-    pub fn on_message(self: &Rc<Self>, msg: Message) {
-        match msg {
-            Message::VerifyBlocks { blocks, reply } => {
-                let _ = reply.send(verify(&blocks));
-            }
-            Message::PutBlocks { blocks, reply } => {
-                let shard = self.clone();
-                glommio::spawn_local(async move {
-                    let _ = reply.send(shard.put_blocks(blocks).await);
-                })
-                .detach();
-            }
-            Message::Replicate { records, done } => {
-                self.directory.borrow_mut().apply_all(records);
-                let _ = done.send(());
-            }
-            Message::PathInUse { ns, path, reply } => {
-                let _ = reply.send(self.journal.state().path_in_use(ns, &path));
-            }
-            Message::EnsureNamespace { record, done } => {
-                let shard = self.clone();
-                glommio::spawn_local(async move {
-                    let _ = done.send(shard.ensure_namespace(record).await);
-                })
-                .detach();
-            }
-            Message::Directory { op, reply } => {
-                let shard = self.clone();
-                glommio::spawn_local(async move {
-                    let _ = reply.send(crate::admin::apply(&shard, op).await);
-                })
-                .detach();
-            }
+            .collect::<Result<_, _>>()?;
+        let now = Instant::now();
+        let mut uploads = self.uploads.borrow_mut();
+        let mut arrivals = self.arrivals.borrow_mut();
+        for (hash, _) in &blocks {
+            uploads.record(uploader, *hash, now);
+            arrivals.wake(hash, |_| true);
         }
+        Ok(outcomes)
     }
 
     /// Copies the engine's counters into this shard's metrics.
     pub fn publish_gauges(&self) {
         let b = self.blocks.stats();
         let j = self.journal.stats();
+        let p = {
+            let mut table = self.prefetch.borrow_mut();
+            table.expire(Instant::now());
+            table.stats()
+        };
         self.metrics.publish(EngineGauges {
             blocks: b.blocks,
             block_bytes_appended: b.bytes_appended,
@@ -325,12 +287,21 @@ impl Shard {
             journal_rows_written: j.records_written,
             journal_flushes: j.flushes,
             journal_fsync_nanos: j.fsync_nanos,
+            prefetch_entries: p.entries,
+            prefetch_inserts: p.inserts,
+            prefetch_refreshes: p.refreshes,
+            prefetch_hits: p.hits,
+            prefetch_misses: p.misses,
+            prefetch_expirations: p.expirations,
+            prefetch_evictions: p.evictions,
+            prefetch_removals: p.removals,
+            upload_records: self.uploads.borrow().len() as u64,
         });
     }
 }
 
 /// The first block whose bytes do not hash to its name.
-fn verify(blocks: &Blocks) -> Option<BlockHash> {
+pub fn verify(blocks: &Blocks) -> Option<BlockHash> {
     blocks
         .iter()
         .find(|(hash, data)| BlockHash::of(data) != *hash)
@@ -350,6 +321,31 @@ pub fn block_error(e: BlockLogError) -> ApiError {
             "too_large",
             format!("a block of {n} bytes is over 4 MiB"),
         ),
+        other => ApiError::unavailable(other.to_string()),
+    }
+}
+
+/// The HTTP view of a journal failure.
+pub fn journal_error(e: JournalError) -> ApiError {
+    match e {
+        JournalError::Invalid(RecordInvalid::NameTaken(name)) => ApiError::new(
+            StatusCode::CONFLICT,
+            "name_taken",
+            format!("a user named {name:?} exists"),
+        ),
+        JournalError::Invalid(RecordInvalid::MountTaken { path, .. }) => ApiError::new(
+            StatusCode::CONFLICT,
+            "mount_conflict",
+            format!("the user already has {path:?} or that namespace mounted"),
+        ),
+        JournalError::Invalid(other) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid", other.to_string())
+        }
+        JournalError::Io {
+            kind: std::io::ErrorKind::StorageFull,
+            message,
+            ..
+        } => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "disk_full", message),
         other => ApiError::unavailable(other.to_string()),
     }
 }

@@ -5,18 +5,7 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::{request, Server};
-
-fn post(server: &Server, path: &str, token: &str, body: Value) -> (u16, Value) {
-    let r = request(
-        &server.addr,
-        "POST",
-        path,
-        Some(token),
-        body.to_string().as_bytes(),
-    );
-    (r.status, r.json())
-}
+use support::{post, request, Server};
 
 fn account(server: &Server, token: &str) -> Value {
     let r = request(&server.addr, "GET", "/v1/account", Some(token), b"");

@@ -4,35 +4,11 @@
 
 mod support;
 
-use holdall_proto::frame::{encode_store_frame, store_frame_header};
+use holdall_proto::frame::store_frame_header;
 use holdall_proto::limits::BLOCK_BYTES_MAX;
 use holdall_proto::BlockHash;
 use serde_json::json;
-use support::{request, Server};
-
-fn block(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn frames(blocks: &[Vec<u8>]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for b in blocks {
-        encode_store_frame(&mut body, &BlockHash::of(b), b);
-    }
-    body
-}
-
-fn hex(blocks: &[Vec<u8>]) -> Vec<String> {
-    blocks.iter().map(|b| BlockHash::of(b).to_hex()).collect()
-}
+use support::{block, frames, hex, request, Server};
 
 #[test]
 fn stores_verifies_and_refuses_whole_batches() {

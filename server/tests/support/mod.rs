@@ -163,3 +163,65 @@ pub fn request(addr: &str, method: &str, path: &str, token: Option<&str>, body: 
         body: raw[split + 4..].to_vec(),
     }
 }
+
+/// POSTs a JSON body; the status and the JSON answer.
+pub fn post(
+    server: &Server,
+    path: &str,
+    token: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let r = request(
+        &server.addr,
+        "POST",
+        path,
+        Some(token),
+        body.to_string().as_bytes(),
+    );
+    (r.status, r.json())
+}
+
+/// Creates a user with the admin token; their token and root namespace.
+pub fn create_user(server: &Server, name: &str) -> (String, u64) {
+    let (status, v) = post(
+        server,
+        "/v1/admin/users",
+        &server.admin_token(),
+        serde_json::json!({ "name": name }),
+    );
+    assert_eq!(status, 200, "{v}");
+    (
+        v["token"].as_str().unwrap().to_string(),
+        v["root_ns"].as_u64().unwrap(),
+    )
+}
+
+/// `len` pseudo-random bytes from `seed` (xorshift): distinct seeds give distinct blocks.
+pub fn block(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A store_batch body carrying `blocks`.
+pub fn frames(blocks: &[Vec<u8>]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for b in blocks {
+        holdall_proto::frame::encode_store_frame(&mut body, &holdall_proto::BlockHash::of(b), b);
+    }
+    body
+}
+
+/// The hex hashes of `blocks`.
+pub fn hex(blocks: &[Vec<u8>]) -> Vec<String> {
+    blocks
+        .iter()
+        .map(|b| holdall_proto::BlockHash::of(b).to_hex())
+        .collect()
+}

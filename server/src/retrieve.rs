@@ -1,0 +1,308 @@
+//! `POST /v1/retrieve_batch` and `GET /v1/blocks/{hash}`: blocks the caller may read.
+//!
+//! Nobody reads a block by naming its hash alone. Each item names a file (namespace and
+//! path, and a row or the path's prefetch entry); the namespace's owner shard decides, per
+//! hash, whether that row or entry lists it. Allowed hashes are then read on their blocks'
+//! owner shards, concurrently, and the answer goes out as frame headers and block buffers
+//! side by side. A prefetch block not uploaded yet is `pending`; with `wait_ms` its owner
+//! parks until the upload lands or the wait ends.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::Either;
+use futures::StreamExt;
+use holdall_engine::sfj::User;
+use holdall_proto::api::{EntryKind, Jid, NsId, RetrieveBatchRequest, RetrieveItem};
+use holdall_proto::frame::{retrieve_frame_header, RetrieveStatus};
+use holdall_proto::limits::{BATCH_BYTES_DEFAULT, RETRIEVE_HASHES_MAX, RETRIEVE_WAIT_MS_MAX};
+use holdall_proto::BlockHash;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+
+use crate::body::Body;
+use crate::routes::{read_json, ApiError};
+use crate::shard::{block_error, shard_of_block, shard_of_namespace, Shard};
+
+/// Largest retrieve_batch body: 10,000 hashes with their items' paths.
+const RETRIEVE_BODY_BYTES_MAX: usize = 8 << 20;
+/// Block reads one request keeps in flight on one shard.
+const READS_IN_FLIGHT_MAX: usize = 8;
+
+/// What the namespace's owner says of one asked hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grant {
+    /// Listed by the row: serve it.
+    Row,
+    /// Listed by the live prefetch entry: serve it, or `pending` until uploaded.
+    Prefetch,
+    /// Refused with this status.
+    Refused(RetrieveStatus),
+}
+
+/// `POST /v1/retrieve_batch`.
+pub async fn retrieve_batch(
+    shard: &Rc<Shard>,
+    user: &User,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let body: RetrieveBatchRequest = read_json(req, RETRIEVE_BODY_BYTES_MAX).await?;
+    let asked: usize = body.items.iter().map(|i| i.hashes.len()).sum();
+    if asked > RETRIEVE_HASHES_MAX {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_hashes",
+            format!("{asked} hashes; one retrieve_batch asks for at most {RETRIEVE_HASHES_MAX}"),
+        ));
+    }
+    let wait = Duration::from_millis(body.wait_ms.unwrap_or(0).min(RETRIEVE_WAIT_MS_MAX));
+    let answers = retrieve(shard, user, body.items, wait).await?;
+    let mut chunks = Vec::with_capacity(answers.len() * 2);
+    for (hash, status, data) in answers {
+        let len = data.as_ref().map_or(0, |d| d.len() as u32);
+        chunks.push(Bytes::copy_from_slice(&retrieve_frame_header(
+            &hash, status, len,
+        )));
+        chunks.extend(data);
+    }
+    Ok(binary(Body::from_chunks(chunks)))
+}
+
+/// `GET /v1/blocks/{hash}?ns=&path=[&jid=]`.
+pub async fn get_block(
+    shard: &Rc<Shard>,
+    user: &User,
+    hash: &str,
+    query: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let bad = |code: &'static str, m: String| ApiError::new(StatusCode::BAD_REQUEST, code, m);
+    let hash = BlockHash::from_hex(hash).map_err(|e| bad("bad_hash", e.to_string()))?;
+    let (mut ns, mut path, mut jid) = (None, None, None);
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match &*k {
+            "ns" => {
+                ns = Some(
+                    v.parse::<NsId>()
+                        .map_err(|_| bad("bad_query", format!("ns={v:?} is not a namespace id")))?,
+                )
+            }
+            "path" => path = Some(v.into_owned()),
+            "jid" => {
+                jid = Some(
+                    v.parse::<Jid>()
+                        .map_err(|_| bad("bad_query", format!("jid={v:?} is not a JID")))?,
+                )
+            }
+            _ => return Err(bad("bad_query", format!("unknown query parameter {k:?}"))),
+        }
+    }
+    let (Some(ns), Some(path)) = (ns, path) else {
+        return Err(bad("bad_query", "ns and path are required".into()));
+    };
+    let item = RetrieveItem {
+        ns,
+        path,
+        jid,
+        prefetch: false,
+        hashes: vec![hash],
+    };
+    let answer = retrieve(shard, user, vec![item], Duration::ZERO)
+        .await?
+        .pop();
+    match answer {
+        Some((_, RetrieveStatus::Ok, Some(data))) => Ok(binary(Body::full(data))),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no block {hash} in that file"),
+        )),
+    }
+}
+
+fn binary(body: Body) -> Response<Body> {
+    let mut r = Response::new(body);
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    r
+}
+
+/// Answers every asked hash in order: its status and, when `Ok`, its bytes.
+async fn retrieve(
+    shard: &Rc<Shard>,
+    user: &User,
+    items: Vec<RetrieveItem>,
+    wait: Duration,
+) -> Result<Vec<(BlockHash, RetrieveStatus, Option<Bytes>)>, ApiError> {
+    let namespaces = crate::access::namespaces_of(&shard.directory.borrow(), user);
+    for item in &items {
+        crate::access::check(&namespaces, item.ns)?;
+    }
+    let mut by_owner: BTreeMap<usize, Vec<(usize, RetrieveItem)>> = BTreeMap::new();
+    for (i, item) in items.iter().enumerate() {
+        by_owner
+            .entry(shard_of_namespace(item.ns, shard.shards))
+            .or_default()
+            .push((i, item.clone()));
+    }
+    let granted = by_owner.into_iter().map(|(owner, list)| {
+        shard.submit_to(owner, move |s| {
+            let grants: Vec<(usize, Vec<Grant>)> = list
+                .into_iter()
+                .map(|(i, item)| (i, grant_here(s, &item)))
+                .collect();
+            std::future::ready(grants)
+        })
+    });
+    let mut grants: Vec<Vec<Grant>> = vec![Vec::new(); items.len()];
+    for answered in futures::future::join_all(granted).await {
+        for (i, g) in answered? {
+            grants[i] = g;
+        }
+    }
+    // Slots in answer order; allowed hashes go to their blocks' owners.
+    let mut slots: Vec<(BlockHash, Grant)> = Vec::new();
+    let mut reads: BTreeMap<usize, Vec<(usize, BlockHash, bool)>> = BTreeMap::new();
+    for (item, item_grants) in items.iter().zip(&grants) {
+        for (hash, grant) in item.hashes.iter().zip(item_grants) {
+            if matches!(grant, Grant::Row | Grant::Prefetch) {
+                reads
+                    .entry(shard_of_block(hash, shard.shards))
+                    .or_default()
+                    .push((slots.len(), *hash, *grant == Grant::Prefetch));
+            }
+            slots.push((*hash, *grant));
+        }
+    }
+    let fetched = reads.into_iter().map(|(owner, list)| {
+        shard.submit_to(owner, move |s| {
+            let s = s.clone();
+            async move { fetch_here(&s, list, wait).await }
+        })
+    });
+    let mut data: Vec<Option<Bytes>> = vec![None; slots.len()];
+    let mut total_bytes = 0;
+    for answered in futures::future::join_all(fetched).await {
+        for (slot, bytes) in answered?? {
+            total_bytes += bytes.as_ref().map_or(0, Bytes::len);
+            data[slot] = bytes;
+        }
+    }
+    if total_bytes > BATCH_BYTES_DEFAULT {
+        return Err(too_large());
+    }
+    Ok(slots
+        .into_iter()
+        .zip(data)
+        .map(|((hash, grant), bytes)| match (grant, bytes) {
+            (_, Some(b)) => (hash, RetrieveStatus::Ok, Some(b)),
+            (Grant::Prefetch, None) => (hash, RetrieveStatus::Pending, None),
+            (Grant::Refused(status), None) => (hash, status, None),
+            (Grant::Row, None) => (hash, RetrieveStatus::NotFound, None),
+        })
+        .collect())
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!(
+            "the blocks asked for total more than {BATCH_BYTES_DEFAULT} bytes; split the request"
+        ),
+    )
+}
+
+/// On the namespace's owner: which of the item's hashes its row or prefetch entry lists.
+fn grant_here(shard: &Shard, item: &RetrieveItem) -> Vec<Grant> {
+    let refuse = |status| vec![Grant::Refused(status); item.hashes.len()];
+    if item.prefetch {
+        let mut table = shard.prefetch.borrow_mut();
+        let Some(entry) = table.get(item.ns, &item.path, Instant::now()) else {
+            return refuse(RetrieveStatus::NotEligible);
+        };
+        return item
+            .hashes
+            .iter()
+            .map(|h| match entry.blocklist.contains(h) {
+                true => Grant::Prefetch,
+                false => Grant::Refused(RetrieveStatus::NotEligible),
+            })
+            .collect();
+    }
+    let state = shard.journal.state();
+    let row = match item.jid {
+        Some(jid) => state.row(item.ns, jid).filter(|r| r.path == item.path),
+        None => state.latest(item.ns, &item.path),
+    };
+    let Some(row) = row.filter(|r| r.kind == EntryKind::File) else {
+        return refuse(RetrieveStatus::NotFound);
+    };
+    item.hashes
+        .iter()
+        .map(|h| match row.blocklist.contains(h) {
+            true => Grant::Row,
+            false => Grant::Refused(RetrieveStatus::NotFound),
+        })
+        .collect()
+}
+
+/// On the blocks' owner: reads each block, waiting up to `wait` for prefetch blocks not
+/// uploaded yet. Stops with 413 once the bytes read pass the batch limit.
+async fn fetch_here(
+    shard: &Rc<Shard>,
+    list: Vec<(usize, BlockHash, bool)>,
+    wait: Duration,
+) -> Result<Vec<(usize, Option<Bytes>)>, ApiError> {
+    let deadline = Instant::now() + wait;
+    let read_bytes = Cell::new(0usize);
+    let reads = futures::stream::iter(list).map(|(slot, hash, may_wait)| {
+        let read_bytes = &read_bytes;
+        async move {
+            if may_wait && !shard.blocks.contains(&hash) {
+                await_arrival(shard, hash, deadline).await;
+            }
+            let mut out = Vec::new();
+            if !shard
+                .blocks
+                .get(&hash, &mut out)
+                .await
+                .map_err(block_error)?
+            {
+                return Ok((slot, None));
+            }
+            read_bytes.set(read_bytes.get() + out.len());
+            if read_bytes.get() > BATCH_BYTES_DEFAULT {
+                return Err(too_large());
+            }
+            Ok((slot, Some(Bytes::from(out))))
+        }
+    });
+    reads
+        .buffered(READS_IN_FLIGHT_MAX)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// Waits until `hash` is stored here or `deadline` passes.
+async fn await_arrival(shard: &Shard, hash: BlockHash, deadline: Instant) {
+    let now = Instant::now();
+    if now >= deadline {
+        return;
+    }
+    let Ok(arrived) = shard.arrivals.borrow_mut().park(hash, ()) else {
+        return;
+    };
+    shard.metrics.pending_wait();
+    let timeout = glommio::timer::sleep(deadline - now);
+    if let Either::Right(_) = futures::future::select(arrived, Box::pin(timeout)).await {
+        shard.metrics.pending_wait_timed_out();
+    }
+}
