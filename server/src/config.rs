@@ -21,7 +21,7 @@ pub struct ServeArgs {
     #[arg(long, env = "HOLDALL_SHARDS")]
     pub shards: Option<usize>,
     /// TOML file with any of the keys `data`, `listen`, `shards`, `prefetch_ttl_s`,
-    /// `streaming`.
+    /// `streaming`, `client_timeout_s`.
     #[arg(long, env = "HOLDALL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Seconds a prefetch entry (and a user's proof of upload) lives [default: 600].
@@ -30,6 +30,10 @@ pub struct ServeArgs {
     /// Streaming sync: publish prefetch entries for large uploads [default: true].
     #[arg(long, env = "HOLDALL_STREAMING")]
     pub streaming: Option<bool>,
+    /// Seconds a client has to send a request head, to keep sending a body, and to take a
+    /// response before its connection is closed [default: 30].
+    #[arg(long, env = "HOLDALL_CLIENT_TIMEOUT_S")]
+    pub client_timeout_s: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -40,6 +44,7 @@ struct FileConfig {
     shards: Option<usize>,
     prefetch_ttl_s: Option<u64>,
     streaming: Option<bool>,
+    client_timeout_s: Option<u64>,
 }
 
 /// Resolved settings.
@@ -55,7 +60,12 @@ pub struct Config {
     pub prefetch_ttl: Duration,
     /// Whether large uploads publish prefetch entries (streaming sync).
     pub streaming: bool,
+    /// How long a client may stall a request head, a body or a response.
+    pub client_timeout: Duration,
 }
+
+/// Default client timeout.
+pub const CLIENT_TIMEOUT_S_DEFAULT: u64 = 30;
 
 /// Default prefetch TTL: the seed's 10 minutes.
 pub const PREFETCH_TTL_S_DEFAULT: u64 = 600;
@@ -99,12 +109,20 @@ impl Config {
         if !(1..=86_400).contains(&prefetch_ttl_s) {
             bail!("the prefetch TTL must be 1 to 86400 seconds, not {prefetch_ttl_s}");
         }
+        let client_timeout_s = args
+            .client_timeout_s
+            .or(file.client_timeout_s)
+            .unwrap_or(CLIENT_TIMEOUT_S_DEFAULT);
+        if !(1..=3600).contains(&client_timeout_s) {
+            bail!("the client timeout must be 1 to 3600 seconds, not {client_timeout_s}");
+        }
         Ok(Config {
             data,
             listen,
             shards,
             prefetch_ttl: Duration::from_secs(prefetch_ttl_s),
             streaming: args.streaming.or(file.streaming).unwrap_or(true),
+            client_timeout: Duration::from_secs(client_timeout_s),
         })
     }
 }

@@ -8,17 +8,74 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::io::{AsyncRead, AsyncWrite};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
+use glommio::timer::Timer;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use tracing::debug;
 
-/// Lets hyper read and write a glommio stream.
-pub struct Io(pub TcpStream);
+/// How long a client may stall, in a request extension so body readers find it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientTimeout(pub Duration);
+
+/// What the connection is doing, shared by its I/O adapter and its request handler.
+pub struct Phase {
+    /// A request is in the handler: reads belong to its body, which the handler times.
+    in_request: Cell<bool>,
+    /// When the connection last became idle (accepted, or a response produced).
+    idle_since: Cell<Instant>,
+}
+
+/// Lets hyper read and write a glommio stream, with deadlines: a complete request head must
+/// arrive within the client timeout of the connection becoming idle (so an idle keep-alive
+/// connection is closed then too), and a write must make progress within it. Slow or stalled
+/// clients lose the connection, not a shard's resources.
+pub struct Io {
+    stream: TcpStream,
+    phase: Rc<Phase>,
+    timeout: Duration,
+    read_deadline: Option<(Instant, Pin<Box<Timer>>)>,
+    write_deadline: Option<Pin<Box<Timer>>>,
+}
+
+impl Io {
+    fn new(stream: TcpStream, phase: Rc<Phase>, timeout: Duration) -> Io {
+        Io {
+            stream,
+            phase,
+            timeout,
+            read_deadline: None,
+            write_deadline: None,
+        }
+    }
+
+    /// Whether the head deadline has passed (arming its timer if needed).
+    fn head_timed_out(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.phase.in_request.get() {
+            self.read_deadline = None;
+            return false;
+        }
+        let deadline = self.phase.idle_since.get() + self.timeout;
+        let stale = self
+            .read_deadline
+            .as_ref()
+            .is_none_or(|(d, _)| *d != deadline);
+        if stale {
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.read_deadline = Some((deadline, Box::pin(Timer::new(left))));
+        }
+        let (_, timer) = self.read_deadline.as_mut().expect("armed above");
+        timer.as_mut().poll(cx).is_ready()
+    }
+}
+
+fn timed_out(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, format!("{what} timed out"))
+}
 
 impl hyper::rt::Read for Io {
     fn poll_read(
@@ -33,10 +90,15 @@ impl hyper::rt::Read for Io {
             std::ptr::write_bytes(uninit.as_mut_ptr(), 0, uninit.len());
             let slice =
                 std::slice::from_raw_parts_mut(uninit.as_mut_ptr().cast::<u8>(), uninit.len());
-            match Pin::new(&mut self.0).poll_read(cx, slice) {
+            match Pin::new(&mut self.stream).poll_read(cx, slice) {
                 Poll::Ready(Ok(n)) => n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if self.head_timed_out(cx) {
+                        return Poll::Ready(Err(timed_out("request head")));
+                    }
+                    return Poll::Pending;
+                }
             }
         };
         // SAFETY: `filled` bytes were written by the read above.
@@ -51,15 +113,30 @@ impl hyper::rt::Write for Io {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        match Pin::new(&mut self.stream).poll_write(cx, buf) {
+            Poll::Pending => {
+                let timeout = self.timeout;
+                let timer = self
+                    .write_deadline
+                    .get_or_insert_with(|| Box::pin(Timer::new(timeout)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(timed_out("response write")));
+                }
+                Poll::Pending
+            }
+            ready => {
+                self.write_deadline = None;
+                ready
+            }
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_close(cx)
+        Pin::new(&mut self.stream).poll_close(cx)
     }
 }
 
@@ -72,8 +149,13 @@ const STOP_POLL: Duration = Duration::from_millis(50);
 /// Accepts connections until `stop` is set and serves each with `handle`. Returns once
 /// accepting has stopped and the requests in progress have finished (or `grace` has passed);
 /// idle keep-alive connections are simply closed.
-pub async fn serve<H, F>(listener: TcpListener, stop: Arc<AtomicBool>, grace: Duration, handle: H)
-where
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    stop: Arc<AtomicBool>,
+    grace: Duration,
+    client_timeout: Duration,
+    handle: H,
+) where
     H: Fn(Request<Incoming>) -> F + Clone + 'static,
     F: Future<Output = Response<crate::body::Body>> + 'static,
 {
@@ -98,20 +180,29 @@ where
         };
         let handle = handle.clone();
         let busy = busy.clone();
+        let phase = Rc::new(Phase {
+            in_request: Cell::new(false),
+            idle_since: Cell::new(Instant::now()),
+        });
         glommio::spawn_local(async move {
-            let service = hyper::service::service_fn(move |req| {
+            let io = Io::new(stream, phase.clone(), client_timeout);
+            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(ClientTimeout(client_timeout));
                 busy.set(busy.get() + 1);
+                phase.in_request.set(true);
                 let fut = handle(req);
-                let busy = busy.clone();
+                let (busy, phase) = (busy.clone(), phase.clone());
                 async move {
                     let response = fut.await;
                     busy.set(busy.get() - 1);
+                    phase.in_request.set(false);
+                    phase.idle_since.set(Instant::now());
                     Ok::<_, std::convert::Infallible>(response)
                 }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
-                .serve_connection(Io(stream), service);
+                .serve_connection(io, service);
             if let Err(e) = conn.await {
                 debug!(error = %e, "connection ended with an error");
             }
@@ -120,8 +211,8 @@ where
         .detach();
     }
     drop(listener);
-    let deadline = std::time::Instant::now() + grace;
-    while busy.get() > 0 && std::time::Instant::now() < deadline {
+    let deadline = Instant::now() + grace;
+    while busy.get() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(STOP_POLL).await;
     }
 }

@@ -1,7 +1,7 @@
 //! Request routing, authentication, and the handlers.
 
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use holdall_engine::sfj::User;
@@ -216,24 +216,63 @@ pub fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response<Body>
     }
 }
 
-/// Reads a body of at most `limit` bytes into one buffer: 413 beyond.
+/// Reads a body of at most `limit` bytes into one buffer: 413 beyond (at once when the
+/// declared length says so), 408 when the client stops sending for the client timeout.
 pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
     use http_body_util::BodyExt;
-    Ok(http_body_util::Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    format!("the body is larger than {limit} bytes"),
-                )
-            } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string())
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the body is larger than {limit} bytes"),
+        )
+    };
+    let declared = hyper::body::Body::size_hint(req.body()).lower();
+    if declared > limit as u64 {
+        return Err(too_large());
+    }
+    let idle_max = req.extensions().get::<crate::http::ClientTimeout>().map_or(
+        Duration::from_secs(crate::config::CLIENT_TIMEOUT_S_DEFAULT),
+        |t| t.0,
+    );
+    let mut body = req.into_body();
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total = 0;
+    loop {
+        let next =
+            futures::future::select(body.frame(), Box::pin(glommio::timer::sleep(idle_max))).await;
+        let frame = match next {
+            futures::future::Either::Left((frame, _)) => frame,
+            futures::future::Either::Right(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!("no body bytes for {} s", idle_max.as_secs()),
+                ))
             }
-        })?
-        .to_bytes())
+        };
+        let Some(frame) = frame else { break };
+        let frame =
+            frame.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            total += data.len();
+            if total > limit {
+                return Err(too_large());
+            }
+            chunks.push(data);
+        }
+    }
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().expect("one chunk"),
+        _ => {
+            let mut all = Vec::with_capacity(total);
+            for c in chunks {
+                all.extend_from_slice(&c);
+            }
+            Bytes::from(all)
+        }
+    })
 }
 
 /// Reads a JSON body of at most `limit` bytes: 413 beyond, 400 `bad_json` if it does not parse

@@ -169,7 +169,7 @@ async fn shard_main(
         let shard = shard.clone();
         move |req| crate::routes::handle(shard.clone(), req)
     };
-    crate::http::serve(listener, stop, GRACE, handler).await;
+    crate::http::serve(listener, stop, GRACE, cfg.client_timeout, handler).await;
     publisher.await;
     shard.publish_gauges();
     Ok(())

@@ -24,6 +24,11 @@ pub struct Server {
 impl Server {
     /// Starts `holdalld serve` on `data` with `shards` shards and waits until it listens.
     pub fn start(data: &Path, shards: usize) -> Server {
+        Server::start_with(data, shards, &[])
+    }
+
+    /// As [`Server::start`], with more flags.
+    pub fn start_with(data: &Path, shards: usize, flags: &[&str]) -> Server {
         let stderr_path = data.with_extension("stderr");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_holdalld"))
@@ -31,6 +36,7 @@ impl Server {
             .arg(shards.to_string())
             .arg("--data")
             .arg(data)
+            .args(flags)
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
