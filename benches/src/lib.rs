@@ -2,7 +2,9 @@
 //! this machine and the engine's figures, each taken the same way every run.
 
 pub mod engine_runs;
+pub mod http_client;
 pub mod limits;
+pub mod load;
 
 /// Median of `v` (sorts it).
 pub fn median(v: &mut [f64]) -> f64 {

@@ -75,3 +75,35 @@ pub async fn odirect_gbps(dir: &Path, total_bytes: usize) -> std::io::Result<(f6
     std::fs::remove_file(&path)?;
     Ok((write, read))
 }
+
+/// GB/s of one TCP stream over loopback: a thread writes `total_bytes` in 4 MiB writes while
+/// this one reads them.
+pub fn loopback_gbps(total_bytes: usize) -> std::io::Result<f64> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut s = std::net::TcpStream::connect(addr)?;
+        let block = crate::payload(3, BLOCK_BYTES_MAX);
+        for _ in 0..total_bytes / BLOCK_BYTES_MAX {
+            s.write_all(&block)?;
+        }
+        Ok(())
+    });
+    let (mut s, _) = listener.accept()?;
+    let mut buf = vec![0u8; BLOCK_BYTES_MAX];
+    let t = Instant::now();
+    let mut got = 0;
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    let gbps = got as f64 / t.elapsed().as_secs_f64() / 1e9;
+    writer
+        .join()
+        .map_err(|_| std::io::Error::other("writer panicked"))??;
+    Ok(gbps)
+}

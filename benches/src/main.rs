@@ -1,11 +1,11 @@
-//! holdall-bench: measures this machine's limits and the engine's figures in one run, and
-//! prints them side by side (docs/BENCHMARKS.md keeps the results).
+//! holdall-bench: measures this machine's limits and the engine's and server's figures in one
+//! run, and prints them side by side (docs/BENCHMARKS.md keeps the results).
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use holdall_benches::{engine_runs, limits, median};
+use holdall_benches::{engine_runs, http_client, limits, load, median};
 use holdall_engine::runtime;
 
 #[derive(Parser)]
@@ -15,8 +15,35 @@ struct Cli {
     command: Command,
 }
 
+/// Flags of the load generator.
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// The running holdalld, e.g. http://127.0.0.1:8340.
+    #[arg(long, env = "HOLDALL_SERVER")]
+    server: String,
+    /// A user's bearer token (the admin's is in DATA/admin.token).
+    #[arg(long, env = "HOLDALL_TOKEN")]
+    token: String,
+    /// Unique 4 MiB blocks per run.
+    #[arg(long, default_value_t = 256)]
+    blocks: usize,
+    /// Requests in flight (one connection and thread each).
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Repetitions (the median is printed).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// A folder on the server's disk, for the O_DIRECT limits.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// store_batch GB/s into a running holdalld, beside this machine's limits.
+    Ingest(LoadArgs),
+    /// retrieve_batch GB/s from a running holdalld, beside this machine's limits.
+    Fetch(LoadArgs),
     /// SHA-256 per core and the disk's O_DIRECT sequential write/read.
     Limits {
         /// Scratch folder on the disk to measure.
@@ -136,6 +163,56 @@ fn main() -> Result<()> {
             reopen_blocks,
             journal_rows,
         } => engine(&dir, runs, blocks, reopen_blocks, journal_rows)?,
+        Command::Ingest(args) => load(&args, false)?,
+        Command::Fetch(args) => load(&args, true)?,
+    }
+    Ok(())
+}
+
+/// Runs the load generator and prints its median beside the limits of the same run.
+fn load(args: &LoadArgs, fetch: bool) -> Result<()> {
+    let addr = http_client::host_port(&args.server)?;
+    let (sha, _, w, r) = limits_row(&args.dir, 1)?;
+    let tcp = limits::loopback_gbps(2 << 30)?;
+    println!("limits: SHA-256 one core {sha:.2} GB/s, O_DIRECT write {w:.2} / read {r:.2} GB/s, loopback TCP {tcp:.2} GB/s");
+    let ns = load::root_ns(&addr, &args.token)?;
+    let mut rates = Vec::new();
+    if fetch {
+        let blocks = load::unique_blocks(args.blocks);
+        load::ingest(&addr, &args.token, &blocks, args.concurrency)?;
+        let path = format!("holdall-bench/{}", blocks[0].hash);
+        load::commit_file(&addr, &args.token, ns, &path, &blocks)?;
+        let hashes: Vec<_> = blocks.iter().map(|b| b.hash).collect();
+        drop(blocks);
+        for _ in 0..args.runs {
+            let run = load::fetch(&addr, &args.token, ns, &path, &hashes, args.concurrency)?;
+            println!("  retrieve_batch run: {:.2} GB/s", run.gbps());
+            rates.push(run.gbps());
+        }
+        let m = median(&mut rates);
+        println!(
+            "retrieve_batch, {} blocks of 4 MiB, {} in flight: {m:.2} GB/s = {:.2} × O_DIRECT read, {:.2} × loopback TCP",
+            args.blocks,
+            args.concurrency,
+            m / r,
+            m / tcp
+        );
+    } else {
+        for _ in 0..args.runs {
+            let blocks = load::unique_blocks(args.blocks);
+            let run = load::ingest(&addr, &args.token, &blocks, args.concurrency)?;
+            println!("  store_batch run: {:.2} GB/s", run.gbps());
+            rates.push(run.gbps());
+        }
+        let m = median(&mut rates);
+        println!(
+            "store_batch, {} blocks of 4 MiB, {} in flight: {m:.2} GB/s = {:.2} × one core's SHA-256, {:.2} × O_DIRECT write, {:.2} × loopback TCP",
+            args.blocks,
+            args.concurrency,
+            m / sha,
+            m / w,
+            m / tcp
+        );
     }
     Ok(())
 }

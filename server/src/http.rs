@@ -40,7 +40,17 @@ pub struct Io {
     timeout: Duration,
     read_deadline: Option<(Instant, Pin<Box<Timer>>)>,
     write_deadline: Option<Pin<Box<Timer>>>,
+    /// Allocated on the first read, so idle connections cost no buffer.
+    read_buffer: Option<Box<[u8]>>,
+    /// Small chunks gathered into one write.
+    gather: Vec<u8>,
 }
+
+/// Chunks smaller than this are gathered with their neighbours into one write.
+const GATHER_BYTES_MAX: usize = 64 * 1024;
+
+/// Bytes one read takes from the socket at most.
+const READ_BUFFER_BYTES: usize = 256 * 1024;
 
 impl Io {
     fn new(stream: TcpStream, phase: Rc<Phase>, timeout: Duration) -> Io {
@@ -50,6 +60,8 @@ impl Io {
             timeout,
             read_deadline: None,
             write_deadline: None,
+            read_buffer: None,
+            gather: Vec::new(),
         }
     }
 
@@ -83,27 +95,27 @@ impl hyper::rt::Read for Io {
         cx: &mut Context<'_>,
         mut buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        // SAFETY: the bytes are zeroed before they are exposed as `&mut [u8]`, and `advance`
-        // is told only of the bytes the read filled.
-        let filled = unsafe {
-            let uninit = buf.as_mut();
-            std::ptr::write_bytes(uninit.as_mut_ptr(), 0, uninit.len());
-            let slice =
-                std::slice::from_raw_parts_mut(uninit.as_mut_ptr().cast::<u8>(), uninit.len());
-            match Pin::new(&mut self.stream).poll_read(cx, slice) {
-                Poll::Ready(Ok(n)) => n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {
-                    if self.head_timed_out(cx) {
-                        return Poll::Ready(Err(timed_out("request head")));
-                    }
-                    return Poll::Pending;
-                }
+        // glommio reads into initialized memory and hyper offers uninitialized memory, so
+        // reads land in the connection's own buffer (zeroed once) and are copied over:
+        // zeroing hyper's whole spare capacity on every read cost more than the copy.
+        let want = buf.remaining().min(READ_BUFFER_BYTES);
+        let this = &mut *self;
+        let scratch = this
+            .read_buffer
+            .get_or_insert_with(|| vec![0; READ_BUFFER_BYTES].into_boxed_slice());
+        match Pin::new(&mut this.stream).poll_read(cx, &mut scratch[..want]) {
+            Poll::Ready(Ok(n)) => {
+                buf.put_slice(&scratch[..n]);
+                Poll::Ready(Ok(()))
             }
-        };
-        // SAFETY: `filled` bytes were written by the read above.
-        unsafe { buf.advance(filled) };
-        Poll::Ready(Ok(()))
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if this.head_timed_out(cx) {
+                    return Poll::Ready(Err(timed_out("request head")));
+                }
+                Poll::Pending
+            }
+        }
     }
 }
 
@@ -129,6 +141,38 @@ impl hyper::rt::Write for Io {
                 ready
             }
         }
+    }
+
+    /// Big chunks (block buffers) are written straight from where they are; runs of small
+    /// ones (heads, frame headers, small blocks) are gathered into one write. Saying yes to
+    /// vectored writes keeps hyper from copying every body into its own buffer first.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let Some(first) = bufs.iter().position(|b| !b.is_empty()) else {
+            return Poll::Ready(Ok(0));
+        };
+        if bufs[first].len() >= GATHER_BYTES_MAX {
+            return self.poll_write(cx, &bufs[first]);
+        }
+        let mut gathered = std::mem::take(&mut self.gather);
+        gathered.clear();
+        for b in &bufs[first..] {
+            let room = GATHER_BYTES_MAX - gathered.len();
+            if room == 0 {
+                break;
+            }
+            gathered.extend_from_slice(&b[..b.len().min(room)]);
+        }
+        let result = self.as_mut().poll_write(cx, &gathered);
+        self.gather = gathered;
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
