@@ -19,6 +19,10 @@ fn file(ns: u64, path: &str, blocks: &[Vec<u8>], parent: Option<u64>) -> Value {
            "mtime_ms": 1_700_000_000_000i64, "parent_jid": parent})
 }
 
+fn commit(server: &Server, token: &str, body: Value) -> (u16, Value) {
+    post(server, "/v1/commit", token, body)
+}
+
 fn store(server: &Server, token: &str, blocks: &[Vec<u8>]) -> Value {
     let r = request(
         &server.addr,
@@ -71,51 +75,28 @@ fn commit_store_list_retrieve() {
     let blocks: Vec<Vec<u8>> = vec![block(1, BLOCK_BYTES_MAX), block(2, 1000)];
 
     // A new file: the server asks for both blocks, then takes the commit.
-    let (status, v) = post(
-        &server,
-        "/v1/commit",
-        &alice,
-        file(a_ns, "docs/a.bin", &blocks, None),
-    );
+    let (status, v) = commit(&server, &alice, file(a_ns, "docs/a.bin", &blocks, None));
     assert_eq!(
         (status, v.clone()),
         (200, json!({"status": "need_blocks", "need": hex(&blocks)}))
     );
     store(&server, &alice, &blocks);
-    let (status, v) = post(
-        &server,
-        "/v1/commit",
-        &alice,
-        file(a_ns, "docs/a.bin", &blocks, None),
-    );
+    let (status, v) = commit(&server, &alice, file(a_ns, "docs/a.bin", &blocks, None));
     assert_eq!((status, v), (200, json!({"status": "ok", "jid": 1})));
     // A second file with a block the namespace holds already needs nothing.
-    let (_, v) = post(
-        &server,
-        "/v1/commit",
-        &alice,
-        file(a_ns, "copy.bin", &blocks[1..], None),
-    );
+    let (_, v) = commit(&server, &alice, file(a_ns, "copy.bin", &blocks[1..], None));
     assert_eq!(v, json!({"status": "ok", "jid": 2}));
     // A stale parent is a conflict naming the current JID.
-    let (status, v) = post(
-        &server,
-        "/v1/commit",
-        &alice,
-        file(a_ns, "docs/a.bin", &blocks, None),
-    );
+    let (status, v) = commit(&server, &alice, file(a_ns, "docs/a.bin", &blocks, None));
     assert_eq!(
         (status, v),
         (409, json!({"status": "conflict", "current_jid": 1}))
     );
     // Empty files, folders and deletions carry no blocks.
     let empty = json!({"ns": a_ns, "path": "empty", "kind": "file", "blocklist": [], "size": 0, "mtime_ms": 0, "parent_jid": null});
-    assert_eq!(post(&server, "/v1/commit", &alice, empty).1["status"], "ok");
+    assert_eq!(commit(&server, &alice, empty).1["status"], "ok");
     let folder = json!({"ns": a_ns, "path": "docs", "kind": "dir", "parent_jid": null});
-    assert_eq!(
-        post(&server, "/v1/commit", &alice, folder).1["status"],
-        "ok"
-    );
+    assert_eq!(commit(&server, &alice, folder).1["status"], "ok");
 
     // list pages by JID with cursors.
     let v = list(&server, &alice, json!({ a_ns.to_string(): 0 }));
@@ -212,12 +193,7 @@ fn commit_store_list_retrieve() {
         json!({"items": [{"ns": a_ns, "path": "docs/a.bin", "hashes": hex(&blocks)}]}),
     );
     assert_eq!(got.iter().map(|g| g.2.clone()).collect::<Vec<_>>(), blocks);
-    let (_, v) = post(
-        &server,
-        "/v1/commit",
-        &alice,
-        file(a_ns, "docs/a.bin", &blocks, Some(1)),
-    );
+    let (_, v) = commit(&server, &alice, file(a_ns, "docs/a.bin", &blocks, Some(1)));
     assert_eq!(v, json!({"status": "ok", "jid": 5}));
     assert!(server.terminate().success());
 }
@@ -230,21 +206,11 @@ fn access_rules_dropship_and_read_by_hash() {
     let (bob, b_ns) = create_user(&server, "bob");
     let secret = vec![block(7, 5000)];
     store(&server, &alice, &secret);
-    let (_, v) = post(
-        &server,
-        "/v1/commit",
-        &alice,
-        file(a_ns, "secret", &secret, None),
-    );
+    let (_, v) = commit(&server, &alice, file(a_ns, "secret", &secret, None));
     assert_eq!(v["status"], "ok");
 
     // Bob knows the hash: his commit must still upload the block (Dropship).
-    let (_, v) = post(
-        &server,
-        "/v1/commit",
-        &bob,
-        file(b_ns, "mine", &secret, None),
-    );
+    let (_, v) = commit(&server, &bob, file(b_ns, "mine", &secret, None));
     assert_eq!(v, json!({"status": "need_blocks", "need": hex(&secret)}));
     // He cannot read it by naming the hash in his namespace, nor look into Alice's.
     let (status, got) = retrieve(
@@ -281,21 +247,13 @@ fn access_rules_dropship_and_read_by_hash() {
         post(&server, "/v1/list", &bob, json!({"cursors": {"999": 0}})).0,
         403
     );
-    assert_eq!(
-        post(&server, "/v1/commit", &bob, file(a_ns, "x", &[], None)).0,
-        403
-    );
+    assert_eq!(commit(&server, &bob, file(a_ns, "x", &[], None)).0, 403);
     // Once he has sent the bytes, the commit goes through and he can read his file.
     assert_eq!(
         store(&server, &bob, &secret),
         json!({"stored": [], "present": hex(&secret)})
     );
-    let (_, v) = post(
-        &server,
-        "/v1/commit",
-        &bob,
-        file(b_ns, "mine", &secret, None),
-    );
+    let (_, v) = commit(&server, &bob, file(b_ns, "mine", &secret, None));
     assert_eq!(v["status"], "ok");
     let (_, got) = retrieve(
         &server,
@@ -316,21 +274,10 @@ fn access_rules_dropship_and_read_by_hash() {
     let shared = vec![block(8, 3000)];
     store(&server, &alice, &shared);
     assert_eq!(
-        post(
-            &server,
-            "/v1/commit",
-            &alice,
-            file(team, "plan", &shared, None)
-        )
-        .1["status"],
+        commit(&server, &alice, file(team, "plan", &shared, None)).1["status"],
         "ok"
     );
-    let (_, v) = post(
-        &server,
-        "/v1/commit",
-        &bob,
-        file(b_ns, "plan-copy", &shared, None),
-    );
+    let (_, v) = commit(&server, &bob, file(b_ns, "plan-copy", &shared, None));
     assert_eq!(v["status"], "need_blocks", "not a member yet");
     let (status, _) = post(
         &server,
@@ -339,12 +286,7 @@ fn access_rules_dropship_and_read_by_hash() {
         json!({"user": "bob", "mount_path": "team"}),
     );
     assert_eq!(status, 200);
-    let (_, v) = post(
-        &server,
-        "/v1/commit",
-        &bob,
-        file(b_ns, "plan-copy", &shared, None),
-    );
+    let (_, v) = commit(&server, &bob, file(b_ns, "plan-copy", &shared, None));
     assert_eq!(
         v["status"], "ok",
         "a member may claim the shared namespace's blocks"
@@ -549,9 +491,9 @@ fn prefetch_entries_for_large_uploads() {
         block(3, 10),
     ];
     assert!(blocks.iter().map(Vec::len).sum::<usize>() > BATCH_BYTES_DEFAULT);
-    let commit = file(team, "big.iso", &blocks, None);
+    let big = file(team, "big.iso", &blocks, None);
     let cursors = json!({ team.to_string(): 0 });
-    let (_, v) = post(&server, "/v1/commit", &alice, commit.clone());
+    let (_, v) = commit(&server, &alice, big.clone());
     assert_eq!(v["status"], "need_blocks");
 
     // Bob sees it under prefetch (Alice does not see her own), and a longpoll wakes on it.
@@ -629,7 +571,7 @@ fn prefetch_entries_for_large_uploads() {
     );
     assert_eq!(got[0].1, RetrieveStatus::NotEligible);
     store(&server, &alice, &blocks[2..]);
-    let (_, v) = post(&server, "/v1/commit", &alice, commit);
+    let (_, v) = commit(&server, &alice, big);
     assert_eq!(v["status"], "ok");
     let v = list(&server, &bob, cursors.clone());
     assert_eq!(v["prefetch"], json!([]));
@@ -638,12 +580,7 @@ fn prefetch_entries_for_large_uploads() {
     assert_eq!(got[0].1, RetrieveStatus::NotEligible);
     // Small files never publish an entry.
     let small = vec![block(9, 100)];
-    post(
-        &server,
-        "/v1/commit",
-        &alice,
-        file(team, "small", &small, None),
-    );
+    commit(&server, &alice, file(team, "small", &small, None));
     assert_eq!(list(&server, &bob, cursors)["prefetch"], json!([]));
     let metrics =
         String::from_utf8(request(&server.addr, "GET", "/metrics", None, b"").body).unwrap();
