@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
 use std::time::Instant;
 
+use holdall_engine::prefetch::Upsert;
 use holdall_engine::sfj::{Commit, CommitInvalid, CommitOutcome, Pending, User};
 use holdall_proto::api::{
     CommitBatchRequest, CommitBatchResponse, CommitRequest, CommitResult, EntryKind, NsId,
@@ -262,8 +263,7 @@ async fn commit_here(
                         && c.size > BATCH_BYTES_DEFAULT as u64
                         && !live
                     {
-                        published.push(c.ns);
-                        shard.prefetch.borrow_mut().upsert(
+                        let upsert = shard.prefetch.borrow_mut().upsert(
                             c.ns,
                             &c.path,
                             c.blocklist.clone(),
@@ -271,6 +271,10 @@ async fn commit_here(
                             uploader,
                             now,
                         );
+                        // A refresh (a retried commit) is no news to anyone.
+                        if matches!(upsert, Upsert::Inserted | Upsert::Replaced) {
+                            published.push(c.ns);
+                        }
                     }
                     Ok(CommitResult::NeedBlocks { need })
                 }

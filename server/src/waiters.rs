@@ -20,7 +20,7 @@ pub struct Waiters<K, T> {
 #[derive(Debug)]
 pub struct Full;
 
-impl<K: Hash + Eq + Clone, T> Waiters<K, T> {
+impl<K: Hash + Eq, T> Waiters<K, T> {
     /// No waiters; room for `waiters_max`.
     pub fn new(waiters_max: usize) -> Self {
         Waiters {

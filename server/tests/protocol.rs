@@ -392,11 +392,10 @@ fn commit_batch_and_concurrent_conflicts() {
     let addr = server.addr.clone();
     let winners: usize = std::thread::scope(|s| {
         let handles: Vec<_> = (0..8)
-            .map(|i| {
+            .map(|_| {
                 let (addr, alice) = (addr.clone(), alice.clone());
                 s.spawn(move || {
                     let body = json!({"ns": ns, "path": "race", "kind": "dir", "parent_jid": null});
-                    let _ = i;
                     let r = request(
                         &addr,
                         "POST",
@@ -515,16 +514,30 @@ fn prefetch_entries_for_large_uploads() {
         json!({"cursors": cursors, "timeout_s": 5}),
     );
     assert_eq!(v, json!({"changes": true}));
+    // Alice retries her commit while Bob is parked: a refreshed entry is no news.
+    let (addr, token, retry) = (server.addr.clone(), alice.clone(), big.clone());
+    let retrier = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let r = request(
+            &addr,
+            "POST",
+            "/v1/commit",
+            Some(&token),
+            retry.to_string().as_bytes(),
+        );
+        r.json()["status"].clone()
+    });
     let (_, v) = post(
         &server,
         "/v1/longpoll",
         &bob,
-        json!({"cursors": cursors, "prefetch_cursors": seen, "timeout_s": 1}),
+        json!({"cursors": cursors, "prefetch_cursors": seen, "timeout_s": 2}),
     );
+    assert_eq!(retrier.join().unwrap(), "need_blocks");
     assert_eq!(
         v,
         json!({"changes": false}),
-        "an entry already seen is no change"
+        "an entry already seen, or refreshed, is no change"
     );
     let (_, v) = post(
         &server,
