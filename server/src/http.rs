@@ -205,17 +205,24 @@ pub async fn serve<H, F>(
 {
     let permits = Rc::new(Semaphore::new(CONNECTIONS_MAX));
     let busy = Rc::new(Cell::new(0usize));
+    // One accept stays in flight across the stop polls: dropping an io_uring accept that
+    // the kernel has already completed would lose that connection (its socket accepted but
+    // never served), so it is only replaced once it has produced its result.
+    let mut accept = Box::pin(listener.accept());
     while !stop.load(Ordering::Relaxed) {
-        let accepted = futures::future::select(
-            Box::pin(listener.accept()),
-            Box::pin(glommio::timer::sleep(STOP_POLL)),
-        )
-        .await;
+        let accepted =
+            futures::future::select(accept.as_mut(), Box::pin(glommio::timer::sleep(STOP_POLL)))
+                .await;
         let stream = match accepted {
-            futures::future::Either::Left((Ok(stream), _)) => stream,
-            futures::future::Either::Left((Err(e), _)) => {
-                debug!(error = %e, "accept failed");
-                continue;
+            futures::future::Either::Left((result, _)) => {
+                accept = Box::pin(listener.accept());
+                match result {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        debug!(error = %e, "accept failed");
+                        continue;
+                    }
+                }
             }
             futures::future::Either::Right(_) => continue,
         };
@@ -254,6 +261,7 @@ pub async fn serve<H, F>(
         })
         .detach();
     }
+    drop(accept);
     drop(listener);
     let deadline = Instant::now() + grace;
     while busy.get() > 0 && Instant::now() < deadline {
