@@ -1,13 +1,31 @@
 //! holdall, the Holdall sync client.
 
+mod api;
+mod planner;
+mod reconstruct;
+mod scan;
+mod share;
+mod state;
+mod status;
+mod sync;
+mod throttle;
+mod trash;
+mod tree;
+mod upload;
+mod watch;
+
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use holdall_proto::ContentHasher;
+
+use crate::api::{Api, Endpoint};
+use crate::sync::{Options, Syncer};
+use crate::throttle::parse_rate;
 
 #[derive(Parser)]
 #[command(name = "holdall", version, about = "The Holdall sync client")]
@@ -16,14 +34,103 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Args, Clone)]
+struct Connect {
+    /// Server URL, http:// or https://.
+    #[arg(long, env = "HOLDALL_SERVER", default_value = "http://127.0.0.1:8340")]
+    server: String,
+    /// Bearer token of the account.
+    #[arg(long, env = "HOLDALL_TOKEN", hide_env_values = true)]
+    token: String,
+    /// PEM file of a private CA to trust instead of the system's roots.
+    #[arg(long, env = "HOLDALL_CA")]
+    ca: Option<PathBuf>,
+    /// Upload cap in bytes per second (suffixes K, M, G; 0 = none).
+    #[arg(long, env = "HOLDALL_UP_LIMIT", default_value = "0", value_parser = parse_rate)]
+    up_limit: u64,
+    /// Download cap in bytes per second (suffixes K, M, G; 0 = none).
+    #[arg(long, env = "HOLDALL_DOWN_LIMIT", default_value = "0", value_parser = parse_rate)]
+    down_limit: u64,
+}
+
+impl Connect {
+    fn api(&self) -> Result<Api> {
+        Api::new(
+            &Endpoint {
+                url: self.server.clone(),
+                token: self.token.clone(),
+                ca: self.ca.clone(),
+            },
+            self.up_limit,
+            self.down_limit,
+        )
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Keep DIR in sync with your Holdall folder (shared folders at their mount paths).
+    Sync {
+        /// The folder to sync (created if missing).
+        dir: PathBuf,
+        /// One full round: upload local changes, apply remote ones, exit 0 once both agree.
+        #[arg(long)]
+        once: bool,
+        /// Threads hashing and requests in flight.
+        #[arg(long, env = "HOLDALL_WORKERS", default_value_t = default_workers())]
+        workers: usize,
+        /// Bound of the deleted-files cache (suffixes K, M, G).
+        #[arg(long, default_value = "1G", value_parser = parse_rate)]
+        trash_limit: u64,
+        #[command(flatten)]
+        connect: Connect,
+    },
     /// Print the Dropbox-compatible content hash of each file, as `HASH  PATH` lines.
     Hash {
         /// Files to hash.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Show whether DIR is in sync, what is pending, the last error and cache sizes.
+    Status {
+        /// A synced folder.
+        dir: PathBuf,
+    },
+    /// Make a folder a shared namespace and mount it for another user.
+    Share {
+        /// A folder inside a synced folder.
+        path: PathBuf,
+        /// The user to share with.
+        #[arg(long = "with")]
+        with: String,
+        /// Where it appears in their folder (default: the folder's name).
+        #[arg(long = "as")]
+        as_path: Option<String>,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Administration (needs the admin token).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a user and print its token.
+    AddUser {
+        /// The new user's name.
+        name: String,
+        #[command(flatten)]
+        connect: Connect,
+    },
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8)
 }
 
 fn hash_file(path: &Path) -> Result<String> {
@@ -42,24 +149,92 @@ fn hash_file(path: &Path) -> Result<String> {
     Ok(hasher.finish().1.to_hex())
 }
 
-fn main() -> ExitCode {
-    match Cli::parse().command {
+fn run(command: Command) -> Result<bool> {
+    match command {
         Command::Hash { files } => {
-            let mut failed = false;
+            let mut ok = true;
             for f in &files {
                 match hash_file(f) {
                     Ok(h) => println!("{h}  {}", f.display()),
                     Err(e) => {
                         eprintln!("holdall: {e:#}");
-                        failed = true;
+                        ok = false;
                     }
                 }
             }
-            if failed {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
+            Ok(ok)
+        }
+        Command::Sync {
+            dir,
+            once,
+            workers,
+            trash_limit,
+            connect,
+        } => {
+            let opts = Options {
+                workers: workers.max(1),
+                trash_bytes_max: trash_limit,
+            };
+            let mut syncer = Syncer::open(&dir, connect.api()?, opts)?;
+            if !once {
+                watch::run(syncer)?;
+                return Ok(true);
             }
+            let report = syncer.until_agreed()?;
+            for (p, e) in &report.errors {
+                eprintln!("holdall: not synced: {p}: {e}");
+            }
+            eprintln!(
+                "holdall: in sync ({} committed, {} downloaded, {} deleted, {} conflicts; \
+                 {} bytes up, {} bytes down, {} blocks reused)",
+                report.committed,
+                report.downloaded,
+                report.deleted,
+                report.conflicts,
+                report.up_bytes,
+                report.down_bytes,
+                report.reused_blocks
+            );
+            Ok(report.errors.is_empty())
+        }
+        Command::Status { dir } => status::print(&dir),
+        Command::Share {
+            path,
+            with,
+            as_path,
+            connect,
+        } => {
+            share::share(&connect.api()?, &path, &with, as_path.as_deref())?;
+            Ok(true)
+        }
+        Command::Admin {
+            command: AdminCommand::AddUser { name, connect },
+        } => {
+            let user = connect.api()?.create_user(&name)?;
+            eprintln!(
+                "holdall: created user {} (root namespace {})",
+                user.user, user.root_ns
+            );
+            println!("{}", user.token);
+            Ok(true)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HOLDALL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match run(Cli::parse().command) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("holdall: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

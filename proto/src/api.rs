@@ -275,6 +275,11 @@ pub struct CreateUserResponse {
 pub struct CreateNamespaceRequest {
     /// Where to mount the new namespace in the caller's root (an empty path).
     pub mount_path: String,
+    /// Mount it over a folder the caller's root already has: the folder's rows stay until
+    /// the caller moves them (the mount hides them meanwhile), so their blocks can be
+    /// committed into the new namespace without an upload. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt_existing: bool,
 }
 
 /// Answer to `POST /v1/namespaces`.

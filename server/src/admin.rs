@@ -92,7 +92,11 @@ pub async fn create_namespace(
 ) -> Result<Response<Body>, ApiError> {
     let body: CreateNamespaceRequest = read_json(req, ADMIN_BODY_BYTES_MAX).await?;
     check_mount_path(&body.mount_path)?;
-    check_path_free(shard, user, &body.mount_path).await?;
+    // Adopting a folder of the caller's own root is how a folder becomes shared without an
+    // upload (the client then moves its rows); other mounts need an empty path.
+    if !body.adopt_existing {
+        check_path_free(shard, user, &body.mount_path).await?;
+    }
     let ids = shard
         .directory_op(DirectoryOp::CreateShared {
             owner: user.id,

@@ -1,0 +1,358 @@
+//! The server's protocol as typed, blocking calls (ureq over rustls), with errors a person
+//! can act on and a split between failures worth retrying and failures that are final.
+
+use std::path::Path;
+use std::time::Duration;
+
+use holdall_proto::api::{
+    AccountResponse, AddMemberRequest, CommitBatchRequest, CommitBatchResponse, CommitRequest,
+    CreateNamespaceRequest, CreateNamespaceResponse, CreateUserRequest, CreateUserResponse,
+    ErrorBody, ListRequest, ListResponse, LongpollRequest, LongpollResponse, NsId,
+    RetrieveBatchRequest, StoreBatchResponse,
+};
+use holdall_proto::frame::{encode_store_frame, STORE_HEADER_BYTES};
+use holdall_proto::BlockHash;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
+
+use crate::throttle::Throttle;
+
+/// A JSON answer larger than this is refused (a list of 10,000 entries with long blocklists
+/// stays well below it).
+const JSON_BYTES_MAX: u64 = 256 * 1024 * 1024;
+
+/// How long a plain call may take before it is abandoned and retried.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Nothing answered (refused, unreachable, timed out, TLS failed): retry later.
+    #[error("cannot reach the server at {url}: {detail}")]
+    Unreachable {
+        /// The server's base URL.
+        url: String,
+        /// What the transport said.
+        detail: String,
+    },
+    /// The token was refused.
+    #[error("the server refused the token (401): check HOLDALL_TOKEN or --token")]
+    Unauthorized,
+    /// The server answered with an error status.
+    #[error("the server answered {status} {code}: {message}")]
+    Server {
+        /// HTTP status.
+        status: u16,
+        /// The machine-readable `error` code.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The answer did not parse.
+    #[error("the server's answer to {call} did not parse: {detail}")]
+    BadAnswer {
+        /// The call.
+        call: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl ApiError {
+    /// Whether trying again later may succeed (the server was away, busy or failing).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ApiError::Unreachable { .. } => true,
+            ApiError::Server { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+            ApiError::Unauthorized | ApiError::BadAnswer { .. } => false,
+        }
+    }
+}
+
+/// How to reach the server.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// `http://host:port` or `https://host:port`, without a trailing slash.
+    pub url: String,
+    /// Bearer token.
+    pub token: String,
+    /// PEM file of a private CA to trust instead of the system's roots.
+    pub ca: Option<std::path::PathBuf>,
+}
+
+/// A connection pool to one server, shared by the worker threads.
+#[derive(Clone)]
+pub struct Api {
+    agent: ureq::Agent,
+    url: String,
+    auth: String,
+    up: Throttle,
+    down: Throttle,
+}
+
+fn load_ca(path: &Path) -> anyhow::Result<RootCerts> {
+    use anyhow::Context;
+    let pem = std::fs::read(path).with_context(|| format!("reading --ca {}", path.display()))?;
+    let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parsing --ca {}", path.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "no certificate in {}", path.display());
+    Ok(RootCerts::new_with_certs(&certs))
+}
+
+impl Api {
+    /// A client for `endpoint`, sending at most `up` and receiving at most `down` bytes per
+    /// second (0: unlimited).
+    pub fn new(endpoint: &Endpoint, up: u64, down: u64) -> anyhow::Result<Api> {
+        let url = endpoint.url.trim_end_matches('/').to_string();
+        anyhow::ensure!(
+            url.starts_with("http://") || url.starts_with("https://"),
+            "the server URL {url:?} must start with http:// or https://"
+        );
+        let roots = match &endpoint.ca {
+            Some(path) => load_ca(path)?,
+            None => RootCerts::PlatformVerifier,
+        };
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_global(Some(CALL_TIMEOUT))
+            .max_idle_connections_per_host(16)
+            .tls_config(TlsConfig::builder().root_certs(roots).build())
+            .build()
+            .into();
+        Ok(Api {
+            agent,
+            url,
+            auth: format!("Bearer {}", endpoint.token),
+            up: Throttle::new(up),
+            down: Throttle::new(down),
+        })
+    }
+
+    /// The server's base URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn unreachable(&self, e: ureq::Error) -> ApiError {
+        ApiError::Unreachable {
+            url: self.url.clone(),
+            detail: e.to_string(),
+        }
+    }
+
+    /// Sends `body` to `path` and returns the answer's bytes, at most `limit` of them.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+        limit: u64,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ApiError> {
+        self.up.spend(body.len() as u64);
+        let url = format!("{}{path}", self.url);
+        let response = match method {
+            "GET" => self
+                .agent
+                .get(&url)
+                .header("Authorization", &self.auth)
+                .config()
+                .timeout_global(Some(timeout))
+                .build()
+                .call(),
+            _ => self
+                .agent
+                .post(&url)
+                .header("Authorization", &self.auth)
+                .content_type(content_type)
+                .config()
+                .timeout_global(Some(timeout))
+                .build()
+                .send(body),
+        };
+        let mut response = response.map_err(|e| self.unreachable(e))?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map_err(|e| self.unreachable(e))?;
+        self.down.spend(bytes.len() as u64);
+        if status == 401 {
+            return Err(ApiError::Unauthorized);
+        }
+        if status != 200 {
+            let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(e) => (e.error, e.message),
+                Err(_) => (
+                    "http".to_string(),
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
+                ),
+            };
+            return Err(ApiError::Server {
+                status,
+                code,
+                message,
+            });
+        }
+        Ok(bytes)
+    }
+
+    fn json<Q: Serialize, A: DeserializeOwned>(
+        &self,
+        call: &'static str,
+        path: &str,
+        request: &Q,
+        timeout: Duration,
+    ) -> Result<A, ApiError> {
+        let body = serde_json::to_vec(request).map_err(|e| ApiError::BadAnswer {
+            call,
+            detail: e.to_string(),
+        })?;
+        let bytes = self.call(
+            "POST",
+            path,
+            "application/json",
+            &body,
+            JSON_BYTES_MAX,
+            timeout,
+        )?;
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::BadAnswer {
+            call,
+            detail: e.to_string(),
+        })
+    }
+
+    /// `GET /v1/account`.
+    pub fn account(&self) -> Result<AccountResponse, ApiError> {
+        let bytes = self.call("GET", "/v1/account", "", b"", JSON_BYTES_MAX, CALL_TIMEOUT)?;
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::BadAnswer {
+            call: "account",
+            detail: e.to_string(),
+        })
+    }
+
+    /// `POST /v1/commit_batch`.
+    pub fn commit_batch(
+        &self,
+        commits: Vec<CommitRequest>,
+    ) -> Result<CommitBatchResponse, ApiError> {
+        let n = commits.len();
+        let answer: CommitBatchResponse = self.json(
+            "commit_batch",
+            "/v1/commit_batch",
+            &CommitBatchRequest { commits },
+            CALL_TIMEOUT,
+        )?;
+        if answer.results.len() != n {
+            return Err(ApiError::BadAnswer {
+                call: "commit_batch",
+                detail: format!("{} results for {n} commits", answer.results.len()),
+            });
+        }
+        Ok(answer)
+    }
+
+    /// `POST /v1/store_batch` of `blocks` (hash, bytes); their bytes must total at most the
+    /// server's `batch_bytes_max`.
+    pub fn store_batch(
+        &self,
+        blocks: &[(BlockHash, Vec<u8>)],
+    ) -> Result<StoreBatchResponse, ApiError> {
+        let total: usize = blocks
+            .iter()
+            .map(|(_, d)| STORE_HEADER_BYTES + d.len())
+            .sum();
+        let mut body = Vec::with_capacity(total);
+        for (hash, data) in blocks {
+            encode_store_frame(&mut body, hash, data);
+        }
+        let bytes = self.call(
+            "POST",
+            "/v1/store_batch",
+            "application/octet-stream",
+            &body,
+            JSON_BYTES_MAX,
+            CALL_TIMEOUT,
+        )?;
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::BadAnswer {
+            call: "store_batch",
+            detail: e.to_string(),
+        })
+    }
+
+    /// `POST /v1/list`.
+    pub fn list(&self, request: &ListRequest) -> Result<ListResponse, ApiError> {
+        self.json("list", "/v1/list", request, CALL_TIMEOUT)
+    }
+
+    /// `POST /v1/longpoll`.
+    pub fn longpoll(&self, request: &LongpollRequest) -> Result<LongpollResponse, ApiError> {
+        let wait = Duration::from_secs(u64::from(request.timeout_s.unwrap_or(30)) + 30);
+        self.json("longpoll", "/v1/longpoll", request, wait)
+    }
+
+    /// `POST /v1/retrieve_batch`: the raw body of retrieve frames, at most `payload_max`
+    /// bytes of payload.
+    pub fn retrieve_batch(
+        &self,
+        request: &RetrieveBatchRequest,
+        payload_max: u64,
+    ) -> Result<Vec<u8>, ApiError> {
+        let body = serde_json::to_vec(request).map_err(|e| ApiError::BadAnswer {
+            call: "retrieve_batch",
+            detail: e.to_string(),
+        })?;
+        let frames = request.items.iter().map(|i| i.hashes.len()).sum::<usize>() as u64;
+        // ureq counts a body that reaches its limit as over it: leave room past the exact size.
+        let limit = payload_max + frames * holdall_proto::frame::RETRIEVE_HEADER_BYTES as u64 + 1;
+        let wait = Duration::from_millis(request.wait_ms.unwrap_or(0));
+        self.call(
+            "POST",
+            "/v1/retrieve_batch",
+            "application/json",
+            &body,
+            limit,
+            CALL_TIMEOUT + wait,
+        )
+    }
+
+    /// `POST /v1/namespaces`.
+    pub fn create_namespace(
+        &self,
+        request: &CreateNamespaceRequest,
+    ) -> Result<CreateNamespaceResponse, ApiError> {
+        self.json("namespaces", "/v1/namespaces", request, CALL_TIMEOUT)
+    }
+
+    /// `POST /v1/namespaces/{ns}/members`.
+    pub fn add_member(&self, ns: NsId, request: &AddMemberRequest) -> Result<(), ApiError> {
+        let _: serde_json::Value = self.json(
+            "members",
+            &format!("/v1/namespaces/{ns}/members"),
+            request,
+            CALL_TIMEOUT,
+        )?;
+        Ok(())
+    }
+
+    /// `POST /v1/admin/users`.
+    pub fn create_user(&self, name: &str) -> Result<CreateUserResponse, ApiError> {
+        self.json(
+            "admin/users",
+            "/v1/admin/users",
+            &CreateUserRequest { name: name.into() },
+            CALL_TIMEOUT,
+        )
+    }
+}

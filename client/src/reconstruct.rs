@@ -1,0 +1,349 @@
+//! Downloads: rebuild files from blocks into temporary files beside their targets.
+//!
+//! Every block is first looked for locally — in files whose blocklists the hash cache knows
+//! and in the deleted-files cache — and read back only if its bytes still hash right; the
+//! rest come from `retrieve_batch` requests of up to the server's `batch_bytes_max`, several
+//! in flight, many files per request. A block used by several files is fetched once. Every
+//! fetched block is checked against its hash before it is written.
+//!
+//! Making the files durable and moving them into place is the caller's (`sync`), so that
+//! one filesystem sync covers a whole group of files.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use holdall_proto::api::{Jid, NsId, RetrieveBatchRequest, RetrieveItem};
+use holdall_proto::frame::{decode_retrieve_frames, RetrieveStatus};
+use holdall_proto::limits::{BLOCK_BYTES_MAX, RETRIEVE_HASHES_MAX};
+use holdall_proto::BlockHash;
+
+use crate::api::{Api, ApiError};
+use crate::scan::TEMP_PREFIX;
+use crate::tree::Node;
+use crate::upload::read_block;
+
+/// One file to rebuild.
+#[derive(Debug, Clone)]
+pub struct Fetch {
+    /// Local path.
+    pub lpath: String,
+    /// Namespace of its row.
+    pub ns: NsId,
+    /// Path in the namespace.
+    pub path: String,
+    /// The row.
+    pub jid: Jid,
+    /// What it holds.
+    pub node: Node,
+}
+
+/// Where blocks can be read locally.
+#[derive(Default)]
+pub struct BlockSources {
+    places: HashMap<BlockHash, Vec<(PathBuf, u64, usize)>>,
+}
+
+fn block_len(size: u64, index: usize) -> usize {
+    let offset = index as u64 * BLOCK_BYTES_MAX as u64;
+    (size - offset).min(BLOCK_BYTES_MAX as u64) as usize
+}
+
+impl BlockSources {
+    /// Adds the blocks of the file at `path`.
+    pub fn add_file(&mut self, path: PathBuf, blocklist: &[BlockHash], size: u64) {
+        for (i, h) in blocklist.iter().enumerate() {
+            let offset = i as u64 * BLOCK_BYTES_MAX as u64;
+            if offset >= size {
+                break;
+            }
+            self.places
+                .entry(*h)
+                .or_default()
+                .push((path.clone(), offset, block_len(size, i)));
+        }
+    }
+
+    /// The block's bytes, if some local file still holds them.
+    pub fn read(&self, hash: &BlockHash) -> Option<Vec<u8>> {
+        self.places
+            .get(hash)?
+            .iter()
+            .find_map(|(path, offset, len)| read_block(path, *offset, *len, hash))
+    }
+}
+
+/// What a download moved.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DownloadStats {
+    /// Blocks fetched from the server.
+    pub fetched_blocks: u64,
+    /// Bytes fetched from the server.
+    pub fetched_bytes: u64,
+    /// Blocks taken from local files or the deleted-files cache.
+    pub reused_blocks: u64,
+}
+
+/// What [`build`] made.
+pub struct Built {
+    /// The temporary file of each fetch (by index) that was built.
+    pub files: Vec<(usize, PathBuf)>,
+    /// Why the others were not.
+    pub errors: Vec<(usize, String)>,
+    /// What it moved.
+    pub stats: DownloadStats,
+}
+
+/// What the fetching workers found, merged.
+#[derive(Default)]
+struct Found {
+    failed: BTreeSet<usize>,
+    errors: Vec<(usize, String)>,
+    stats: DownloadStats,
+}
+
+/// The temporary file for fetch `i` of this process.
+fn temp_path(root: &Path, lpath: &str, i: usize) -> PathBuf {
+    let target = root.join(lpath);
+    let dir = target.parent().unwrap_or(root).to_path_buf();
+    dir.join(format!("{TEMP_PREFIX}{}-{i}", std::process::id()))
+}
+
+/// Builds each of `fetches` into a temporary file (mtime set, not yet synced). Returns the
+/// temporary path per fetch that was built, and the errors of those that were not.
+pub fn build(
+    api: &Api,
+    root: &Path,
+    batch_bytes_max: u64,
+    workers: usize,
+    fetches: &[Fetch],
+    sources: &BlockSources,
+) -> Result<Built, ApiError> {
+    let mut stats = DownloadStats::default();
+    let mut failed: BTreeSet<usize> = BTreeSet::new();
+    let mut errors: Vec<(usize, String)> = Vec::new();
+    let mut files: Vec<Option<File>> = Vec::with_capacity(fetches.len());
+    let mut temps = Vec::with_capacity(fetches.len());
+    for (i, f) in fetches.iter().enumerate() {
+        let temp = temp_path(root, &f.lpath, i);
+        let opened = temp
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| {
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&temp)
+            })
+            .and_then(|file| file.set_len(f.node.size).map(|()| file));
+        match opened {
+            Ok(file) => files.push(Some(file)),
+            Err(e) => {
+                files.push(None);
+                failed.insert(i);
+                errors.push((i, format!("creating {}: {e}", temp.display())));
+            }
+        }
+        temps.push(temp);
+    }
+    // Blocks found locally are written now; the rest are wanted from the server.
+    let mut wanted: HashMap<BlockHash, Vec<(usize, u64)>> = HashMap::new();
+    let mut owner_order: Vec<(usize, BlockHash)> = Vec::new();
+    for (i, f) in fetches.iter().enumerate() {
+        let Some(file) = &files[i] else { continue };
+        for (j, h) in f.node.blocklist.iter().enumerate() {
+            let offset = j as u64 * BLOCK_BYTES_MAX as u64;
+            if let Some(targets) = wanted.get_mut(h) {
+                targets.push((i, offset));
+                continue;
+            }
+            match sources.read(h) {
+                Some(data) => {
+                    stats.reused_blocks += 1;
+                    if let Err(e) = file.write_all_at(&data, offset) {
+                        failed.insert(i);
+                        errors.push((i, format!("writing {}: {e}", temps[i].display())));
+                    }
+                }
+                None => {
+                    wanted.insert(*h, vec![(i, offset)]);
+                    owner_order.push((i, *h));
+                }
+            }
+        }
+    }
+    let requests = pack_requests(fetches, &owner_order, batch_bytes_max);
+    let next = AtomicUsize::new(0);
+    let outcome: Mutex<Found> = Mutex::new(Found::default());
+    let failure: Mutex<Option<ApiError>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..workers.clamp(1, requests.len().max(1)) {
+            s.spawn(|| loop {
+                if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
+                    break;
+                }
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let Some((request, payload)) = requests.get(n) else {
+                    break;
+                };
+                let body = match api.retrieve_batch(request, *payload) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                        break;
+                    }
+                };
+                let mut local = Found::default();
+                let mut answered = 0usize;
+                for frame in decode_retrieve_frames(&body, *payload) {
+                    let frame = match frame {
+                        Ok(f) => f,
+                        Err(e) => {
+                            local
+                                .errors
+                                .push((usize::MAX, format!("bad retrieve answer: {e}")));
+                            break;
+                        }
+                    };
+                    answered += 1;
+                    let Some(targets) = wanted.get(&frame.hash) else {
+                        continue;
+                    };
+                    let ok = frame.status == RetrieveStatus::Ok
+                        && BlockHash::of(frame.data) == frame.hash;
+                    if ok {
+                        local.stats.fetched_blocks += 1;
+                        local.stats.fetched_bytes += frame.data.len() as u64;
+                    }
+                    for &(i, offset) in targets {
+                        let written = ok
+                            && files[i]
+                                .as_ref()
+                                .is_some_and(|f| f.write_all_at(frame.data, offset).is_ok());
+                        if !written {
+                            local.failed.insert(i);
+                            local.errors.push((
+                                i,
+                                format!("block {} came back {:?}", frame.hash, frame.status),
+                            ));
+                        }
+                    }
+                }
+                let asked: usize = request.items.iter().map(|i| i.hashes.len()).sum();
+                if answered < asked {
+                    for item in &request.items {
+                        for h in &item.hashes {
+                            for &(i, _) in wanted.get(h).into_iter().flatten() {
+                                local.failed.insert(i);
+                            }
+                        }
+                    }
+                    local
+                        .errors
+                        .push((usize::MAX, format!("{answered} of {asked} blocks answered")));
+                }
+                let mut all = outcome.lock().unwrap_or_else(|e| e.into_inner());
+                all.failed.extend(local.failed);
+                all.errors.extend(local.errors);
+                all.stats.fetched_blocks += local.stats.fetched_blocks;
+                all.stats.fetched_bytes += local.stats.fetched_bytes;
+            });
+        }
+    });
+    let found = outcome.into_inner().unwrap_or_else(|e| e.into_inner());
+    if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        for t in &temps {
+            let _ = std::fs::remove_file(t);
+        }
+        return Err(e);
+    }
+    failed.extend(found.failed);
+    errors.extend(found.errors.into_iter().filter(|(i, _)| *i != usize::MAX));
+    stats.fetched_blocks = found.stats.fetched_blocks;
+    stats.fetched_bytes = found.stats.fetched_bytes;
+    let mut built = Vec::new();
+    for (i, f) in fetches.iter().enumerate() {
+        if failed.contains(&i) {
+            let _ = std::fs::remove_file(&temps[i]);
+            continue;
+        }
+        let mtime = SystemTime::UNIX_EPOCH + Duration::from_millis(f.node.mtime_ms.max(0) as u64);
+        if let Some(file) = &files[i] {
+            let _ = file.set_modified(mtime);
+        }
+        built.push((i, temps[i].clone()));
+    }
+    if !failed.is_empty() && errors.is_empty() {
+        errors.push((
+            *failed.iter().next().unwrap_or(&0),
+            "not all blocks arrived".into(),
+        ));
+    }
+    Ok(Built {
+        files: built,
+        errors,
+        stats,
+    })
+}
+
+/// Groups the wanted blocks into retrieve_batch requests: items per file, payloads up to
+/// `batch_bytes_max`, at most [`RETRIEVE_HASHES_MAX`] hashes each.
+fn pack_requests(
+    fetches: &[Fetch],
+    owner_order: &[(usize, BlockHash)],
+    batch_bytes_max: u64,
+) -> Vec<(RetrieveBatchRequest, u64)> {
+    let size_of = |i: usize, h: &BlockHash| -> u64 {
+        let f = &fetches[i];
+        let j = f.node.blocklist.iter().position(|x| x == h).unwrap_or(0);
+        block_len(f.node.size, j) as u64
+    };
+    let mut out = Vec::new();
+    let mut items: Vec<RetrieveItem> = Vec::new();
+    let (mut payload, mut count) = (0u64, 0usize);
+    for &(i, h) in owner_order {
+        let len = size_of(i, &h);
+        if !items.is_empty() && (payload + len > batch_bytes_max || count == RETRIEVE_HASHES_MAX) {
+            out.push((
+                RetrieveBatchRequest {
+                    items: std::mem::take(&mut items),
+                    wait_ms: None,
+                },
+                payload,
+            ));
+            payload = 0;
+            count = 0;
+        }
+        let f = &fetches[i];
+        match items.last_mut() {
+            Some(item) if item.ns == f.ns && item.path == f.path && item.jid == Some(f.jid) => {
+                item.hashes.push(h)
+            }
+            _ => items.push(RetrieveItem {
+                ns: f.ns,
+                path: f.path.clone(),
+                jid: Some(f.jid),
+                prefetch: false,
+                hashes: vec![h],
+            }),
+        }
+        payload += len;
+        count += 1;
+    }
+    if !items.is_empty() {
+        out.push((
+            RetrieveBatchRequest {
+                items,
+                wait_ms: None,
+            },
+            payload,
+        ));
+    }
+    out
+}

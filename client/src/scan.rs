@@ -1,0 +1,326 @@
+//! The local tree: walks the synced folder (honouring `.holdallignore`), reuses cached
+//! blocklists of files whose size, mtime and inode did not change, and hashes the rest on
+//! several threads. A file that changes while it is hashed is reported unsettled, so torn
+//! content is never committed.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use holdall_proto::{validate_path, BlockHash, ContentHasher};
+use tracing::warn;
+
+use crate::state::HashEntry;
+use crate::tree::{Node, Tree};
+
+/// The client's own folder inside the synced folder; never synced.
+pub const STATE_DIR: &str = ".holdall";
+/// Prefix of files being rebuilt; never synced.
+pub const TEMP_PREFIX: &str = ".holdall-tmp-";
+/// The ignore file's name (gitignore syntax), in any folder.
+pub const IGNORE_FILE: &str = ".holdallignore";
+
+/// What the walk saw of one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, ns since the epoch.
+    pub mtime_ns: i64,
+    /// Inode number.
+    pub inode: u64,
+}
+
+impl Stat {
+    /// Reads the stat of `meta`.
+    pub fn of(meta: &std::fs::Metadata) -> Stat {
+        Stat {
+            size: meta.len(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            inode: meta.ino(),
+        }
+    }
+
+    /// Whether a cached hash still describes this file.
+    pub fn matches(&self, h: &HashEntry) -> bool {
+        self.size == h.size && self.mtime_ns == h.mtime_ns && self.inode == h.inode
+    }
+}
+
+/// One entry of the walk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// A regular file.
+    File(Stat),
+    /// A folder.
+    Dir,
+}
+
+/// The local tree after hashing.
+#[derive(Debug, Default)]
+pub struct LocalTree {
+    /// Every file and folder, hashed.
+    pub nodes: Tree<Node>,
+    /// What each file looked like when hashed.
+    pub stats: HashMap<String, Stat>,
+    /// Files that changed while being read: planned once they settle.
+    pub unsettled: BTreeSet<String>,
+    /// Blocklists hashed this time, to cache.
+    pub hashed: Vec<(String, HashEntry)>,
+    /// Bytes hashed this time.
+    pub hashed_bytes: u64,
+}
+
+/// Walks `root`; returns every syncable entry by local path.
+pub fn walk(root: &Path) -> Tree<Seen> {
+    let mut out = Tree::new();
+    let walker = ignore::WalkBuilder::new(root)
+        .hidden(false)
+        .parents(false)
+        .git_ignore(false)
+        .git_global(false)
+        .git_exclude(false)
+        .ignore(false)
+        .follow_links(false)
+        .add_custom_ignore_filename(IGNORE_FILE)
+        .filter_entry(|e| {
+            let name = e.file_name().to_string_lossy();
+            !(name.starts_with(TEMP_PREFIX) || e.depth() == 1 && name == STATE_DIR)
+        })
+        .build();
+    for entry in walker {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(error = %e, "skipping an entry the walk could not read");
+                continue;
+            }
+        };
+        if entry.depth() == 0 {
+            continue;
+        }
+        let Ok(rel) = entry.path().strip_prefix(root) else {
+            continue;
+        };
+        let Some(lpath) = rel.to_str().map(str::to_owned) else {
+            warn!(path = %entry.path().display(), "skipping a name that is not UTF-8");
+            continue;
+        };
+        if let Err(e) = validate_path(&lpath) {
+            warn!(path = %lpath, error = %e, "skipping a path the server would refuse");
+            continue;
+        }
+        let Some(ft) = entry.file_type() else {
+            continue;
+        };
+        if ft.is_dir() {
+            out.insert(lpath, Seen::Dir);
+        } else if ft.is_file() {
+            match entry.metadata() {
+                Ok(meta) => {
+                    out.insert(lpath, Seen::File(Stat::of(&meta)));
+                }
+                Err(e) => warn!(path = %lpath, error = %e, "skipping a file that cannot be read"),
+            }
+        } else if ft.is_symlink() {
+            warn!(path = %lpath, "skipping a symbolic link: only files and folders sync");
+        } else {
+            warn!(path = %lpath, "skipping a special file: only files and folders sync");
+        }
+    }
+    out
+}
+
+/// Hashes one file: its blocklist, size and the stat it had, or None if it changed while
+/// being read (or vanished).
+pub fn hash_file(path: &Path) -> Hashed {
+    let mut file = File::open(path).ok()?;
+    let before = Stat::of(&file.metadata().ok()?);
+    let mut hasher = ContentHasher::new();
+    // Plain reads rather than a memory map: a map of a file that another program truncates
+    // kills the process with SIGBUS, and one copy at memory speed costs little beside
+    // SHA-256.
+    let mut buf = vec![0u8; holdall_proto::limits::BLOCK_BYTES_MAX];
+    loop {
+        let n = file.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    let (blocklist, _, size) = hasher.finish();
+    let after = Stat::of(&std::fs::metadata(path).ok()?);
+    (before == after && size == after.size).then_some((blocklist, after))
+}
+
+/// A file's blocklist and the stat it was read with, or None if it would not hold still.
+type Hashed = Option<(Vec<BlockHash>, Stat)>;
+
+fn mtime_ms(stat: &Stat) -> i64 {
+    stat.mtime_ns.div_euclid(1_000_000)
+}
+
+/// The local tree of `root`: `seen` from [`walk`], blocklists from `cache` where the file
+/// did not change, the rest hashed on `threads` threads.
+pub fn local_tree(
+    root: &Path,
+    seen: Tree<Seen>,
+    cache: &HashMap<String, HashEntry>,
+    threads: usize,
+) -> LocalTree {
+    let mut tree = LocalTree::default();
+    let mut todo: Vec<(String, Stat)> = Vec::new();
+    for (lpath, s) in seen {
+        match s {
+            Seen::Dir => {
+                tree.nodes.insert(lpath, Node::dir());
+            }
+            Seen::File(stat) => match cache.get(&lpath) {
+                Some(h) if stat.matches(h) => {
+                    tree.nodes.insert(
+                        lpath.clone(),
+                        Node::file(h.blocklist.clone(), stat.size, mtime_ms(&stat)),
+                    );
+                    tree.stats.insert(lpath, stat);
+                }
+                _ => todo.push((lpath, stat)),
+            },
+        }
+    }
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(String, Hashed)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1).min(todo.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((lpath, _)) = todo.get(i) else { break };
+                let full: PathBuf = root.join(lpath);
+                let r = hash_file(&full);
+                results
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((lpath.clone(), r));
+            });
+        }
+    });
+    for (lpath, r) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        match r {
+            Some((blocklist, stat)) => {
+                tree.hashed_bytes += stat.size;
+                tree.nodes.insert(
+                    lpath.clone(),
+                    Node::file(blocklist.clone(), stat.size, mtime_ms(&stat)),
+                );
+                tree.hashed.push((
+                    lpath.clone(),
+                    HashEntry {
+                        size: stat.size,
+                        mtime_ns: stat.mtime_ns,
+                        inode: stat.inode,
+                        blocklist,
+                    },
+                ));
+                tree.stats.insert(lpath, stat);
+            }
+            None => {
+                tree.unsettled.insert(lpath);
+            }
+        }
+    }
+    tree
+}
+
+/// Temporary files a stopped client left behind, with the hash of each block-sized piece:
+/// the blocks it had already fetched are found there instead of being fetched again.
+pub fn leftovers(root: &Path) -> Vec<(PathBuf, Vec<BlockHash>, u64)> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            let name = e.file_name();
+            if ft.is_dir() && !(dir == root && name == STATE_DIR) {
+                dirs.push(e.path());
+            } else if ft.is_file() && name.to_string_lossy().starts_with(TEMP_PREFIX) {
+                if let Some(pieces) = hash_pieces(&e.path()) {
+                    out.push((e.path(), pieces.0, pieces.1));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn hash_pieces(path: &Path) -> Option<(Vec<BlockHash>, u64)> {
+    let mut file = File::open(path).ok()?;
+    let size = file.metadata().ok()?.len();
+    let mut buf = vec![0u8; holdall_proto::limits::BLOCK_BYTES_MAX];
+    let mut pieces = Vec::new();
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(_) => return None,
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        pieces.push(BlockHash::of(&buf[..filled]));
+    }
+    Some((pieces, size))
+}
+
+/// Whether the file at `path` still has `stat` (nobody changed it since it was scanned).
+pub fn unchanged(path: &Path, stat: &Stat) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && Stat::of(&m) == *stat)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walk_skips_state_temp_ignored_and_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join(".holdall")).unwrap();
+        std::fs::write(root.join(".holdall/state.db"), b"x").unwrap();
+        std::fs::create_dir_all(root.join("a/build")).unwrap();
+        std::fs::write(root.join("a/keep.txt"), b"k").unwrap();
+        std::fs::write(root.join("a/build/out.o"), b"o").unwrap();
+        std::fs::write(root.join("a/x.log"), b"l").unwrap();
+        std::fs::write(root.join(".holdallignore"), b"*.log\nbuild/\n").unwrap();
+        std::fs::write(root.join(".holdall-tmp-abc"), b"t").unwrap();
+        std::os::unix::fs::symlink("a/keep.txt", root.join("link")).unwrap();
+        let seen = walk(root);
+        let paths: Vec<&str> = seen.keys().map(String::as_str).collect();
+        assert_eq!(paths, vec![".holdallignore", "a", "a/keep.txt"]);
+    }
+
+    #[test]
+    fn cached_blocklists_are_reused_and_changes_rehashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("f"), b"hello").unwrap();
+        let t = local_tree(root, walk(root), &HashMap::new(), 2);
+        assert_eq!(t.hashed.len(), 1);
+        assert_eq!(t.nodes["f"].blocklist, vec![BlockHash::of(b"hello")]);
+        let cache: HashMap<_, _> = t.hashed.into_iter().collect();
+        let again = local_tree(root, walk(root), &cache, 2);
+        assert!(again.hashed.is_empty(), "unchanged file not rehashed");
+        std::fs::write(root.join("f"), b"hello, world").unwrap();
+        let changed = local_tree(root, walk(root), &cache, 2);
+        assert_eq!(changed.hashed.len(), 1);
+        assert_eq!(changed.nodes["f"].size, 12);
+    }
+}

@@ -1,0 +1,838 @@
+//! One sync round, and the loops around it: list what changed on the server, scan and hash
+//! the disk, plan, then carry out the plan — conflicts, local deletions and folders,
+//! downloads, uploads — and record the results in the state, each step after the files it
+//! describes are durable.
+
+use std::collections::{BTreeSet, HashMap};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use holdall_proto::api::{CommitRequest, Cursors, EntryKind, Limits, ListRequest, NsId};
+use holdall_proto::limits::LIST_LIMIT_MAX;
+use holdall_proto::BlockHash;
+use tracing::{info, warn};
+
+use crate::api::{Api, ApiError};
+use crate::planner::{plan, Action, CopyNamer, Trees};
+use crate::reconstruct::{build, BlockSources, Built, Fetch};
+use crate::scan::{local_tree, unchanged, walk, LocalTree, Stat, STATE_DIR};
+use crate::state::{HashEntry, State};
+use crate::trash::Trash;
+use crate::tree::{Kind, Layout, Node, Place, RemoteNode, Tree};
+use crate::upload::{upload, Change, Outcome};
+
+/// Files rebuilt per group: one filesystem sync before and one after their renames.
+const GROUP_FILES_MAX: usize = 2000;
+/// Bytes rebuilt per group.
+const GROUP_BYTES_MAX: u64 = 512 << 20;
+/// Rounds `--once` runs at most before it gives up on agreeing.
+const ONCE_ROUNDS_MAX: usize = 30;
+/// Transient failures `--once` retries (after 1, 2, 4, 8 and 16 s) before it gives up.
+const ONCE_RETRIES_MAX: u32 = 5;
+
+/// Knobs of the sync.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Threads that hash, and requests in flight.
+    pub workers: usize,
+    /// Bound of the deleted-files cache.
+    pub trash_bytes_max: u64,
+}
+
+/// What one round did.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    /// Actions planned.
+    pub planned: usize,
+    /// Files and folders committed (including deletions).
+    pub committed: usize,
+    /// Files rebuilt locally.
+    pub downloaded: usize,
+    /// Local deletions.
+    pub deleted: usize,
+    /// Conflicted copies made.
+    pub conflicts: usize,
+    /// Block bytes uploaded.
+    pub up_bytes: u64,
+    /// Block bytes downloaded.
+    pub down_bytes: u64,
+    /// Blocks reused from local files instead of downloaded.
+    pub reused_blocks: u64,
+    /// Paths that failed, with why.
+    pub errors: Vec<(String, String)>,
+    /// Files that changed while being read.
+    pub unsettled: usize,
+}
+
+impl Report {
+    /// Nothing was left to do.
+    pub fn idle(&self) -> bool {
+        self.planned == 0 && self.unsettled == 0
+    }
+}
+
+/// A synced folder bound to one account.
+pub struct Syncer {
+    root: PathBuf,
+    api: Api,
+    state: State,
+    trash: Trash,
+    opts: Options,
+    layout: Layout,
+    limits: Limits,
+    cursors: Cursors,
+    rows: HashMap<(NsId, String), RemoteNode>,
+    synced: Tree<Node>,
+    hashes: HashMap<String, HashEntry>,
+    host: String,
+    /// Temporary files of a stopped run: block sources for the first round, then deleted.
+    leftovers: Vec<(PathBuf, Vec<BlockHash>, u64)>,
+    /// Held while this process syncs the folder.
+    _lock: std::fs::File,
+}
+
+/// Takes `.holdall/lock`, so two clients never sync one folder at once.
+fn lock(state_dir: &Path) -> Result<std::fs::File> {
+    let path = state_dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock only reads the descriptor, which `file` keeps open.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        anyhow::bail!(
+            "another holdall is syncing this folder already ({} is locked)",
+            path.display()
+        );
+    }
+    Ok(file)
+}
+
+fn syncfs(root: &Path) -> Result<()> {
+    let dir = std::fs::File::open(root).with_context(|| format!("opening {}", root.display()))?;
+    // SAFETY: syncfs only reads the descriptor, which `dir` keeps open for the call.
+    let rc = unsafe { libc::syncfs(dir.as_raw_fd()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("syncing the filesystem of {}", root.display()));
+    }
+    Ok(())
+}
+
+impl Syncer {
+    /// Opens the folder `root` for the account behind `api`.
+    pub fn open(root: &Path, api: Api, opts: Options) -> Result<Syncer> {
+        std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+        let root = root
+            .canonicalize()
+            .with_context(|| format!("resolving {}", root.display()))?;
+        let account = api.account()?;
+        let state_dir = root.join(STATE_DIR);
+        let state = State::open(&state_dir)?;
+        let lock = lock(&state_dir)?;
+        let leftovers = crate::scan::leftovers(&root);
+        state.bind(api.url(), &account.user)?;
+        let trash = Trash::open(&state_dir, &state, opts.trash_bytes_max)?;
+        let rows = state
+            .remote_rows()?
+            .into_iter()
+            .map(|r| ((r.ns, r.path), r.node))
+            .collect();
+        Ok(Syncer {
+            layout: Layout {
+                root_ns: account.root_ns,
+                mounts: account.mounts,
+            },
+            limits: account.limits,
+            cursors: state.cursors()?,
+            synced: state.synced()?,
+            hashes: state.hashes()?,
+            rows,
+            trash,
+            state,
+            root,
+            api,
+            opts,
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+            leftovers,
+            _lock: lock,
+        })
+    }
+
+    /// The API client.
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
+    /// The folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The namespaces' cursors (for longpoll).
+    pub fn cursors(&self) -> Cursors {
+        let mut c = self.cursors.clone();
+        for ns in self.layout.namespaces() {
+            c.entry(ns).or_insert(0);
+        }
+        c
+    }
+
+    /// Reads the account again: mounts may have changed.
+    fn refresh_account(&mut self) -> Result<(), ApiError> {
+        let account = self.api.account()?;
+        self.layout = Layout {
+            root_ns: account.root_ns,
+            mounts: account.mounts,
+        };
+        self.limits = account.limits;
+        Ok(())
+    }
+
+    /// Lists every namespace until it has no more, recording rows and cursors.
+    fn list_all(&mut self) -> Result<()> {
+        loop {
+            let answer = self.api.list(&ListRequest {
+                cursors: self.cursors(),
+                limit: Some(LIST_LIMIT_MAX),
+                prefetch_cursors: Cursors::new(),
+            })?;
+            let rows = &mut self.rows;
+            self.state.write(|w| {
+                for e in &answer.entries {
+                    let key = (e.ns, e.path.clone());
+                    if e.kind == EntryKind::Deleted {
+                        rows.remove(&key);
+                        w.delete_remote(e.ns, &e.path)?;
+                        continue;
+                    }
+                    let node = RemoteNode {
+                        ns: e.ns,
+                        jid: e.jid,
+                        node: Node {
+                            kind: if e.kind == EntryKind::Dir {
+                                Kind::Dir
+                            } else {
+                                Kind::File
+                            },
+                            blocklist: e.blocklist.clone(),
+                            size: e.size,
+                            mtime_ms: e.mtime_ms,
+                        },
+                    };
+                    w.put_remote(e.ns, &e.path, &node)?;
+                    rows.insert(key, node);
+                }
+                for (ns, jid) in &answer.cursors {
+                    w.set_cursor(*ns, *jid)?;
+                }
+                Ok(())
+            })?;
+            self.cursors.extend(answer.cursors);
+            if !answer.has_more {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The server's tree by local path, mount points included as folders.
+    fn remote_tree(&self) -> (Tree<RemoteNode>, BTreeSet<String>) {
+        let mut tree = Tree::new();
+        for ((ns, path), r) in &self.rows {
+            if let Some(lpath) = self.layout.local(*ns, path) {
+                tree.insert(lpath, r.clone());
+            }
+        }
+        let mut mount_points = BTreeSet::new();
+        for m in &self.layout.mounts {
+            tree.insert(
+                m.path.clone(),
+                RemoteNode {
+                    ns: m.ns,
+                    jid: 0,
+                    node: Node::dir(),
+                },
+            );
+            mount_points.insert(m.path.clone());
+        }
+        (tree, mount_points)
+    }
+
+    /// Walks and hashes the folder, caching new blocklists.
+    fn scan(&mut self) -> Result<LocalTree> {
+        let seen = walk(&self.root);
+        let local = local_tree(&self.root, seen, &self.hashes, self.opts.workers);
+        let gone: Vec<String> = self
+            .hashes
+            .keys()
+            .filter(|p| !local.stats.contains_key(*p))
+            .cloned()
+            .collect();
+        if !local.hashed.is_empty() || !gone.is_empty() {
+            self.state.write(|w| {
+                for (p, h) in &local.hashed {
+                    w.put_hash(p, h)?;
+                }
+                for p in &gone {
+                    w.delete_hash(p)?;
+                }
+                Ok(())
+            })?;
+            for (p, h) in &local.hashed {
+                self.hashes.insert(p.clone(), h.clone());
+            }
+            for p in &gone {
+                self.hashes.remove(p);
+            }
+        }
+        Ok(local)
+    }
+
+    /// One round: list, scan, plan, act. Returns what it did.
+    pub fn round(&mut self) -> Result<Report> {
+        self.refresh_account()?;
+        self.list_all()?;
+        let local = self.scan()?;
+        let (remote, mount_points) = self.remote_tree();
+        let namer = CopyNamer {
+            host: self.host.clone(),
+            stamp: chrono::Local::now().format("%Y-%m-%d %H%M%S").to_string(),
+        };
+        let actions = plan(
+            &Trees {
+                local: &local.nodes,
+                remote: &remote,
+                synced: &self.synced,
+                mount_points: &mount_points,
+                unsettled: &local.unsettled,
+            },
+            &namer,
+        );
+        let mut report = Report {
+            planned: actions.len(),
+            unsettled: local.unsettled.len(),
+            ..Report::default()
+        };
+        self.act(actions, &local, &remote, &mut report)?;
+        for (path, _, _) in self.leftovers.drain(..) {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(report)
+    }
+
+    fn act(
+        &mut self,
+        actions: Vec<Action>,
+        local: &LocalTree,
+        remote: &Tree<RemoteNode>,
+        report: &mut Report,
+    ) -> Result<()> {
+        let mut adopt = Vec::new();
+        let mut delete_local = Vec::new();
+        let mut make_dirs = Vec::new();
+        let mut downloads = Vec::new();
+        let mut changes = Vec::new();
+        for a in actions {
+            match a {
+                Action::ConflictCopy { path, copy } => {
+                    let (from, to) = (self.root.join(&path), self.root.join(&copy));
+                    match std::fs::rename(&from, &to) {
+                        Ok(()) => {
+                            info!(path = %path, copy = %copy, "conflict: kept the local version as a copy");
+                            report.conflicts += 1;
+                        }
+                        Err(e) => report
+                            .errors
+                            .push((path, format!("making a conflicted copy: {e}"))),
+                    }
+                }
+                Action::Adopt(p) => adopt.push(p),
+                Action::DeleteLocal(p) => delete_local.push(p),
+                Action::MakeDir(p) => make_dirs.push(p),
+                Action::Download(p) => downloads.push(p),
+                Action::Upload(p) => {
+                    if let Some(c) = self.change(&p, local.nodes.get(&p), remote) {
+                        changes.push(c);
+                    }
+                }
+                Action::DeleteRemote(p) => {
+                    if let Some(c) = self.change(&p, None, remote) {
+                        changes.push(c);
+                    }
+                }
+            }
+        }
+        self.state.write(|w| {
+            for p in &adopt {
+                match remote.get(p) {
+                    Some(r) => w.put_synced(p, &r.node)?,
+                    None => w.delete_synced(p)?,
+                }
+            }
+            Ok(())
+        })?;
+        for p in adopt {
+            match remote.get(&p) {
+                Some(r) => self.synced.insert(p, r.node.clone()),
+                None => self.synced.remove(&p),
+            };
+        }
+        self.delete_locally(delete_local, local, report)?;
+        self.make_dirs(make_dirs, report)?;
+        self.download(downloads, local, remote, report)?;
+        self.commit(changes, local, report)?;
+        Ok(())
+    }
+
+    /// The commit that makes the server hold `node` (None: a deletion) at `lpath`.
+    fn change(
+        &self,
+        lpath: &str,
+        node: Option<&Node>,
+        remote: &Tree<RemoteNode>,
+    ) -> Option<Change> {
+        let Place::In(ns, path) = self.layout.place(lpath) else {
+            return None;
+        };
+        let parent_jid = remote.get(lpath).map(|r| r.jid);
+        let request = match node {
+            Some(n) => CommitRequest {
+                ns,
+                path,
+                kind: n.entry_kind(),
+                blocklist: n.blocklist.clone(),
+                size: n.size,
+                mtime_ms: n.mtime_ms,
+                parent_jid,
+            },
+            None => CommitRequest {
+                ns,
+                path,
+                kind: EntryKind::Deleted,
+                blocklist: Vec::new(),
+                size: 0,
+                mtime_ms: 0,
+                parent_jid,
+            },
+        };
+        Some(Change {
+            lpath: lpath.to_string(),
+            request,
+        })
+    }
+
+    fn delete_locally(
+        &mut self,
+        mut paths: Vec<String>,
+        local: &LocalTree,
+        report: &mut Report,
+    ) -> Result<()> {
+        // Deepest first, so folders are empty when their turn comes.
+        paths.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+        let mut done = Vec::new();
+        for p in paths {
+            let full = self.root.join(&p);
+            match local.nodes.get(&p).map(|n| n.kind) {
+                Some(Kind::Dir) => match std::fs::remove_dir(&full) {
+                    Ok(()) => done.push(p),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => done.push(p),
+                    Err(e) => report.errors.push((p, format!("removing the folder: {e}"))),
+                },
+                Some(Kind::File) => {
+                    let (Some(stat), Some(node)) = (local.stats.get(&p), local.nodes.get(&p))
+                    else {
+                        continue;
+                    };
+                    if !unchanged(&full, stat) {
+                        // Edited since the scan: keep it; the next round sees the edit.
+                        continue;
+                    }
+                    match self
+                        .trash
+                        .keep(&mut self.state, &full, &node.blocklist, node.size, false)
+                    {
+                        Ok(()) => done.push(p),
+                        Err(e) => report.errors.push((p, format!("{e:#}"))),
+                    }
+                }
+                None => done.push(p),
+            }
+        }
+        report.deleted += done.len();
+        self.state.write(|w| {
+            for p in &done {
+                w.delete_synced(p)?;
+                w.delete_hash(p)?;
+            }
+            Ok(())
+        })?;
+        for p in done {
+            self.synced.remove(&p);
+            self.hashes.remove(&p);
+        }
+        Ok(())
+    }
+
+    fn make_dirs(&mut self, mut paths: Vec<String>, report: &mut Report) -> Result<()> {
+        paths.sort();
+        let mut done = Vec::new();
+        for p in paths {
+            match std::fs::create_dir_all(self.root.join(&p)) {
+                Ok(()) => done.push(p),
+                Err(e) => report.errors.push((p, format!("creating the folder: {e}"))),
+            }
+        }
+        self.state.write(|w| {
+            for p in &done {
+                w.put_synced(p, &Node::dir())?;
+            }
+            Ok(())
+        })?;
+        for p in done {
+            self.synced.insert(p, Node::dir());
+        }
+        Ok(())
+    }
+
+    /// Where blocks can be found locally: files whose blocklists are known, and the
+    /// deleted-files cache.
+    fn block_sources(&self, local: &LocalTree) -> BlockSources {
+        let mut sources = BlockSources::default();
+        for (p, n) in &local.nodes {
+            if n.kind == Kind::File {
+                sources.add_file(self.root.join(p), &n.blocklist, n.size);
+            }
+        }
+        for e in self.trash.entries() {
+            sources.add_file(self.trash.path_of(e.id), &e.blocklist, e.size);
+        }
+        for (path, pieces, size) in &self.leftovers {
+            sources.add_file(path.clone(), pieces, *size);
+        }
+        sources
+    }
+
+    fn download(
+        &mut self,
+        paths: Vec<String>,
+        local: &LocalTree,
+        remote: &Tree<RemoteNode>,
+        report: &mut Report,
+    ) -> Result<()> {
+        if paths.is_empty() {
+            return Ok(());
+        }
+        let sources = self.block_sources(local);
+        let fetches: Vec<Fetch> = paths
+            .iter()
+            .filter_map(|p| {
+                let r = remote.get(p)?;
+                let Place::In(ns, path) = self.layout.place(p) else {
+                    return None;
+                };
+                Some(Fetch {
+                    lpath: p.clone(),
+                    ns,
+                    path,
+                    jid: r.jid,
+                    node: r.node.clone(),
+                })
+            })
+            .collect();
+        let mut start = 0;
+        while start < fetches.len() {
+            let mut end = start;
+            let mut bytes = 0u64;
+            while end < fetches.len()
+                && end - start < GROUP_FILES_MAX
+                && (end == start || bytes + fetches[end].node.size <= GROUP_BYTES_MAX)
+            {
+                bytes += fetches[end].node.size;
+                end += 1;
+            }
+            self.download_group(&fetches[start..end], &sources, local, report)?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    fn download_group(
+        &mut self,
+        fetches: &[Fetch],
+        sources: &BlockSources,
+        local: &LocalTree,
+        report: &mut Report,
+    ) -> Result<()> {
+        let Built {
+            files: built,
+            errors,
+            stats,
+        } = build(
+            &self.api,
+            &self.root,
+            self.limits.batch_bytes_max,
+            self.opts.workers,
+            fetches,
+            sources,
+        )?;
+        report.down_bytes += stats.fetched_bytes;
+        report.reused_blocks += stats.reused_blocks;
+        for (i, e) in errors {
+            if let Some(f) = fetches.get(i) {
+                report.errors.push((f.lpath.clone(), e));
+            }
+        }
+        // The new files' bytes are durable before any of them replaces anything.
+        syncfs(&self.root)?;
+        let mut placed: Vec<(usize, Stat)> = Vec::new();
+        for (i, temp) in built {
+            let f = &fetches[i];
+            let target = self.root.join(&f.lpath);
+            if let Some(stat) = local.stats.get(&f.lpath) {
+                let node = &local.nodes[&f.lpath];
+                if !unchanged(&target, stat) {
+                    // Edited since the scan: the next round decides with the edit in view.
+                    let _ = std::fs::remove_file(&temp);
+                    continue;
+                }
+                if let Err(e) =
+                    self.trash
+                        .keep(&mut self.state, &target, &node.blocklist, node.size, true)
+                {
+                    warn!(path = %f.lpath, error = %format!("{e:#}"), "could not keep the replaced file's blocks");
+                }
+            } else if target.is_dir() {
+                let _ = std::fs::remove_file(&temp);
+                report
+                    .errors
+                    .push((f.lpath.clone(), "a folder is in the way".into()));
+                continue;
+            }
+            match std::fs::rename(&temp, &target) {
+                Ok(()) => match std::fs::metadata(&target) {
+                    Ok(m) => placed.push((i, Stat::of(&m))),
+                    Err(e) => report.errors.push((f.lpath.clone(), e.to_string())),
+                },
+                Err(e) => {
+                    let _ = std::fs::remove_file(&temp);
+                    report
+                        .errors
+                        .push((f.lpath.clone(), format!("moving into place: {e}")));
+                }
+            }
+        }
+        // The renames are durable before the state says these files are synced.
+        syncfs(&self.root)?;
+        report.downloaded += placed.len();
+        self.state.write(|w| {
+            for (i, stat) in &placed {
+                let f = &fetches[*i];
+                w.put_synced(&f.lpath, &f.node)?;
+                w.put_hash(
+                    &f.lpath,
+                    &HashEntry {
+                        size: stat.size,
+                        mtime_ns: stat.mtime_ns,
+                        inode: stat.inode,
+                        blocklist: f.node.blocklist.clone(),
+                    },
+                )?;
+            }
+            Ok(())
+        })?;
+        for (i, stat) in placed {
+            let f = &fetches[i];
+            self.synced.insert(f.lpath.clone(), f.node.clone());
+            self.hashes.insert(
+                f.lpath.clone(),
+                HashEntry {
+                    size: stat.size,
+                    mtime_ns: stat.mtime_ns,
+                    inode: stat.inode,
+                    blocklist: f.node.blocklist.clone(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn commit(
+        &mut self,
+        mut changes: Vec<Change>,
+        local: &LocalTree,
+        report: &mut Report,
+    ) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        // Folders before what they hold; deletions after everything else.
+        changes.sort_by(|a, b| {
+            let del = |c: &Change| c.request.kind == EntryKind::Deleted;
+            (del(a), a.lpath.as_str()).cmp(&(del(b), b.lpath.as_str()))
+        });
+        let mut done = Vec::new();
+        let result = upload(
+            &self.api,
+            &self.root,
+            self.limits.batch_bytes_max,
+            self.opts.workers,
+            changes,
+            &mut done,
+        );
+        let mut committed = Vec::new();
+        for (change, outcome) in done {
+            match outcome {
+                Outcome::Committed(jid) => committed.push((change, jid)),
+                Outcome::Conflict => {
+                    info!(path = %change.lpath, "changed on the server meanwhile; listing again")
+                }
+                Outcome::Changed => report.unsettled += 1,
+                Outcome::Refused(why) => report.errors.push((change.lpath, why)),
+            }
+        }
+        report.committed += committed.len();
+        let rows = &mut self.rows;
+        let synced = &mut self.synced;
+        self.state.write(|w| {
+            for (c, jid) in &committed {
+                let key = (c.request.ns, c.request.path.clone());
+                if c.request.kind == EntryKind::Deleted {
+                    w.delete_remote(key.0, &key.1)?;
+                    w.delete_synced(&c.lpath)?;
+                    rows.remove(&key);
+                    synced.remove(&c.lpath);
+                    continue;
+                }
+                let node = local
+                    .nodes
+                    .get(&c.lpath)
+                    .cloned()
+                    .ok_or_else(|| anyhow!("committed {} without a local node", c.lpath))?;
+                let r = RemoteNode {
+                    ns: key.0,
+                    jid: *jid,
+                    node: node.clone(),
+                };
+                w.put_remote(key.0, &key.1, &r)?;
+                w.put_synced(&c.lpath, &node)?;
+                rows.insert(key, r);
+                synced.insert(c.lpath.clone(), node);
+            }
+            Ok(())
+        })?;
+        match result {
+            Ok(stats) => {
+                report.up_bytes += stats.bytes;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Records the round's outcome for `holdall status`.
+    pub fn record(&mut self, report: Option<&Report>, error: Option<&str>) -> Result<()> {
+        let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string();
+        let trash_bytes = self.trash.bytes();
+        self.state.write(|w| {
+            w.set_meta("last_round", &now)?;
+            w.set_meta("last_error", error.unwrap_or(""))?;
+            w.set_meta("trash_bytes", &trash_bytes.to_string())?;
+            if let Some(r) = report {
+                w.set_meta(
+                    "in_sync",
+                    if r.idle() && r.errors.is_empty() {
+                        "yes"
+                    } else {
+                        "no"
+                    },
+                )?;
+                let errors: Vec<String> =
+                    r.errors.iter().map(|(p, e)| format!("{p}: {e}")).collect();
+                w.set_meta("path_errors", &errors.join("\n"))?;
+            } else {
+                w.set_meta("in_sync", "no")?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Rounds until the folder and the server agree (`--once`).
+    pub fn until_agreed(&mut self) -> Result<Report> {
+        let mut total = Report::default();
+        let mut failures = 0u32;
+        for round in 0..ONCE_ROUNDS_MAX {
+            let started = Instant::now();
+            let r = match self.round() {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = self.record(None, Some(&format!("{e:#}")));
+                    let transient = e
+                        .downcast_ref::<ApiError>()
+                        .is_some_and(ApiError::is_transient);
+                    if transient && failures < ONCE_RETRIES_MAX {
+                        let wait = Duration::from_secs(1 << failures);
+                        warn!(error = %format!("{e:#}"), retry_in_s = wait.as_secs(), "sync round failed");
+                        failures += 1;
+                        std::thread::sleep(wait);
+                        continue;
+                    }
+                    return Err(e);
+                }
+            };
+            log_round(&r, started.elapsed());
+            self.record(Some(&r), None)?;
+            let idle = r.idle();
+            let errors = r.errors.clone();
+            accumulate(&mut total, r);
+            if idle {
+                total.errors = errors;
+                return Ok(total);
+            }
+            if total.unsettled > 0 && round + 1 < ONCE_ROUNDS_MAX {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        Err(anyhow!(
+            "the folder and the server still differ after {ONCE_ROUNDS_MAX} rounds (files keep changing?)"
+        ))
+    }
+}
+
+fn accumulate(total: &mut Report, r: Report) {
+    total.planned += r.planned;
+    total.committed += r.committed;
+    total.downloaded += r.downloaded;
+    total.deleted += r.deleted;
+    total.conflicts += r.conflicts;
+    total.up_bytes += r.up_bytes;
+    total.down_bytes += r.down_bytes;
+    total.reused_blocks += r.reused_blocks;
+    total.unsettled = r.unsettled;
+}
+
+/// One log line per round that did something.
+pub fn log_round(r: &Report, took: Duration) {
+    if r.planned == 0 && r.errors.is_empty() {
+        return;
+    }
+    info!(
+        committed = r.committed,
+        downloaded = r.downloaded,
+        deleted = r.deleted,
+        conflicts = r.conflicts,
+        up_bytes = r.up_bytes,
+        down_bytes = r.down_bytes,
+        reused_blocks = r.reused_blocks,
+        errors = r.errors.len(),
+        took_ms = took.as_millis() as u64,
+        "sync round"
+    );
+    for (p, e) in &r.errors {
+        warn!(path = %p, error = %e, "not synced");
+    }
+}

@@ -1,0 +1,102 @@
+//! Bandwidth caps (`--up-limit`, `--down-limit`): a byte budget shared by every worker.
+//!
+//! Requests carry whole batches, so the cap is kept on average: a transfer spends its bytes
+//! and the caller sleeps until the budget has caught up with them. Over a few batches the
+//! rate holds; one batch may go out at full speed.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A shared bytes-per-second budget; 0 means unlimited.
+#[derive(Clone)]
+pub struct Throttle {
+    bytes_per_s: u64,
+    /// When the bytes spent so far will have been paid for.
+    paid_until: Arc<Mutex<Instant>>,
+}
+
+impl Throttle {
+    /// A budget of `bytes_per_s` (0: unlimited).
+    pub fn new(bytes_per_s: u64) -> Throttle {
+        Throttle {
+            bytes_per_s,
+            paid_until: Arc::new(Mutex::new(Instant::now())),
+        }
+    }
+
+    /// How long `bytes` take at the budget's rate.
+    fn cost(&self, bytes: u64) -> Duration {
+        Duration::from_secs_f64(bytes as f64 / self.bytes_per_s as f64)
+    }
+
+    /// Spends `bytes` and sleeps until they are within the budget.
+    pub fn spend(&self, bytes: u64) {
+        if self.bytes_per_s == 0 || bytes == 0 {
+            return;
+        }
+        let wake = {
+            let mut paid = self.paid_until.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            // Idle time is not banked beyond one second, so a pause does not buy a burst.
+            let start = (*paid).max(now.checked_sub(Duration::from_secs(1)).unwrap_or(now));
+            *paid = start + self.cost(bytes);
+            *paid
+        };
+        let now = Instant::now();
+        if wake > now {
+            std::thread::sleep(wake - now);
+        }
+    }
+}
+
+/// Parses a rate such as `500K`, `10M`, `1G` or `12345` (bytes per second; K = 1024).
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a rate like 500K, 10M or 1G"))?;
+    let scale: u64 = match unit.to_ascii_uppercase().trim_end_matches("B") {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => return Err(format!("{text:?}: the unit must be K, M or G")),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_with_binary_suffixes() {
+        assert_eq!(parse_rate("12345"), Ok(12345));
+        assert_eq!(parse_rate("500K"), Ok(500 * 1024));
+        assert_eq!(parse_rate("10M"), Ok(10 << 20));
+        assert_eq!(parse_rate("1g"), Ok(1 << 30));
+        assert_eq!(parse_rate("2MB"), Ok(2 << 20));
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("10T").is_err());
+        assert!(parse_rate("").is_err());
+    }
+
+    #[test]
+    fn spending_past_the_budget_waits() {
+        let t = Throttle::new(1 << 20);
+        let started = Instant::now();
+        t.spend(1 << 20);
+        t.spend(1 << 19);
+        // 1.5 MiB at 1 MiB/s: at least ~0.5 s beyond the banked second.
+        assert!(started.elapsed() >= Duration::from_millis(400));
+        let free = Throttle::new(0);
+        let started = Instant::now();
+        free.spend(u64::MAX);
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+}

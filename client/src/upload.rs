@@ -1,0 +1,196 @@
+//! Uploads: commit a batch of changes, store the blocks the server asks for, commit again.
+//!
+//! Commits go up to 1000 at a time (`commit_batch`), blocks in `store_batch` requests of up
+//! to the server's `batch_bytes_max`, several in flight. Each block is read back from its
+//! file and checked against the blocklist that was committed: if the file changed since it
+//! was hashed, that file's commit is dropped for this round (it is hashed again next round),
+//! so torn content is never committed.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use holdall_proto::api::{CommitRequest, CommitResult, Jid};
+use holdall_proto::limits::{BLOCK_BYTES_MAX, COMMIT_BATCH_MAX};
+use holdall_proto::BlockHash;
+
+use crate::api::{Api, ApiError};
+
+/// One change to commit.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// Local path.
+    pub lpath: String,
+    /// The commit.
+    pub request: CommitRequest,
+}
+
+/// What became of a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Committed as this JID.
+    Committed(Jid),
+    /// The path changed on the server meanwhile: list, then plan again.
+    Conflict,
+    /// The file changed while it was uploaded: hash it again.
+    Changed,
+    /// The server refused it (`code: message`); other changes go on.
+    Refused(String),
+}
+
+/// What an upload moved.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UploadStats {
+    /// Blocks sent.
+    pub blocks: u64,
+    /// Block bytes sent.
+    pub bytes: u64,
+}
+
+/// Commits `changes` of files under `root`, uploading the blocks the server lacks; a
+/// transient failure of the server aborts with the error, after the commits that did land.
+pub fn upload(
+    api: &Api,
+    root: &Path,
+    batch_bytes_max: u64,
+    workers: usize,
+    changes: Vec<Change>,
+    done: &mut Vec<(Change, Outcome)>,
+) -> Result<UploadStats, ApiError> {
+    let mut stats = UploadStats::default();
+    let mut waiting: Vec<(Change, Vec<BlockHash>)> = Vec::new();
+    commit_round(api, changes, done, &mut waiting)?;
+    if waiting.is_empty() {
+        return Ok(stats);
+    }
+    // Blocks wanted, each read from one place.
+    let mut sources: HashMap<BlockHash, (PathBuf, u64, usize)> = HashMap::new();
+    for (change, need) in &waiting {
+        let r = &change.request;
+        for (i, h) in r.blocklist.iter().enumerate() {
+            if need.contains(h) && !sources.contains_key(h) {
+                let offset = i as u64 * BLOCK_BYTES_MAX as u64;
+                let len = (r.size - offset).min(BLOCK_BYTES_MAX as u64) as usize;
+                sources.insert(*h, (root.join(&change.lpath), offset, len));
+            }
+        }
+    }
+    let mut batches: Vec<Vec<BlockHash>> = Vec::new();
+    let mut current: Vec<BlockHash> = Vec::new();
+    let mut current_bytes = 0u64;
+    let mut ordered: Vec<(&BlockHash, &(PathBuf, u64, usize))> = sources.iter().collect();
+    ordered.sort_by(|a, b| (&a.1 .0, a.1 .1).cmp(&(&b.1 .0, b.1 .1)));
+    for (h, (_, _, len)) in ordered {
+        if current_bytes + *len as u64 > batch_bytes_max && !current.is_empty() {
+            batches.push(std::mem::take(&mut current));
+            current_bytes = 0;
+        }
+        current.push(*h);
+        current_bytes += *len as u64;
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    let next = AtomicUsize::new(0);
+    let changed: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    let failure: Mutex<Option<ApiError>> = Mutex::new(None);
+    let sent = Mutex::new(UploadStats::default());
+    std::thread::scope(|s| {
+        for _ in 0..workers.clamp(1, batches.len().max(1)) {
+            s.spawn(|| loop {
+                if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
+                    break;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(batch) = batches.get(i) else { break };
+                let mut blocks = Vec::with_capacity(batch.len());
+                for h in batch {
+                    let (path, offset, len) = &sources[h];
+                    match read_block(path, *offset, *len, h) {
+                        Some(data) => blocks.push((*h, data)),
+                        None => changed
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(path.clone()),
+                    }
+                }
+                if blocks.is_empty() {
+                    continue;
+                }
+                match api.store_batch(&blocks) {
+                    Ok(_) => {
+                        let mut st = sent.lock().unwrap_or_else(|e| e.into_inner());
+                        st.blocks += blocks.len() as u64;
+                        st.bytes += blocks.iter().map(|(_, d)| d.len() as u64).sum::<u64>();
+                    }
+                    Err(e) => {
+                        *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                    }
+                }
+            });
+        }
+    });
+    let st = sent.into_inner().unwrap_or_else(|e| e.into_inner());
+    stats.blocks += st.blocks;
+    stats.bytes += st.bytes;
+    if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
+    }
+    let changed = changed.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut again = Vec::new();
+    for (change, _) in waiting {
+        if changed.contains(&root.join(&change.lpath)) {
+            done.push((change, Outcome::Changed));
+        } else {
+            again.push(change);
+        }
+    }
+    let mut still: Vec<(Change, Vec<BlockHash>)> = Vec::new();
+    commit_round(api, again, done, &mut still)?;
+    // Blocks asked for again right after being stored: something else is wrong (a block
+    // the store dropped as damaged, say); the next round starts over.
+    for (change, need) in still {
+        let message = format!(
+            "the server still lacks {} block(s) after upload",
+            need.len()
+        );
+        done.push((change, Outcome::Refused(message)));
+    }
+    Ok(stats)
+}
+
+/// One pass of commit_batch calls over `changes`.
+fn commit_round(
+    api: &Api,
+    changes: Vec<Change>,
+    done: &mut Vec<(Change, Outcome)>,
+    waiting: &mut Vec<(Change, Vec<BlockHash>)>,
+) -> Result<(), ApiError> {
+    let mut rest = changes.into_iter().peekable();
+    while rest.peek().is_some() {
+        let chunk: Vec<Change> = rest.by_ref().take(COMMIT_BATCH_MAX).collect();
+        let answer = api.commit_batch(chunk.iter().map(|c| c.request.clone()).collect())?;
+        for (change, result) in chunk.into_iter().zip(answer.results) {
+            match result {
+                CommitResult::Ok { jid } => done.push((change, Outcome::Committed(jid))),
+                CommitResult::NeedBlocks { need } => waiting.push((change, need)),
+                CommitResult::Conflict { .. } => done.push((change, Outcome::Conflict)),
+                CommitResult::Error { error, message } => {
+                    done.push((change, Outcome::Refused(format!("{error}: {message}"))))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads `len` bytes at `offset` of `path` if they still hash to `hash`.
+pub fn read_block(path: &Path, offset: u64, len: usize, hash: &BlockHash) -> Option<Vec<u8>> {
+    let file = File::open(path).ok()?;
+    let mut data = vec![0u8; len];
+    file.read_exact_at(&mut data, offset).ok()?;
+    (BlockHash::of(&data) == *hash).then_some(data)
+}

@@ -1,0 +1,111 @@
+//! `holdall sync DIR` without `--once`: rounds whenever the disk changes (inotify), the
+//! server has news (longpoll), or the periodic rescan comes due; failures back off.
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use holdall_proto::api::{Cursors, LongpollRequest};
+use notify::{RecursiveMode, Watcher};
+use tracing::{info, warn};
+
+use crate::scan::{STATE_DIR, TEMP_PREFIX};
+use crate::sync::{log_round, Syncer};
+
+/// A full rescan at least this often, in case an inotify event was missed.
+const RESCAN_PERIOD: Duration = Duration::from_secs(600);
+/// Changes arriving this close together are taken in one round.
+const DEBOUNCE: Duration = Duration::from_millis(150);
+/// Longest wait after failures.
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How long one longpoll waits on the server.
+const LONGPOLL_S: u32 = 60;
+
+fn ours(root: &Path, path: &Path) -> bool {
+    let state = root.join(STATE_DIR);
+    path.starts_with(&state)
+        || path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(TEMP_PREFIX))
+}
+
+/// Syncs until the process is stopped.
+pub fn run(mut syncer: Syncer) -> Result<()> {
+    let root = syncer.root().to_path_buf();
+    let (tx, rx) = mpsc::channel::<()>();
+    let local_tx = tx.clone();
+    let watch_root = root.clone();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(e) = event {
+            if e.paths.iter().any(|p| !ours(&watch_root, p)) {
+                let _ = local_tx.send(());
+            }
+        }
+    })
+    .context("starting the file watcher")?;
+    watcher
+        .watch(&root, RecursiveMode::Recursive)
+        .with_context(|| format!("watching {}", root.display()))?;
+
+    let cursors: Arc<Mutex<Cursors>> = Arc::new(Mutex::new(syncer.cursors()));
+    {
+        let (api, cursors, tx) = (syncer.api().clone(), cursors.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let mut backoff = Duration::from_secs(1);
+            loop {
+                let c = cursors.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let request = LongpollRequest {
+                    cursors: c,
+                    timeout_s: Some(LONGPOLL_S),
+                    prefetch_cursors: Cursors::new(),
+                };
+                match api.longpoll(&request) {
+                    Ok(answer) => {
+                        backoff = Duration::from_secs(1);
+                        if answer.changes && tx.send(()).is_err() {
+                            return;
+                        }
+                        if answer.changes {
+                            // Let the round move the cursors before asking again.
+                            std::thread::sleep(Duration::from_millis(500));
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "longpoll failed; retrying");
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    }
+                }
+            }
+        });
+    }
+
+    info!(folder = %root.display(), "syncing; stop with Ctrl-C");
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let started = Instant::now();
+        match syncer.round() {
+            Ok(report) => {
+                log_round(&report, started.elapsed());
+                syncer.record(Some(&report), None)?;
+                *cursors.lock().unwrap_or_else(|e| e.into_inner()) = syncer.cursors();
+                backoff = Duration::from_secs(1);
+                if !report.idle() {
+                    continue;
+                }
+                let _ = rx.recv_timeout(RESCAN_PERIOD);
+            }
+            Err(e) => {
+                let message = format!("{e:#}");
+                warn!(error = %message, retry_in_s = backoff.as_secs(), "sync round failed");
+                syncer.record(None, Some(&message))?;
+                let _ = rx.recv_timeout(backoff);
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+        std::thread::sleep(DEBOUNCE);
+        while rx.try_recv().is_ok() {}
+    }
+}

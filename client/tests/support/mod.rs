@@ -1,0 +1,221 @@
+//! Test support: the real holdalld on a free loopback port and real `holdall` processes on
+//! temporary folders.
+
+// Every test binary compiles this module and uses a different part of it.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+/// The `holdall` binary under test.
+pub fn holdall_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_holdall"))
+}
+
+/// The `holdalld` binary beside it, built first if this test run did not build it.
+fn holdalld_bin() -> PathBuf {
+    let bin = holdall_bin().with_file_name("holdalld");
+    if !bin.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "holdall-server", "--bin", "holdalld"])
+            .status()
+            .expect("cargo build holdalld");
+        assert!(status.success(), "building holdalld failed");
+    }
+    bin
+}
+
+/// A running holdalld.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Its data folder.
+    pub data: PathBuf,
+}
+
+impl Server {
+    /// Starts holdalld on `data` with two shards.
+    pub fn start(data: &Path) -> Server {
+        let mut child = Command::new(holdalld_bin())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--shards",
+                "2",
+                "--data",
+            ])
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
+        Server {
+            child,
+            url: format!("http://{addr}"),
+            data: data.to_path_buf(),
+        }
+    }
+
+    /// Creates a user with `holdall admin add-user`; their token.
+    pub fn add_user(&self, name: &str) -> String {
+        let admin = std::fs::read_to_string(self.data.join("admin.token")).unwrap();
+        let out = Command::new(holdall_bin())
+            .args(["admin", "add-user", name])
+            .env("HOLDALL_SERVER", &self.url)
+            .env("HOLDALL_TOKEN", admin.trim())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What one `holdall sync --once` reported.
+#[derive(Debug)]
+pub struct Summary {
+    /// Its exit status was 0.
+    pub ok: bool,
+    /// Everything it wrote to stderr.
+    pub stderr: String,
+    /// Block bytes it downloaded.
+    pub down_bytes: u64,
+    /// Block bytes it uploaded.
+    pub up_bytes: u64,
+}
+
+fn number_before(text: &str, label: &str) -> u64 {
+    text.rsplit_once(label)
+        .and_then(|(before, _)| before.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A client on a folder.
+pub struct Client {
+    /// The synced folder.
+    pub dir: PathBuf,
+    /// Server URL.
+    pub url: String,
+    /// The user's token.
+    pub token: String,
+}
+
+impl Client {
+    /// A client of `server` as the user with `token`, on `dir`.
+    pub fn new(server: &Server, token: &str, dir: &Path) -> Client {
+        std::fs::create_dir_all(dir).unwrap();
+        Client {
+            dir: dir.to_path_buf(),
+            url: server.url.clone(),
+            token: token.to_string(),
+        }
+    }
+
+    /// `holdall ARGS` with this client's server and token.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(holdall_bin());
+        c.args(args)
+            .env("HOLDALL_SERVER", &self.url)
+            .env("HOLDALL_TOKEN", &self.token)
+            .env("HOLDALL_LOG", "warn");
+        c
+    }
+
+    /// Runs `holdall sync DIR --once` and returns what it said.
+    pub fn sync(&self) -> Summary {
+        let out: Output = self
+            .command(&["sync", "--once"])
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        Summary {
+            ok: out.status.success(),
+            down_bytes: number_before(&stderr, " bytes down"),
+            up_bytes: number_before(&stderr, " bytes up"),
+            stderr,
+        }
+    }
+
+    /// Runs one round and insists that it succeeded.
+    pub fn synced(&self) -> Summary {
+        let s = self.sync();
+        assert!(s.ok, "sync of {} failed:\n{}", self.dir.display(), s.stderr);
+        s
+    }
+
+    /// A path in the folder.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+}
+
+/// Everything a folder holds (its .holdall/ aside): path → file bytes' SHA-256 or "dir".
+pub fn tree(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let rel = e
+                .path()
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if rel == ".holdall" {
+                continue;
+            }
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                out.insert(rel, "dir".to_string());
+                stack.push(e.path());
+            } else if ft.is_file() {
+                let bytes = std::fs::read(e.path()).unwrap();
+                out.insert(
+                    rel,
+                    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// `len` bytes that differ with `seed`.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

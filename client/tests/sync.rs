@@ -1,0 +1,334 @@
+//! The real holdall against the real holdalld: two or three clients on temporary folders.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use support::{bytes, tree, Client, Server};
+
+const MIB: usize = 1 << 20;
+
+fn write(c: &Client, rel: &str, data: &[u8]) {
+    let p = c.path(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, data).unwrap();
+}
+
+#[test]
+fn files_folders_edits_deletions_and_moves_reach_the_other_client() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let token = server.add_user("ann");
+    let a = Client::new(&server, &token, &tmp.path().join("a"));
+    let b = Client::new(&server, &token, &tmp.path().join("b"));
+
+    write(&a, "empty", b"");
+    write(&a, "sizes/block-1", &bytes(1, 4 * MIB - 1));
+    write(&a, "sizes/block", &bytes(2, 4 * MIB));
+    write(&a, "sizes/block+1", &bytes(3, 4 * MIB + 1));
+    let deep: String = (0..20).map(|i| format!("d{i}/")).collect();
+    write(&a, &format!("{deep}leaf.txt"), b"deep");
+    write(&a, "名前/ファイル.txt", "unicode ✓".as_bytes());
+    write(&a, "émigré/naïve café.md", b"accents");
+    std::fs::create_dir_all(a.path("empty-folder/inner")).unwrap();
+    write(&a, ".holdallignore", b"*.tmp\nbuild/\n");
+    write(&a, "scratch.tmp", b"ignored");
+    write(&a, "build/out.o", b"ignored");
+    std::os::unix::fs::symlink("empty", a.path("link")).unwrap();
+
+    let up = a.synced();
+    assert!(up.stderr.contains("symbolic link"), "{}", up.stderr);
+    assert_eq!(
+        up.up_bytes as usize,
+        12 * MIB + 4 + "unicode ✓".len() + 7 + 13
+    );
+    b.synced();
+    let mut expected = tree(&a.dir);
+    for ignored in ["scratch.tmp", "build", "build/out.o", "link"] {
+        expected.remove(ignored);
+    }
+    assert_eq!(tree(&b.dir), expected);
+    // Content hashes agree with `holdall hash`.
+    let out = b
+        .command(&["hash"])
+        .arg(b.path("sizes/block"))
+        .output()
+        .unwrap();
+    let line = String::from_utf8(out.stdout).unwrap();
+    let a_out = a
+        .command(&["hash"])
+        .arg(a.path("sizes/block"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        line.split_whitespace().next(),
+        String::from_utf8(a_out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .next()
+    );
+
+    // Edits, deletions (a file and a whole folder) and moves, from b this time.
+    write(&b, "sizes/block+1", &bytes(4, 4 * MIB + 1));
+    std::fs::remove_file(b.path("empty")).unwrap();
+    std::fs::remove_dir_all(b.path("d0")).unwrap();
+    std::fs::rename(b.path("名前"), b.path("moved/名前")).unwrap_or_else(|_| {
+        std::fs::create_dir_all(b.path("moved")).unwrap();
+        std::fs::rename(b.path("名前"), b.path("moved/名前")).unwrap();
+    });
+    std::fs::rename(b.path("sizes/block"), b.path("émigré/block")).unwrap();
+    b.synced();
+    let down = a.synced();
+    assert_eq!(
+        tree(&a.dir).len(),
+        tree(&b.dir).len() + 3,
+        "a keeps its ignored files"
+    );
+    let mut a_tree = tree(&a.dir);
+    for ignored in ["scratch.tmp", "build", "build/out.o"] {
+        a_tree.remove(ignored);
+    }
+    a_tree.remove("link");
+    assert_eq!(a_tree, tree(&b.dir));
+    // Only the edited file's blocks travelled: the moved one was rebuilt from local blocks.
+    assert!(down.down_bytes as usize <= 4 * MIB + 1, "{}", down.stderr);
+    assert!(!a.path("d0").exists() && a.path("moved/名前/ファイル.txt").exists());
+
+    // A second client on the same folder is refused while one runs.
+    let mut running = a
+        .command(&["sync"])
+        .arg(&a.dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let second = a.sync();
+    assert!(
+        !second.ok && second.stderr.contains("another holdall"),
+        "{}",
+        second.stderr
+    );
+    // The running client picks up a change by itself (inotify + longpoll).
+    write(&b, "live.txt", b"while a runs");
+    b.synced();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !a.path("live.txt").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the running client never fetched live.txt"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    write(&a, "from-running.txt", b"typed while a runs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        b.synced();
+        if b.path("from-running.txt").exists() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the running client never uploaded"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    running.kill().unwrap();
+    let _ = running.wait();
+}
+
+#[test]
+fn a_renamed_large_file_is_not_downloaded_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let token = server.add_user("ann");
+    let a = Client::new(&server, &token, &tmp.path().join("a"));
+    let b = Client::new(&server, &token, &tmp.path().join("b"));
+    write(&a, "videos/raw.bin", &bytes(9, 100 * MIB));
+    a.synced();
+    let first = b.synced();
+    assert_eq!(first.down_bytes as usize, 100 * MIB);
+    std::fs::create_dir_all(a.path("archive")).unwrap();
+    std::fs::rename(a.path("videos/raw.bin"), a.path("archive/kept.bin")).unwrap();
+    let up = a.synced();
+    assert_eq!(up.up_bytes, 0, "a move uploads nothing: {}", up.stderr);
+    let second = b.synced();
+    assert_eq!(
+        second.down_bytes, 0,
+        "a move downloads nothing: {}",
+        second.stderr
+    );
+    assert_eq!(tree(&a.dir), tree(&b.dir));
+}
+
+#[test]
+fn conflicts_keep_both_versions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let token = server.add_user("ann");
+    let a = Client::new(&server, &token, &tmp.path().join("a"));
+    let b = Client::new(&server, &token, &tmp.path().join("b"));
+    write(&a, "notes/plan.txt", b"base");
+    write(&a, "gone-there.txt", b"base");
+    write(&a, "gone-here.txt", b"base");
+    a.synced();
+    b.synced();
+
+    write(&a, "notes/plan.txt", b"a's version");
+    write(&b, "notes/plan.txt", b"b's version");
+    // An edit beats a deletion, on either side.
+    write(&a, "gone-there.txt", b"a edited it");
+    std::fs::remove_file(b.path("gone-there.txt")).unwrap();
+    std::fs::remove_file(a.path("gone-here.txt")).unwrap();
+    write(&b, "gone-here.txt", b"b edited it");
+    a.synced();
+    b.synced();
+    a.synced();
+    let ta = tree(&a.dir);
+    assert_eq!(ta, tree(&b.dir));
+    let notes: Vec<&String> = ta.keys().filter(|p| p.starts_with("notes/")).collect();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    let copy = notes
+        .iter()
+        .find(|p| p.contains("(conflicted copy "))
+        .unwrap();
+    assert!(copy.ends_with(").txt"), "{copy}");
+    assert_eq!(std::fs::read(a.path(copy)).unwrap(), b"b's version");
+    assert_eq!(
+        std::fs::read(a.path("notes/plan.txt")).unwrap(),
+        b"a's version"
+    );
+    assert_eq!(
+        std::fs::read(b.path("gone-there.txt")).unwrap(),
+        b"a edited it"
+    );
+    assert_eq!(
+        std::fs::read(a.path("gone-here.txt")).unwrap(),
+        b"b edited it"
+    );
+}
+
+#[test]
+fn lost_state_is_never_taken_for_deletions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let token = server.add_user("ann");
+    let a = Client::new(&server, &token, &tmp.path().join("a"));
+    let b = Client::new(&server, &token, &tmp.path().join("b"));
+    write(&a, "one.txt", b"1");
+    write(&a, "two/three.bin", &bytes(3, 5 * MIB));
+    a.synced();
+    b.synced();
+    std::fs::remove_dir_all(b.path(".holdall")).unwrap();
+    write(&b, "new-after-loss.txt", b"new");
+    let again = b.synced();
+    assert_eq!(
+        again.down_bytes, 0,
+        "identical files are adopted: {}",
+        again.stderr
+    );
+    a.synced();
+    assert!(a.path("one.txt").exists() && a.path("two/three.bin").exists());
+    assert_eq!(std::fs::read(a.path("new-after-loss.txt")).unwrap(), b"new");
+    assert_eq!(tree(&a.dir), tree(&b.dir));
+}
+
+#[test]
+fn a_shared_folder_syncs_between_two_users() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let ann_token = server.add_user("ann");
+    let bob_token = server.add_user("bob");
+    let ann = Client::new(&server, &ann_token, &tmp.path().join("ann"));
+    let ann2 = Client::new(&server, &ann_token, &tmp.path().join("ann-laptop"));
+    let bob = Client::new(&server, &bob_token, &tmp.path().join("bob"));
+    write(&ann, "team/spec.md", b"spec");
+    write(&ann, "team/data/big.bin", &bytes(5, 6 * MIB));
+    write(&ann, "private.txt", b"mine");
+    ann.synced();
+    ann2.synced();
+
+    let out = ann
+        .command(&["share"])
+        .arg(ann.path("team"))
+        .args(["--with", "bob", "--as", "from-ann"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = ann.synced();
+    assert_eq!(
+        again.up_bytes + again.down_bytes,
+        0,
+        "sharing moves no bytes: {}",
+        again.stderr
+    );
+    let other_device = ann2.synced();
+    assert_eq!(other_device.down_bytes, 0, "{}", other_device.stderr);
+    bob.synced();
+    assert_eq!(
+        std::fs::read(bob.path("from-ann/spec.md")).unwrap(),
+        b"spec"
+    );
+    assert_eq!(
+        std::fs::read(bob.path("from-ann/data/big.bin")).unwrap(),
+        bytes(5, 6 * MIB)
+    );
+    assert!(
+        !bob.path("private.txt").exists(),
+        "only the shared folder is shared"
+    );
+
+    write(&bob, "from-ann/reply.md", b"bob's reply");
+    bob.synced();
+    ann.synced();
+    ann2.synced();
+    assert_eq!(
+        std::fs::read(ann.path("team/reply.md")).unwrap(),
+        b"bob's reply"
+    );
+    assert_eq!(tree(&ann.dir), tree(&ann2.dir));
+}
+
+#[test]
+fn a_client_killed_mid_download_resumes_without_fetching_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let token = server.add_user("ann");
+    let a = Client::new(&server, &token, &tmp.path().join("a"));
+    let b = Client::new(&server, &token, &tmp.path().join("b"));
+    write(&a, "large.bin", &bytes(7, 48 * MIB));
+    a.synced();
+
+    // A slow download (8 MiB/s), killed half way.
+    let mut slow = b
+        .command(&["sync", "--once", "--down-limit", "8M", "--workers", "1"])
+        .arg(&b.dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(3000));
+    slow.kill().unwrap();
+    let _ = slow.wait();
+    assert!(
+        !b.path("large.bin").exists(),
+        "never a partial file in place"
+    );
+
+    let resumed = b.synced();
+    assert!(
+        (resumed.down_bytes as usize) < 40 * MIB,
+        "blocks fetched before the kill are reused: {}",
+        resumed.stderr
+    );
+    assert_eq!(tree(&a.dir), tree(&b.dir));
+    let leftovers: Vec<_> = std::fs::read_dir(&b.dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".holdall-tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files are cleaned up");
+}
