@@ -5,6 +5,7 @@ pub mod engine_runs;
 pub mod http_client;
 pub mod limits;
 pub mod load;
+pub mod sync_bench;
 
 /// Median of `v` (sorts it).
 pub fn median(v: &mut [f64]) -> f64 {

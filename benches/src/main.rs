@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use holdall_benches::{engine_runs, http_client, limits, load, median};
+use holdall_benches::{engine_runs, http_client, limits, load, median, sync_bench};
 use holdall_engine::runtime;
 
 #[derive(Parser)]
@@ -44,6 +44,28 @@ enum Command {
     Ingest(LoadArgs),
     /// retrieve_batch GB/s from a running holdalld, beside this machine's limits.
     Fetch(LoadArgs),
+    /// Sync end to end: holdalld and two holdall clients; time until B holds what A wrote,
+    /// for one large file and for many small files, beside the limits of the same run.
+    Sync {
+        /// Scratch folder on the disk to measure.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Size of the large file in MiB.
+        #[arg(long, default_value_t = 1024)]
+        large_mib: usize,
+        /// Folders of small files.
+        #[arg(long, default_value_t = 100)]
+        folders: usize,
+        /// Small files per folder.
+        #[arg(long, default_value_t = 100)]
+        per_folder: usize,
+        /// Bytes per small file.
+        #[arg(long, default_value_t = 4096)]
+        small_bytes: usize,
+        /// Repetitions (the median is printed).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// SHA-256 per core and the disk's O_DIRECT sequential write/read.
     Limits {
         /// Scratch folder on the disk to measure.
@@ -165,7 +187,66 @@ fn main() -> Result<()> {
         } => engine(&dir, runs, blocks, reopen_blocks, journal_rows)?,
         Command::Ingest(args) => load(&args, false)?,
         Command::Fetch(args) => load(&args, true)?,
+        Command::Sync {
+            dir,
+            large_mib,
+            folders,
+            per_folder,
+            small_bytes,
+            runs,
+        } => sync(&dir, large_mib, folders, per_folder, small_bytes, runs)?,
     }
+    Ok(())
+}
+
+/// The sync benchmark's medians beside the limits of the same run.
+fn sync(
+    dir: &std::path::Path,
+    large_mib: usize,
+    folders: usize,
+    per_folder: usize,
+    small_bytes: usize,
+    runs: usize,
+) -> Result<()> {
+    let (sha, _, w, r) = limits_row(dir, 1)?;
+    let large = large_mib << 20;
+    let goal_s = 2.0 * (large as f64 / 1e9 / sha + large as f64 / 1e9 / w);
+    let (mut up, mut down, mut total) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let t = sync_bench::run(dir, &|a| sync_bench::one_file(a, large))?;
+        up.push(t.up_s);
+        down.push(t.down_s);
+        total.push(t.total_s());
+    }
+    println!(
+        "limits: SHA-256 {sha:.2} GB/s one core; O_DIRECT write {w:.2} GB/s, read {r:.2} GB/s"
+    );
+    let total_s = median(&mut total);
+    println!(
+        "one {large_mib} MiB file: A up {:.2} s, B down {:.2} s, B holds it after {total_s:.2} s \
+         (goal {goal_s:.2} s = 2 × (SHA-256 once + O_DIRECT write once); {:.2} × the goal)",
+        median(&mut up),
+        median(&mut down),
+        total_s / goal_s
+    );
+    let files = folders * per_folder;
+    let (mut up, mut down, mut total) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let t = sync_bench::run(dir, &|a| {
+            sync_bench::small_files(a, folders, per_folder, small_bytes)
+        })?;
+        up.push(t.up_s);
+        down.push(t.down_s);
+        total.push(t.total_s());
+    }
+    let total_s = median(&mut total);
+    println!(
+        "{files} files of {small_bytes} B in {folders} folders: A up {:.2} s, B down {:.2} s, \
+         B holds them after {total_s:.2} s = {:.0} files/s (goal 5000)",
+        median(&mut up),
+        median(&mut down),
+        files as f64 / total_s
+    );
     Ok(())
 }
 

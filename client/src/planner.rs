@@ -213,6 +213,10 @@ fn keep_folders_in_use(t: &Trees<'_>, mut actions: Vec<Action>) -> Vec<Action> {
 }
 
 #[cfg(test)]
+#[path = "planner_sim.rs"]
+mod sim;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use holdall_proto::BlockHash;

@@ -1,0 +1,135 @@
+//! The sync benchmark: a real holdalld and two real `holdall` clients on loopback. Client A
+//! syncs a folder up, client B syncs it down; the figure is the time until B holds what A
+//! wrote, for one large file and for many small files in many folders.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+/// A holdalld for the benchmark's lifetime.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The binaries beside this one (`cargo build --release --workspace` builds them all).
+fn sibling(name: &str) -> Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let bin = me.with_file_name(name);
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it first with `cargo build --release --workspace`",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+fn start_server(data: &Path) -> Result<(Daemon, String)> {
+    use std::io::BufRead;
+    let mut child = Command::new(sibling("holdalld")?)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting holdalld")?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().context("holdalld stdout")?)
+        .read_line(&mut line)?;
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .context("holdalld did not say where it listens")?
+        .to_string();
+    Ok((Daemon(child), format!("http://{addr}")))
+}
+
+fn holdall(url: &str, token: &str, args: &[&str], dir: Option<&Path>) -> Result<String> {
+    let mut c = Command::new(sibling("holdall")?);
+    c.args(args)
+        .env("HOLDALL_SERVER", url)
+        .env("HOLDALL_TOKEN", token)
+        .env("HOLDALL_LOG", "warn");
+    if let Some(d) = dir {
+        c.arg(d);
+    }
+    let out = c.output().context("running holdall")?;
+    if !out.status.success() {
+        bail!(
+            "holdall {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Seconds A took to upload and B to download one scenario.
+pub struct SyncTimes {
+    /// `holdall sync A --once`.
+    pub up_s: f64,
+    /// `holdall sync B --once` right after.
+    pub down_s: f64,
+}
+
+impl SyncTimes {
+    /// Until B holds what A wrote.
+    pub fn total_s(&self) -> f64 {
+        self.up_s + self.down_s
+    }
+}
+
+/// One run: a fresh server and user under `scratch`, `fill` writes A's folder, then A syncs
+/// up and B syncs down.
+pub fn run(scratch: &Path, fill: &dyn Fn(&Path) -> Result<()>) -> Result<SyncTimes> {
+    let dir = tempfile::tempdir_in(scratch)?;
+    let (_server, url) = start_server(&dir.path().join("data"))?;
+    let admin = std::fs::read_to_string(dir.path().join("data/admin.token"))?;
+    let token = holdall(&url, admin.trim(), &["admin", "add-user", "bench"], None)?;
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a)?;
+    std::fs::create_dir_all(&b)?;
+    fill(&a)?;
+    let t = Instant::now();
+    holdall(&url, &token, &["sync", "--once"], Some(&a))?;
+    let up_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    holdall(&url, &token, &["sync", "--once"], Some(&b))?;
+    let down_s = t.elapsed().as_secs_f64();
+    Ok(SyncTimes { up_s, down_s })
+}
+
+/// Writes one file of `bytes` pseudo-random bytes.
+pub fn one_file(dir: &Path, bytes: usize) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(dir.join("one.bin"))?;
+    let chunk = 4 << 20;
+    for i in 0..bytes.div_ceil(chunk) {
+        let n = chunk.min(bytes - i * chunk);
+        f.write_all(&crate::payload(i as u64, n))?;
+    }
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Writes `folders` × `per_folder` files of `bytes` pseudo-random bytes each.
+pub fn small_files(dir: &Path, folders: usize, per_folder: usize, bytes: usize) -> Result<()> {
+    for d in 0..folders {
+        let sub = dir.join(format!("d{d:03}"));
+        std::fs::create_dir_all(&sub)?;
+        for f in 0..per_folder {
+            std::fs::write(
+                sub.join(format!("f{f:03}.txt")),
+                crate::payload((d * per_folder + f) as u64, bytes),
+            )?;
+        }
+    }
+    Ok(())
+}
