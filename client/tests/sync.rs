@@ -282,6 +282,11 @@ fn a_shared_folder_syncs_between_two_users() {
         "only the shared folder is shared"
     );
 
+    // A move from the root namespace into the shared one uploads nothing.
+    std::fs::rename(ann.path("private.txt"), ann.path("team/now-shared.txt")).unwrap();
+    let moved = ann.synced();
+    assert_eq!(moved.up_bytes, 0, "{}", moved.stderr);
+
     write(&bob, "from-ann/reply.md", b"bob's reply");
     bob.synced();
     ann.synced();
@@ -291,6 +296,24 @@ fn a_shared_folder_syncs_between_two_users() {
         b"bob's reply"
     );
     assert_eq!(tree(&ann.dir), tree(&ann2.dir));
+    assert_eq!(
+        std::fs::read(bob.path("from-ann/now-shared.txt")).unwrap(),
+        b"mine"
+    );
+}
+
+#[test]
+fn a_bad_token_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let c = Client::new(&server, "not-a-token", &tmp.path().join("c"));
+    let s = c.sync();
+    assert!(!s.ok);
+    assert!(
+        s.stderr.contains("refused the token") && s.stderr.contains("HOLDALL_TOKEN"),
+        "{}",
+        s.stderr
+    );
 }
 
 #[test]
