@@ -208,6 +208,13 @@ impl Api {
         Ok(bytes)
     }
 
+    fn parse<A: DeserializeOwned>(call: &'static str, bytes: &[u8]) -> Result<A, ApiError> {
+        serde_json::from_slice(bytes).map_err(|e| ApiError::BadAnswer {
+            call,
+            detail: e.to_string(),
+        })
+    }
+
     fn json<Q: Serialize, A: DeserializeOwned>(
         &self,
         call: &'static str,
@@ -227,19 +234,13 @@ impl Api {
             JSON_BYTES_MAX,
             timeout,
         )?;
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::BadAnswer {
-            call,
-            detail: e.to_string(),
-        })
+        Self::parse(call, &bytes)
     }
 
     /// `GET /v1/account`.
     pub fn account(&self) -> Result<AccountResponse, ApiError> {
         let bytes = self.call("GET", "/v1/account", "", b"", JSON_BYTES_MAX, CALL_TIMEOUT)?;
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::BadAnswer {
-            call: "account",
-            detail: e.to_string(),
-        })
+        Self::parse("account", &bytes)
     }
 
     /// `POST /v1/commit_batch`.
@@ -285,10 +286,7 @@ impl Api {
             JSON_BYTES_MAX,
             CALL_TIMEOUT,
         )?;
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::BadAnswer {
-            call: "store_batch",
-            detail: e.to_string(),
-        })
+        Self::parse("store_batch", &bytes)
     }
 
     /// `POST /v1/list`.

@@ -15,13 +15,12 @@ mod upload;
 mod watch;
 
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use holdall_proto::ContentHasher;
+use holdall_proto::content_hash::content_hash_of_blocklist;
 
 use crate::api::{Api, Endpoint};
 use crate::sync::{Options, Syncer};
@@ -133,20 +132,12 @@ fn default_workers() -> usize {
         .clamp(2, 8)
 }
 
+/// The content hash of the file at `path`, as lower-case hex.
 fn hash_file(path: &Path) -> Result<String> {
     let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut hasher = ContentHasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finish().1.to_hex())
+    let (blocklist, _) =
+        scan::read_blocklist(&mut file).with_context(|| format!("reading {}", path.display()))?;
+    Ok(content_hash_of_blocklist(&blocklist).to_hex())
 }
 
 fn run(command: Command) -> Result<bool> {

@@ -135,24 +135,30 @@ pub fn walk(root: &Path) -> Tree<Seen> {
     out
 }
 
-/// Hashes one file: its blocklist, size and the stat it had, or None if it changed while
-/// being read (or vanished).
-pub fn hash_file(path: &Path) -> Hashed {
-    let mut file = File::open(path).ok()?;
-    let before = Stat::of(&file.metadata().ok()?);
+/// Reads `file` to its end: its blocklist and size.
+pub fn read_blocklist(file: &mut File) -> std::io::Result<(Vec<BlockHash>, u64)> {
     let mut hasher = ContentHasher::new();
     // Plain reads rather than a memory map: a map of a file that another program truncates
     // kills the process with SIGBUS, and one copy at memory speed costs little beside
     // SHA-256.
     let mut buf = vec![0u8; holdall_proto::limits::BLOCK_BYTES_MAX];
     loop {
-        let n = file.read(&mut buf).ok()?;
+        let n = file.read(&mut buf)?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
     }
     let (blocklist, _, size) = hasher.finish();
+    Ok((blocklist, size))
+}
+
+/// Hashes one file: its blocklist, size and the stat it had, or None if it changed while
+/// being read (or vanished).
+pub fn hash_file(path: &Path) -> Hashed {
+    let mut file = File::open(path).ok()?;
+    let before = Stat::of(&file.metadata().ok()?);
+    let (blocklist, size) = read_blocklist(&mut file).ok()?;
     let after = Stat::of(&std::fs::metadata(path).ok()?);
     (before == after && size == after.size).then_some((blocklist, after))
 }
