@@ -10,7 +10,7 @@ use holdall_engine::block_index::{BlockIndex, Location};
 use holdall_engine::block_log::{BlockLog, BlockLogConfig};
 use holdall_engine::journal::{Journal, JournalConfig};
 use holdall_engine::journal_record::{JournalRecord, NamespaceKind};
-use holdall_engine::prefetch::{PrefetchConfig, PrefetchTable};
+use holdall_engine::prefetch::{PrefetchConfig, PrefetchTable, Uploader};
 use holdall_engine::runtime;
 use holdall_engine::sfj::Commit;
 use holdall_engine::store_key::StoreKey;
@@ -147,7 +147,14 @@ fn memory_structures(c: &mut Criterion) {
         let mut i = 0u64;
         b.iter(|| {
             let path = format!("f{}", i % 50_000);
-            t.upsert(i % 64, &path, list.clone(), 1 << 26, 1, now);
+            t.upsert(
+                i % 64,
+                &path,
+                list.clone(),
+                1 << 26,
+                Uploader { user: 1, device: 0 },
+                now,
+            );
             assert!(t.get(i % 64, &path, now).is_some());
             i += 1;
         })

@@ -10,7 +10,7 @@ use holdall_engine::block_index::{BlockIndex, Location};
 use holdall_engine::block_log::{BlockLog, BlockLogConfig, BlockLogStats};
 use holdall_engine::journal::{Journal, JournalConfig};
 use holdall_engine::journal_record::{JournalRecord, NamespaceKind};
-use holdall_engine::prefetch::{PrefetchConfig, PrefetchTable};
+use holdall_engine::prefetch::{PrefetchConfig, PrefetchTable, Uploader};
 use holdall_engine::sfj::{Commit, CommitOutcome};
 use holdall_engine::store_key::StoreKey;
 use holdall_proto::api::EntryKind;
@@ -229,7 +229,14 @@ pub fn prefetch_ns(n: usize) -> (f64, f64) {
         .collect();
     let start = Instant::now();
     for (i, (p, l)) in paths.iter().zip(lists).enumerate() {
-        t.upsert(i as u64 % 64, p, l, 64 << 20, 1, now);
+        t.upsert(
+            i as u64 % 64,
+            p,
+            l,
+            64 << 20,
+            Uploader { user: 1, device: 0 },
+            now,
+        );
     }
     let insert = start.elapsed().as_nanos() as f64 / n as f64;
     let start = Instant::now();

@@ -5,6 +5,7 @@ pub mod engine_runs;
 pub mod http_client;
 pub mod limits;
 pub mod load;
+pub mod streaming_bench;
 pub mod sync_bench;
 
 /// Median of `v` (sorts it).

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use holdall_benches::streaming_bench::{self, Link, ASYMMETRIC, EQUAL, SEED_TABLE};
 use holdall_benches::{engine_runs, http_client, limits, load, median, sync_bench};
 use holdall_engine::runtime;
 
@@ -98,6 +99,17 @@ enum Command {
         /// Let the log hash every payload.
         #[arg(long)]
         verify: bool,
+    },
+    /// The streaming-sync experiment: the seed's table (20, 40, 100, 500 MB; with and without
+    /// streaming) on an asymmetric and an equal link emulated with the clients' caps.
+    Streaming {
+        /// Scratch folder.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// One size (40 MB) on the equal link; exits non-zero unless streaming is at least
+        /// 1.4 × faster (for CI).
+        #[arg(long)]
+        quick: bool,
     },
     /// The engine's figures beside the limits measured in the same run.
     Engine {
@@ -195,8 +207,64 @@ fn main() -> Result<()> {
             small_bytes,
             runs,
         } => sync(&dir, large_mib, folders, per_folder, small_bytes, runs)?,
+        Command::Streaming { dir, quick } => streaming(&dir, quick)?,
     }
     Ok(())
+}
+
+/// Smallest speedup `--quick` accepts at 40 MB on the equal link (the model says about 1.7
+/// there: one block of 4 MiB is a tenth of the file).
+const QUICK_SPEEDUP_MIN: f64 = 1.4;
+
+/// The streaming experiment: the seed's table beside ours, per link.
+fn streaming(dir: &std::path::Path, quick: bool) -> Result<()> {
+    if quick {
+        let without = streaming_bench::run(dir, EQUAL, &[40], false)?[0];
+        let with = streaming_bench::run(dir, EQUAL, &[40], true)?[0];
+        let speedup = without / with;
+        println!(
+            "40 MB over the {}: {without:.2} s without streaming, {with:.2} s with: {speedup:.2}× (at least {QUICK_SPEEDUP_MIN}× wanted)",
+            EQUAL.name
+        );
+        anyhow::ensure!(
+            speedup >= QUICK_SPEEDUP_MIN,
+            "streaming sync is only {speedup:.2}× faster"
+        );
+        return Ok(());
+    }
+    let sizes: Vec<u64> = SEED_TABLE.iter().map(|r| r.0).collect();
+    for (link, goal) in [(ASYMMETRIC, None), (EQUAL, Some(1.8))] {
+        let without = streaming_bench::run(dir, link, &sizes, false)?;
+        let with = streaming_bench::run(dir, link, &sizes, true)?;
+        print_table(link, goal, &without, &with);
+    }
+    Ok(())
+}
+
+fn print_table(link: Link, goal: Option<f64>, without: &[f64], with: &[f64]) {
+    let model = streaming_bench::model_speedup(link);
+    println!("\n{} (the model's speedup: {model:.2}×)", link.name);
+    println!("| size | seed without | seed with | seed speedup | ours without | ours with | our speedup | goal |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---|");
+    for (i, &(mb, seed_without, seed_with)) in SEED_TABLE.iter().enumerate() {
+        let speedup = without[i] / with[i];
+        let verdict = match (mb >= 100, goal) {
+            (false, _) => "-".to_string(),
+            (true, Some(min)) => {
+                format!("≥ {min}×: {}", if speedup >= min { "met" } else { "missed" })
+            }
+            (true, None) => {
+                let met = (speedup / model - 1.0).abs() <= 0.10;
+                format!("{model:.2}× ± 10 %: {}", if met { "met" } else { "missed" })
+            }
+        };
+        println!(
+            "| {mb} MB | {seed_without:.0} s | {seed_with:.0} s | {:.2}× | {:.2} s | {:.2} s | {speedup:.2}× | {verdict} |",
+            seed_without / seed_with,
+            without[i],
+            with[i],
+        );
+    }
 }
 
 /// The sync benchmark's medians beside the limits of the same run.

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 /// A holdalld for the benchmark's lifetime.
-struct Daemon(Child);
+pub struct Daemon(Child);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
@@ -19,7 +19,7 @@ impl Drop for Daemon {
 }
 
 /// The binaries beside this one (`cargo build --release --workspace` builds them all).
-fn sibling(name: &str) -> Result<PathBuf> {
+pub fn sibling(name: &str) -> Result<PathBuf> {
     let me = std::env::current_exe()?;
     let bin = me.with_file_name(name);
     if !bin.exists() {
@@ -31,7 +31,8 @@ fn sibling(name: &str) -> Result<PathBuf> {
     Ok(bin)
 }
 
-fn start_server(data: &Path) -> Result<(Daemon, String)> {
+/// Starts holdalld on `data` on a free loopback port; the process and its URL.
+pub fn start_server(data: &Path) -> Result<(Daemon, String)> {
     use std::io::BufRead;
     let mut child = Command::new(sibling("holdalld")?)
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
@@ -52,7 +53,8 @@ fn start_server(data: &Path) -> Result<(Daemon, String)> {
     Ok((Daemon(child), format!("http://{addr}")))
 }
 
-fn holdall(url: &str, token: &str, args: &[&str], dir: Option<&Path>) -> Result<String> {
+/// Runs `holdall ARGS [DIR]` as the user with `token`; what it printed.
+pub fn holdall(url: &str, token: &str, args: &[&str], dir: Option<&Path>) -> Result<String> {
     let mut c = Command::new(sibling("holdall")?);
     c.args(args)
         .env("HOLDALL_SERVER", url)

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use holdall_proto::api::DEVICE_HEADER;
 use holdall_proto::api::{
     AccountResponse, AddMemberRequest, CommitBatchRequest, CommitBatchResponse, CommitRequest,
     CreateNamespaceRequest, CreateNamespaceResponse, CreateUserRequest, CreateUserResponse,
@@ -89,6 +90,8 @@ pub struct Api {
     auth: String,
     up: Throttle,
     down: Throttle,
+    /// This device's name, sent so the user's other devices see its uploads stream.
+    device: Option<String>,
 }
 
 fn load_ca(path: &Path) -> anyhow::Result<RootCerts> {
@@ -133,7 +136,14 @@ impl Api {
             auth: format!("Bearer {}", endpoint.token),
             up: Throttle::new(up),
             down: Throttle::new(down),
+            device: None,
         })
+    }
+
+    /// The same client, naming its device in every request (`Holdall-Device`).
+    pub fn with_device(mut self, device: &str) -> Api {
+        self.device = Some(device.to_string());
+        self
     }
 
     /// The server's base URL.
@@ -161,23 +171,24 @@ impl Api {
         self.up.spend(body.len() as u64);
         let url = format!("{}{path}", self.url);
         let response = match method {
-            "GET" => self
-                .agent
-                .get(&url)
-                .header("Authorization", &self.auth)
-                .config()
-                .timeout_global(Some(timeout))
-                .build()
-                .call(),
-            _ => self
-                .agent
-                .post(&url)
-                .header("Authorization", &self.auth)
-                .content_type(content_type)
-                .config()
-                .timeout_global(Some(timeout))
-                .build()
-                .send(body),
+            "GET" => {
+                let mut get = self.agent.get(&url).header("Authorization", &self.auth);
+                if let Some(d) = &self.device {
+                    get = get.header(DEVICE_HEADER, d);
+                }
+                get.config().timeout_global(Some(timeout)).build().call()
+            }
+            _ => {
+                let mut post = self.agent.post(&url).header("Authorization", &self.auth);
+                if let Some(d) = &self.device {
+                    post = post.header(DEVICE_HEADER, d);
+                }
+                post.content_type(content_type)
+                    .config()
+                    .timeout_global(Some(timeout))
+                    .build()
+                    .send(body)
+            }
         };
         let mut response = response.map_err(|e| self.unreachable(e))?;
         let status = response.status().as_u16();

@@ -2,6 +2,7 @@
 
 mod api;
 mod planner;
+mod prefetch;
 mod reconstruct;
 mod scan;
 mod share;
@@ -81,6 +82,13 @@ enum Command {
         /// Bound of the deleted-files cache (suffixes K, M, G).
         #[arg(long, default_value = "1G", value_parser = parse_rate)]
         trash_limit: u64,
+        /// Turn streaming sync off: do not prefetch blocks of files other devices are still
+        /// uploading (on by default when the server offers it; `--once` never prefetches).
+        #[arg(long, env = "HOLDALL_NO_STREAMING")]
+        no_streaming: bool,
+        /// Bound of the streaming-sync cache in .holdall/prefetch (suffixes K, M, G).
+        #[arg(long, default_value = "1G", value_parser = parse_rate)]
+        prefetch_limit: u64,
         #[command(flatten)]
         connect: Connect,
     },
@@ -160,11 +168,15 @@ fn run(command: Command) -> Result<bool> {
             once,
             workers,
             trash_limit,
+            no_streaming,
+            prefetch_limit,
             connect,
         } => {
             let opts = Options {
                 workers: workers.max(1),
                 trash_bytes_max: trash_limit,
+                streaming: !no_streaming,
+                prefetch_bytes_max: prefetch_limit,
             };
             let mut syncer = Syncer::open(&dir, connect.api()?, opts)?;
             if !once {

@@ -23,6 +23,7 @@ use holdall_proto::limits::{BLOCK_BYTES_MAX, RETRIEVE_HASHES_MAX};
 use holdall_proto::BlockHash;
 
 use crate::api::{Api, ApiError};
+use crate::prefetch::PrefetchCache;
 use crate::scan::TEMP_PREFIX;
 use crate::tree::Node;
 use crate::upload::read_block;
@@ -46,6 +47,7 @@ pub struct Fetch {
 #[derive(Default)]
 pub struct BlockSources {
     places: HashMap<BlockHash, Vec<(PathBuf, u64, usize)>>,
+    prefetched: Option<PrefetchCache>,
 }
 
 fn block_len(size: u64, index: usize) -> usize {
@@ -68,12 +70,25 @@ impl BlockSources {
         }
     }
 
-    /// The block's bytes, if some local file still holds them.
-    pub fn read(&self, hash: &BlockHash) -> Option<Vec<u8>> {
-        self.places
-            .get(hash)?
-            .iter()
-            .find_map(|(path, offset, len)| read_block(path, *offset, *len, hash))
+    /// Also looks in the streaming-sync cache.
+    pub fn add_prefetched(&mut self, cache: PrefetchCache) {
+        self.prefetched = Some(cache);
+    }
+
+    /// The block's bytes if some local file still holds them, and whether they came from
+    /// the streaming-sync cache.
+    pub fn read(&self, hash: &BlockHash) -> Option<(Vec<u8>, bool)> {
+        let local = self.places.get(hash).and_then(|places| {
+            places
+                .iter()
+                .find_map(|(path, offset, len)| read_block(path, *offset, *len, hash))
+        });
+        if let Some(data) = local {
+            return Some((data, false));
+        }
+        let (path, len) = self.prefetched.as_ref()?.block(hash)?;
+        let data = read_block(&path, 0, usize::try_from(len).ok()?, hash)?;
+        Some((data, true))
     }
 }
 
@@ -86,6 +101,8 @@ pub struct DownloadStats {
     pub fetched_bytes: u64,
     /// Blocks taken from local files or the deleted-files cache.
     pub reused_blocks: u64,
+    /// Blocks taken from the streaming-sync cache.
+    pub prefetched_blocks: u64,
 }
 
 /// What [`build`] made.
@@ -164,8 +181,12 @@ pub fn build(
                 continue;
             }
             match sources.read(h) {
-                Some(data) => {
-                    stats.reused_blocks += 1;
+                Some((data, prefetched)) => {
+                    if prefetched {
+                        stats.prefetched_blocks += 1;
+                    } else {
+                        stats.reused_blocks += 1;
+                    }
                     if let Err(e) = file.write_all_at(&data, offset) {
                         failed.insert(i);
                         errors.push((i, format!("writing {}: {e}", temps[i].display())));

@@ -152,6 +152,27 @@ impl State {
         }
     }
 
+    /// This folder's device name, made up (random) the first time.
+    pub fn device(&mut self) -> Result<String> {
+        if let Some(d) = self.meta("device")? {
+            return Ok(d);
+        }
+        use std::hash::{BuildHasher, Hasher};
+        let half = || {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            h.write_u32(std::process::id());
+            h.finish()
+        };
+        let device = format!("{:016x}{:016x}", half(), half());
+        self.write(|w| w.set_meta("device", &device))?;
+        Ok(device)
+    }
+
     /// A free-form value (last error, counters).
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
         Ok(self

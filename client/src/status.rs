@@ -69,5 +69,16 @@ pub fn print(dir: &Path) -> Result<bool> {
         meta("trash_bytes")?,
         db_bytes
     );
+    let prefetched = meta("prefetched_blocks")?;
+    if prefetched.is_empty() {
+        println!("streaming:    off (or no round of a continuous sync yet)");
+    } else {
+        println!(
+            "streaming:    {} uploads followed, {prefetched} blocks prefetched, {} used to build files, cache {} bytes",
+            meta("prefetch_followed")?,
+            meta("prefetch_hits")?,
+            meta("prefetch_cache_bytes")?
+        );
+    }
     Ok(in_sync)
 }

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::api::{Api, ApiError};
 use crate::planner::{plan, Action, CopyNamer, Trees};
+use crate::prefetch::{PrefetchCache, Prefetcher};
 use crate::reconstruct::{build, BlockSources, Built, Fetch};
 use crate::scan::{local_tree, unchanged, walk, LocalTree, Stat, STATE_DIR};
 use crate::state::{HashEntry, State};
@@ -39,6 +40,10 @@ pub struct Options {
     pub workers: usize,
     /// Bound of the deleted-files cache.
     pub trash_bytes_max: u64,
+    /// Streaming sync: prefetch blocks of files other devices are still uploading.
+    pub streaming: bool,
+    /// Bound of the streaming-sync cache.
+    pub prefetch_bytes_max: u64,
 }
 
 /// What one round did.
@@ -60,6 +65,8 @@ pub struct Report {
     pub down_bytes: u64,
     /// Blocks reused from local files instead of downloaded.
     pub reused_blocks: u64,
+    /// Blocks taken from the streaming-sync cache instead of downloaded.
+    pub prefetched_blocks: u64,
     /// Paths that failed, with why.
     pub errors: Vec<(String, String)>,
     /// Files that changed while being read.
@@ -83,6 +90,10 @@ pub struct Syncer {
     layout: Layout,
     limits: Limits,
     cursors: Cursors,
+    /// Newest prefetch entry version listed per namespace.
+    prefetch_cursors: Cursors,
+    /// The streaming-sync cache, while a prefetcher runs.
+    prefetch: Option<PrefetchCache>,
     rows: HashMap<(NsId, String), RemoteNode>,
     synced: Tree<Node>,
     hashes: HashMap<String, HashEntry>,
@@ -133,8 +144,9 @@ impl Syncer {
             .with_context(|| format!("resolving {}", root.display()))?;
         let account = api.account()?;
         let state_dir = root.join(STATE_DIR);
-        let state = State::open(&state_dir)?;
+        let mut state = State::open(&state_dir)?;
         let lock = lock(&state_dir)?;
+        let api = api.with_device(&state.device()?);
         let leftovers = crate::scan::leftovers(&root);
         state.bind(api.url(), &account.user)?;
         let trash = Trash::open(&state_dir, &state, opts.trash_bytes_max)?;
@@ -150,6 +162,8 @@ impl Syncer {
             },
             limits: account.limits,
             cursors: state.cursors()?,
+            prefetch_cursors: Cursors::new(),
+            prefetch: None,
             synced: state.synced()?,
             hashes: state.hashes()?,
             rows,
@@ -183,6 +197,33 @@ impl Syncer {
         c
     }
 
+    /// Newest prefetch entry versions listed (for longpoll).
+    pub fn prefetch_cursors(&self) -> Cursors {
+        self.prefetch_cursors.clone()
+    }
+
+    /// Turns streaming sync on (unless the options or the server have it off): returns the
+    /// prefetcher to run on a thread of its own; `nudge` is called when an upload it follows
+    /// ended, so that a round can build or purge it.
+    pub fn start_streaming(&mut self, nudge: Box<dyn Fn() + Send>) -> Result<Option<Prefetcher>> {
+        let Some(ttl_s) = self.limits.prefetch_ttl_s.filter(|_| self.opts.streaming) else {
+            return Ok(None);
+        };
+        let cache = PrefetchCache::open(
+            &self.root.join(STATE_DIR),
+            self.opts.prefetch_bytes_max,
+            Duration::from_secs(ttl_s),
+        )
+        .context("opening the prefetch cache")?;
+        self.prefetch = Some(cache.clone());
+        Ok(Some(Prefetcher::new(
+            cache,
+            self.api.clone(),
+            self.limits.batch_bytes_max,
+            nudge,
+        )))
+    }
+
     /// Reads the account again: mounts may have changed.
     fn refresh_account(&mut self) -> Result<(), ApiError> {
         let account = self.api.account()?;
@@ -200,8 +241,13 @@ impl Syncer {
             let answer = self.api.list(&ListRequest {
                 cursors: self.cursors(),
                 limit: Some(LIST_LIMIT_MAX),
-                prefetch_cursors: Cursors::new(),
+                prefetch_cursors: self.prefetch_cursors.clone(),
             })?;
+            if let Some(cache) = &self.prefetch {
+                cache.offer(&answer.prefetch);
+            }
+            self.prefetch_cursors
+                .extend(answer.prefetch_cursors.clone());
             let rows = &mut self.rows;
             self.state.write(|w| {
                 for e in &answer.entries {
@@ -295,6 +341,7 @@ impl Syncer {
 
     /// One round: list, scan, plan, act. Returns what it did.
     pub fn round(&mut self) -> Result<Report> {
+        let listed_at = Instant::now();
         self.refresh_account()?;
         self.list_all()?;
         let local = self.scan()?;
@@ -321,6 +368,9 @@ impl Syncer {
         self.act(actions, &local, &remote, &mut report)?;
         for (path, _, _) in self.leftovers.drain(..) {
             let _ = std::fs::remove_file(path);
+        }
+        if let Some(cache) = &self.prefetch {
+            cache.purge(listed_at);
         }
         Ok(report)
     }
@@ -514,6 +564,9 @@ impl Syncer {
         for (path, pieces, size) in &self.leftovers {
             sources.add_file(path.clone(), pieces, *size);
         }
+        if let Some(cache) = &self.prefetch {
+            sources.add_prefetched(cache.clone());
+        }
         sources
     }
 
@@ -582,6 +635,7 @@ impl Syncer {
         )?;
         report.down_bytes += stats.fetched_bytes;
         report.reused_blocks += stats.reused_blocks;
+        report.prefetched_blocks += stats.prefetched_blocks;
         for (i, e) in errors {
             if let Some(f) = fetches.get(i) {
                 report.errors.push((f.lpath.clone(), e));
@@ -628,6 +682,14 @@ impl Syncer {
         }
         // The renames are durable before the state says these files are synced.
         syncfs(&self.root)?;
+        if let Some(cache) = &self.prefetch {
+            cache.count_hits(stats.prefetched_blocks);
+            let keys: Vec<(NsId, String)> = placed
+                .iter()
+                .map(|(i, _)| (fetches[*i].ns, fetches[*i].path.clone()))
+                .collect();
+            cache.finished(&keys);
+        }
         report.downloaded += placed.len();
         self.state.write(|w| {
             for (i, stat) in &placed {
@@ -738,8 +800,18 @@ impl Syncer {
     pub fn record(&mut self, report: Option<&Report>, error: Option<&str>) -> Result<()> {
         let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string();
         let trash_bytes = self.trash.bytes();
+        let prefetch = self
+            .prefetch
+            .as_ref()
+            .map(|c| (c.stats(), c.bytes(), c.followed()));
         self.state.write(|w| {
             w.set_meta("last_round", &now)?;
+            if let Some((stats, bytes, followed)) = prefetch {
+                w.set_meta("prefetch_followed", &followed.to_string())?;
+                w.set_meta("prefetched_blocks", &stats.prefetched_blocks.to_string())?;
+                w.set_meta("prefetch_hits", &stats.hits.to_string())?;
+                w.set_meta("prefetch_cache_bytes", &bytes.to_string())?;
+            }
             w.set_meta("last_error", error.unwrap_or(""))?;
             w.set_meta("trash_bytes", &trash_bytes.to_string())?;
             if let Some(r) = report {
@@ -812,6 +884,7 @@ fn accumulate(total: &mut Report, r: Report) {
     total.up_bytes += r.up_bytes;
     total.down_bytes += r.down_bytes;
     total.reused_blocks += r.reused_blocks;
+    total.prefetched_blocks += r.prefetched_blocks;
     total.unsettled = r.unsettled;
 }
 
@@ -828,6 +901,7 @@ pub fn log_round(r: &Report, took: Duration) {
         up_bytes = r.up_bytes,
         down_bytes = r.down_bytes,
         reused_blocks = r.reused_blocks,
+        prefetched_blocks = r.prefetched_blocks,
         errors = r.errors.len(),
         took_ms = took.as_millis() as u64,
         "sync round"

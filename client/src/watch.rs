@@ -49,17 +49,29 @@ pub fn run(mut syncer: Syncer) -> Result<()> {
         .watch(&root, RecursiveMode::Recursive)
         .with_context(|| format!("watching {}", root.display()))?;
 
-    let cursors: Arc<Mutex<Cursors>> = Arc::new(Mutex::new(syncer.cursors()));
+    // Streaming sync: a thread fetching blocks of uploads still in progress elsewhere.
+    let nudge_tx = Mutex::new(tx.clone());
+    let nudge = Box::new(move || {
+        let _ = nudge_tx.lock().unwrap_or_else(|e| e.into_inner()).send(());
+    });
+    if let Some(prefetcher) = syncer.start_streaming(nudge)? {
+        std::thread::spawn(move || prefetcher.run());
+    }
+
+    // Row cursors and prefetch cursors, as the last round left them.
+    type Seen = (Cursors, Cursors);
+    let cursors: Arc<Mutex<Seen>> =
+        Arc::new(Mutex::new((syncer.cursors(), syncer.prefetch_cursors())));
     {
         let (api, cursors, tx) = (syncer.api().clone(), cursors.clone(), tx.clone());
         std::thread::spawn(move || {
             let mut backoff = Duration::from_secs(1);
             loop {
-                let c = cursors.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let (rows, prefetch) = cursors.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let request = LongpollRequest {
-                    cursors: c,
+                    cursors: rows,
                     timeout_s: Some(LONGPOLL_S),
-                    prefetch_cursors: Cursors::new(),
+                    prefetch_cursors: prefetch,
                 };
                 match api.longpoll(&request) {
                     Ok(answer) => {
@@ -90,7 +102,8 @@ pub fn run(mut syncer: Syncer) -> Result<()> {
             Ok(report) => {
                 log_round(&report, started.elapsed());
                 syncer.record(Some(&report), None)?;
-                *cursors.lock().unwrap_or_else(|e| e.into_inner()) = syncer.cursors();
+                *cursors.lock().unwrap_or_else(|e| e.into_inner()) =
+                    (syncer.cursors(), syncer.prefetch_cursors());
                 backoff = Duration::from_secs(1);
                 if !report.idle() {
                     continue;

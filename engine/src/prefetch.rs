@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
 use holdall_proto::api::NsId;
 use holdall_proto::BlockHash;
 
@@ -19,6 +19,25 @@ use crate::journal_record::UserId;
 
 /// Bytes charged per entry on top of its path and blocklist.
 const ENTRY_OVERHEAD_BYTES: usize = 128;
+
+/// Who uploads a file: a user, and the device they upload from (0: not told). Entries are
+/// news to everyone but the uploading device itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Uploader {
+    /// The user.
+    pub user: UserId,
+    /// The device, as the client names it; 0 when it did not.
+    pub device: u64,
+}
+
+impl Uploader {
+    /// Whether `viewer` is someone other than this uploader: another user, or another
+    /// device of the same user (when both named their devices).
+    pub fn is_other_than(&self, viewer: &Uploader) -> bool {
+        self.user != viewer.user
+            || (self.device != 0 && viewer.device != 0 && self.device != viewer.device)
+    }
+}
 
 /// Bounds of a prefetch table.
 #[derive(Debug, Clone, Copy)]
@@ -50,7 +69,7 @@ pub struct PrefetchEntry {
     /// File size in bytes.
     pub size: u64,
     /// Who is uploading it.
-    pub uploader: UserId,
+    pub uploader: Uploader,
     /// Changes when the blocklist changes, so a fetcher can tell the entry was replaced.
     pub version: u64,
     expires_at: Instant,
@@ -102,6 +121,8 @@ pub struct PrefetchStats {
     pub evictions: u64,
     /// Entries removed by their file's commit.
     pub removals: u64,
+    /// Entries kept alive because their blocks were arriving.
+    pub touches: u64,
 }
 
 struct QueueItem {
@@ -115,6 +136,8 @@ struct QueueItem {
 pub struct PrefetchTable {
     config: PrefetchConfig,
     entries: HashMap<NsId, HashMap<String, PrefetchEntry>>,
+    /// The entries of each uploading user, so arriving blocks find theirs without a scan.
+    by_user: HashMap<UserId, HashSet<(NsId, String)>>,
     queue: VecDeque<QueueItem>,
     next_seq: u64,
     stats: PrefetchStats,
@@ -126,10 +149,16 @@ impl PrefetchTable {
         PrefetchTable {
             config,
             entries: HashMap::new(),
+            by_user: HashMap::new(),
             queue: VecDeque::new(),
             next_seq: 1,
             stats: PrefetchStats::default(),
         }
+    }
+
+    /// How long an entry lives after its last activity.
+    pub fn ttl(&self) -> Duration {
+        self.config.ttl
     }
 
     /// Counters.
@@ -168,7 +197,7 @@ impl PrefetchTable {
         path: &str,
         blocklist: Vec<BlockHash>,
         size: u64,
-        uploader: UserId,
+        uploader: Uploader,
         now: Instant,
     ) -> Upsert {
         self.expire(now);
@@ -201,11 +230,17 @@ impl PrefetchTable {
                 match existing {
                     Some(e) => {
                         self.stats.bytes -= e.bytes(path) as u64;
+                        let old_user = e.uploader.user;
                         *e = entry;
+                        if old_user != uploader.user {
+                            unindex(&mut self.by_user, old_user, ns, path);
+                            index(&mut self.by_user, uploader.user, ns, path);
+                        }
                         Upsert::Replaced
                     }
                     None => {
                         map.insert(path.to_owned(), entry);
+                        index(&mut self.by_user, uploader.user, ns, path);
                         self.stats.entries += 1;
                         self.stats.inserts += 1;
                         Upsert::Inserted
@@ -232,6 +267,31 @@ impl PrefetchTable {
         true
     }
 
+    /// Extends the life of `user`'s entries that list any of `hashes`, blocks the user has
+    /// just stored: an upload in progress stays young, so the bounds evict idle entries
+    /// first. Returns how many entries were touched.
+    pub fn touch_uploads(&mut self, user: UserId, hashes: &[BlockHash], now: Instant) -> usize {
+        self.expire(now);
+        let Some(keys) = self.by_user.get(&user) else {
+            return 0;
+        };
+        let hit: Vec<(NsId, String)> = keys
+            .iter()
+            .filter(|(ns, path)| {
+                self.entries
+                    .get(ns)
+                    .and_then(|m| m.get(path))
+                    .is_some_and(|e| hashes.iter().any(|h| e.blocklist.contains(h)))
+            })
+            .cloned()
+            .collect();
+        for (ns, path) in &hit {
+            self.touch(*ns, path, now);
+        }
+        self.stats.touches += hit.len() as u64;
+        hit.len()
+    }
+
     /// Removes the entry of a file whose commit succeeded.
     pub fn remove(&mut self, ns: NsId, path: &str) -> bool {
         let removed = self.remove_entry(ns, path);
@@ -251,6 +311,7 @@ impl PrefetchTable {
         if map.is_empty() {
             self.entries.remove(&ns);
         }
+        unindex(&mut self.by_user, e.uploader.user, ns, path);
         self.stats.entries -= 1;
         self.stats.bytes -= e.bytes(path) as u64;
         true
@@ -317,9 +378,24 @@ impl PrefetchTable {
     }
 }
 
+fn index(by_user: &mut HashMap<UserId, HashSet<(NsId, String)>>, u: UserId, ns: NsId, p: &str) {
+    by_user.entry(u).or_default().insert((ns, p.to_owned()));
+}
+
+fn unindex(by_user: &mut HashMap<UserId, HashSet<(NsId, String)>>, u: UserId, ns: NsId, p: &str) {
+    if let Some(keys) = by_user.get_mut(&u) {
+        keys.remove(&(ns, p.to_owned()));
+        if keys.is_empty() {
+            by_user.remove(&u);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const U: Uploader = Uploader { user: 7, device: 0 };
 
     fn bl(n: u64) -> Vec<BlockHash> {
         (0..n).map(|i| BlockHash::of(&i.to_le_bytes())).collect()
@@ -337,15 +413,15 @@ mod tests {
     fn insert_refresh_replace_remove() {
         let t0 = Instant::now();
         let mut t = table(10);
-        assert_eq!(t.upsert(1, "a", bl(3), 10, 7, t0), Upsert::Inserted);
+        assert_eq!(t.upsert(1, "a", bl(3), 10, U, t0), Upsert::Inserted);
         let v = t.get(1, "a", t0).unwrap().version;
-        assert_eq!(t.upsert(1, "a", bl(3), 10, 7, t0), Upsert::Refreshed);
+        assert_eq!(t.upsert(1, "a", bl(3), 10, U, t0), Upsert::Refreshed);
         assert_eq!(
             t.get(1, "a", t0).unwrap().version,
             v,
             "a refresh keeps the version"
         );
-        assert_eq!(t.upsert(1, "a", bl(4), 10, 7, t0), Upsert::Replaced);
+        assert_eq!(t.upsert(1, "a", bl(4), 10, U, t0), Upsert::Replaced);
         assert_ne!(t.get(1, "a", t0).unwrap().version, v);
         assert_eq!(t.stats().entries, 1);
         assert!(t.remove(1, "a"));
@@ -363,8 +439,8 @@ mod tests {
     fn entries_expire_after_ttl_unless_touched() {
         let t0 = Instant::now();
         let mut t = table(10);
-        t.upsert(1, "a", bl(1), 1, 7, t0);
-        t.upsert(1, "b", bl(1), 1, 7, t0);
+        t.upsert(1, "a", bl(1), 1, U, t0);
+        t.upsert(1, "b", bl(1), 1, U, t0);
         assert!(t.touch(1, "b", t0 + Duration::from_secs(9)));
         assert!(t.get(1, "a", t0 + Duration::from_secs(9)).is_some());
         assert!(t.get(1, "a", t0 + Duration::from_secs(10)).is_none());
@@ -379,17 +455,63 @@ mod tests {
         let t0 = Instant::now();
         let mut t = table(3);
         for (i, p) in ["a", "b", "c"].iter().enumerate() {
-            t.upsert(1, p, bl(1), 1, 7, t0 + Duration::from_millis(i as u64));
+            t.upsert(1, p, bl(1), 1, U, t0 + Duration::from_millis(i as u64));
         }
         // "a" is being uploaded: touched, so "b" is now the longest idle.
         t.touch(1, "a", t0 + Duration::from_millis(5));
-        t.upsert(2, "d", bl(1), 1, 7, t0 + Duration::from_millis(6));
+        t.upsert(2, "d", bl(1), 1, U, t0 + Duration::from_millis(6));
         let now = t0 + Duration::from_millis(7);
         assert!(t.get(1, "b", now).is_none());
         assert!(t.get(1, "a", now).is_some());
         assert!(t.get(1, "c", now).is_some());
         assert!(t.get(2, "d", now).is_some());
         assert_eq!(t.stats().evictions, 1);
+    }
+
+    #[test]
+    fn arriving_blocks_keep_their_upload_young() {
+        let t0 = Instant::now();
+        let mut t = table(2);
+        let ms = Duration::from_millis;
+        t.upsert(1, "uploading", bl(4), 1, U, t0);
+        t.upsert(
+            1,
+            "idle",
+            bl(1),
+            1,
+            Uploader { user: 8, device: 0 },
+            t0 + ms(1),
+        );
+        // Another user's blocks touch nothing; the uploader's block of "uploading" does.
+        assert_eq!(t.touch_uploads(8, &bl(4)[2..3], t0 + ms(2)), 0);
+        assert_eq!(t.touch_uploads(7, &bl(4)[2..3], t0 + ms(3)), 1);
+        t.upsert(2, "new", bl(1), 1, U, t0 + ms(4));
+        let now = t0 + ms(5);
+        assert!(t.get(1, "idle", now).is_none(), "the idle entry goes first");
+        assert!(t.get(1, "uploading", now).is_some());
+        assert_eq!(t.stats().touches, 1);
+        t.remove(1, "uploading");
+        t.remove(2, "new");
+        assert!(t.by_user.is_empty(), "the index forgets removed entries");
+    }
+
+    #[test]
+    fn own_device_is_not_news() {
+        let a = Uploader {
+            user: 1,
+            device: 10,
+        };
+        assert!(!a.is_other_than(&a));
+        assert!(a.is_other_than(&Uploader {
+            user: 1,
+            device: 11
+        }));
+        assert!(a.is_other_than(&Uploader {
+            user: 2,
+            device: 10
+        }));
+        assert!(!a.is_other_than(&Uploader { user: 1, device: 0 }));
+        assert!(!Uploader { user: 1, device: 0 }.is_other_than(&a));
     }
 
     #[test]
@@ -400,10 +522,10 @@ mod tests {
             entries_max: 100,
             bytes_max: 10_000,
         });
-        assert_eq!(t.upsert(1, "huge", bl(400), 1, 7, t0), Upsert::TooLarge);
+        assert_eq!(t.upsert(1, "huge", bl(400), 1, U, t0), Upsert::TooLarge);
         assert_eq!(t.stats().entries, 0);
         for i in 0..10 {
-            t.upsert(1, &format!("f{i}"), bl(50), 1, 7, t0);
+            t.upsert(1, &format!("f{i}"), bl(50), 1, U, t0);
         }
         let s = t.stats();
         assert!(s.bytes <= 10_000, "{s:?}");
@@ -415,7 +537,7 @@ mod tests {
     fn stale_queue_items_stay_bounded() {
         let t0 = Instant::now();
         let mut t = table(10);
-        t.upsert(1, "a", bl(1), 1, 7, t0);
+        t.upsert(1, "a", bl(1), 1, U, t0);
         for i in 0..100_000u64 {
             t.touch(1, "a", t0 + Duration::from_micros(i));
         }

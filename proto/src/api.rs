@@ -46,6 +46,10 @@ pub struct Mount {
     pub path: String,
 }
 
+/// Request header naming the client's device (1 to 128 visible ASCII characters), so that a
+/// user's other devices see this one's uploads as prefetch entries.
+pub const DEVICE_HEADER: &str = "holdall-device";
+
 /// Size limits the server enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
@@ -53,6 +57,10 @@ pub struct Limits {
     pub block_bytes_max: u64,
     /// Largest payload total of one store_batch or retrieve_batch body.
     pub batch_bytes_max: u64,
+    /// How long a prefetch entry lives after its last activity, in seconds; absent when
+    /// the server publishes no prefetch entries (streaming sync off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefetch_ttl_s: Option<u64>,
 }
 
 /// `GET /v1/account`.

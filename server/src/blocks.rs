@@ -80,6 +80,22 @@ pub async fn store_batch(
             }
         }
     }
+    // Uploads in progress stay young in the prefetch tables, so the bounds evict idle
+    // entries first. The entries live on their namespaces' shards, unknown here: ask all.
+    let arrived: Vec<BlockHash> = outcome.keys().copied().collect();
+    let touches = (0..shard.shards).map(|to| {
+        let arrived = arrived.clone();
+        shard.submit_to(to, move |s| {
+            let now = std::time::Instant::now();
+            s.prefetch
+                .borrow_mut()
+                .touch_uploads(uploader, &arrived, now);
+            std::future::ready(())
+        })
+    });
+    for touched in futures::future::join_all(touches).await {
+        touched?;
+    }
     let mut response = StoreBatchResponse {
         stored: Vec::new(),
         present: Vec::new(),

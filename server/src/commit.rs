@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
 use std::time::Instant;
 
-use holdall_engine::prefetch::Upsert;
+use holdall_engine::prefetch::{Uploader, Upsert};
 use holdall_engine::sfj::{Commit, CommitInvalid, CommitOutcome, Pending, User};
 use holdall_proto::api::{
     CommitBatchRequest, CommitBatchResponse, CommitRequest, CommitResult, EntryKind, NsId,
@@ -24,7 +24,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use crate::body::Body;
-use crate::routes::{json, read_json, ApiError};
+use crate::routes::{json, read_json, uploader_of, ApiError};
 use crate::shard::{journal_error, shard_of_block, shard_of_namespace, Seen, Shard};
 
 /// Largest body of one commit: a blocklist of about 500,000 blocks (a 2 TiB file).
@@ -41,8 +41,9 @@ pub async fn commit(
     user: &User,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
+    let uploader = uploader_of(user, &req)?;
     let body: CommitRequest = read_json(req, COMMIT_BODY_BYTES_MAX).await?;
-    let answer = run(shard, user, vec![body])
+    let answer = run(shard, user, uploader, vec![body])
         .await?
         .pop()
         .ok_or_else(|| ApiError::internal("no answer to the commit"))??;
@@ -59,6 +60,7 @@ pub async fn commit_batch(
     user: &User,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
+    let uploader = uploader_of(user, &req)?;
     let body: CommitBatchRequest = read_json(req, COMMIT_BATCH_BODY_BYTES_MAX).await?;
     if body.commits.len() > COMMIT_BATCH_MAX {
         return Err(ApiError::new(
@@ -70,7 +72,7 @@ pub async fn commit_batch(
             ),
         ));
     }
-    let results = run(shard, user, body.commits)
+    let results = run(shard, user, uploader, body.commits)
         .await?
         .into_iter()
         .map(|a| {
@@ -98,6 +100,7 @@ fn invalid(e: CommitInvalid) -> ApiError {
 async fn run(
     shard: &Rc<Shard>,
     user: &User,
+    uploader: Uploader,
     requests: Vec<CommitRequest>,
 ) -> Result<Vec<Answer>, ApiError> {
     let namespaces = crate::access::namespaces_of(&shard.directory.borrow(), user);
@@ -141,7 +144,6 @@ async fn run(
             .or_default()
             .push((i, c, need));
     }
-    let uploader = user.id;
     let sent = by_owner.into_iter().map(|(owner, batch)| {
         shard.submit_to(owner, move |s| {
             let s = s.clone();
@@ -234,7 +236,7 @@ async fn claimable(
 /// entries for large new files), and commits the rest in one group commit.
 async fn commit_here(
     shard: &Rc<Shard>,
-    uploader: u64,
+    uploader: Uploader,
     batch: Vec<(usize, Commit, Vec<BlockHash>)>,
 ) -> Result<Vec<(usize, Answer)>, ApiError> {
     let now = Instant::now();
@@ -286,7 +288,7 @@ async fn commit_here(
         shard
             .longpolls
             .borrow_mut()
-            .wake(&ns, |seen: &Seen| seen.user != uploader);
+            .wake(&ns, |seen: &Seen| uploader.is_other_than(&seen.viewer));
     }
     if ready.is_empty() {
         return Ok(answers);

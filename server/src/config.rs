@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use holdall_engine::prefetch::PrefetchConfig;
 use serde::{Deserialize, Serialize};
 
 /// Flags of `holdalld serve`; each also reads an environment variable.
@@ -21,12 +22,15 @@ pub struct ServeArgs {
     #[arg(long, env = "HOLDALL_SHARDS")]
     pub shards: Option<usize>,
     /// TOML file with any of the keys `data`, `listen`, `shards`, `prefetch_ttl_s`,
-    /// `streaming`, `client_timeout_s`.
+    /// `prefetch_entries_max`, `streaming`, `client_timeout_s`.
     #[arg(long, env = "HOLDALL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Seconds a prefetch entry (and a user's proof of upload) lives [default: 600].
     #[arg(long, env = "HOLDALL_PREFETCH_TTL_S")]
     pub prefetch_ttl_s: Option<u64>,
+    /// Most live prefetch entries per shard; the longest idle go first [default: 100000].
+    #[arg(long, env = "HOLDALL_PREFETCH_ENTRIES_MAX")]
+    pub prefetch_entries_max: Option<usize>,
     /// Streaming sync: publish prefetch entries for large uploads [default: true].
     #[arg(long, env = "HOLDALL_STREAMING")]
     pub streaming: Option<bool>,
@@ -43,6 +47,7 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     shards: Option<usize>,
     prefetch_ttl_s: Option<u64>,
+    prefetch_entries_max: Option<usize>,
     streaming: Option<bool>,
     client_timeout_s: Option<u64>,
 }
@@ -58,6 +63,8 @@ pub struct Config {
     pub shards: usize,
     /// How long a prefetch entry, and a user's proof of having uploaded a block, lives.
     pub prefetch_ttl: Duration,
+    /// Most live prefetch entries per shard.
+    pub prefetch_entries_max: usize,
     /// Whether large uploads publish prefetch entries (streaming sync).
     pub streaming: bool,
     /// How long a client may stall a request head, a body or a response.
@@ -109,6 +116,13 @@ impl Config {
         if !(1..=86_400).contains(&prefetch_ttl_s) {
             bail!("the prefetch TTL must be 1 to 86400 seconds, not {prefetch_ttl_s}");
         }
+        let prefetch_entries_max = args
+            .prefetch_entries_max
+            .or(file.prefetch_entries_max)
+            .unwrap_or(PrefetchConfig::default().entries_max);
+        if !(1..=10_000_000).contains(&prefetch_entries_max) {
+            bail!("prefetch_entries_max must be 1 to 10000000, not {prefetch_entries_max}");
+        }
         let client_timeout_s = args
             .client_timeout_s
             .or(file.client_timeout_s)
@@ -121,6 +135,7 @@ impl Config {
             listen,
             shards,
             prefetch_ttl: Duration::from_secs(prefetch_ttl_s),
+            prefetch_entries_max,
             streaming: args.streaming.or(file.streaming).unwrap_or(true),
             client_timeout: Duration::from_secs(client_timeout_s),
         })

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 use futures::future::Either;
+use holdall_engine::prefetch::Uploader;
 use holdall_engine::sfj::User;
 use holdall_proto::api::{
     Cursors, Jid, ListEntry, ListRequest, ListResponse, LongpollRequest, LongpollResponse, NsId,
@@ -24,7 +25,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use crate::body::Body;
-use crate::routes::{json, read_json, ApiError};
+use crate::routes::{json, read_json, uploader_of, ApiError};
 use crate::shard::{shard_of_namespace, Seen, Shard};
 
 /// Largest list or longpoll body: cursors of thousands of namespaces.
@@ -65,6 +66,7 @@ pub async fn list(
     user: &User,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
+    let viewer = uploader_of(user, &req)?;
     let body: ListRequest = read_json(req, CURSORS_BODY_BYTES_MAX).await?;
     check_cursors(shard, user, &body.cursors)?;
     let mut remaining = body.limit.unwrap_or(LIST_LIMIT_DEFAULT).min(LIST_LIMIT_MAX) as usize;
@@ -78,17 +80,9 @@ pub async fn list(
     // Namespaces in id order, each filling what the earlier ones left of the limit.
     for (ns, cursor) in body.cursors {
         let prefetch_cursor = body.prefetch_cursors.get(&ns).copied().unwrap_or(0);
-        let user_id = user.id;
         let part = shard
             .submit_to(shard_of_namespace(ns, shard.shards), move |s| {
-                std::future::ready(list_here(
-                    s,
-                    ns,
-                    cursor,
-                    remaining,
-                    prefetch_cursor,
-                    user_id,
-                ))
+                std::future::ready(list_here(s, ns, cursor, remaining, prefetch_cursor, viewer))
             })
             .await??;
         remaining -= part.entries.len();
@@ -107,7 +101,7 @@ fn list_here(
     cursor: Jid,
     limit: usize,
     prefetch_cursor: u64,
-    user: u64,
+    viewer: Uploader,
 ) -> Result<Part, ApiError> {
     let state = shard.journal.state();
     let page = state
@@ -129,7 +123,7 @@ fn list_here(
     let mut table = shard.prefetch.borrow_mut();
     let mut live: Vec<(u64, PrefetchEntry)> = table
         .entries_of(ns, Instant::now())
-        .filter(|(_, e)| e.uploader != user && e.version > prefetch_cursor)
+        .filter(|(_, e)| e.uploader.is_other_than(&viewer) && e.version > prefetch_cursor)
         .map(|(path, e)| {
             let entry = PrefetchEntry {
                 ns,
@@ -159,6 +153,7 @@ pub async fn longpoll(
     user: &User,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
+    let viewer = uploader_of(user, &req)?;
     let body: LongpollRequest = read_json(req, CURSORS_BODY_BYTES_MAX).await?;
     check_cursors(shard, user, &body.cursors)?;
     let timeout_s = body
@@ -167,7 +162,7 @@ pub async fn longpoll(
         .min(LONGPOLL_TIMEOUT_S_MAX);
     let parks = body.cursors.iter().map(|(&ns, &jid)| {
         let seen = Seen {
-            user: user.id,
+            viewer,
             jid,
             prefetch: body.prefetch_cursors.get(&ns).copied().unwrap_or(0),
         };
@@ -204,7 +199,7 @@ fn park_here(
         .prefetch
         .borrow_mut()
         .entries_of(ns, Instant::now())
-        .any(|(_, e)| e.uploader != seen.user && e.version > seen.prefetch);
+        .any(|(_, e)| e.uploader.is_other_than(&seen.viewer) && e.version > seen.prefetch);
     if last_jid > seen.jid || new_prefetch {
         return Ok(None);
     }

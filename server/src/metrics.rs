@@ -128,6 +128,8 @@ pub struct EngineGauges {
     pub prefetch_evictions: u64,
     /// Prefetch entries removed by their file's commit.
     pub prefetch_removals: u64,
+    /// Prefetch entries kept alive by their arriving blocks.
+    pub prefetch_touches: u64,
     /// Upload records (user, block) kept for the Dropship rule.
     pub upload_records: u64,
 }
@@ -210,6 +212,7 @@ impl ShardMetrics {
             g.prefetch_expirations,
             g.prefetch_evictions,
             g.prefetch_removals,
+            g.prefetch_touches,
             g.upload_records,
         ];
         for (slot, v) in self.gauges.iter().zip(values) {
@@ -218,7 +221,7 @@ impl ShardMetrics {
     }
 }
 
-const GAUGE_NAMES: [(&str, &str, &str); 18] = [
+const GAUGE_NAMES: [(&str, &str, &str); 19] = [
     ("holdall_blocks", "gauge", "Blocks stored"),
     (
         "holdall_block_bytes_appended_total",
@@ -295,6 +298,11 @@ const GAUGE_NAMES: [(&str, &str, &str); 18] = [
         "holdall_prefetch_removals_total",
         "counter",
         "Prefetch entries removed by their file's commit",
+    ),
+    (
+        "holdall_prefetch_touches_total",
+        "counter",
+        "Prefetch entries kept alive by their arriving blocks",
     ),
     (
         "holdall_upload_records",

@@ -4,8 +4,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use holdall_engine::prefetch::Uploader;
 use holdall_engine::sfj::User;
-use holdall_proto::api::{AccountResponse, ErrorBody, Limits, Mount};
+use holdall_proto::api::{AccountResponse, ErrorBody, Limits, Mount, DEVICE_HEADER};
 use holdall_proto::limits::{BATCH_BYTES_DEFAULT, BLOCK_BYTES_MAX};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
@@ -167,6 +168,32 @@ fn authenticate(shard: &Shard, req: &Request<Incoming>) -> Result<User, ApiError
         .ok_or_else(|| unauthorized("unknown token"))
 }
 
+/// The uploader behind a request: its user and, if named, its device.
+pub fn uploader_of(user: &User, req: &Request<Incoming>) -> Result<Uploader, ApiError> {
+    let Some(value) = req.headers().get(DEVICE_HEADER) else {
+        return Ok(Uploader {
+            user: user.id,
+            device: 0,
+        });
+    };
+    let bytes = value.as_bytes();
+    if bytes.is_empty() || bytes.len() > 128 || !bytes.iter().all(u8::is_ascii_graphic) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_device",
+            "Holdall-Device must be 1 to 128 visible ASCII characters",
+        ));
+    }
+    let digest = holdall_proto::BlockHash::of(bytes);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest.as_bytes()[..8]);
+    Ok(Uploader {
+        user: user.id,
+        // 0 means "not named", so a named device never maps to it.
+        device: u64::from_le_bytes(first).max(1),
+    })
+}
+
 fn account(shard: &Shard, user: &User) -> Response<Body> {
     let directory = shard.directory.borrow();
     let body = AccountResponse {
@@ -183,6 +210,9 @@ fn account(shard: &Shard, user: &User) -> Response<Body> {
         limits: Limits {
             block_bytes_max: BLOCK_BYTES_MAX as u64,
             batch_bytes_max: BATCH_BYTES_DEFAULT as u64,
+            prefetch_ttl_s: shard
+                .streaming
+                .then(|| shard.prefetch.borrow().ttl().as_secs()),
         },
     };
     json(StatusCode::OK, &body)

@@ -14,7 +14,7 @@ use holdall_engine::block_log::{BlockLog, BlockLogConfig};
 use holdall_engine::block_log::{BlockLogError, PutOutcome};
 use holdall_engine::journal::{Journal, JournalConfig, JournalError};
 use holdall_engine::journal_record::{JournalRecord, UserId};
-use holdall_engine::prefetch::{PrefetchConfig, PrefetchTable};
+use holdall_engine::prefetch::{PrefetchConfig, PrefetchTable, Uploader};
 use holdall_engine::sfj::{RecordInvalid, State};
 use holdall_engine::store_key::StoreKey;
 use holdall_proto::api::{Jid, NsId};
@@ -42,8 +42,8 @@ const ARRIVAL_WAITERS_MAX: usize = 65_536;
 /// What a parked longpoll has seen of its namespace.
 #[derive(Debug, Clone, Copy)]
 pub struct Seen {
-    /// Who is waiting: their own uploads do not wake them.
-    pub user: UserId,
+    /// Who is waiting: their own device's uploads do not wake them.
+    pub viewer: Uploader,
     /// The last JID they have.
     pub jid: Jid,
     /// The newest prefetch entry version they have.
@@ -155,6 +155,7 @@ impl Shard {
             all_metrics,
             prefetch: RefCell::new(PrefetchTable::new(PrefetchConfig {
                 ttl: cfg.prefetch_ttl,
+                entries_max: cfg.prefetch_entries_max,
                 ..PrefetchConfig::default()
             })),
             uploads: RefCell::new(Uploads::new(cfg.prefetch_ttl, UPLOAD_RECORDS_MAX)),
@@ -295,6 +296,7 @@ impl Shard {
             prefetch_expirations: p.expirations,
             prefetch_evictions: p.evictions,
             prefetch_removals: p.removals,
+            prefetch_touches: p.touches,
             upload_records: self.uploads.borrow().len() as u64,
         });
     }

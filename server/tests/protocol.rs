@@ -11,7 +11,7 @@ use holdall_proto::frame::{decode_retrieve_frames, RetrieveStatus};
 use holdall_proto::limits::{BATCH_BYTES_DEFAULT, BLOCK_BYTES_MAX};
 use holdall_proto::BlockHash;
 use serde_json::{json, Value};
-use support::{block, create_user, frames, hex, post, request, Server};
+use support::{block, create_user, frames, hex, post, request, request_with, Server};
 
 fn file(ns: u64, path: &str, blocks: &[Vec<u8>], parent: Option<u64>) -> Value {
     let size: usize = blocks.iter().map(Vec::len).sum();
@@ -605,4 +605,62 @@ fn prefetch_entries_for_large_uploads() {
         metrics.contains("holdall_pending_waits_total 1"),
         "{metrics}"
     );
+}
+
+#[test]
+fn a_users_other_devices_see_its_prefetch_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), 2);
+    let (alice, root) = create_user(&server, "alice");
+    let v = request(&server.addr, "GET", "/v1/account", Some(&alice), b"").json();
+    assert_eq!(v["limits"]["prefetch_ttl_s"], 600, "{v}");
+    let blocks = vec![
+        block(1, BLOCK_BYTES_MAX),
+        block(2, BLOCK_BYTES_MAX),
+        block(3, 10),
+    ];
+    let as_device = |device: Option<&str>, path: &str, body: serde_json::Value| {
+        let headers: Vec<(&str, &str)> =
+            device.map(|d| ("Holdall-Device", d)).into_iter().collect();
+        let r = request_with(
+            &server.addr,
+            "POST",
+            path,
+            Some(&alice),
+            &headers,
+            body.to_string().as_bytes(),
+        );
+        (r.status, r.json())
+    };
+    let (status, v) = as_device(
+        Some("laptop-1"),
+        "/v1/commit",
+        file(root, "big", &blocks, None),
+    );
+    assert_eq!((status, v["status"].as_str()), (200, Some("need_blocks")));
+    let cursors = json!({"cursors": { root.to_string(): 0 }});
+    let listed = |device| as_device(device, "/v1/list", cursors.clone()).1["prefetch"].clone();
+    assert_eq!(
+        listed(Some("desktop-2"))[0]["path"],
+        "big",
+        "another device sees it"
+    );
+    assert_eq!(
+        listed(Some("laptop-1")),
+        json!([]),
+        "the uploading device does not"
+    );
+    assert_eq!(
+        listed(None),
+        json!([]),
+        "a client that names no device sees none of its user's"
+    );
+    for bad in ["", "has space", &"x".repeat(129)] {
+        let (status, v) = as_device(Some(bad), "/v1/list", cursors.clone());
+        assert_eq!(
+            (status, v["error"].as_str()),
+            (400, Some("bad_device")),
+            "{bad:?}"
+        );
+    }
 }

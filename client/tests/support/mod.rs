@@ -39,6 +39,11 @@ pub struct Server {
 impl Server {
     /// Starts holdalld on `data` with two shards.
     pub fn start(data: &Path) -> Server {
+        Server::start_with(data, &[])
+    }
+
+    /// Starts holdalld on `data` with two shards and extra flags.
+    pub fn start_with(data: &Path, flags: &[&str]) -> Server {
         let mut child = Command::new(holdalld_bin())
             .args([
                 "serve",
@@ -49,6 +54,7 @@ impl Server {
                 "--data",
             ])
             .arg(data)
+            .args(flags)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -173,6 +179,66 @@ impl Client {
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.join(rel)
     }
+
+    /// Starts `holdall sync DIR ARGS` (continuous), logging to `DIR.log`; killed on drop.
+    pub fn spawn_sync(&self, args: &[&str]) -> Running {
+        let log = self.dir.with_extension("log");
+        let child = self
+            .command(&["sync"])
+            .arg(&self.dir)
+            .args(args)
+            .env("HOLDALL_LOG", "info")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Running { child, log }
+    }
+
+    /// `holdall status DIR`'s counter just before `label` on its streaming line.
+    pub fn streaming(&self, label: &str) -> u64 {
+        let out = self.command(&["status"]).arg(&self.dir).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("streaming:"))
+            .unwrap_or_default()
+            .to_string();
+        number_before(&line, label)
+    }
+}
+
+/// A client process that keeps running until dropped.
+pub struct Running {
+    /// The process.
+    pub child: Child,
+    /// Where its log goes.
+    pub log: PathBuf,
+}
+
+impl Running {
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits up to `timeout` for `ready`; whether it came.
+pub fn wait_until(timeout: std::time::Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < timeout {
+        if ready() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    ready()
 }
 
 /// Everything a folder holds (its .holdall/ aside): path → file bytes' SHA-256 or "dir".
@@ -196,7 +262,18 @@ pub fn tree(dir: &Path) -> BTreeMap<String, String> {
                 out.insert(rel, "dir".to_string());
                 stack.push(e.path());
             } else if ft.is_file() {
-                let bytes = std::fs::read(e.path()).unwrap();
+                if rel
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("")
+                    .starts_with(".holdall-tmp-")
+                {
+                    // A download in progress; it vanishes when renamed into place.
+                    continue;
+                }
+                let Ok(bytes) = std::fs::read(e.path()) else {
+                    continue;
+                };
                 out.insert(
                     rel,
                     hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),

@@ -127,6 +127,18 @@ impl Response {
 
 /// One request on a fresh connection.
 pub fn request(addr: &str, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Response {
+    request_with(addr, method, path, token, &[], body)
+}
+
+/// One request with extra headers on a fresh connection.
+pub fn request_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -137,6 +149,9 @@ pub fn request(addr: &str, method: &str, path: &str, token: Option<&str>, body: 
     );
     if let Some(t) = token {
         head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).unwrap();
