@@ -16,7 +16,16 @@ use crate::sync::{log_round, Syncer};
 
 /// A full rescan at least this often, in case an inotify event was missed.
 const RESCAN_PERIOD: Duration = Duration::from_secs(600);
-/// Changes arriving this close together are taken in one round.
+/// What woke the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// The disk changed: edits come in bursts, so wait a moment before scanning.
+    Disk,
+    /// The server has news, or an upload being streamed ended: act at once.
+    Server,
+}
+
+/// Disk changes arriving this close together are taken in one round.
 const DEBOUNCE: Duration = Duration::from_millis(150);
 /// Longest wait after failures.
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
@@ -34,13 +43,18 @@ fn ours(root: &Path, path: &Path) -> bool {
 /// Syncs until the process is stopped.
 pub fn run(mut syncer: Syncer) -> Result<()> {
     let root = syncer.root().to_path_buf();
-    let (tx, rx) = mpsc::channel::<()>();
+    let (tx, rx) = mpsc::channel::<Wake>();
     let local_tx = tx.clone();
     let watch_root = root.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(e) = event {
+            // Opening or reading a file is no change (and the scan itself opens folders: a
+            // round would wake the next one forever).
+            if matches!(e.kind, notify::EventKind::Access(_)) {
+                return;
+            }
             if e.paths.iter().any(|p| !ours(&watch_root, p)) {
-                let _ = local_tx.send(());
+                let _ = local_tx.send(Wake::Disk);
             }
         }
     })
@@ -52,7 +66,10 @@ pub fn run(mut syncer: Syncer) -> Result<()> {
     // Streaming sync: a thread fetching blocks of uploads still in progress elsewhere.
     let nudge_tx = Mutex::new(tx.clone());
     let nudge = Box::new(move || {
-        let _ = nudge_tx.lock().unwrap_or_else(|e| e.into_inner()).send(());
+        let _ = nudge_tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(Wake::Server);
     });
     if let Some(prefetcher) = syncer.start_streaming(nudge)? {
         std::thread::spawn(move || prefetcher.run());
@@ -76,7 +93,7 @@ pub fn run(mut syncer: Syncer) -> Result<()> {
                 match api.longpoll(&request) {
                     Ok(answer) => {
                         backoff = Duration::from_secs(1);
-                        if answer.changes && tx.send(()).is_err() {
+                        if answer.changes && tx.send(Wake::Server).is_err() {
                             return;
                         }
                         if answer.changes {
@@ -98,7 +115,7 @@ pub fn run(mut syncer: Syncer) -> Result<()> {
     let mut backoff = Duration::from_secs(1);
     loop {
         let started = Instant::now();
-        match syncer.round() {
+        let woke = match syncer.round() {
             Ok(report) => {
                 log_round(&report, started.elapsed());
                 syncer.record(Some(&report), None)?;
@@ -108,17 +125,20 @@ pub fn run(mut syncer: Syncer) -> Result<()> {
                 if !report.idle() {
                     continue;
                 }
-                let _ = rx.recv_timeout(RESCAN_PERIOD);
+                rx.recv_timeout(RESCAN_PERIOD).ok()
             }
             Err(e) => {
                 let message = format!("{e:#}");
                 warn!(error = %message, retry_in_s = backoff.as_secs(), "sync round failed");
                 syncer.record(None, Some(&message))?;
-                let _ = rx.recv_timeout(backoff);
+                let woke = rx.recv_timeout(backoff).ok();
                 backoff = (backoff * 2).min(BACKOFF_MAX);
+                woke
             }
+        };
+        if woke == Some(Wake::Disk) {
+            std::thread::sleep(DEBOUNCE);
         }
-        std::thread::sleep(DEBOUNCE);
         while rx.try_recv().is_ok() {}
     }
 }
