@@ -106,8 +106,8 @@ enum Command {
         /// Scratch folder.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
-        /// One size (40 MB) on the equal link; exits non-zero unless streaming is at least
-        /// 1.4 × faster (for CI).
+        /// One size (100 MB) on the equal link; exits non-zero unless streaming is at least
+        /// 1.5 × faster (for CI).
         #[arg(long)]
         quick: bool,
     },
@@ -212,18 +212,21 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Smallest speedup `--quick` accepts at 40 MB on the equal link (the model says about 1.7
-/// there: one block of 4 MiB is a tenth of the file).
-const QUICK_SPEEDUP_MIN: f64 = 1.4;
+/// The size `--quick` syncs, in MB.
+const QUICK_MB: u64 = 100;
+
+/// Smallest speedup `--quick` accepts at 100 MB on the equal link (the model says about 1.9
+/// there; 1.84× measured), with room for a loaded CI machine.
+const QUICK_SPEEDUP_MIN: f64 = 1.5;
 
 /// The streaming experiment: the seed's table beside ours, per link.
 fn streaming(dir: &std::path::Path, quick: bool) -> Result<()> {
     if quick {
-        let without = streaming_bench::run(dir, EQUAL, &[40], false)?[0];
-        let with = streaming_bench::run(dir, EQUAL, &[40], true)?[0];
+        let without = streaming_bench::run(dir, EQUAL, &[QUICK_MB], false)?[0];
+        let with = streaming_bench::run(dir, EQUAL, &[QUICK_MB], true)?[0];
         let speedup = without / with;
         println!(
-            "40 MB over the {}: {without:.2} s without streaming, {with:.2} s with: {speedup:.2}× (at least {QUICK_SPEEDUP_MIN}× wanted)",
+            "{QUICK_MB} MB over the {}: {without:.2} s without streaming, {with:.2} s with: {speedup:.2}× (at least {QUICK_SPEEDUP_MIN}× wanted)",
             EQUAL.name
         );
         anyhow::ensure!(
@@ -251,7 +254,10 @@ fn print_table(link: Link, goal: Option<f64>, without: &[f64], with: &[f64]) {
         let verdict = match (mb >= 100, goal) {
             (false, _) => "-".to_string(),
             (true, Some(min)) => {
-                format!("≥ {min}×: {}", if speedup >= min { "met" } else { "missed" })
+                format!(
+                    "≥ {min}×: {}",
+                    if speedup >= min { "met" } else { "missed" }
+                )
             }
             (true, None) => {
                 let met = (speedup / model - 1.0).abs() <= 0.10;

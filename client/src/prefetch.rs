@@ -2,10 +2,15 @@
 //! uploading, fetched into a cache in `.holdall/prefetch/` before their commit lands, so that
 //! when the commit arrives the file is built locally and only what is missing is fetched.
 //!
-//! The cache is a cache: one file per block (named by its hash, checked on every read by the
-//! builder), wiped at start, bounded in bytes (least recently used first out) and in age: an
-//! upload the server has said nothing about for its prefetch TTL is dropped with its blocks,
-//! and a block no followed upload lists is removed at once. Nothing in it is ever shown as a file of the synced folder: files
+//! Each followed upload is assembled in a part file of its own (`<id>.part`, the file's size,
+//! blocks written at their offsets and made durable as they arrive). When the commit lands
+//! with the same blocklist and every block arrived, the part file itself becomes the synced
+//! file: no copy, and no large flush at the end. Otherwise its blocks serve as a local block
+//! source (checked against their hashes on every read) and only the rest is fetched.
+//!
+//! The cache is a cache: wiped at start, bounded in bytes (the least recently used other
+//! upload is dropped first) and in age: an upload the server has said nothing about for its
+//! prefetch TTL is dropped with its part file. Nothing in it is ever shown as a file of the synced folder: files
 //! appear only through the normal download path, from committed rows.
 //!
 //! The cache state is shared by the [`Prefetcher`] thread (which fetches) and the sync round
@@ -55,11 +60,19 @@ pub struct PrefetchStats {
     pub purged_blocks: u64,
 }
 
-/// An upload being followed.
-#[derive(Debug, Clone)]
+/// An upload being followed, assembled in a part file of its own as its blocks arrive.
+#[derive(Debug)]
 struct Followed {
+    /// Names the part file, `<id>.part`.
+    id: u64,
     blocklist: Vec<BlockHash>,
     size: u64,
+    /// Which blocks of the blocklist are in the part file.
+    have: Vec<bool>,
+    /// Bytes of the blocks in the part file.
+    bytes: u64,
+    /// When a build last read from it (least recently used goes first under the bound).
+    last_used: Instant,
     /// When the server last showed the upload alive (listed, a block served or pending).
     alive_at: Instant,
     /// When the server said the entry is gone or changed (its blocks are kept until a round
@@ -72,21 +85,19 @@ impl Followed {
         let offset = index as u64 * BLOCK_BYTES_MAX as u64;
         self.size.saturating_sub(offset).min(BLOCK_BYTES_MAX as u64)
     }
+
+    fn complete(&self) -> bool {
+        self.have.iter().all(|h| *h)
+    }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Cached {
-    len: u64,
-    last_used: Instant,
-}
-
-/// The cache's books: which uploads are followed and which blocks are on disk.
+/// The cache's books: which uploads are followed and which of their blocks are on disk.
 struct Books {
     dir: PathBuf,
     bytes_max: u64,
     ttl: Duration,
     entries: HashMap<(NsId, String), Followed>,
-    blocks: HashMap<BlockHash, Cached>,
+    next_id: u64,
     /// Blocks the prefetcher is fetching now: a build waits for them rather than fetch
     /// them a second time.
     in_flight: HashSet<BlockHash>,
@@ -103,7 +114,7 @@ pub struct PrefetchCache {
 
 impl PrefetchCache {
     /// An empty cache in `state_dir/prefetch` (whatever a past run left there is removed),
-    /// bounded to `bytes_max` bytes and blocks unused for `ttl`.
+    /// bounded to `bytes_max` bytes and uploads silent for `ttl`.
     pub fn open(state_dir: &Path, bytes_max: u64, ttl: Duration) -> std::io::Result<Self> {
         let dir = state_dir.join(PREFETCH_DIR);
         match std::fs::remove_dir_all(&dir) {
@@ -118,7 +129,7 @@ impl PrefetchCache {
                 bytes_max,
                 ttl,
                 entries: HashMap::new(),
-                blocks: HashMap::new(),
+                next_id: 1,
                 in_flight: HashSet::new(),
                 bytes: 0,
                 stats: PrefetchStats::default(),
@@ -131,41 +142,50 @@ impl PrefetchCache {
         self.books.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Follows the uploads `list` announced. An entry whose blocklist changed replaces the
-    /// old one; the old one's blocks stay while other entries or the LRU keep them.
+    /// Follows the uploads `list` announced. An entry whose blocklist changed starts over.
     pub fn offer(&self, announced: &[PrefetchEntry]) {
         if announced.is_empty() {
             return;
         }
         let mut b = self.books();
-        let mut replaced = false;
+        let now = Instant::now();
         for e in announced {
             let key = (e.ns, e.path.clone());
-            if b.entries.len() >= ENTRIES_MAX && !b.entries.contains_key(&key) {
+            if let Some(f) = b.entries.get_mut(&key) {
+                if f.blocklist == e.blocklist && f.size == e.size {
+                    f.alive_at = now;
+                    f.gone_at = None;
+                    continue;
+                }
+                b.remove_entry(&key);
+            }
+            if b.entries.len() >= ENTRIES_MAX {
                 continue;
             }
             debug!(ns = e.ns, path = %e.path, blocks = e.blocklist.len(), "following an upload");
-            let old = b.entries.insert(
+            let id = b.next_id;
+            b.next_id += 1;
+            b.entries.insert(
                 key,
                 Followed {
+                    id,
+                    have: vec![false; e.blocklist.len()],
                     blocklist: e.blocklist.clone(),
                     size: e.size,
-                    alive_at: Instant::now(),
+                    bytes: 0,
+                    last_used: now,
+                    alive_at: now,
                     gone_at: None,
                 },
             );
-            replaced |= old.is_some_and(|o| o.blocklist != e.blocklist);
-        }
-        if replaced {
-            b.free_unlisted();
         }
         drop(b);
         self.wake.notify_all();
     }
 
-    /// Where the cached block `hash` is, with its length, marking it used. A block being
-    /// prefetched right now is waited for.
-    pub fn block(&self, hash: &BlockHash) -> Option<(PathBuf, u64)> {
+    /// Where a cached copy of block `hash` is: a part file, the offset and the length. A
+    /// block being prefetched right now is waited for.
+    pub fn block(&self, hash: &BlockHash) -> Option<(PathBuf, u64, u64)> {
         let mut b = self.books();
         let deadline = Instant::now() + IN_FLIGHT_WAIT;
         while b.in_flight.contains(hash) {
@@ -180,9 +200,32 @@ impl PrefetchCache {
                 .0;
         }
         let dir = b.dir.clone();
-        let c = b.blocks.get_mut(hash)?;
-        c.last_used = Instant::now();
-        Some((dir.join(hash.to_hex()), c.len))
+        let (f, i) = b.entries.values_mut().find_map(|f| {
+            let i = (0..f.blocklist.len()).find(|&i| f.have[i] && f.blocklist[i] == *hash)?;
+            Some((f, i))
+        })?;
+        f.last_used = Instant::now();
+        let offset = i as u64 * BLOCK_BYTES_MAX as u64;
+        Some((dir.join(format!("{}.part", f.id)), offset, f.block_len(i)))
+    }
+
+    /// The whole file, if the upload of `path` in `ns` with exactly this blocklist was
+    /// prefetched completely: its part file (made durable) is handed over to the caller,
+    /// who moves it into place, and the upload is no longer followed.
+    pub fn take_complete(&self, ns: NsId, path: &str, blocklist: &[BlockHash]) -> Option<PathBuf> {
+        let mut b = self.books();
+        let key = (ns, path.to_string());
+        let f = b.entries.get(&key)?;
+        if f.blocklist != blocklist || !f.complete() {
+            return None;
+        }
+        let part = b.dir.join(format!("{}.part", f.id));
+        std::fs::File::open(&part)
+            .and_then(|p| p.sync_data())
+            .ok()?;
+        let f = b.entries.remove(&key)?;
+        b.bytes -= f.bytes;
+        Some(part)
     }
 
     /// Counts `n` cached blocks used to build files.
@@ -190,14 +233,12 @@ impl PrefetchCache {
         self.books().stats.hits += n;
     }
 
-    /// Stops following the uploads of files that were just built (their commits landed),
-    /// and frees their blocks that no other followed upload lists.
+    /// Stops following the uploads of files that were just built (their commits landed).
     pub fn finished(&self, keys: &[(NsId, String)]) {
         let mut b = self.books();
         for key in keys {
-            b.entries.remove(key);
+            b.remove_entry(key);
         }
-        b.free_unlisted();
     }
 
     /// Drops entries the server called gone before `listed_at` (the start of a round's
@@ -205,13 +246,15 @@ impl PrefetchCache {
     /// the TTL.
     pub fn purge(&self, listed_at: Instant) {
         let mut b = self.books();
-        let before = b.entries.len();
-        b.entries
-            .retain(|_, f| f.gone_at.is_none_or(|gone| gone >= listed_at));
-        let dropped = (before - b.entries.len()) as u64;
-        b.stats.dropped_entries += dropped;
-        if dropped > 0 {
-            b.free_unlisted();
+        let gone: Vec<(NsId, String)> = b
+            .entries
+            .iter()
+            .filter(|(_, f)| f.gone_at.is_some_and(|gone| gone < listed_at))
+            .map(|(k, _)| k.clone())
+            .collect();
+        b.stats.dropped_entries += gone.len() as u64;
+        for key in &gone {
+            b.remove_entry(key);
         }
         b.expire(Instant::now());
     }
@@ -233,76 +276,102 @@ impl PrefetchCache {
 }
 
 impl Books {
-    fn path_of(&self, hash: &BlockHash) -> PathBuf {
-        self.dir.join(hash.to_hex())
+    fn part_of(&self, f: &Followed) -> PathBuf {
+        self.dir.join(format!("{}.part", f.id))
     }
 
-    fn remove_block(&mut self, hash: &BlockHash) {
-        if let Some(c) = self.blocks.remove(hash) {
-            self.bytes -= c.len;
-            let _ = std::fs::remove_file(self.path_of(hash));
-        }
-    }
-
-    /// Removes blocks no followed upload lists; how many.
-    fn free_unlisted(&mut self) -> u64 {
-        let listed: HashSet<BlockHash> = self
-            .entries
-            .values()
-            .flat_map(|f| f.blocklist.iter().copied())
-            .collect();
-        let unlisted: Vec<BlockHash> = self
-            .blocks
-            .keys()
-            .filter(|h| !listed.contains(*h))
-            .copied()
-            .collect();
-        let n = unlisted.len() as u64;
-        for h in unlisted {
-            self.remove_block(&h);
-        }
-        n
+    fn remove_entry(&mut self, key: &(NsId, String)) -> u64 {
+        let Some(f) = self.entries.remove(key) else {
+            return 0;
+        };
+        self.bytes -= f.bytes;
+        let _ = std::fs::remove_file(self.part_of(&f));
+        f.have.iter().filter(|h| **h).count() as u64
     }
 
     /// Drops uploads the server has shown no sign of for the TTL, and their blocks.
     fn expire(&mut self, now: Instant) {
         let ttl = self.ttl;
-        let before = self.entries.len();
-        self.entries
-            .retain(|_, f| now.duration_since(f.alive_at) < ttl);
-        let dropped = (before - self.entries.len()) as u64;
-        if dropped > 0 {
-            self.stats.dropped_entries += dropped;
-            self.stats.purged_blocks += self.free_unlisted();
-        }
-    }
-
-    /// Makes room for `len` more bytes, least recently used first, never taking a block of
-    /// `keep` (the upload being fetched). False when it cannot.
-    fn make_room(&mut self, len: u64, keep: &[BlockHash]) -> bool {
-        if self.bytes + len <= self.bytes_max {
-            return true;
-        }
-        let keep: HashSet<&BlockHash> = keep.iter().collect();
-        let mut candidates: Vec<(Instant, BlockHash)> = self
-            .blocks
+        let old: Vec<(NsId, String)> = self
+            .entries
             .iter()
-            .filter(|(h, _)| !keep.contains(h))
-            .map(|(h, c)| (c.last_used, *h))
+            .filter(|(_, f)| now.duration_since(f.alive_at) >= ttl)
+            .map(|(k, _)| k.clone())
             .collect();
-        candidates.sort_unstable_by_key(|(used, _)| *used);
-        for (_, h) in candidates {
-            if self.bytes + len <= self.bytes_max {
-                break;
-            }
-            self.remove_block(&h);
-            self.stats.purged_blocks += 1;
+        self.stats.dropped_entries += old.len() as u64;
+        for key in &old {
+            self.stats.purged_blocks += self.remove_entry(key);
         }
-        self.bytes + len <= self.bytes_max
     }
 
-    /// The next request: up to `batch_bytes_max` of blocks of the oldest-listed live entry
-    /// that are not cached yet, in file order (the order they are uploaded in).
+    /// Makes room for `len` more bytes, dropping the least recently used other uploads
+    /// first, never `keep` (the upload being fetched). False when it cannot.
+    fn make_room(&mut self, len: u64, keep: &(NsId, String)) -> bool {
+        while self.bytes + len > self.bytes_max {
+            let victim = self
+                .entries
+                .iter()
+                .filter(|(k, f)| *k != keep && f.bytes > 0)
+                .min_by_key(|(_, f)| f.last_used)
+                .map(|(k, _)| k.clone());
+            let Some(victim) = victim else {
+                return false;
+            };
+            self.stats.purged_blocks += self.remove_entry(&victim);
+        }
+        true
+    }
+
+    /// Writes a block that came back for the upload `key` into its part file, at every
+    /// place its blocklist has it, and makes it durable (so that a complete part file can
+    /// become the synced file without a copy or a large flush at the end).
+    fn store(
+        &mut self,
+        key: &(NsId, String),
+        hash: &BlockHash,
+        data: &[u8],
+    ) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let Some(f) = self.entries.get(key) else {
+            return Ok(());
+        };
+        let places: Vec<usize> = (0..f.blocklist.len())
+            .filter(|&i| {
+                !f.have[i] && f.blocklist[i] == *hash && f.block_len(i) == data.len() as u64
+            })
+            .collect();
+        let added = places.len() as u64 * data.len() as u64;
+        if places.is_empty() || !self.make_room(added, key) {
+            return Ok(());
+        }
+        let part = self.part_of(&self.entries[key]);
+        let size = self.entries[key].size;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&part)?;
+        if file.metadata()?.len() != size {
+            file.set_len(size)?;
+        }
+        for &i in &places {
+            file.write_all_at(data, i as u64 * BLOCK_BYTES_MAX as u64)?;
+        }
+        file.sync_data()?;
+        let f = self.entries.get_mut(key).expect("checked above");
+        for &i in &places {
+            f.have[i] = true;
+        }
+        f.bytes += added;
+        f.alive_at = Instant::now();
+        self.bytes += added;
+        self.stats.prefetched_blocks += places.len() as u64;
+        self.stats.prefetched_bytes += added;
+        Ok(())
+    }
+
+    /// The next request: the first block not yet cached of the oldest-listed live entry, in
+    /// file order (the order they are uploaded in).
     fn next_request(&mut self, batch_bytes_max: u64) -> Option<(RetrieveBatchRequest, u64)> {
         let mut keys: Vec<&(NsId, String)> = self
             .entries
@@ -310,15 +379,14 @@ impl Books {
             .filter(|(_, f)| f.gone_at.is_none())
             .map(|(k, _)| k)
             .collect();
-        keys.sort();
+        keys.sort_by_key(|k| self.entries[*k].id);
         for key in keys {
             let f = &self.entries[key];
             let mut hashes = Vec::new();
             let mut payload = 0u64;
-            let mut asked = HashSet::new();
             for (i, h) in f.blocklist.iter().enumerate() {
                 let len = f.block_len(i);
-                if self.blocks.contains_key(h) || !asked.insert(*h) {
+                if f.have[i] || hashes.contains(h) {
                     continue;
                 }
                 if !hashes.is_empty()
@@ -476,35 +544,9 @@ impl Prefetcher {
     }
 
     fn store(&self, key: &(NsId, String), hash: &BlockHash, data: &[u8]) {
-        let mut b = self.cache.books();
-        if let Some(f) = b.entries.get_mut(key) {
-            f.alive_at = Instant::now();
-        }
-        let Some(keep) = b.entries.get(key).map(|f| f.blocklist.clone()) else {
-            return;
-        };
-        if b.blocks.contains_key(hash) || !b.make_room(data.len() as u64, &keep) {
-            return;
-        }
-        let path = b.path_of(hash);
-        let temp = path.with_extension("part");
-        // Written under the lock: a purge never races a half-written block.
-        let written = std::fs::write(&temp, data).and_then(|()| std::fs::rename(&temp, &path));
-        if let Err(e) = written {
+        if let Err(e) = self.cache.books().store(key, hash, data) {
             warn!(error = %e, "could not write to the prefetch cache");
-            let _ = std::fs::remove_file(&temp);
-            return;
         }
-        b.blocks.insert(
-            *hash,
-            Cached {
-                len: data.len() as u64,
-                last_used: Instant::now(),
-            },
-        );
-        b.bytes += data.len() as u64;
-        b.stats.prefetched_blocks += 1;
-        b.stats.prefetched_bytes += data.len() as u64;
     }
 }
 
@@ -516,56 +558,96 @@ mod tests {
         PrefetchEntry {
             ns: 1,
             path: path.into(),
-            blocklist: seeds.iter().map(|s| BlockHash::of(&[*s])).collect(),
+            blocklist: seeds.iter().map(|s| hash(*s, size, seeds.len())).collect(),
             size,
         }
     }
 
-    fn put(cache: &PrefetchCache, seed: u8, len: u64) {
-        let mut b = cache.books();
-        let h = BlockHash::of(&[seed]);
-        std::fs::write(b.path_of(&h), vec![0u8; len as usize]).unwrap();
-        b.blocks.insert(
-            h,
-            Cached {
-                len,
-                last_used: Instant::now(),
-            },
-        );
-        b.bytes += len;
+    /// Block `seed`'s bytes: full blocks except the last of a `size`-byte file of `n` blocks.
+    fn data(seed: u8, size: u64, n: usize) -> Vec<u8> {
+        let full = BLOCK_BYTES_MAX as u64;
+        let last = size - (n as u64 - 1) * full;
+        let len = if u64::from(seed) == n as u64 {
+            last
+        } else {
+            full
+        };
+        vec![seed; len as usize]
+    }
+
+    fn hash(seed: u8, size: u64, n: usize) -> BlockHash {
+        BlockHash::of(&data(seed, size, n))
+    }
+
+    /// Stores block `seed` (1-based position) of the upload at `path`.
+    fn put(cache: &PrefetchCache, path: &str, seed: u8, size: u64, n: usize) {
+        let key = (1, path.to_string());
+        let d = data(seed, size, n);
+        cache.books().store(&key, &BlockHash::of(&d), &d).unwrap();
     }
 
     const MIB: u64 = 1 << 20;
 
-    #[test]
-    fn requests_follow_file_order_and_skip_cached_blocks() {
+    fn cache(bytes_max: u64, ttl: Duration) -> (tempfile::TempDir, PrefetchCache) {
         let dir = tempfile::tempdir().unwrap();
-        let cache = PrefetchCache::open(dir.path(), 1 << 30, Duration::from_secs(60)).unwrap();
-        cache.offer(&[entry("big", &[1, 2, 3], 8 * MIB + 10)]);
+        let cache = PrefetchCache::open(dir.path(), bytes_max, ttl).unwrap();
+        (dir, cache)
+    }
+
+    #[test]
+    fn requests_follow_file_order_one_block_each() {
+        let (_dir, cache) = cache(1 << 30, Duration::from_secs(60));
+        let size = 8 * MIB + 10;
+        cache.offer(&[entry("big", &[1, 2, 3], size)]);
         let (r, payload) = cache.books().next_request(8 * MIB).unwrap();
-        assert_eq!(r.items[0].hashes, entry("big", &[1], 0).blocklist);
+        assert_eq!(r.items[0].hashes, vec![hash(1, size, 3)]);
         assert!(r.items[0].prefetch && r.wait_ms.is_some());
         assert_eq!(payload, 4 * MIB);
-        put(&cache, 1, 4 * MIB);
-        let (r, _) = cache.books().next_request(8 * MIB).unwrap();
-        assert_eq!(r.items[0].hashes, entry("big", &[2], 0).blocklist);
-        put(&cache, 2, 4 * MIB);
+        put(&cache, "big", 1, size, 3);
+        put(&cache, "big", 2, size, 3);
         let (r, payload) = cache.books().next_request(8 * MIB).unwrap();
         assert_eq!((r.items[0].hashes.len(), payload), (1, 10));
-        put(&cache, 3, 10);
+        put(&cache, "big", 3, size, 3);
         assert!(cache.books().next_request(8 * MIB).is_none(), "all cached");
     }
 
     #[test]
+    fn a_complete_upload_hands_over_its_part_file() {
+        let (_dir, cache) = cache(1 << 30, Duration::from_secs(60));
+        let size = 4 * MIB + 5;
+        let e = entry("big", &[1, 2], size);
+        cache.offer(std::slice::from_ref(&e));
+        put(&cache, "big", 1, size, 2);
+        assert!(
+            cache.take_complete(1, "big", &e.blocklist).is_none(),
+            "not yet"
+        );
+        let (part, offset, len) = cache.block(&e.blocklist[0]).unwrap();
+        assert_eq!((offset, len), (0, 4 * MIB));
+        assert!(part.exists());
+        put(&cache, "big", 2, size, 2);
+        assert!(
+            cache.take_complete(1, "big", &e.blocklist[..1]).is_none(),
+            "other blocklist"
+        );
+        let part = cache.take_complete(1, "big", &e.blocklist).unwrap();
+        let bytes = std::fs::read(&part).unwrap();
+        assert_eq!(bytes.len() as u64, size);
+        assert_eq!(&bytes[4 * MIB as usize..], &data(2, size, 2)[..]);
+        assert_eq!((cache.followed(), cache.bytes()), (0, 0));
+    }
+
+    #[test]
     fn a_build_waits_for_a_block_in_flight() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = PrefetchCache::open(dir.path(), 1 << 30, Duration::from_secs(60)).unwrap();
-        let h = BlockHash::of(&[1]);
+        let (_dir, cache) = cache(1 << 30, Duration::from_secs(60));
+        let e = entry("f", &[1], 10);
+        cache.offer(std::slice::from_ref(&e));
+        let h = e.blocklist[0];
         cache.books().in_flight.insert(h);
         let fetcher = cache.clone();
         let landed = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
-            put(&fetcher, 1, 10);
+            put(&fetcher, "f", 1, 10, 1);
             fetcher.books().in_flight.remove(&h);
             fetcher.wake.notify_all();
         });
@@ -574,20 +656,15 @@ mod tests {
     }
 
     #[test]
-    fn finished_and_gone_entries_free_their_blocks() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = PrefetchCache::open(dir.path(), 1 << 30, Duration::from_secs(60)).unwrap();
-        cache.offer(&[entry("a", &[1, 2], 8 * MIB), entry("b", &[2, 3], 8 * MIB)]);
-        for s in 1..=3 {
-            put(&cache, s, 4 * MIB);
-        }
+    fn finished_and_gone_entries_free_their_part_files() {
+        let (dir, cache) = cache(1 << 30, Duration::from_secs(60));
+        let size = 8 * MIB;
+        cache.offer(&[entry("a", &[1, 2], size), entry("b", &[1, 2], size)]);
+        put(&cache, "a", 1, size, 2);
+        put(&cache, "b", 2, size, 2);
         cache.finished(&[(1, "a".into())]);
-        assert!(cache.block(&BlockHash::of(&[1])).is_none());
-        assert!(
-            cache.block(&BlockHash::of(&[2])).is_some(),
-            "b still lists it"
-        );
-        // b is gone; a round that listed before that keeps its blocks, a later one purges.
+        assert_eq!(cache.bytes(), 4 * MIB);
+        // b is gone; a round that listed before that keeps it, a later one purges it.
         let listed_before = Instant::now();
         cache
             .books()
@@ -609,33 +686,40 @@ mod tests {
     }
 
     #[test]
-    fn byte_bound_takes_least_recently_used_but_not_the_current_upload() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = PrefetchCache::open(dir.path(), 12 * MIB, Duration::from_secs(60)).unwrap();
+    fn byte_bound_drops_the_least_recently_used_other_upload() {
+        let (_dir, cache) = cache(12 * MIB, Duration::from_secs(60));
+        let size = 8 * MIB;
         cache.offer(&[
-            entry("old", &[1, 2], 8 * MIB),
-            entry("new", &[3, 4], 8 * MIB),
+            entry("old", &[1, 2], size),
+            entry("used", &[3, 4], size),
+            entry("new", &[5, 6], size),
         ]);
-        put(&cache, 1, 4 * MIB);
-        put(&cache, 3, 4 * MIB);
-        put(&cache, 2, 4 * MIB);
-        // Block 3 is used (a build read it), so block 1 is the least recently used.
-        cache.block(&BlockHash::of(&[3]));
-        let keep = entry("new", &[3, 4], 0).blocklist;
-        assert!(cache.books().make_room(4 * MIB, &keep));
-        assert!(cache.block(&BlockHash::of(&[1])).is_none());
-        assert!(cache.block(&BlockHash::of(&[3])).is_some());
-        // Nothing but the current upload's blocks left to take: no room.
-        let all: Vec<BlockHash> = (1..=4).map(|s| BlockHash::of(&[s])).collect();
-        assert!(!cache.books().make_room(8 * MIB, &all));
+        put(&cache, "old", 1, size, 2);
+        put(&cache, "used", 3, size, 2);
+        cache.block(&entry("used", &[3, 4], size).blocklist[0]);
+        put(&cache, "new", 5, size, 2);
+        put(&cache, "new", 6, size, 2);
+        assert!(cache
+            .block(&entry("old", &[1, 2], size).blocklist[0])
+            .is_none());
+        assert!(cache
+            .block(&entry("used", &[3, 4], size).blocklist[0])
+            .is_some());
+        assert_eq!(cache.bytes(), 12 * MIB);
+        // Nothing but the current upload left to drop: no room, nothing stored.
+        cache.offer(&[entry("huge", &[7, 8, 9, 10], 16 * MIB)]);
+        cache.finished(&[(1, "used".into()), (1, "new".into())]);
+        for s in 7..=10 {
+            put(&cache, "huge", s, 16 * MIB, 4);
+        }
+        assert_eq!(cache.bytes(), 12 * MIB);
     }
 
     #[test]
     fn uploads_silent_for_the_ttl_are_dropped_with_their_blocks() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = PrefetchCache::open(dir.path(), 1 << 30, Duration::from_millis(50)).unwrap();
+        let (_dir, cache) = cache(1 << 30, Duration::from_millis(50));
         cache.offer(&[entry("a", &[1], 10)]);
-        put(&cache, 1, 10);
+        put(&cache, "a", 1, 10, 1);
         cache.purge(Instant::now());
         assert_eq!(cache.bytes(), 10, "young: kept");
         std::thread::sleep(Duration::from_millis(60));

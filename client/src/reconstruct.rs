@@ -86,9 +86,16 @@ impl BlockSources {
         if let Some(data) = local {
             return Some((data, false));
         }
-        let (path, len) = self.prefetched.as_ref()?.block(hash)?;
-        let data = read_block(&path, 0, usize::try_from(len).ok()?, hash)?;
+        let (path, offset, len) = self.prefetched.as_ref()?.block(hash)?;
+        let data = read_block(&path, offset, usize::try_from(len).ok()?, hash)?;
         Some((data, true))
+    }
+
+    /// The whole file of `f`, already assembled by streaming sync, if it is.
+    fn prebuilt(&self, f: &Fetch) -> Option<PathBuf> {
+        self.prefetched
+            .as_ref()?
+            .take_complete(f.ns, &f.path, &f.node.blocklist)
     }
 }
 
@@ -145,8 +152,30 @@ pub fn build(
     let mut errors: Vec<(usize, String)> = Vec::new();
     let mut files: Vec<Option<File>> = Vec::with_capacity(fetches.len());
     let mut temps = Vec::with_capacity(fetches.len());
+    let mut prebuilt: BTreeSet<usize> = BTreeSet::new();
     for (i, f) in fetches.iter().enumerate() {
         let temp = temp_path(root, &f.lpath, i);
+        // A file streaming sync assembled whole becomes the temporary file as it is.
+        if let Some(part) = sources.prebuilt(f) {
+            let moved = temp
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::rename(&part, &temp))
+                .and_then(|()| OpenOptions::new().write(true).open(&temp));
+            match moved {
+                Ok(file) => {
+                    stats.prefetched_blocks += f.node.blocklist.len() as u64;
+                    prebuilt.insert(i);
+                    files.push(Some(file));
+                    temps.push(temp);
+                    continue;
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&part);
+                    tracing::warn!(path = %f.lpath, error = %e, "could not use the prefetched file; fetching it");
+                }
+            }
+        }
         let opened = temp
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
@@ -174,6 +203,9 @@ pub fn build(
     let mut owner_order: Vec<(usize, BlockHash)> = Vec::new();
     for (i, f) in fetches.iter().enumerate() {
         let Some(file) = &files[i] else { continue };
+        if prebuilt.contains(&i) {
+            continue;
+        }
         for (j, h) in f.node.blocklist.iter().enumerate() {
             let offset = j as u64 * BLOCK_BYTES_MAX as u64;
             if let Some(targets) = wanted.get_mut(h) {

@@ -10,6 +10,14 @@ use support::{bytes, tree, wait_until, Client, Server};
 
 const MIB: usize = 1 << 20;
 
+/// These tests time transfers against bandwidth caps: one at a time, so that they do not
+/// compete for this machine's cores.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Starts a continuous client and waits until its first round has run.
 fn start_downloader(c: &Client, args: &[&str]) -> support::Running {
     let running = c.spawn_sync(args);
@@ -57,6 +65,7 @@ fn upload_and_time(
 
 #[test]
 fn a_downloader_holds_a_streamed_file_one_block_after_the_upload() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(&tmp.path().join("data"));
     let token = server.add_user("ann");
@@ -115,6 +124,7 @@ fn a_downloader_holds_a_streamed_file_one_block_after_the_upload() {
 
 #[test]
 fn an_upload_killed_halfway_leaves_no_file_and_an_empty_cache() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start_with(&tmp.path().join("data"), &["--prefetch-ttl-s", "3"]);
     let token = server.add_user("ann");
@@ -153,6 +163,7 @@ fn an_upload_killed_halfway_leaves_no_file_and_an_empty_cache() {
 
 #[test]
 fn a_changed_or_evicted_upload_falls_back_to_the_committed_file() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     // One live entry per shard: a second upload evicts the first.
     let server = Server::start_with(&tmp.path().join("data"), &["--prefetch-entries-max", "1"]);
