@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::sync_bench::{holdall, sibling, start_server};
+use crate::sync_bench::{holdall, setup, sibling, Setup};
 
 /// A link: bytes per second each way.
 #[derive(Debug, Clone, Copy)]
@@ -64,13 +64,10 @@ const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(600);
 /// Seconds from the start of A's upload until B holds each file of `sizes_mb` (MB = 10^6
 /// bytes) over `link`, with streaming sync on or off at B.
 pub fn run(scratch: &Path, link: Link, sizes_mb: &[u64], streaming: bool) -> Result<Vec<f64>> {
-    let dir = tempfile::tempdir_in(scratch)?;
-    let (_server, url) = start_server(&dir.path().join("data"))?;
-    let admin = std::fs::read_to_string(dir.path().join("data/admin.token"))?;
-    let token = holdall(&url, admin.trim(), &["admin", "add-user", "bench"], None)?;
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    std::fs::create_dir_all(&a)?;
-    std::fs::create_dir_all(&b)?;
+    let Setup {
+        url, token, a, b, ..
+    } = &setup(scratch)?;
+    let (url, token, a, b) = (url.as_str(), token.as_str(), a.as_path(), b.as_path());
     let down = link.down_bps.to_string();
     let mut args = vec!["sync", "--down-limit", down.as_str()];
     if !streaming {
@@ -79,9 +76,9 @@ pub fn run(scratch: &Path, link: Link, sizes_mb: &[u64], streaming: bool) -> Res
     let follower = Follower(
         Command::new(sibling("holdall")?)
             .args(&args)
-            .arg(&b)
-            .env("HOLDALL_SERVER", &url)
-            .env("HOLDALL_TOKEN", &token)
+            .arg(b)
+            .env("HOLDALL_SERVER", url)
+            .env("HOLDALL_TOKEN", token)
             .env("HOLDALL_LOG", "warn")
             .stderr(Stdio::null())
             .spawn()
@@ -98,10 +95,10 @@ pub fn run(scratch: &Path, link: Link, sizes_mb: &[u64], streaming: bool) -> Res
         write_file(&a.join(&name), bytes, (i as u64 + 1) << 32)?;
         let started = Instant::now();
         holdall(
-            &url,
-            &token,
+            url,
+            token,
             &["sync", "--once", "--up-limit", up.as_str()],
-            Some(&a),
+            Some(a),
         )?;
         wait_for(&b.join(&name), bytes, ARRIVAL_TIMEOUT)?;
         times.push(started.elapsed().as_secs_f64());

@@ -88,22 +88,54 @@ impl SyncTimes {
     }
 }
 
-/// One run: a fresh server and user under `scratch`, `fill` writes A's folder, then A syncs
-/// up and B syncs down.
-pub fn run(scratch: &Path, fill: &dyn Fn(&Path) -> Result<()>) -> Result<SyncTimes> {
+/// A fresh holdalld and user under a scratch folder, with two empty client folders.
+pub struct Setup {
+    /// The server (stopped on drop).
+    pub server: Daemon,
+    /// Its URL.
+    pub url: String,
+    /// The user's token.
+    pub token: String,
+    /// Client A's folder.
+    pub a: PathBuf,
+    /// Client B's folder.
+    pub b: PathBuf,
+    /// Removed on drop, after the server.
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts a fresh server in a new folder under `scratch` and creates a user.
+pub fn setup(scratch: &Path) -> Result<Setup> {
     let dir = tempfile::tempdir_in(scratch)?;
-    let (_server, url) = start_server(&dir.path().join("data"))?;
+    let (server, url) = start_server(&dir.path().join("data"))?;
     let admin = std::fs::read_to_string(dir.path().join("data/admin.token"))?;
     let token = holdall(&url, admin.trim(), &["admin", "add-user", "bench"], None)?;
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     std::fs::create_dir_all(&a)?;
     std::fs::create_dir_all(&b)?;
-    fill(&a)?;
+    Ok(Setup {
+        server,
+        url,
+        token,
+        a,
+        b,
+        dir,
+    })
+}
+
+/// One run: a fresh server and user under `scratch`, `fill` writes A's folder, then A syncs
+/// up and B syncs down.
+pub fn run(scratch: &Path, fill: &dyn Fn(&Path) -> Result<()>) -> Result<SyncTimes> {
+    let Setup {
+        url, token, a, b, ..
+    } = &setup(scratch)?;
+    let (url, token, a, b) = (url.as_str(), token.as_str(), a.as_path(), b.as_path());
+    fill(a)?;
     let t = Instant::now();
-    holdall(&url, &token, &["sync", "--once"], Some(&a))?;
+    holdall(url, token, &["sync", "--once"], Some(a))?;
     let up_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    holdall(&url, &token, &["sync", "--once"], Some(&b))?;
+    holdall(url, token, &["sync", "--once"], Some(b))?;
     let down_s = t.elapsed().as_secs_f64();
     Ok(SyncTimes { up_s, down_s })
 }

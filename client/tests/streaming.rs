@@ -31,6 +31,14 @@ fn start_downloader(c: &Client, args: &[&str]) -> support::Running {
     running
 }
 
+/// Starts `holdall sync DIR --once --up-limit CAP` on `c` in the background.
+fn spawn_upload(c: &Client, cap: &str) -> std::process::Child {
+    c.command(&["sync", "--once", "--up-limit", cap])
+        .arg(&c.dir)
+        .spawn()
+        .unwrap()
+}
+
 /// Writes `name` (`len` bytes from `seed`) on `a`, runs `a`'s upload with `args`, and returns
 /// how long after the upload ended `b` held the file.
 fn upload_and_time(
@@ -132,11 +140,7 @@ fn an_upload_killed_halfway_leaves_no_file_and_an_empty_cache() {
     let b = Client::new(&server, &token, &tmp.path().join("desktop"));
     let desktop = start_downloader(&b, &[]);
     std::fs::write(a.path("big.bin"), bytes(1, 40 * MIB)).unwrap();
-    let mut uploader = a
-        .command(&["sync", "--once", "--up-limit", "4M"])
-        .arg(&a.dir)
-        .spawn()
-        .unwrap();
+    let mut uploader = spawn_upload(&a, "4M");
     let cache = b.dir.join(".holdall/prefetch");
     let count = || std::fs::read_dir(&cache).map_or(0, |d| d.count());
     assert!(
@@ -177,11 +181,7 @@ fn a_changed_or_evicted_upload_falls_back_to_the_committed_file() {
 
     // Changed: the laptop's file is rewritten while it uploads; it commits the new content.
     std::fs::write(a.path("edited.bin"), bytes(1, 32 * MIB)).unwrap();
-    let mut uploader = a
-        .command(&["sync", "--once", "--up-limit", "4M"])
-        .arg(&a.dir)
-        .spawn()
-        .unwrap();
+    let mut uploader = spawn_upload(&a, "4M");
     assert!(
         wait_until(Duration::from_secs(30), prefetching),
         "{}",
@@ -193,11 +193,7 @@ fn a_changed_or_evicted_upload_falls_back_to_the_committed_file() {
     // Evicted: the tablet's upload pushes the laptop's entry out mid-prefetch.
     std::fs::write(a.path("evicted.bin"), bytes(3, 32 * MIB)).unwrap();
     std::fs::write(c.path("other.bin"), bytes(4, 32 * MIB)).unwrap();
-    let mut laptop = a
-        .command(&["sync", "--once", "--up-limit", "4M"])
-        .arg(&a.dir)
-        .spawn()
-        .unwrap();
+    let mut laptop = spawn_upload(&a, "4M");
     assert!(
         wait_until(Duration::from_secs(30), prefetching),
         "{}",
