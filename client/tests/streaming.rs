@@ -51,17 +51,8 @@ fn upload_and_time(
 ) -> Duration {
     let content = bytes(seed, len);
     std::fs::write(a.path(name), &content).unwrap();
-    let out = a
-        .command(&["sync", "--once"])
-        .args(args)
-        .arg(&a.dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let s = a.sync_with(args);
+    assert!(s.ok, "{}", s.stderr);
     let uploaded = Instant::now();
     assert!(
         wait_until(Duration::from_secs(60), || std::fs::read(b.path(name))

@@ -83,7 +83,8 @@ pub async fn store_batch(
     // Uploads in progress stay young in the prefetch tables, so the bounds evict idle
     // entries first. The entries live on their namespaces' shards, unknown here: ask all.
     let arrived: Vec<BlockHash> = outcome.keys().copied().collect();
-    let touches = (0..shard.shards).map(|to| {
+    let shards = if shard.streaming { shard.shards } else { 0 };
+    let touches = (0..shards).map(|to| {
         let arrived = arrived.clone();
         shard.submit_to(to, move |s| {
             let now = std::time::Instant::now();

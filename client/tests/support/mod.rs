@@ -154,8 +154,14 @@ impl Client {
 
     /// Runs `holdall sync DIR --once` and returns what it said.
     pub fn sync(&self) -> Summary {
+        self.sync_with(&[])
+    }
+
+    /// Runs `holdall sync --once ARGS DIR` and returns what it said.
+    pub fn sync_with(&self, args: &[&str]) -> Summary {
         let out: Output = self
             .command(&["sync", "--once"])
+            .args(args)
             .arg(&self.dir)
             .output()
             .unwrap();
