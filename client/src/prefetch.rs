@@ -42,6 +42,11 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const ENTRIES_MAX: usize = 10_000;
 /// Blocks per prefetch request: one, so the downloader trails the uploader by one block.
 const REQUEST_BLOCKS_MAX: usize = 1;
+/// Prefetch requests in flight at once: two, so that one block is on the wire (or waited
+/// for at the server) while the previous one is verified and written. With one, each
+/// block's local work adds to the link's time and a downloader on a link as fast as the
+/// uploader's falls further behind with every block.
+const REQUESTS_IN_FLIGHT: usize = 2;
 /// Longest a build waits for a block the prefetcher is fetching right now.
 const IN_FLIGHT_WAIT: Duration = Duration::from_secs(10);
 
@@ -85,10 +90,15 @@ impl Followed {
         let offset = index as u64 * BLOCK_BYTES_MAX as u64;
         self.size.saturating_sub(offset).min(BLOCK_BYTES_MAX as u64)
     }
+}
 
-    fn complete(&self) -> bool {
-        self.have.iter().all(|h| *h)
-    }
+/// A part file handed over to a build: the blocks it holds are in place already.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The part file, now the caller's.
+    pub part: PathBuf,
+    /// Per block of the blocklist: whether the part file holds it.
+    pub have: Vec<bool>,
 }
 
 /// The cache's books: which uploads are followed and which of their blocks are on disk.
@@ -209,23 +219,43 @@ impl PrefetchCache {
         Some((dir.join(format!("{}.part", f.id)), offset, f.block_len(i)))
     }
 
-    /// The whole file, if the upload of `path` in `ns` with exactly this blocklist was
-    /// prefetched completely: its part file (made durable) is handed over to the caller,
-    /// who moves it into place, and the upload is no longer followed.
-    pub fn take_complete(&self, ns: NsId, path: &str, blocklist: &[BlockHash]) -> Option<PathBuf> {
-        let mut b = self.books();
+    /// The upload of `path` in `ns` with exactly this blocklist and size, as far as it was
+    /// prefetched: its part file (made durable) and which blocks it holds. The caller moves
+    /// it into place and fills in the rest, so a file that streamed all but its last blocks
+    /// costs those blocks, not a copy of the whole. Blocks of the upload being fetched right
+    /// now are waited for first. The upload is no longer followed afterwards.
+    pub fn take(
+        &self,
+        ns: NsId,
+        path: &str,
+        blocklist: &[BlockHash],
+        size: u64,
+    ) -> Option<Prepared> {
         let key = (ns, path.to_string());
-        let f = b.entries.get(&key)?;
-        if f.blocklist != blocklist || !f.complete() {
-            return None;
+        let mut b = self.books();
+        let deadline = Instant::now() + IN_FLIGHT_WAIT;
+        loop {
+            let f = b.entries.get(&key)?;
+            if f.blocklist != blocklist || f.size != size || f.bytes == 0 {
+                return None;
+            }
+            let now = Instant::now();
+            if now >= deadline || !f.blocklist.iter().any(|h| b.in_flight.contains(h)) {
+                break;
+            }
+            b = self
+                .wake
+                .wait_timeout(b, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
-        let part = b.dir.join(format!("{}.part", f.id));
+        let part = b.part_of(&b.entries[&key]);
         std::fs::File::open(&part)
             .and_then(|p| p.sync_data())
             .ok()?;
         let f = b.entries.remove(&key)?;
         b.bytes -= f.bytes;
-        Some(part)
+        Some(Prepared { part, have: f.have })
     }
 
     /// Counts `n` cached blocks used to build files.
@@ -370,8 +400,8 @@ impl Books {
         Ok(())
     }
 
-    /// The next request: the first block not yet cached of the oldest-listed live entry, in
-    /// file order (the order they are uploaded in).
+    /// The next request: the first block neither cached nor being fetched of the
+    /// oldest-listed live entry, in file order (the order they are uploaded in).
     fn next_request(&mut self, batch_bytes_max: u64) -> Option<(RetrieveBatchRequest, u64)> {
         let mut keys: Vec<&(NsId, String)> = self
             .entries
@@ -386,7 +416,7 @@ impl Books {
             let mut payload = 0u64;
             for (i, h) in f.blocklist.iter().enumerate() {
                 let len = f.block_len(i);
-                if f.have[i] || hashes.contains(h) {
+                if f.have[i] || hashes.contains(h) || self.in_flight.contains(h) {
                     continue;
                 }
                 if !hashes.is_empty()
@@ -416,13 +446,14 @@ impl Books {
     }
 }
 
-/// The thread that fetches followed uploads' blocks into the cache.
+/// The threads that fetch followed uploads' blocks into the cache.
+#[derive(Clone)]
 pub struct Prefetcher {
     cache: PrefetchCache,
     api: Api,
     batch_bytes_max: u64,
     /// Called when an entry is gone, so a round runs and purges (or builds) it.
-    nudge: Box<dyn Fn() + Send>,
+    nudge: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl Prefetcher {
@@ -431,7 +462,7 @@ impl Prefetcher {
         cache: PrefetchCache,
         api: Api,
         batch_bytes_max: u64,
-        nudge: Box<dyn Fn() + Send>,
+        nudge: Arc<dyn Fn() + Send + Sync>,
     ) -> Prefetcher {
         Prefetcher {
             cache,
@@ -441,8 +472,18 @@ impl Prefetcher {
         }
     }
 
-    /// Fetches forever (the thread ends with the process).
+    /// Fetches forever with [`REQUESTS_IN_FLIGHT`] requests at a time (the threads end
+    /// with the process).
     pub fn run(self) {
+        for _ in 1..REQUESTS_IN_FLIGHT {
+            let other = self.clone();
+            std::thread::spawn(move || other.fetch_forever());
+        }
+        self.fetch_forever();
+    }
+
+    /// One request at a time, each for the next block nobody is fetching.
+    fn fetch_forever(&self) {
         let mut backoff = Duration::from_secs(1);
         loop {
             let next = {
@@ -612,29 +653,77 @@ mod tests {
     }
 
     #[test]
-    fn a_complete_upload_hands_over_its_part_file() {
+    fn an_upload_hands_over_its_part_file_as_far_as_it_came() {
+        let (_dir, cache) = cache(1 << 30, Duration::from_secs(60));
+        let size = 4 * MIB + 5;
+        let e = entry("big", &[1, 2], size);
+        cache.offer(std::slice::from_ref(&e));
+        assert!(
+            cache.take(1, "big", &e.blocklist, size).is_none(),
+            "nothing prefetched yet"
+        );
+        put(&cache, "big", 2, size, 2);
+        let (part, offset, len) = cache.block(&e.blocklist[1]).unwrap();
+        assert_eq!((offset, len), (4 * MIB, 5));
+        assert!(part.exists());
+        assert!(
+            cache.take(1, "big", &e.blocklist[..1], size).is_none(),
+            "other blocklist"
+        );
+        assert!(
+            cache.take(1, "big", &e.blocklist, size + 1).is_none(),
+            "other size"
+        );
+        let taken = cache.take(1, "big", &e.blocklist, size).unwrap();
+        assert_eq!(taken.have, vec![false, true]);
+        let bytes = std::fs::read(&taken.part).unwrap();
+        assert_eq!(bytes.len() as u64, size);
+        assert_eq!(&bytes[4 * MIB as usize..], &data(2, size, 2)[..]);
+        assert_eq!((cache.followed(), cache.bytes()), (0, 0));
+        put(&cache, "big", 1, size, 2);
+        assert_eq!(
+            cache.bytes(),
+            0,
+            "no longer followed: a late block is not kept"
+        );
+    }
+
+    #[test]
+    fn taking_an_upload_waits_for_its_blocks_in_flight() {
         let (_dir, cache) = cache(1 << 30, Duration::from_secs(60));
         let size = 4 * MIB + 5;
         let e = entry("big", &[1, 2], size);
         cache.offer(std::slice::from_ref(&e));
         put(&cache, "big", 1, size, 2);
-        assert!(
-            cache.take_complete(1, "big", &e.blocklist).is_none(),
-            "not yet"
+        let h = e.blocklist[1];
+        cache.books().in_flight.insert(h);
+        let fetcher = cache.clone();
+        let landed = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            put(&fetcher, "big", 2, size, 2);
+            fetcher.books().in_flight.remove(&h);
+            fetcher.wake.notify_all();
+        });
+        let taken = cache.take(1, "big", &e.blocklist, size).unwrap();
+        assert_eq!(
+            taken.have,
+            vec![true, true],
+            "the block in flight was waited for"
         );
-        let (part, offset, len) = cache.block(&e.blocklist[0]).unwrap();
-        assert_eq!((offset, len), (0, 4 * MIB));
-        assert!(part.exists());
-        put(&cache, "big", 2, size, 2);
-        assert!(
-            cache.take_complete(1, "big", &e.blocklist[..1]).is_none(),
-            "other blocklist"
-        );
-        let part = cache.take_complete(1, "big", &e.blocklist).unwrap();
-        let bytes = std::fs::read(&part).unwrap();
-        assert_eq!(bytes.len() as u64, size);
-        assert_eq!(&bytes[4 * MIB as usize..], &data(2, size, 2)[..]);
-        assert_eq!((cache.followed(), cache.bytes()), (0, 0));
+        landed.join().unwrap();
+    }
+
+    #[test]
+    fn two_requests_ask_for_different_blocks() {
+        let (_dir, cache) = cache(1 << 30, Duration::from_secs(60));
+        let e = entry("big", &[1, 2, 3], 12 * MIB);
+        cache.offer(std::slice::from_ref(&e));
+        let mut b = cache.books();
+        let first = b.next_request(8 * MIB).unwrap().0;
+        b.in_flight.extend(first.items[0].hashes.iter().copied());
+        let second = b.next_request(8 * MIB).unwrap().0;
+        assert_eq!(first.items[0].hashes, vec![e.blocklist[0]]);
+        assert_eq!(second.items[0].hashes, vec![e.blocklist[1]]);
     }
 
     #[test]

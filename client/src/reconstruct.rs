@@ -23,7 +23,7 @@ use holdall_proto::limits::{BLOCK_BYTES_MAX, RETRIEVE_HASHES_MAX};
 use holdall_proto::BlockHash;
 
 use crate::api::{Api, ApiError};
-use crate::prefetch::PrefetchCache;
+use crate::prefetch::{PrefetchCache, Prepared};
 use crate::scan::TEMP_PREFIX;
 use crate::tree::Node;
 use crate::upload::read_block;
@@ -91,11 +91,11 @@ impl BlockSources {
         Some((data, true))
     }
 
-    /// The whole file of `f`, already assembled by streaming sync, if it is.
-    fn prebuilt(&self, f: &Fetch) -> Option<PathBuf> {
+    /// The file of `f` as far as streaming sync assembled it, if it did.
+    fn prebuilt(&self, f: &Fetch) -> Option<Prepared> {
         self.prefetched
             .as_ref()?
-            .take_complete(f.ns, &f.path, &f.node.blocklist)
+            .take(f.ns, &f.path, &f.node.blocklist, f.node.size)
     }
 }
 
@@ -152,11 +152,13 @@ pub fn build(
     let mut errors: Vec<(usize, String)> = Vec::new();
     let mut files: Vec<Option<File>> = Vec::with_capacity(fetches.len());
     let mut temps = Vec::with_capacity(fetches.len());
-    let mut prebuilt: BTreeSet<usize> = BTreeSet::new();
+    // Per fetch, the blocks already in its temporary file (streaming sync put them there).
+    let mut in_place: HashMap<usize, Vec<bool>> = HashMap::new();
     for (i, f) in fetches.iter().enumerate() {
         let temp = temp_path(root, &f.lpath, i);
-        // A file streaming sync assembled whole becomes the temporary file as it is.
-        if let Some(part) = sources.prebuilt(f) {
+        // A file streaming sync assembled becomes the temporary file as it is; only the
+        // blocks it lacks are filled in.
+        if let Some(Prepared { part, have }) = sources.prebuilt(f) {
             let moved = temp
                 .parent()
                 .map_or(Ok(()), std::fs::create_dir_all)
@@ -164,8 +166,8 @@ pub fn build(
                 .and_then(|()| OpenOptions::new().write(true).open(&temp));
             match moved {
                 Ok(file) => {
-                    stats.prefetched_blocks += f.node.blocklist.len() as u64;
-                    prebuilt.insert(i);
+                    stats.prefetched_blocks += have.iter().filter(|h| **h).count() as u64;
+                    in_place.insert(i, have);
                     files.push(Some(file));
                     temps.push(temp);
                     continue;
@@ -203,10 +205,11 @@ pub fn build(
     let mut owner_order: Vec<(usize, BlockHash)> = Vec::new();
     for (i, f) in fetches.iter().enumerate() {
         let Some(file) = &files[i] else { continue };
-        if prebuilt.contains(&i) {
-            continue;
-        }
+        let have = in_place.get(&i);
         for (j, h) in f.node.blocklist.iter().enumerate() {
+            if have.is_some_and(|have| have[j]) {
+                continue;
+            }
             let offset = j as u64 * BLOCK_BYTES_MAX as u64;
             if let Some(targets) = wanted.get_mut(h) {
                 targets.push((i, offset));

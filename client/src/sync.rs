@@ -6,6 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
@@ -203,9 +204,12 @@ impl Syncer {
     }
 
     /// Turns streaming sync on (unless the options or the server have it off): returns the
-    /// prefetcher to run on a thread of its own; `nudge` is called when an upload it follows
+    /// prefetcher to run on threads of its own; `nudge` is called when an upload it follows
     /// ended, so that a round can build or purge it.
-    pub fn start_streaming(&mut self, nudge: Box<dyn Fn() + Send>) -> Result<Option<Prefetcher>> {
+    pub fn start_streaming(
+        &mut self,
+        nudge: Arc<dyn Fn() + Send + Sync>,
+    ) -> Result<Option<Prefetcher>> {
         let Some(ttl_s) = self.limits.prefetch_ttl_s.filter(|_| self.opts.streaming) else {
             return Ok(None);
         };

@@ -63,9 +63,9 @@ pub fn run(mut syncer: Syncer) -> Result<()> {
         .watch(&root, RecursiveMode::Recursive)
         .with_context(|| format!("watching {}", root.display()))?;
 
-    // Streaming sync: a thread fetching blocks of uploads still in progress elsewhere.
+    // Streaming sync: threads fetching blocks of uploads still in progress elsewhere.
     let nudge_tx = Mutex::new(tx.clone());
-    let nudge = Box::new(move || {
+    let nudge = Arc::new(move || {
         let _ = nudge_tx
             .lock()
             .unwrap_or_else(|e| e.into_inner())
