@@ -15,6 +15,8 @@
 
 use std::collections::BTreeSet;
 
+use holdall_proto::api::Jid;
+
 use crate::tree::{same, Kind, Node, RemoteNode, Tree};
 
 /// One thing to do for one path.
@@ -93,6 +95,52 @@ impl CopyNamer {
             n += 1;
         }
     }
+}
+
+/// A commit this client sent and has not recorded the answer of: what it asked a path to
+/// hold, over which row. Kept in the state before the commit is sent, removed with the
+/// answer; a crash or a lost answer leaves it for the next round to settle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intent {
+    /// The row the commit replaced (`None`: the path had none).
+    pub parent_jid: Option<Jid>,
+    /// What the path was to hold (`None`: a deletion).
+    pub node: Option<Node>,
+}
+
+/// How a round settles an intent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// The server holds what the commit asked for: the merge base takes it, as if the
+    /// answer had come.
+    Adopt(Option<Node>),
+    /// The path moved on to something else, and whether the commit landed before that is
+    /// unknown: the merge base forgets the path, so that both sides count as changed and
+    /// the planner keeps both versions rather than guess.
+    Forget,
+}
+
+/// Settles intents against the server tree. An intent whose path still has its parent row
+/// waits (its commit may still land); otherwise it is settled. Without this, a deletion
+/// whose answer was lost looks, next round, like a deletion by someone else — and a file the
+/// user meanwhile put back at that path would be deleted; and when another device changed
+/// the path after that deletion landed, the file put back would be overwritten.
+pub fn settle_intents(intents: &Tree<Intent>, remote: &Tree<RemoteNode>) -> Vec<(String, Settled)> {
+    intents
+        .iter()
+        .filter_map(|(path, intent)| {
+            let row = remote.get(path);
+            if row.map(|r| r.jid) == intent.parent_jid {
+                return None;
+            }
+            let holds = row.map(|r| &r.node);
+            let settled = match same(holds, intent.node.as_ref()) {
+                true => Settled::Adopt(holds.cloned()),
+                false => Settled::Forget,
+            };
+            Some((path.clone(), settled))
+        })
+        .collect()
 }
 
 /// Decides the actions that bring the three trees together.
@@ -463,5 +511,36 @@ mod tests {
         );
         // The mount point was deleted locally: made again, never committed as a deletion.
         assert_eq!(actions, vec![Action::MakeDir("m".into())]);
+    }
+
+    #[test]
+    fn intents_wait_for_their_row_then_adopt_or_forget() {
+        let intent = |parent_jid, node: Option<Node>| Intent { parent_jid, node };
+        let at = |jid, n: Node| RemoteNode {
+            ns: 1,
+            jid,
+            node: n,
+        };
+        let intents: Tree<Intent> = [
+            ("waits".to_string(), intent(Some(3), None)),
+            ("deleted".to_string(), intent(Some(3), None)),
+            ("landed".to_string(), intent(None, Some(file("v")))),
+            ("overtaken".to_string(), intent(Some(2), Some(file("v")))),
+        ]
+        .into();
+        let remote: Tree<RemoteNode> = [
+            ("waits".to_string(), at(3, file("old"))),
+            ("landed".to_string(), at(8, file("v"))),
+            ("overtaken".to_string(), at(9, file("w"))),
+        ]
+        .into();
+        assert_eq!(
+            settle_intents(&intents, &remote),
+            vec![
+                ("deleted".to_string(), Settled::Adopt(None)),
+                ("landed".to_string(), Settled::Adopt(Some(file("v")))),
+                ("overtaken".to_string(), Settled::Forget),
+            ]
+        );
     }
 }

@@ -13,6 +13,7 @@ use holdall_proto::api::{Cursors, Jid, NsId};
 use holdall_proto::BlockHash;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
+use crate::planner::Intent;
 use crate::tree::{Kind, Node, RemoteNode};
 
 const SCHEMA: &str = "
@@ -30,6 +31,12 @@ CREATE TABLE IF NOT EXISTS hashes (
     inode INTEGER NOT NULL, blocklist BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS trash (
     id INTEGER PRIMARY KEY, blocklist BLOB NOT NULL, size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS deleting (
+    lpath TEXT PRIMARY KEY, kind INTEGER NOT NULL, blocklist BLOB NOT NULL,
+    size INTEGER NOT NULL, mtime_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS intents (
+    lpath TEXT PRIMARY KEY, parent_jid INTEGER, kind INTEGER,
+    blocklist BLOB NOT NULL, size INTEGER NOT NULL, mtime_ms INTEGER NOT NULL);
 ";
 
 /// What a file looked like when it was hashed: if size, mtime and inode still match, the
@@ -217,9 +224,15 @@ impl State {
 
     /// The synced tree.
     pub fn synced(&self) -> Result<crate::tree::Tree<Node>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT lpath, kind, blocklist, size, mtime_ms FROM synced")?;
+        self.nodes("synced")
+            .context("reading the synced tree from the state")
+    }
+
+    /// Every (lpath, node) row of `table` (`synced` or `deleting`).
+    fn nodes(&self, table: &str) -> Result<crate::tree::Tree<Node>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT lpath, kind, blocklist, size, mtime_ms FROM {table}"
+        ))?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -231,8 +244,7 @@ impl State {
                 },
             ))
         })?;
-        rows.collect::<rusqlite::Result<_>>()
-            .context("reading the synced tree from the state")
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// The hash cache.
@@ -269,6 +281,34 @@ impl State {
         })?;
         rows.collect::<rusqlite::Result<_>>()
             .context("reading the deleted-files cache from the state")
+    }
+
+    /// What the sync set out to delete locally and has not recorded as deleted.
+    pub fn deleting(&self) -> Result<crate::tree::Tree<Node>> {
+        self.nodes("deleting")
+            .context("reading the pending local deletions from the state")
+    }
+
+    /// Commits sent whose answers are not recorded yet.
+    pub fn intents(&self) -> Result<crate::tree::Tree<Intent>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT lpath, parent_jid, kind, blocklist, size, mtime_ms FROM intents")?;
+        let rows = stmt.query_map([], |r| {
+            let node = match r.get::<_, Option<i64>>(2)? {
+                Some(code) => Some(Node {
+                    kind: kind_of(code)?,
+                    blocklist: unblob(&r.get::<_, Vec<u8>>(3)?)?,
+                    size: r.get::<_, i64>(4)? as u64,
+                    mtime_ms: r.get(5)?,
+                }),
+                None => None,
+            };
+            let parent_jid = r.get::<_, Option<i64>>(1)?.map(|j| j as Jid);
+            Ok((r.get::<_, String>(0)?, Intent { parent_jid, node }))
+        })?;
+        rows.collect::<rusqlite::Result<_>>()
+            .context("reading the commit intents from the state")
     }
 
     /// Runs `f` in one transaction.
@@ -333,9 +373,16 @@ impl Writer<'_> {
 
     /// Records what both sides agree `lpath` holds.
     pub fn put_synced(&self, lpath: &str, n: &Node) -> Result<()> {
+        self.put_node("synced", lpath, n)
+    }
+
+    /// Writes the (lpath, node) row of `table` (`synced` or `deleting`).
+    fn put_node(&self, table: &str, lpath: &str, n: &Node) -> Result<()> {
         self.tx.execute(
-            "INSERT OR REPLACE INTO synced (lpath, kind, blocklist, size, mtime_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            &format!(
+                "INSERT OR REPLACE INTO {table} (lpath, kind, blocklist, size, mtime_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)"
+            ),
             params![
                 lpath,
                 kind_code(n.kind),
@@ -351,6 +398,44 @@ impl Writer<'_> {
     pub fn delete_synced(&self, lpath: &str) -> Result<()> {
         self.tx
             .execute("DELETE FROM synced WHERE lpath = ?1", [lpath])?;
+        Ok(())
+    }
+
+    /// Records that the sync is about to delete `n` at `lpath` locally.
+    pub fn put_deleting(&self, lpath: &str, n: &Node) -> Result<()> {
+        self.put_node("deleting", lpath, n)
+    }
+
+    /// The local deletion of `lpath` is recorded (or settled).
+    pub fn delete_deleting(&self, lpath: &str) -> Result<()> {
+        self.tx
+            .execute("DELETE FROM deleting WHERE lpath = ?1", [lpath])?;
+        Ok(())
+    }
+
+    /// Records a commit about to be sent (a deletion when `intent.node` is none).
+    pub fn put_intent(&self, lpath: &str, intent: &Intent) -> Result<()> {
+        let empty = Node::dir();
+        let n = intent.node.as_ref().unwrap_or(&empty);
+        self.tx.execute(
+            "INSERT OR REPLACE INTO intents (lpath, parent_jid, kind, blocklist, size, mtime_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                lpath,
+                intent.parent_jid.map(|j| j as i64),
+                intent.node.as_ref().map(|n| kind_code(n.kind)),
+                blob(&n.blocklist),
+                n.size as i64,
+                n.mtime_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The commit's answer is recorded (or the intent is settled).
+    pub fn delete_intent(&self, lpath: &str) -> Result<()> {
+        self.tx
+            .execute("DELETE FROM intents WHERE lpath = ?1", [lpath])?;
         Ok(())
     }
 
@@ -427,6 +512,31 @@ mod tests {
                     },
                 )?;
                 w.add_trash(&[h, h], 2)?;
+                w.put_intent(
+                    "p",
+                    &Intent {
+                        parent_jid: Some(9),
+                        node: Some(Node::file(vec![h], 1, 5)),
+                    },
+                )?;
+                w.put_intent(
+                    "gone",
+                    &Intent {
+                        parent_jid: Some(4),
+                        node: None,
+                    },
+                )?;
+                w.put_intent(
+                    "new",
+                    &Intent {
+                        parent_jid: None,
+                        node: Some(Node::dir()),
+                    },
+                )?;
+                w.delete_intent("new")?;
+                w.put_deleting("d", &Node::dir())?;
+                w.put_deleting("q", &Node::file(vec![h], 1, 5))?;
+                w.delete_deleting("q")?;
                 Ok(())
             })
             .unwrap();
@@ -444,6 +554,20 @@ mod tests {
         assert_eq!(s.synced().unwrap().len(), 2);
         assert_eq!(s.hashes().unwrap()["p"].inode, 8);
         assert_eq!(s.trash().unwrap()[0].blocklist, vec![h, h]);
+        assert_eq!(
+            s.deleting().unwrap(),
+            [("d".to_string(), Node::dir())].into()
+        );
+        let intents = s.intents().unwrap();
+        assert_eq!(intents.len(), 2);
+        assert_eq!(intents["p"].node, Some(Node::file(vec![h], 1, 5)));
+        assert_eq!(
+            intents["gone"],
+            Intent {
+                parent_jid: Some(4),
+                node: None
+            }
+        );
     }
 
     #[test]

@@ -16,13 +16,13 @@ use holdall_proto::BlockHash;
 use tracing::{info, warn};
 
 use crate::api::{Api, ApiError};
-use crate::planner::{plan, Action, CopyNamer, Trees};
+use crate::planner::{plan, settle_intents, Action, CopyNamer, Intent, Settled, Trees};
 use crate::prefetch::{PrefetchCache, Prefetcher};
 use crate::reconstruct::{build, BlockSources, Built, Fetch};
 use crate::scan::{local_tree, unchanged, walk, LocalTree, Stat, STATE_DIR};
 use crate::state::{HashEntry, State};
 use crate::trash::Trash;
-use crate::tree::{Kind, Layout, Node, Place, RemoteNode, Tree};
+use crate::tree::{same, Kind, Layout, Node, Place, RemoteNode, Tree};
 use crate::upload::{upload, Change, Outcome};
 
 /// Files rebuilt per group: one filesystem sync before and one after their renames.
@@ -350,6 +350,8 @@ impl Syncer {
         self.list_all()?;
         let local = self.scan()?;
         let (remote, mount_points) = self.remote_tree();
+        self.settle_deletions(&local)?;
+        self.settle_intents(&remote)?;
         let namer = CopyNamer {
             host: self.host.clone(),
             stamp: chrono::Local::now().format("%Y-%m-%d %H%M%S").to_string(),
@@ -488,6 +490,18 @@ impl Syncer {
     ) -> Result<()> {
         // Deepest first, so folders are empty when their turn comes.
         paths.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+        // Recorded first: after a crash before the state below, a path that no longer holds
+        // what it held is known to be this deletion (or the user's new content), not a
+        // deletion by the user to be sent to the server.
+        self.state.write(|w| {
+            for p in &paths {
+                if let Some(n) = local.nodes.get(p) {
+                    w.put_deleting(p, n)?;
+                }
+            }
+            Ok(())
+        })?;
+        let paths_asked = paths.clone();
         let mut done = Vec::new();
         for p in paths {
             let full = self.root.join(&p);
@@ -522,6 +536,9 @@ impl Syncer {
             for p in &done {
                 w.delete_synced(p)?;
                 w.delete_hash(p)?;
+            }
+            for p in &paths_asked {
+                w.delete_deleting(p)?;
             }
             Ok(())
         })?;
@@ -727,6 +744,60 @@ impl Syncer {
         Ok(())
     }
 
+    /// Local deletions a crash interrupted: where the path no longer holds what was being
+    /// deleted, the merge base forgets it (gone: the server's version comes back; new
+    /// content: both are kept). Where it still does, the planner decides again.
+    fn settle_deletions(&mut self, local: &LocalTree) -> Result<()> {
+        let deleting = self.state.deleting()?;
+        if deleting.is_empty() {
+            return Ok(());
+        }
+        let synced = &mut self.synced;
+        self.state.write(|w| {
+            for (lpath, n) in &deleting {
+                w.delete_deleting(lpath)?;
+                if !same(local.nodes.get(lpath), Some(n)) {
+                    w.delete_synced(lpath)?;
+                    synced.remove(lpath);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Commits this client sent without recording their answers (a crash, a lost answer):
+    /// once the server's row at the path moved on, the merge base takes what the server
+    /// holds if that is what the commit asked for, and otherwise forgets the path (so the
+    /// planner keeps both versions rather than guess).
+    fn settle_intents(&mut self, remote: &Tree<RemoteNode>) -> Result<()> {
+        let settled = settle_intents(&self.state.intents()?, remote);
+        if settled.is_empty() {
+            return Ok(());
+        }
+        let synced = &mut self.synced;
+        self.state.write(|w| {
+            for (lpath, how) in &settled {
+                w.delete_intent(lpath)?;
+                match how {
+                    Settled::Adopt(Some(n)) => {
+                        w.put_synced(lpath, n)?;
+                        synced.insert(lpath.clone(), n.clone());
+                    }
+                    Settled::Adopt(None) | Settled::Forget => {
+                        w.delete_synced(lpath)?;
+                        synced.remove(lpath);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        info!(
+            intents = settled.len(),
+            "settled commits whose answers were not recorded"
+        );
+        Ok(())
+    }
+
     fn commit(
         &mut self,
         mut changes: Vec<Change>,
@@ -736,6 +807,22 @@ impl Syncer {
         if changes.is_empty() {
             return Ok(());
         }
+        // Recorded before anything is sent: if the answers are lost, the next round can
+        // still tell this client's own commits from other devices' changes.
+        self.state.write(|w| {
+            for c in &changes {
+                let node = match c.request.kind {
+                    EntryKind::Deleted => None,
+                    _ => local.nodes.get(&c.lpath).cloned(),
+                };
+                let intent = Intent {
+                    parent_jid: c.request.parent_jid,
+                    node,
+                };
+                w.put_intent(&c.lpath, &intent)?;
+            }
+            Ok(())
+        })?;
         // Folders before what they hold; deletions after everything else.
         changes.sort_by(|a, b| {
             let del = |c: &Change| c.request.kind == EntryKind::Deleted;
@@ -751,6 +838,7 @@ impl Syncer {
             &mut done,
         );
         let mut committed = Vec::new();
+        let answered: Vec<String> = done.iter().map(|(c, _)| c.lpath.clone()).collect();
         for (change, outcome) in done {
             match outcome {
                 Outcome::Committed(jid) => committed.push((change, jid)),
@@ -765,6 +853,9 @@ impl Syncer {
         let rows = &mut self.rows;
         let synced = &mut self.synced;
         self.state.write(|w| {
+            for lpath in &answered {
+                w.delete_intent(lpath)?;
+            }
             for (c, jid) in &committed {
                 let key = (c.request.ns, c.request.path.clone());
                 if c.request.kind == EntryKind::Deleted {
