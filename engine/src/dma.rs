@@ -54,14 +54,16 @@ pub async fn open_ro(path: &Path) -> io::Result<DmaFile> {
     Ok(OpenOptions::new().read(true).dma_open(path).await?)
 }
 
-/// Writes all of `buf` at `pos` (both aligned); a short write is an error.
+/// Writes all of `buf` at `pos` (both aligned); a short write is an error. A regular file
+/// takes fewer bytes than asked only when its file system has no room for more, so a short
+/// write is reported as a full disk (callers answer 507, not 503).
 pub async fn write_all_at(file: &DmaFile, buf: Rc<DmaBuffer>, pos: u64) -> io::Result<()> {
     let len = buf.len();
     let written = file.write_rc_at(buf, pos).await?;
     if written != len {
         return Err(io::Error::new(
-            io::ErrorKind::WriteZero,
-            format!("short write: {written} of {len} bytes at {pos}"),
+            io::ErrorKind::StorageFull,
+            format!("disk full: wrote {written} of {len} bytes at {pos}"),
         ));
     }
     Ok(())

@@ -279,6 +279,12 @@ pub fn decode(bytes: &[u8]) -> Result<(JournalRecord, usize), JournalRecordError
     if bytes[4] != VERSION {
         return Err(JournalRecordError::Version(bytes[4]));
     }
+    // Reserved for later versions: a record of this version has them zero.
+    if bytes[6..8] != [0, 0] {
+        return Err(JournalRecordError::Body(
+            "reserved header bytes are not zero",
+        ));
+    }
     let mut b = Body(&bytes[HEADER_BYTES..total]);
     let record = match bytes[5] {
         1 => {
@@ -448,5 +454,19 @@ mod tests {
             &mut buf,
         );
         assert_eq!(decode(&buf), Err(JournalRecordError::Body("invalid path")));
+    }
+
+    #[test]
+    fn reserved_header_bytes_must_be_zero_even_under_a_good_checksum() {
+        // Found by the journal_record fuzz target: such a record used to decode, and
+        // re-encoded to other bytes.
+        let mut buf = Vec::new();
+        encode(&samples()[0], &mut buf);
+        buf[7] = 8;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&buf[0..12]);
+        crc.update(&buf[HEADER_BYTES..]);
+        buf[12..16].copy_from_slice(&crc.finalize().to_le_bytes());
+        assert!(matches!(decode(&buf), Err(JournalRecordError::Body(_))));
     }
 }

@@ -112,6 +112,10 @@ pub struct EngineGauges {
     pub journal_flushes: u64,
     /// Time in journal fdatasync, ns.
     pub journal_fsync_nanos: u64,
+    /// Damaged journal records found at open (skipped, or cut with a torn tail).
+    pub corrupt_journal_records: u64,
+    /// Torn journal tails cut at open.
+    pub journal_torn_tail_cuts: u64,
     /// Live prefetch entries.
     pub prefetch_entries: u64,
     /// Prefetch entries published.
@@ -204,6 +208,8 @@ impl ShardMetrics {
             g.journal_rows_written,
             g.journal_flushes,
             g.journal_fsync_nanos,
+            g.corrupt_journal_records,
+            g.journal_torn_tail_cuts,
             g.prefetch_entries,
             g.prefetch_inserts,
             g.prefetch_refreshes,
@@ -221,7 +227,7 @@ impl ShardMetrics {
     }
 }
 
-const GAUGE_NAMES: [(&str, &str, &str); 19] = [
+const GAUGE_NAMES: [(&str, &str, &str); 21] = [
     ("holdall_blocks", "gauge", "Blocks stored"),
     (
         "holdall_block_bytes_appended_total",
@@ -262,6 +268,16 @@ const GAUGE_NAMES: [(&str, &str, &str); 19] = [
         "holdall_journal_fsync_seconds_total",
         "counter",
         "Time in journal fdatasync",
+    ),
+    (
+        "holdall_corrupt_journal_records_total",
+        "counter",
+        "Damaged journal records found at open (skipped, or cut as a torn tail)",
+    ),
+    (
+        "holdall_journal_torn_tail_cuts_total",
+        "counter",
+        "Torn journal tails cut at open",
     ),
     ("holdall_prefetch_entries", "gauge", "Live prefetch entries"),
     (

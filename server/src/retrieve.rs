@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::Either;
 use futures::StreamExt;
+use holdall_engine::block_log::BlockLogError;
 use holdall_engine::sfj::User;
 use holdall_proto::api::{EntryKind, Jid, NsId, RetrieveBatchRequest, RetrieveItem};
 use holdall_proto::frame::{retrieve_frame_header, RetrieveStatus};
@@ -268,13 +269,12 @@ async fn fetch_here(
                 await_arrival(shard, hash, deadline).await;
             }
             let mut out = Vec::new();
-            if !shard
-                .blocks
-                .get(&hash, &mut out)
-                .await
-                .map_err(block_error)?
-            {
-                return Ok((slot, None));
+            match shard.blocks.get(&hash, &mut out).await {
+                Ok(true) => {}
+                // A damaged record (counted and logged by the log, dropped from its index) is
+                // a block this server no longer has: the others of the batch are served.
+                Ok(false) | Err(BlockLogError::Corrupt { .. }) => return Ok((slot, None)),
+                Err(e) => return Err(block_error(e)),
             }
             read_bytes.set(read_bytes.get() + out.len());
             if read_bytes.get() > BATCH_BYTES_DEFAULT {

@@ -246,8 +246,14 @@ pub fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response<Body>
     }
 }
 
+/// Slowest average rate a body may arrive at (after the first client timeout), so a client
+/// trickling a byte at a time cannot hold a connection and its buffer for ever: 8 KiB/s
+/// lets an 8 MiB batch take 17 minutes.
+const BODY_BYTES_PER_S_MIN: u64 = 8 * 1024;
+
 /// Reads a body of at most `limit` bytes into one buffer: 413 beyond (at once when the
-/// declared length says so), 408 when the client stops sending for the client timeout.
+/// declared length says so), 408 when the client stops sending for the client timeout or
+/// sends slower than [`BODY_BYTES_PER_S_MIN`] on average.
 pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
     use http_body_util::BodyExt;
     let too_large = || {
@@ -265,14 +271,31 @@ pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Ap
         Duration::from_secs(crate::config::CLIENT_TIMEOUT_S_DEFAULT),
         |t| t.0,
     );
+    let expected = match hyper::body::Body::size_hint(req.body()).exact() {
+        Some(n) => n,
+        None => limit as u64,
+    };
+    let deadline = Instant::now() + idle_max + Duration::from_secs(expected / BODY_BYTES_PER_S_MIN);
     let mut body = req.into_body();
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut total = 0;
     loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let wait = idle_max.min(left);
         let next =
-            futures::future::select(body.frame(), Box::pin(glommio::timer::sleep(idle_max))).await;
+            futures::future::select(body.frame(), Box::pin(glommio::timer::sleep(wait))).await;
         let frame = match next {
             futures::future::Either::Left((frame, _)) => frame,
+            futures::future::Either::Right(_) if wait < idle_max => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!(
+                    "the body came slower than {BODY_BYTES_PER_S_MIN} bytes/s after the first {} s",
+                    idle_max.as_secs()
+                ),
+                ))
+            }
             futures::future::Either::Right(_) => {
                 return Err(ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,

@@ -288,6 +288,8 @@ impl Shard {
             journal_rows_written: j.records_written,
             journal_flushes: j.flushes,
             journal_fsync_nanos: j.fsync_nanos,
+            corrupt_journal_records: j.corrupt_records,
+            journal_torn_tail_cuts: j.torn_tail_cuts,
             prefetch_entries: p.entries,
             prefetch_inserts: p.inserts,
             prefetch_refreshes: p.refreshes,

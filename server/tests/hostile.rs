@@ -33,8 +33,8 @@ fn stalled_and_oversized_requests_are_cut_off() {
         .write_all(b"POST /v1/list HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
     let mut silent = TcpStream::connect(&server.addr).unwrap();
-    // Hundreds of idle connections do not stop others from being served.
-    let idle: Vec<TcpStream> = (0..300)
+    // Thousands of idle connections do not stop others from being served.
+    let idle: Vec<TcpStream> = (0..2000)
         .map(|_| TcpStream::connect(&server.addr).unwrap())
         .collect();
     assert_eq!(
@@ -83,5 +83,57 @@ fn stalled_and_oversized_requests_are_cut_off() {
     let metrics =
         String::from_utf8(request(&server.addr, "GET", "/metrics", None, b"").body).unwrap();
     assert!(metrics.contains("status=\"408\""), "{metrics}");
+    assert!(server.terminate().success());
+}
+
+/// Sends `bytes` one at a time, `gap` apart, until the server closes the connection; how
+/// long it kept it, and what it answered.
+fn trickle(stream: &mut TcpStream, bytes: &[u8], gap: Duration) -> (Duration, String) {
+    let started = Instant::now();
+    for b in bytes {
+        if stream.write_all(&[*b]).is_err() {
+            break;
+        }
+        std::thread::sleep(gap);
+        if started.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+    }
+    let (got, _) = read_until_closed(stream);
+    (
+        started.elapsed(),
+        String::from_utf8_lossy(&got).into_owned(),
+    )
+}
+
+#[test]
+fn trickling_heads_and_bodies_are_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(&dir.path().join("data"), 1, &["--client-timeout-s", "1"]);
+    let token = server.admin_token();
+
+    // A head sent a byte at a time: every byte is in time, the whole head is not.
+    let mut head = TcpStream::connect(&server.addr).unwrap();
+    let text =
+        "POST /v1/list HTTP/1.1\r\nHost: x\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let (took, answer) = trickle(&mut head, text.as_bytes(), Duration::from_millis(200));
+    assert!(took < Duration::from_secs(5), "head kept for {took:?}");
+    assert!(answer.is_empty(), "{answer}");
+
+    // A body sent a byte at a time: cut once it falls behind the slowest rate allowed.
+    let mut body = TcpStream::connect(&server.addr).unwrap();
+    let head = format!(
+        "POST /v1/list HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 200\r\n\r\n"
+    );
+    body.write_all(head.as_bytes()).unwrap();
+    let (took, answer) = trickle(&mut body, &[b' '; 200], Duration::from_millis(200));
+    assert!(took < Duration::from_secs(5), "body kept for {took:?}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+
+    assert_eq!(
+        request(&server.addr, "GET", "/healthz", None, b"").status,
+        200
+    );
     assert!(server.terminate().success());
 }
