@@ -15,15 +15,14 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use holdall_benches::http_client::Conn;
 use holdall_proto::api::{
-    CommitBatchRequest, CommitBatchResponse, CommitRequest, CommitResult, CreateUserRequest,
-    CreateUserResponse, EntryKind, Jid, ListEntry, ListRequest, ListResponse, NsId,
-    RetrieveBatchRequest, RetrieveItem,
+    CommitBatchRequest, CommitBatchResponse, CommitRequest, CommitResult, EntryKind, Jid,
+    ListEntry, ListRequest, ListResponse, NsId, RetrieveBatchRequest, RetrieveItem,
 };
 use holdall_proto::frame::{decode_retrieve_frames, RetrieveStatus};
 use holdall_proto::limits::{BATCH_BYTES_DEFAULT, COMMIT_BATCH_MAX};
 use holdall_proto::BlockHash;
 
-use crate::daemon::Daemon;
+use crate::daemon::{create_user, Daemon};
 use crate::ledger::{BlockSpec, Book, Reconciled};
 use crate::workload::{self, Target, Violation};
 
@@ -136,19 +135,12 @@ fn new_store(opts: &Options, cycle: u64) -> Result<(Daemon, Store)> {
     let _ = std::fs::remove_dir_all(&data);
     let _ = std::fs::remove_file(&log);
     let daemon = Daemon::start(&opts.holdalld, &data, opts.shards, &log)?;
-    let admin = std::fs::read_to_string(data.join("admin.token"))?;
-    let mut conn = Conn::connect(&daemon.addr)?;
-    let body = serde_json::to_vec(&CreateUserRequest {
-        name: "chaos".into(),
-    })?;
-    let (status, answer) = conn.request("POST", "/v1/admin/users", admin.trim(), &[&body])?;
-    ensure!(status == 200, "creating the load's user: {status}");
-    let user: CreateUserResponse = serde_json::from_slice(&answer)?;
+    let (token, ns) = create_user(&daemon.addr, &data, "chaos")?;
     let store = Store {
         data,
         log,
-        token: user.token,
-        ns: user.root_ns,
+        token,
+        ns,
         books: (0..opts.workers).map(|_| Book::default()).collect(),
         jid_floor: 0,
     };

@@ -6,6 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use holdall_benches::http_client::Conn;
+use holdall_proto::api::{CreateUserRequest, CreateUserResponse, NsId};
 
 /// A running holdalld.
 pub struct Daemon {
@@ -88,14 +90,31 @@ impl Drop for Daemon {
     }
 }
 
-/// `holdalld` beside this executable (cargo builds them into the same folder).
-pub fn sibling_holdalld() -> Result<PathBuf> {
-    let bin = std::env::current_exe()?.with_file_name("holdalld");
+/// A binary beside this executable (cargo builds them into the same folder).
+pub fn sibling(name: &str) -> Result<PathBuf> {
+    let bin = std::env::current_exe()?.with_file_name(name);
     if !bin.exists() {
         bail!(
-            "{} not found: build it (cargo build -p holdall-server) or pass --holdalld",
+            "{} not found: build it (cargo build --release --workspace) or pass --{name}",
             bin.display()
         );
     }
     Ok(bin)
+}
+
+/// Creates user `name` with the admin token of the server on `data`; the user's token and
+/// root namespace.
+pub fn create_user(addr: &str, data: &Path, name: &str) -> Result<(String, NsId)> {
+    let admin = std::fs::read_to_string(data.join("admin.token"))?;
+    let body = serde_json::to_vec(&CreateUserRequest { name: name.into() })?;
+    let (status, answer) =
+        Conn::connect(addr)?.request("POST", "/v1/admin/users", admin.trim(), &[&body])?;
+    if status != 200 {
+        bail!(
+            "creating user {name}: {status} {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    let user: CreateUserResponse = serde_json::from_slice(&answer)?;
+    Ok((user.token, user.root_ns))
 }

@@ -3,6 +3,7 @@
 
 mod crash;
 mod daemon;
+mod devices;
 mod ledger;
 mod workload;
 
@@ -50,6 +51,29 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         kill_after_ms_max: u64,
     },
+    /// Real `holdall sync` processes on two to four folders under a seeded schedule of
+    /// edits, renames, moves, deletions, syncs killed with SIGKILL and wiped state folders;
+    /// then all must settle to the same files with no version lost.
+    Devices {
+        /// Fixes the schedule [default: from the clock, printed].
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Synced folders (2 to 4).
+        #[arg(long, default_value_t = 3)]
+        devices: usize,
+        /// Scheduled steps.
+        #[arg(long, default_value_t = 100)]
+        steps: usize,
+        /// Scratch folder.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The holdalld binary [default: the one beside this binary].
+        #[arg(long)]
+        holdalld: Option<PathBuf>,
+        /// The holdall binary [default: the one beside this binary].
+        #[arg(long)]
+        holdall: Option<PathBuf>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -68,7 +92,7 @@ fn main() -> Result<()> {
             let opts = crash::Options {
                 holdalld: match holdalld {
                     Some(b) => b,
-                    None => daemon::sibling_holdalld()?,
+                    None => daemon::sibling("holdalld")?,
                 },
                 dir,
                 cycles,
@@ -93,6 +117,44 @@ fn main() -> Result<()> {
                 s.checked_rows,
                 s.checked_blocks,
                 s.checked_bytes as f64 / 1e6
+            );
+        }
+        Command::Devices {
+            seed,
+            devices,
+            steps,
+            dir,
+            holdalld,
+            holdall,
+        } => {
+            let seed = seed.unwrap_or_else(clock_seed);
+            let opts = devices::Options {
+                holdalld: match holdalld {
+                    Some(b) => b,
+                    None => daemon::sibling("holdalld")?,
+                },
+                holdall: match holdall {
+                    Some(b) => b,
+                    None => daemon::sibling("holdall")?,
+                },
+                dir,
+                seed,
+                devices,
+                steps,
+            };
+            println!("device scenario: seed {seed}, {devices} devices, {steps} steps");
+            let started = Instant::now();
+            let s = devices::run(&opts)?;
+            println!(
+                "ok: settled in {} passes, {:.0} s; {} syncs started, {} killed, {} state folders wiped; {} versions written, all {} not replaced or deleted kept; {} files on every device",
+                s.passes,
+                started.elapsed().as_secs_f64(),
+                s.syncs,
+                s.kills,
+                s.wipes,
+                s.written,
+                s.kept,
+                s.files
             );
         }
     }

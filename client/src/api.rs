@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
+use crate::progress::Progress;
 use crate::throttle::Throttle;
 
 /// A JSON answer larger than this is refused (a list of 10,000 entries with long blocklists
@@ -92,6 +93,8 @@ pub struct Api {
     down: Throttle,
     /// This device's name, sent so the user's other devices see its uploads stream.
     device: Option<String>,
+    /// Where moved bytes are shown.
+    progress: Progress,
 }
 
 fn load_ca(path: &Path) -> anyhow::Result<RootCerts> {
@@ -137,6 +140,7 @@ impl Api {
             up: Throttle::new(up),
             down: Throttle::new(down),
             device: None,
+            progress: Progress::default(),
         })
     }
 
@@ -144,6 +148,17 @@ impl Api {
     pub fn with_device(mut self, device: &str) -> Api {
         self.device = Some(device.to_string());
         self
+    }
+
+    /// The same, showing the bytes it moves on `progress`.
+    pub fn with_progress(mut self, progress: Progress) -> Api {
+        self.progress = progress;
+        self
+    }
+
+    /// Where the bytes it moves are shown.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
     }
 
     /// The server's base URL.
@@ -169,6 +184,7 @@ impl Api {
         timeout: Duration,
     ) -> Result<Vec<u8>, ApiError> {
         self.up.spend(body.len() as u64);
+        self.progress.moved(body.len() as u64);
         let url = format!("{}{path}", self.url);
         let response = match method {
             "GET" => {
@@ -199,6 +215,7 @@ impl Api {
             .read_to_vec()
             .map_err(|e| self.unreachable(e))?;
         self.down.spend(bytes.len() as u64);
+        self.progress.moved(bytes.len() as u64);
         if status == 401 {
             return Err(ApiError::Unauthorized);
         }

@@ -3,6 +3,7 @@
 mod api;
 mod planner;
 mod prefetch;
+mod progress;
 mod reconstruct;
 mod scan;
 mod share;
@@ -178,7 +179,10 @@ fn run(command: Command) -> Result<bool> {
                 streaming: !no_streaming,
                 prefetch_bytes_max: prefetch_limit,
             };
-            let mut syncer = Syncer::open(&dir, connect.api()?, opts)?;
+            let api = connect
+                .api()?
+                .with_progress(progress::Progress::on_stderr());
+            let mut syncer = Syncer::open(&dir, api, opts)?;
             if !once {
                 watch::run(syncer)?;
                 return Ok(true);

@@ -371,7 +371,11 @@ impl Syncer {
             unsettled: local.unsettled.len(),
             ..Report::default()
         };
-        self.act(actions, &local, &remote, &mut report)?;
+        let (bytes, files) = planned_transfers(&actions, &local, &remote);
+        self.api.progress().begin(bytes, files);
+        let acted = self.act(actions, &local, &remote, &mut report);
+        self.api.progress().end();
+        acted?;
         for (path, _, _) in self.leftovers.drain(..) {
             let _ = std::fs::remove_file(path);
         }
@@ -981,6 +985,21 @@ fn accumulate(total: &mut Report, r: Report) {
     total.reused_blocks += r.reused_blocks;
     total.prefetched_blocks += r.prefetched_blocks;
     total.unsettled = r.unsettled;
+}
+
+/// Bytes and files a round's uploads and downloads move at most (blocks the server or the
+/// disk already has move nothing), for its progress bar.
+fn planned_transfers(
+    actions: &[Action],
+    local: &LocalTree,
+    remote: &Tree<RemoteNode>,
+) -> (u64, usize) {
+    let sizes = actions.iter().filter_map(|a| match a {
+        Action::Upload(p) => local.nodes.get(p).map(|n| n.size),
+        Action::Download(p) => remote.get(p).map(|r| r.node.size),
+        _ => None,
+    });
+    sizes.fold((0, 0), |(bytes, files), size| (bytes + size, files + 1))
 }
 
 /// One log line per round that did something.

@@ -1,0 +1,72 @@
+//! The reliability harnesses in CI, short runs with fixed seeds (the long runs are in
+//! docs/RELIABILITY.md): holdalld killed with SIGKILL 20 times under load, and real clients
+//! on three folders under a schedule of edits, kills and wiped state.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// A workspace binary beside holdall-chaos, built by this test run if it was not.
+fn sibling(package: &str, bin: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_holdall-chaos")).with_file_name(bin);
+    if !path.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", package, "--bin", bin])
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building {bin} failed");
+    }
+    path
+}
+
+/// Runs `holdall-chaos ARGS --dir TMP --holdalld ...`; what it printed.
+fn chaos(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_holdall-chaos"))
+        .args(args)
+        .arg("--dir")
+        .arg(dir.path())
+        .arg("--holdalld")
+        .arg(sibling("holdall-server", "holdalld"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn twenty_kills_under_load_lose_nothing_acknowledged() {
+    // Two stores of ten cycles: the check at a store's end (clean stop) runs too.
+    let out = chaos(&[
+        "crash",
+        "--seed",
+        "20261121",
+        "--cycles",
+        "20",
+        "--cycles-per-store",
+        "10",
+    ]);
+    assert!(out.contains("ok: 20 cycles"), "{out}");
+}
+
+#[test]
+fn three_devices_with_kills_and_wiped_state_settle_without_losing_a_version() {
+    let holdall = sibling("holdall-client", "holdall");
+    let holdall = holdall.to_str().unwrap();
+    for seed in ["1", "2"] {
+        let out = chaos(&[
+            "devices",
+            "--seed",
+            seed,
+            "--steps",
+            "150",
+            "--holdall",
+            holdall,
+        ]);
+        assert!(out.contains("ok: settled"), "{out}");
+    }
+}
