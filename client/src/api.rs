@@ -38,6 +38,14 @@ pub enum ApiError {
         /// What the transport said.
         detail: String,
     },
+    /// TLS refused the server's certificate: retrying cannot help.
+    #[error("the server at {url} has a certificate this client does not trust ({detail}): for a private CA, pass --ca FILE (or HOLDALL_CA)")]
+    Untrusted {
+        /// The server's base URL.
+        url: String,
+        /// What TLS said.
+        detail: String,
+    },
     /// The token was refused.
     #[error("the server refused the token (401): check HOLDALL_TOKEN or --token")]
     Unauthorized,
@@ -67,7 +75,9 @@ impl ApiError {
         match self {
             ApiError::Unreachable { .. } => true,
             ApiError::Server { status, .. } => *status >= 500 || *status == 408 || *status == 429,
-            ApiError::Unauthorized | ApiError::BadAnswer { .. } => false,
+            ApiError::Unauthorized | ApiError::Untrusted { .. } | ApiError::BadAnswer { .. } => {
+                false
+            }
         }
     }
 }
@@ -167,9 +177,10 @@ impl Api {
     }
 
     fn unreachable(&self, e: ureq::Error) -> ApiError {
-        ApiError::Unreachable {
-            url: self.url.clone(),
-            detail: e.to_string(),
+        let (url, detail) = (self.url.clone(), e.to_string());
+        match detail.to_ascii_lowercase().contains("certificate") {
+            true => ApiError::Untrusted { url, detail },
+            false => ApiError::Unreachable { url, detail },
         }
     }
 

@@ -355,3 +355,44 @@ fn a_client_killed_mid_download_resumes_without_fetching_again() {
         .collect();
     assert!(leftovers.is_empty(), "temporary files are cleaned up");
 }
+
+#[test]
+fn https_through_a_tls_proxy_with_a_private_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let token = server.add_user("ann");
+    let proxy = support::tls_proxy::TlsProxy::start(&server.url, tmp.path());
+    let over_tls = |name: &str| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        Client {
+            dir,
+            url: proxy.url.clone(),
+            token: token.clone(),
+        }
+    };
+    let (a, b) = (over_tls("a"), over_tls("b"));
+    let ca = proxy.ca_pem.to_str().unwrap();
+    write(&a, "through-tls.bin", &bytes(11, 5 * MIB));
+
+    // Without the private CA, the server's certificate is refused, clearly.
+    let refused = a.sync();
+    eprintln!("{}", refused.stderr);
+    assert!(!refused.ok, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains(&proxy.url)
+            && refused.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        refused.stderr
+    );
+
+    for c in [&a, &b] {
+        let s = c.sync_with(&["--ca", ca]);
+        assert!(s.ok, "{}", s.stderr);
+    }
+    assert_eq!(tree(&a.dir), tree(&b.dir));
+    assert_eq!(
+        std::fs::read(b.path("through-tls.bin")).unwrap(),
+        bytes(11, 5 * MIB)
+    );
+}
