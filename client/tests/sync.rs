@@ -396,3 +396,33 @@ fn https_through_a_tls_proxy_with_a_private_ca() {
         bytes(11, 5 * MIB)
     );
 }
+
+#[test]
+fn a_file_rewritten_while_it_uploads_is_never_committed_torn() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let token = server.add_user("ann");
+    let a = Client::new(&server, &token, &tmp.path().join("a"));
+    let b = Client::new(&server, &token, &tmp.path().join("b"));
+    let (old, new) = (bytes(21, 24 * MIB), bytes(22, 24 * MIB));
+    write(&a, "big.bin", &old);
+    // A slow upload (8 MiB/s, 3 s); the file is rewritten a second into it.
+    let uploading = a
+        .command(&["sync", "--once", "--up-limit", "8M"])
+        .arg(&a.dir)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    std::fs::write(a.path("big.bin"), &new).unwrap();
+    let out = uploading.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    b.synced();
+    assert!(
+        std::fs::read(b.path("big.bin")).unwrap() == new,
+        "B holds the rewritten file, not a mix: {log}"
+    );
+    let again = a.synced();
+    assert!(again.stderr.contains("0 committed"), "{}", again.stderr);
+}
