@@ -191,8 +191,12 @@ fn run(command: Command) -> Result<bool> {
             for (p, e) in &report.errors {
                 eprintln!("holdall: not synced: {p}: {e}");
             }
+            let outcome = match report.errors.len() {
+                0 => "in sync".to_string(),
+                n => format!("not in sync: {n} path(s) failed"),
+            };
             eprintln!(
-                "holdall: in sync ({} committed, {} downloaded, {} deleted, {} conflicts; \
+                "holdall: {outcome} ({} committed, {} downloaded, {} deleted, {} conflicts; \
                  {} bytes up, {} bytes down, {} blocks reused)",
                 report.committed,
                 report.downloaded,

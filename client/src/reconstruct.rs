@@ -278,16 +278,18 @@ pub fn build(
                         local.stats.fetched_bytes += frame.data.len() as u64;
                     }
                     for &(i, offset) in targets {
-                        let written = ok
-                            && files[i]
-                                .as_ref()
-                                .is_some_and(|f| f.write_all_at(frame.data, offset).is_ok());
-                        if !written {
+                        let written = match (ok, &files[i]) {
+                            (false, _) => {
+                                Err(format!("block {} came back {:?}", frame.hash, frame.status))
+                            }
+                            (true, None) => Err("no temporary file".to_string()),
+                            (true, Some(f)) => f
+                                .write_all_at(frame.data, offset)
+                                .map_err(|e| format!("writing {}: {e}", temps[i].display())),
+                        };
+                        if let Err(e) = written {
                             local.failed.insert(i);
-                            local.errors.push((
-                                i,
-                                format!("block {} came back {:?}", frame.hash, frame.status),
-                            ));
+                            local.errors.push((i, e));
                         }
                     }
                 }
@@ -341,6 +343,9 @@ pub fn build(
             "not all blocks arrived".into(),
         ));
     }
+    // One error per file: its blocks tend to fail alike (a full disk).
+    errors.sort_by_key(|(i, _)| *i);
+    errors.dedup_by_key(|(i, _)| *i);
     Ok(Built {
         files: built,
         errors,

@@ -958,9 +958,13 @@ impl Syncer {
             log_round(&r, started.elapsed());
             self.record(Some(&r), None)?;
             let idle = r.idle();
+            // Only failures (a full disk, a path the server refuses): another round would
+            // fail the same way; report them.
+            let stuck =
+                !r.errors.is_empty() && r.committed + r.downloaded + r.deleted + r.conflicts == 0;
             let errors = r.errors.clone();
             accumulate(&mut total, r);
-            if idle {
+            if idle || stuck {
                 total.errors = errors;
                 return Ok(total);
             }

@@ -426,3 +426,80 @@ fn a_file_rewritten_while_it_uploads_is_never_committed_torn() {
     let again = a.synced();
     assert!(again.stderr.contains("0 committed"), "{}", again.stderr);
 }
+
+/// A small tmpfs for a client's folder, unmounted on drop; None where mounting is refused.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &std::path::Path, bytes: usize) -> Option<SmallDisk> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallDisk(at.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_the_other_files_still_sync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let token = server.add_user("ann");
+    let a = Client::new(&server, &token, &tmp.path().join("a"));
+    let Some(disk) = SmallDisk::mount(&tmp.path().join("b"), 12 * MIB) else {
+        eprintln!("full disk: cannot mount a tmpfs here (not root?); nothing checked");
+        return;
+    };
+    let b = Client::new(&server, &token, &disk.0);
+    write(&a, "small.txt", b"fits");
+    write(&a, "too-big.bin", &bytes(31, 16 * MIB));
+    a.synced();
+
+    let full = b.sync();
+    assert!(!full.ok, "{}", full.stderr);
+    assert!(
+        full.stderr.contains("not in sync: 1 path(s) failed"),
+        "{}",
+        full.stderr
+    );
+    assert!(
+        full.stderr.contains("too-big.bin") && full.stderr.contains("No space left"),
+        "the error names the file and the cause: {}",
+        full.stderr
+    );
+    assert_eq!(std::fs::read(b.path("small.txt")).unwrap(), b"fits");
+    assert!(
+        !b.path("too-big.bin").exists(),
+        "never a partial file in place"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&b.dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".holdall-tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files are removed");
+
+    // Room again: the file arrives.
+    std::fs::remove_file(b.path("small.txt")).unwrap();
+    std::process::Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(&disk.0)
+        .status()
+        .unwrap();
+    b.synced();
+    assert_eq!(
+        std::fs::read(b.path("too-big.bin")).unwrap(),
+        bytes(31, 16 * MIB)
+    );
+}
