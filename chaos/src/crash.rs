@@ -310,33 +310,26 @@ fn probe(
             ),
         };
         for (c, result) in commits.into_iter().zip(results) {
-            match result {
-                CommitResult::Ok { jid } => rows.push(ListEntry {
-                    ns: c.ns,
-                    jid,
-                    path: c.path,
-                    kind: c.kind,
-                    blocklist: c.blocklist,
-                    size: c.size,
-                    mtime_ms: 0,
-                }),
+            let jid = match result {
+                CommitResult::Ok { jid } => jid,
                 // A probe of the same block from an earlier check is its latest row.
                 CommitResult::Conflict {
                     current_jid: Some(jid),
-                } => rows.push(ListEntry {
-                    ns: c.ns,
-                    jid,
-                    path: c.path,
-                    kind: c.kind,
-                    blocklist: c.blocklist,
-                    size: c.size,
-                    mtime_ms: 0,
-                }),
+                } => jid,
                 other => bail!(
                     "block {} that store_batch acknowledged: probe commit answered {other:?}",
                     c.blocklist[0]
                 ),
-            }
+            };
+            rows.push(ListEntry {
+                ns: c.ns,
+                jid,
+                path: c.path,
+                kind: c.kind,
+                blocklist: c.blocklist,
+                size: c.size,
+                mtime_ms: 0,
+            });
         }
     }
     Ok(rows)

@@ -8,63 +8,19 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use support::{block, create_user, frames, hex, post, request, Server};
+use support::{
+    block, commit_file, create_user, fetch_block, hex, listed_paths, request, store_block, Server,
+};
 
 fn commit(server: &Server, token: &str, ns: u64, path: &str, b: &[u8]) {
-    let (status, v) = post(
-        server,
-        "/v1/commit",
-        token,
-        json!({"ns": ns, "path": path, "kind": "file", "blocklist": hex(&[b.to_vec()]),
-               "size": b.len(), "mtime_ms": 0, "parent_jid": null}),
-    );
+    let (status, v) = commit_file(server, token, ns, path, b);
     assert_eq!((status, v["status"].as_str()), (200, Some("ok")), "{v}");
 }
 
 fn store(server: &Server, token: &str, b: &[u8]) -> serde_json::Value {
-    let r = request(
-        &server.addr,
-        "POST",
-        "/v1/store_batch",
-        Some(token),
-        &frames(&[b.to_vec()]),
-    );
+    let r = store_block(server, token, b);
     assert_eq!(r.status, 200);
     r.json()
-}
-
-/// The block of the file at `path`, if served.
-fn fetch(server: &Server, token: &str, ns: u64, path: &str, b: &[u8]) -> Option<Vec<u8>> {
-    let ask = json!({"items": [{"ns": ns, "path": path, "hashes": hex(&[b.to_vec()])}]});
-    let r = request(
-        &server.addr,
-        "POST",
-        "/v1/retrieve_batch",
-        Some(token),
-        ask.to_string().as_bytes(),
-    );
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let frame = holdall_proto::frame::decode_retrieve_frames(&r.body, 8 << 20)
-        .next()
-        .unwrap()
-        .unwrap();
-    (frame.status == holdall_proto::frame::RetrieveStatus::Ok).then(|| frame.data.to_vec())
-}
-
-fn listed(server: &Server, token: &str, ns: u64) -> Vec<String> {
-    let (status, v) = post(
-        server,
-        "/v1/list",
-        token,
-        json!({"cursors": {ns.to_string(): 0}}),
-    );
-    assert_eq!(status, 200, "{v}");
-    v["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["path"].as_str().unwrap().to_string())
-        .collect()
 }
 
 /// The sum over shards of a metric.
@@ -123,16 +79,16 @@ fn damaged_blocks_and_rows_are_found_counted_and_never_served() {
 
     let server = Server::start(&data, 1);
     assert_eq!(
-        fetch(&server, &token, ns, "file-0", &blocks[0]),
+        fetch_block(&server, &token, ns, "file-0", &blocks[0]),
         None,
         "damaged block served"
     );
-    assert_eq!(fetch(&server, &token, ns, "file-0", &blocks[0]), None);
+    assert_eq!(fetch_block(&server, &token, ns, "file-0", &blocks[0]), None);
     for (i, b) in blocks.iter().enumerate().skip(1) {
-        let got = fetch(&server, &token, ns, &format!("file-{i}"), b);
+        let got = fetch_block(&server, &token, ns, &format!("file-{i}"), b);
         assert_eq!(got.as_deref(), Some(&b[..]), "file-{i}");
     }
-    let paths = listed(&server, &token, ns);
+    let paths = listed_paths(&server, &token, ns);
     assert!(!paths.iter().any(|p| p.contains("damage")), "{paths:?}");
     for p in ["file-0", "file-1", "file-2", "a-later-row"] {
         assert!(paths.iter().any(|x| x == p), "{p} missing: {paths:?}");
@@ -152,7 +108,7 @@ fn damaged_blocks_and_rows_are_found_counted_and_never_served() {
         json!(hex(&blocks[..1]))
     );
     assert_eq!(
-        fetch(&server, &token, ns, "file-0", &blocks[0]).as_deref(),
+        fetch_block(&server, &token, ns, "file-0", &blocks[0]).as_deref(),
         Some(&blocks[0][..])
     );
     assert!(server.terminate().success());
@@ -169,12 +125,12 @@ fn damaged_blocks_and_rows_are_found_counted_and_never_served() {
     commit(&server, &token, ns, "after-the-cut", &blocks[0]);
     assert!(server.terminate().success());
     let server = Server::start(&data, 1);
-    let paths = listed(&server, &token, ns);
+    let paths = listed_paths(&server, &token, ns);
     for p in ["file-0", "file-1", "file-2", "a-later-row", "after-the-cut"] {
         assert!(paths.iter().any(|x| x == p), "{p} missing: {paths:?}");
     }
     for (i, b) in blocks.iter().enumerate() {
-        let got = fetch(&server, &token, ns, &format!("file-{i}"), b);
+        let got = fetch_block(&server, &token, ns, &format!("file-{i}"), b);
         assert_eq!(got.as_deref(), Some(&b[..]), "file-{i}");
     }
 }

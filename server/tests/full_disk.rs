@@ -10,8 +10,9 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::json;
-use support::{block, create_user, frames, hex, post, request, Server};
+use support::{
+    block, commit_file, create_user, fetch_block, listed_paths, request, store_block, Server,
+};
 
 /// Size of the file system: room for a dozen 4 MiB blocks beside the journals.
 const FS_BYTES: u64 = 56 << 20;
@@ -39,49 +40,13 @@ impl Drop for Mount {
     }
 }
 
-fn commit_file(server: &Server, token: &str, ns: u64, path: &str, b: &[u8]) -> (u16, String) {
-    let (status, v) = post(
-        server,
-        "/v1/commit",
-        token,
-        json!({"ns": ns, "path": path, "kind": "file", "blocklist": hex(&[b.to_vec()]),
-               "size": b.len(), "mtime_ms": 0, "parent_jid": null}),
-    );
-    (status, v.to_string())
-}
-
 /// Every file in `files` is listed and its block reads back byte-exact.
 fn all_there(server: &Server, token: &str, ns: u64, files: &[(String, Vec<u8>)]) {
-    let (status, v) = post(
-        server,
-        "/v1/list",
-        token,
-        json!({"cursors": {ns.to_string(): 0}}),
-    );
-    assert_eq!(status, 200, "{v}");
-    let listed: Vec<&str> = v["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["path"].as_str().unwrap())
-        .collect();
+    let listed = listed_paths(server, token, ns);
     for (path, b) in files {
-        assert!(listed.contains(&path.as_str()), "{path} not listed");
-        let ask =
-            json!({"items": [{"ns": ns, "path": path, "hashes": hex(std::slice::from_ref(b))}]});
-        let r = request(
-            &server.addr,
-            "POST",
-            "/v1/retrieve_batch",
-            Some(token),
-            ask.to_string().as_bytes(),
-        );
-        assert_eq!(r.status, 200);
-        let frame = holdall_proto::frame::decode_retrieve_frames(&r.body, 8 << 20)
-            .next()
-            .unwrap()
-            .unwrap();
-        assert!(frame.data == &b[..], "{path} came back different");
+        assert!(listed.contains(path), "{path} not listed");
+        let got = fetch_block(server, token, ns, path, b);
+        assert!(got.as_deref() == Some(&b[..]), "{path} came back different");
     }
 }
 
@@ -104,13 +69,7 @@ fn a_full_disk_refuses_writes_keeps_what_it_acknowledged_and_recovers() {
         assert!(acked.len() < 64, "the file system never filled");
         let b = block(acked.len() as u64 + 1, 4 << 20);
         let path = format!("f{}", acked.len());
-        let r = request(
-            &server.addr,
-            "POST",
-            "/v1/store_batch",
-            Some(&token),
-            &frames(std::slice::from_ref(&b)),
-        );
+        let r = store_block(&server, &token, &b);
         if r.status != 200 {
             break r;
         }
@@ -146,13 +105,7 @@ fn a_full_disk_refuses_writes_keeps_what_it_acknowledged_and_recovers() {
     // Space returns: writes work again, without a restart.
     std::fs::remove_file(&reserve).unwrap();
     let b = block(1000, 4 << 20);
-    let r = request(
-        &server.addr,
-        "POST",
-        "/v1/store_batch",
-        Some(&token),
-        &frames(std::slice::from_ref(&b)),
-    );
+    let r = store_block(&server, &token, &b);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let (status, answer) = commit_file(&server, &token, ns, "after", &b);
     assert_eq!(status, 200, "{answer}");

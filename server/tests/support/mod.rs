@@ -246,3 +246,68 @@ pub fn hex(blocks: &[Vec<u8>]) -> Vec<String> {
         .map(|b| holdall_proto::BlockHash::of(b).to_hex())
         .collect()
 }
+
+/// Commits a one-block file `b` at `path` of `ns`; the status and the answer.
+pub fn commit_file(
+    server: &Server,
+    token: &str,
+    ns: u64,
+    path: &str,
+    b: &[u8],
+) -> (u16, serde_json::Value) {
+    post(
+        server,
+        "/v1/commit",
+        token,
+        serde_json::json!({"ns": ns, "path": path, "kind": "file",
+            "blocklist": hex(std::slice::from_ref(&b.to_vec())),
+            "size": b.len(), "mtime_ms": 0, "parent_jid": null}),
+    )
+}
+
+/// store_batch of one block.
+pub fn store_block(server: &Server, token: &str, b: &[u8]) -> Response {
+    request(
+        &server.addr,
+        "POST",
+        "/v1/store_batch",
+        Some(token),
+        &frames(&[b.to_vec()]),
+    )
+}
+
+/// The paths `list` shows in `ns` from the start.
+pub fn listed_paths(server: &Server, token: &str, ns: u64) -> Vec<String> {
+    let (status, v) = post(
+        server,
+        "/v1/list",
+        token,
+        serde_json::json!({"cursors": {ns.to_string(): 0}}),
+    );
+    assert_eq!(status, 200, "{v}");
+    v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The one block `b` of the file at `path`, if retrieve_batch serves it.
+pub fn fetch_block(server: &Server, token: &str, ns: u64, path: &str, b: &[u8]) -> Option<Vec<u8>> {
+    let ask = serde_json::json!({"items": [{"ns": ns, "path": path,
+        "hashes": hex(std::slice::from_ref(&b.to_vec()))}]});
+    let r = request(
+        &server.addr,
+        "POST",
+        "/v1/retrieve_batch",
+        Some(token),
+        ask.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let frame = holdall_proto::frame::decode_retrieve_frames(&r.body, 8 << 20)
+        .next()
+        .unwrap()
+        .unwrap();
+    (frame.status == holdall_proto::frame::RetrieveStatus::Ok).then(|| frame.data.to_vec())
+}
