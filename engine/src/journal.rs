@@ -102,7 +102,8 @@ pub struct JournalStats {
     pub fsync_nanos: u64,
     /// Records read at open.
     pub records_replayed: u64,
-    /// Damaged records found at open (skipped, or cut with a torn tail).
+    /// Damaged records found at open (skipped, or cut with a torn tail), and damaged
+    /// snapshots (an older one or the journal files are used instead).
     pub corrupt_records: u64,
     /// Torn tails cut at open.
     pub torn_tail_cuts: u64,
@@ -290,7 +291,8 @@ impl Journal {
             .await
             .map_err(io_err(format!("probing {}", dir.display())))?;
         let mut stats = JournalStats::default();
-        let (mut state, base) = load_newest_snapshot(&dir)?;
+        let (mut state, base, damaged_snapshots) = load_newest_snapshot(&dir)?;
+        stats.corrupt_records += damaged_snapshots;
         let journals: Vec<u64> = generations(&dir, "journal-", ".hjnl")?
             .into_iter()
             .filter(|&g| g > base)
@@ -402,18 +404,22 @@ impl Journal {
     }
 }
 
-fn load_newest_snapshot(dir: &Path) -> Result<(State, u64), JournalError> {
+/// The newest snapshot that checks out, its generation, and how many newer ones did not
+/// (each counted as a damaged record).
+fn load_newest_snapshot(dir: &Path) -> Result<(State, u64, u64), JournalError> {
+    let mut damaged = 0;
     for generation in generations(dir, "snap-", ".hsnp")?.into_iter().rev() {
         let path = snapshot_path(dir, generation);
         let bytes = std::fs::read(&path).map_err(io_err(format!("reading {}", path.display())))?;
         match decode_snapshot(&bytes, generation) {
-            Some(state) => return Ok((state, generation)),
+            Some(state) => return Ok((state, generation, damaged)),
             None => {
+                damaged += 1;
                 warn!(path = %path.display(), "damaged snapshot; using an older one or the journal")
             }
         }
     }
-    Ok((State::default(), 0))
+    Ok((State::default(), 0, damaged))
 }
 
 async fn create_journal(dir: &Path, generation: u64) -> Result<ActiveFile, JournalError> {
