@@ -251,6 +251,17 @@ fn store_batch(
         Ok(s) if status == 200 => s,
         _ => return Ok(Err(violation("store_batch", "store", status, &answer))),
     };
+    let sent = |h: &BlockHash| batch.iter().any(|(b, _)| b == h);
+    if let Some(h) = stored
+        .stored
+        .iter()
+        .chain(&stored.present)
+        .find(|h| !sent(h))
+    {
+        return Ok(Err(Violation(format!(
+            "store_batch acknowledged {h}, which was not in the batch"
+        ))));
+    }
     let acked = stored.stored.len() + stored.present.len();
     if acked != batch.len() {
         return Ok(Err(Violation(format!(

@@ -232,7 +232,11 @@ fn snapshots_roll_the_journal_and_reopen_identically() {
         std::fs::write(&newest, bytes).unwrap();
         let j = open(&path, 16 * 1024).await;
         assert_eq!(dump(&j), before);
-        assert_eq!(j.stats().corrupt_records, 1, "the damaged snapshot is counted");
+        assert_eq!(
+            j.stats().corrupt_records,
+            1,
+            "the damaged snapshot is counted"
+        );
         j.close().await;
 
         // No snapshot at all: the journal files alone rebuild it.
