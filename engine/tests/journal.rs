@@ -335,3 +335,66 @@ fn bit_flips_lose_only_the_damaged_record() {
         }
     });
 }
+
+#[test]
+fn damage_in_a_sealed_journal_file_costs_only_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    runtime::run(async move {
+        let j = open(&path, 16 * 1024).await;
+        j.append(setup_records()).await.unwrap();
+        for round in 0..200u64 {
+            j.commit(vec![file(1, &format!("p{round:03}"), None)])
+                .await
+                .unwrap();
+        }
+        let before = dump(&j);
+        j.close().await;
+        // Without snapshots every journal file is replayed; the older ones are sealed.
+        let mut journals = Vec::new();
+        for entry in std::fs::read_dir(&path).unwrap() {
+            let p = entry.unwrap().path();
+            match p.extension().and_then(|e| e.to_str()) {
+                Some("hsnp") => std::fs::remove_file(&p).unwrap(),
+                Some("hjnl") => journals.push(p),
+                _ => {}
+            }
+        }
+        journals.sort();
+        assert!(journals.len() >= 3, "{journals:?}");
+        let (sealed, last) = (&journals[1], journals.last().unwrap());
+
+        // A bit flipped inside a sealed file: one record lost, counted; the rest replayed.
+        let mut bytes = std::fs::read(sealed).unwrap();
+        let at = bytes.windows(4).position(|w| w == b"HJNL").unwrap() + 40;
+        bytes[at] ^= 0x04;
+        std::fs::write(sealed, &bytes).unwrap();
+        let j = open(&path, 1 << 30).await;
+        let after = dump(&j);
+        assert!(j.stats().corrupt_records >= 1, "{:?}", j.stats());
+        assert_eq!(after.len() + 1, before.len(), "exactly one row lost");
+        assert!(after.iter().all(|r| before.contains(r)));
+        j.close().await;
+
+        // A sealed file cut inside its last record: left out, counted, never truncated (only
+        // the newest file's tail is cut), and the newer files still replay.
+        let end = bytes.iter().rposition(|&b| b != 0).unwrap() as u64;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(sealed)
+            .unwrap();
+        f.set_len(end - 10).unwrap();
+        drop(f);
+        let j = open(&path, 1 << 30).await;
+        assert!(j.stats().corrupt_records >= 2, "{:?}", j.stats());
+        let rows = dump(&j);
+        let newest_path = format!("p{:03}", 199);
+        assert!(
+            rows.iter().any(|r| r.contains(&newest_path)),
+            "newer files replayed"
+        );
+        assert_eq!(std::fs::metadata(sealed).unwrap().len(), end - 10);
+        assert!(std::fs::metadata(last).unwrap().len() > 0);
+        j.close().await;
+    });
+}
