@@ -90,10 +90,7 @@ fn main() -> Result<()> {
         } => {
             let seed = seed.unwrap_or_else(clock_seed);
             let opts = crash::Options {
-                holdalld: match holdalld {
-                    Some(b) => b,
-                    None => daemon::sibling("holdalld")?,
-                },
+                holdalld: binary(holdalld, "holdalld")?,
                 dir,
                 cycles,
                 seed,
@@ -129,14 +126,8 @@ fn main() -> Result<()> {
         } => {
             let seed = seed.unwrap_or_else(clock_seed);
             let opts = devices::Options {
-                holdalld: match holdalld {
-                    Some(b) => b,
-                    None => daemon::sibling("holdalld")?,
-                },
-                holdall: match holdall {
-                    Some(b) => b,
-                    None => daemon::sibling("holdall")?,
-                },
+                holdalld: binary(holdalld, "holdalld")?,
+                holdall: binary(holdall, "holdall")?,
                 dir,
                 seed,
                 devices,
@@ -159,6 +150,14 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The binary given on the command line, else `name` beside this one.
+fn binary(given: Option<PathBuf>, name: &str) -> Result<PathBuf> {
+    match given {
+        Some(path) => Ok(path),
+        None => daemon::sibling(name),
+    }
 }
 
 /// A seed from the clock, for runs that do not name one.
