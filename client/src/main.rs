@@ -144,8 +144,9 @@ fn default_workers() -> usize {
 /// The content hash of the file at `path`, as lower-case hex.
 fn hash_file(path: &Path) -> Result<String> {
     let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let (blocklist, _) =
-        scan::read_blocklist(&mut file).with_context(|| format!("reading {}", path.display()))?;
+    let size = file.metadata().map_or(0, |m| m.len());
+    let (blocklist, _) = scan::read_blocklist(&mut file, size)
+        .with_context(|| format!("reading {}", path.display()))?;
     Ok(content_hash_of_blocklist(&blocklist).to_hex())
 }
 

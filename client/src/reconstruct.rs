@@ -50,6 +50,11 @@ pub struct BlockSources {
     prefetched: Option<PrefetchCache>,
 }
 
+/// Requests each build worker gets at least, when there are enough blocks.
+const REQUESTS_PER_WORKER: u64 = 4;
+/// The smallest retrieve_batch payload the build splits down to.
+const REQUEST_BYTES_MIN: u64 = 256 << 10;
+
 fn block_len(size: u64, index: usize) -> usize {
     let offset = index as u64 * BLOCK_BYTES_MAX as u64;
     (size - offset).min(BLOCK_BYTES_MAX as u64) as usize
@@ -264,7 +269,8 @@ pub fn build(
     let files = TempFiles::new(fetches, temps, &in_place);
     // Blocks found locally are written now; the rest are wanted from the server.
     let mut wanted: HashMap<BlockHash, Vec<(usize, u64)>> = HashMap::new();
-    let mut owner_order: Vec<(usize, BlockHash)> = Vec::new();
+    // Each wanted block once, with the fetch that first wants it and its length.
+    let mut owner_order: Vec<(usize, BlockHash, u64)> = Vec::new();
     for (i, f) in fetches.iter().enumerate() {
         if failed.contains(&i) {
             continue;
@@ -293,12 +299,18 @@ pub fn build(
                 }
                 None => {
                     wanted.insert(*h, vec![(i, offset)]);
-                    owner_order.push((i, *h));
+                    owner_order.push((i, *h, block_len(f.node.size, j) as u64));
                 }
             }
         }
     }
-    let requests = pack_requests(fetches, &owner_order, batch_bytes_max);
+    // Several requests per worker even when everything would fit in one: each worker
+    // writes the files its answer holds, so one big request would create them all on one
+    // thread while the others wait.
+    let wanted_bytes: u64 = owner_order.iter().map(|(_, _, len)| len).sum();
+    let request_bytes_max = (wanted_bytes / (REQUESTS_PER_WORKER * workers.max(1) as u64))
+        .clamp(REQUEST_BYTES_MIN, batch_bytes_max.max(REQUEST_BYTES_MIN));
+    let requests = pack_requests(fetches, &owner_order, request_bytes_max);
     let next = AtomicUsize::new(0);
     let outcome: Mutex<Found> = Mutex::new(Found::default());
     let failure: Mutex<Option<ApiError>> = Mutex::new(None);
@@ -420,19 +432,13 @@ pub fn build(
 /// `batch_bytes_max`, at most [`RETRIEVE_HASHES_MAX`] hashes each.
 fn pack_requests(
     fetches: &[Fetch],
-    owner_order: &[(usize, BlockHash)],
+    owner_order: &[(usize, BlockHash, u64)],
     batch_bytes_max: u64,
 ) -> Vec<(RetrieveBatchRequest, u64)> {
-    let size_of = |i: usize, h: &BlockHash| -> u64 {
-        let f = &fetches[i];
-        let j = f.node.blocklist.iter().position(|x| x == h).unwrap_or(0);
-        block_len(f.node.size, j) as u64
-    };
     let mut out = Vec::new();
     let mut items: Vec<RetrieveItem> = Vec::new();
     let (mut payload, mut count) = (0u64, 0usize);
-    for &(i, h) in owner_order {
-        let len = size_of(i, &h);
+    for &(i, h, len) in owner_order {
         if !items.is_empty() && (payload + len > batch_bytes_max || count == RETRIEVE_HASHES_MAX) {
             out.push((
                 RetrieveBatchRequest {

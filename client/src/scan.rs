@@ -135,13 +135,15 @@ pub fn walk(root: &Path) -> Tree<Seen> {
     out
 }
 
-/// Reads `file` to its end: its blocklist and size.
-pub fn read_blocklist(file: &mut File) -> std::io::Result<(Vec<BlockHash>, u64)> {
+/// Reads `file` (about `size_hint` bytes long) to its end: its blocklist and size.
+pub fn read_blocklist(file: &mut File, size_hint: u64) -> std::io::Result<(Vec<BlockHash>, u64)> {
     let mut hasher = ContentHasher::new();
     // Plain reads rather than a memory map: a map of a file that another program truncates
     // kills the process with SIGBUS, and one copy at memory speed costs little beside
-    // SHA-256.
-    let mut buf = vec![0u8; holdall_proto::limits::BLOCK_BYTES_MAX];
+    // SHA-256. The buffer fits the file: a 4 MiB one per small file was an mmap, page
+    // faults and a munmap each (a third of the scan's time for 10,000 files of 4 KiB).
+    let len = usize::try_from(size_hint.saturating_add(1)).unwrap_or(usize::MAX);
+    let mut buf = vec![0u8; len.clamp(8 << 10, holdall_proto::limits::BLOCK_BYTES_MAX)];
     loop {
         let n = file.read(&mut buf)?;
         if n == 0 {
@@ -158,7 +160,7 @@ pub fn read_blocklist(file: &mut File) -> std::io::Result<(Vec<BlockHash>, u64)>
 pub fn hash_file(path: &Path) -> Hashed {
     let mut file = File::open(path).ok()?;
     let before = Stat::of(&file.metadata().ok()?);
-    let (blocklist, size) = read_blocklist(&mut file).ok()?;
+    let (blocklist, size) = read_blocklist(&mut file, before.size).ok()?;
     let after = Stat::of(&std::fs::metadata(path).ok()?);
     (before == after && size == after.size).then_some((blocklist, after))
 }

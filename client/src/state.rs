@@ -129,6 +129,8 @@ impl State {
         // last few commits, which the planner recovers from (see the module doc).
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Every writer statement stays prepared (parsing them cost more than the writes).
+        conn.set_prepared_statement_cache_capacity(32);
         conn.execute_batch(SCHEMA)
             .with_context(|| format!("creating the tables of {}", path.display()))?;
         Ok(State { conn })
@@ -328,28 +330,28 @@ pub struct Writer<'a> {
 impl Writer<'_> {
     /// Sets a free-form value.
     pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        self.tx.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
-            params![key, value],
-        )?;
+        self.tx
+            .prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
+            .execute(params![key, value])?;
         Ok(())
     }
 
     /// Records the cursor of `ns`.
     pub fn set_cursor(&self, ns: NsId, jid: Jid) -> Result<()> {
-        self.tx.execute(
-            "INSERT OR REPLACE INTO cursors (ns, jid) VALUES (?1, ?2)",
-            params![ns as i64, jid as i64],
-        )?;
+        self.tx
+            .prepare_cached("INSERT OR REPLACE INTO cursors (ns, jid) VALUES (?1, ?2)")?
+            .execute(params![ns as i64, jid as i64])?;
         Ok(())
     }
 
     /// Records a live server row.
     pub fn put_remote(&self, ns: NsId, path: &str, r: &RemoteNode) -> Result<()> {
-        self.tx.execute(
-            "INSERT OR REPLACE INTO remote (ns, path, jid, kind, blocklist, size, mtime_ms)
+        self.tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO remote (ns, path, jid, kind, blocklist, size, mtime_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
+            )?
+            .execute(params![
                 ns as i64,
                 path,
                 r.jid as i64,
@@ -357,59 +359,63 @@ impl Writer<'_> {
                 blob(&r.node.blocklist),
                 r.node.size as i64,
                 r.node.mtime_ms
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 
     /// Forgets a server row (the path was deleted).
     pub fn delete_remote(&self, ns: NsId, path: &str) -> Result<()> {
-        self.tx.execute(
-            "DELETE FROM remote WHERE ns = ?1 AND path = ?2",
-            params![ns as i64, path],
-        )?;
+        self.tx
+            .prepare_cached("DELETE FROM remote WHERE ns = ?1 AND path = ?2")?
+            .execute(params![ns as i64, path])?;
         Ok(())
     }
 
     /// Records what both sides agree `lpath` holds.
     pub fn put_synced(&self, lpath: &str, n: &Node) -> Result<()> {
-        self.put_node("synced", lpath, n)
+        self.put_node(
+            "INSERT OR REPLACE INTO synced (lpath, kind, blocklist, size, mtime_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            lpath,
+            n,
+        )
     }
 
-    /// Writes the (lpath, node) row of `table` (`synced` or `deleting`).
-    fn put_node(&self, table: &str, lpath: &str, n: &Node) -> Result<()> {
-        self.tx.execute(
-            &format!(
-                "INSERT OR REPLACE INTO {table} (lpath, kind, blocklist, size, mtime_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)"
-            ),
-            params![
-                lpath,
-                kind_code(n.kind),
-                blob(&n.blocklist),
-                n.size as i64,
-                n.mtime_ms
-            ],
-        )?;
+    /// Runs `sql`, an insert of an (lpath, node) row into `synced` or `deleting`.
+    fn put_node(&self, sql: &str, lpath: &str, n: &Node) -> Result<()> {
+        self.tx.prepare_cached(sql)?.execute(params![
+            lpath,
+            kind_code(n.kind),
+            blob(&n.blocklist),
+            n.size as i64,
+            n.mtime_ms
+        ])?;
         Ok(())
     }
 
     /// Both sides agree `lpath` holds nothing.
     pub fn delete_synced(&self, lpath: &str) -> Result<()> {
         self.tx
-            .execute("DELETE FROM synced WHERE lpath = ?1", [lpath])?;
+            .prepare_cached("DELETE FROM synced WHERE lpath = ?1")?
+            .execute([lpath])?;
         Ok(())
     }
 
     /// Records that the sync is about to delete `n` at `lpath` locally.
     pub fn put_deleting(&self, lpath: &str, n: &Node) -> Result<()> {
-        self.put_node("deleting", lpath, n)
+        self.put_node(
+            "INSERT OR REPLACE INTO deleting (lpath, kind, blocklist, size, mtime_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            lpath,
+            n,
+        )
     }
 
     /// The local deletion of `lpath` is recorded (or settled).
     pub fn delete_deleting(&self, lpath: &str) -> Result<()> {
         self.tx
-            .execute("DELETE FROM deleting WHERE lpath = ?1", [lpath])?;
+            .prepare_cached("DELETE FROM deleting WHERE lpath = ?1")?
+            .execute([lpath])?;
         Ok(())
     }
 
@@ -417,9 +423,9 @@ impl Writer<'_> {
     pub fn put_intent(&self, lpath: &str, intent: &Intent) -> Result<()> {
         let empty = Node::dir();
         let n = intent.node.as_ref().unwrap_or(&empty);
-        self.tx.execute(
+        self.tx.prepare_cached(
             "INSERT OR REPLACE INTO intents (lpath, parent_jid, kind, blocklist, size, mtime_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(
             params![
                 lpath,
                 intent.parent_jid.map(|j| j as i64),
@@ -435,45 +441,49 @@ impl Writer<'_> {
     /// The commit's answer is recorded (or the intent is settled).
     pub fn delete_intent(&self, lpath: &str) -> Result<()> {
         self.tx
-            .execute("DELETE FROM intents WHERE lpath = ?1", [lpath])?;
+            .prepare_cached("DELETE FROM intents WHERE lpath = ?1")?
+            .execute([lpath])?;
         Ok(())
     }
 
     /// Caches a file's blocklist.
     pub fn put_hash(&self, lpath: &str, h: &HashEntry) -> Result<()> {
-        self.tx.execute(
-            "INSERT OR REPLACE INTO hashes (lpath, size, mtime_ns, inode, blocklist)
+        self.tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO hashes (lpath, size, mtime_ns, inode, blocklist)
              VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
+            )?
+            .execute(params![
                 lpath,
                 h.size as i64,
                 h.mtime_ns,
                 h.inode as i64,
                 blob(&h.blocklist)
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 
     /// Drops a cached blocklist.
     pub fn delete_hash(&self, lpath: &str) -> Result<()> {
         self.tx
-            .execute("DELETE FROM hashes WHERE lpath = ?1", [lpath])?;
+            .prepare_cached("DELETE FROM hashes WHERE lpath = ?1")?
+            .execute([lpath])?;
         Ok(())
     }
 
     /// Adds a file to the deleted-files cache; returns its id.
     pub fn add_trash(&self, blocklist: &[BlockHash], size: u64) -> Result<i64> {
-        self.tx.execute(
-            "INSERT INTO trash (blocklist, size) VALUES (?1, ?2)",
-            params![blob(blocklist), size as i64],
-        )?;
+        self.tx
+            .prepare_cached("INSERT INTO trash (blocklist, size) VALUES (?1, ?2)")?
+            .execute(params![blob(blocklist), size as i64])?;
         Ok(self.tx.last_insert_rowid())
     }
 
     /// Drops a file from the deleted-files cache.
     pub fn delete_trash(&self, id: i64) -> Result<()> {
-        self.tx.execute("DELETE FROM trash WHERE id = ?1", [id])?;
+        self.tx
+            .prepare_cached("DELETE FROM trash WHERE id = ?1")?
+            .execute([id])?;
         Ok(())
     }
 }

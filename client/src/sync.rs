@@ -13,7 +13,7 @@ use anyhow::{anyhow, Context, Result};
 use holdall_proto::api::{CommitRequest, Cursors, EntryKind, Limits, ListRequest, NsId};
 use holdall_proto::limits::LIST_LIMIT_MAX;
 use holdall_proto::BlockHash;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::api::{Api, ApiError};
 use crate::planner::{plan, settle_intents, Action, CopyNamer, Intent, Settled, Trees};
@@ -348,7 +348,9 @@ impl Syncer {
         let listed_at = Instant::now();
         self.refresh_account()?;
         self.list_all()?;
+        let listed_ms = listed_at.elapsed().as_millis();
         let local = self.scan()?;
+        let scanned_ms = listed_at.elapsed().as_millis();
         let (remote, mount_points) = self.remote_tree();
         self.settle_deletions(&local)?;
         self.settle_intents(&remote)?;
@@ -371,6 +373,13 @@ impl Syncer {
             unsettled: local.unsettled.len(),
             ..Report::default()
         };
+        debug!(
+            listed_ms,
+            scanned_ms,
+            planned_ms = listed_at.elapsed().as_millis(),
+            actions = actions.len(),
+            "round planned"
+        );
         let (bytes, files) = planned_transfers(&actions, &local, &remote);
         self.api.progress().begin(bytes, files);
         let acted = self.act(actions, &local, &remote, &mut report);
@@ -646,6 +655,7 @@ impl Syncer {
         local: &LocalTree,
         report: &mut Report,
     ) -> Result<()> {
+        let started = Instant::now();
         let Built {
             files: built,
             errors,
@@ -666,8 +676,10 @@ impl Syncer {
                 report.errors.push((f.lpath.clone(), e));
             }
         }
+        let built_ms = started.elapsed().as_millis();
         // The new files' bytes are durable before any of them replaces anything.
         syncfs(&self.root)?;
+        let flushed_ms = started.elapsed().as_millis();
         let mut placed: Vec<(usize, Stat)> = Vec::new();
         for (i, temp) in built {
             let f = &fetches[i];
@@ -705,8 +717,10 @@ impl Syncer {
                 }
             }
         }
+        let renamed_ms = started.elapsed().as_millis();
         // The renames are durable before the state says these files are synced.
         syncfs(&self.root)?;
+        let renames_flushed_ms = started.elapsed().as_millis();
         if let Some(cache) = &self.prefetch {
             cache.count_hits(stats.prefetched_blocks);
             let keys: Vec<(NsId, String)> = placed
@@ -745,6 +759,15 @@ impl Syncer {
                 },
             );
         }
+        debug!(
+            files = fetches.len(),
+            built_ms,
+            flushed_ms,
+            renamed_ms,
+            renames_flushed_ms,
+            recorded_ms = started.elapsed().as_millis(),
+            "download group done"
+        );
         Ok(())
     }
 

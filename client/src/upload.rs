@@ -60,9 +60,11 @@ pub fn upload(
     changes: Vec<Change>,
     done: &mut Vec<(Change, Outcome)>,
 ) -> Result<UploadStats, ApiError> {
+    let started = std::time::Instant::now();
     let mut stats = UploadStats::default();
     let mut waiting: Vec<(Change, Vec<BlockHash>)> = Vec::new();
     commit_round(api, changes, done, &mut waiting)?;
+    let first_commit_ms = started.elapsed().as_millis();
     if waiting.is_empty() {
         return Ok(stats);
     }
@@ -148,8 +150,16 @@ pub fn upload(
             again.push(change);
         }
     }
+    let stored_ms = started.elapsed().as_millis();
     let mut still: Vec<(Change, Vec<BlockHash>)> = Vec::new();
     commit_round(api, again, done, &mut still)?;
+    tracing::debug!(
+        first_commit_ms,
+        stored_ms,
+        committed_ms = started.elapsed().as_millis(),
+        blocks = stats.blocks,
+        "upload done"
+    );
     // Blocks asked for again right after being stored: something else is wrong (a block
     // the store dropped as damaged, say); the next round starts over.
     for (change, need) in still {

@@ -226,6 +226,12 @@ pub async fn serve<H, F>(
             }
             futures::future::Either::Right(_) => continue,
         };
+        // A response goes out in several writes (head, frame headers, blocks); with Nagle's
+        // algorithm a short last segment waited for the client's delayed ACK, up to 40 ms a
+        // request.
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(error = %e, "could not turn off Nagle's algorithm");
+        }
         let Ok(permit) = permits.clone().acquire_static_permit(1).await else {
             break;
         };
