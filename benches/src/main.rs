@@ -285,9 +285,10 @@ fn sync(
     let (sha, _, w, r) = limits_row(dir, 1)?;
     let large = large_mib << 20;
     let goal_s = 2.0 * (large as f64 / 1e9 / sha + large as f64 / 1e9 / w);
+    let mut kept = sync_bench::Kept::default();
     let (mut up, mut down, mut total) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
-        let t = sync_bench::run(dir, &|a| sync_bench::one_file(a, large))?;
+        let t = sync_bench::run(dir, &|a| sync_bench::one_file(a, large), &mut kept)?;
         up.push(t.up_s);
         down.push(t.down_s);
         total.push(t.total_s());
@@ -306,9 +307,11 @@ fn sync(
     let files = folders * per_folder;
     let (mut up, mut down, mut total) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
-        let t = sync_bench::run(dir, &|a| {
-            sync_bench::small_files(a, folders, per_folder, small_bytes)
-        })?;
+        let t = sync_bench::run(
+            dir,
+            &|a| sync_bench::small_files(a, folders, per_folder, small_bytes),
+            &mut kept,
+        )?;
         up.push(t.up_s);
         down.push(t.down_s);
         total.push(t.total_s());

@@ -124,15 +124,26 @@ pub fn setup(scratch: &Path) -> Result<Setup> {
 }
 
 /// One run: a fresh server and user under `scratch`, `fill` writes A's folder, then A syncs
-/// up and B syncs down.
-pub fn run(scratch: &Path, fill: &dyn Fn(&Path) -> Result<()>) -> Result<SyncTimes> {
+/// up and B syncs down. The run's folder is handed to `keep` rather than deleted: see
+/// [`Kept`].
+pub fn run(
+    scratch: &Path,
+    fill: &dyn Fn(&Path) -> Result<()>,
+    keep: &mut Kept,
+) -> Result<SyncTimes> {
     let Setup {
-        url, token, a, b, ..
-    } = &setup(scratch)?;
+        server,
+        url,
+        token,
+        a,
+        b,
+        dir,
+    } = setup(scratch)?;
+    keep.0.push(dir);
     let (url, token, a, b) = (url.as_str(), token.as_str(), a.as_path(), b.as_path());
     fill(a)?;
-    // A and B are different machines in real life: what the fill wrote and what earlier
-    // runs deleted is flushed now, not charged to B's durability flushes below.
+    // A and B are different machines in real life: what the fill wrote is flushed now, not
+    // charged to B's durability flushes below.
     let status = Command::new("sync").status().context("running sync")?;
     anyhow::ensure!(status.success(), "sync failed");
     let t = Instant::now();
@@ -141,8 +152,19 @@ pub fn run(scratch: &Path, fill: &dyn Fn(&Path) -> Result<()>) -> Result<SyncTim
     let t = Instant::now();
     holdall(url, token, &["sync", "--once"], Some(b))?;
     let down_s = t.elapsed().as_secs_f64();
+    drop(server);
     Ok(SyncTimes { up_s, down_s })
 }
+
+/// The runs' folders, deleted together when the benchmark ends. Deleting one run's 20,000
+/// files before the next made that run's B pay for them: on ext4 without a journal (this
+/// machine's disk) every file creation walks past the free inodes of its group deleted in the
+/// last minute (six minutes while their inode table block is not written back), reading
+/// each one's deletion time (`recently_deleted()` under `find_inode_bit()`), so creating the
+/// next 10,000 files cost seconds of kernel time. A device that receives files is not the one
+/// that just deleted the sender's copies, so the benchmark does not charge for that.
+#[derive(Default)]
+pub struct Kept(Vec<tempfile::TempDir>);
 
 /// Writes one file of `bytes` pseudo-random bytes.
 pub fn one_file(dir: &Path, bytes: usize) -> Result<()> {

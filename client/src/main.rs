@@ -1,6 +1,7 @@
 //! holdall, the Holdall sync client.
 
 mod api;
+mod place;
 mod planner;
 mod prefetch;
 mod progress;

@@ -14,7 +14,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use holdall_proto::api::{Jid, NsId, RetrieveBatchRequest, RetrieveItem};
@@ -24,7 +24,7 @@ use holdall_proto::BlockHash;
 
 use crate::api::{Api, ApiError};
 use crate::prefetch::{PrefetchCache, Prepared};
-use crate::scan::TEMP_PREFIX;
+use crate::scan::{Stat, TEMP_PREFIX};
 use crate::tree::Node;
 use crate::upload::read_block;
 
@@ -119,8 +119,9 @@ pub struct DownloadStats {
 
 /// What [`build`] made.
 pub struct Built {
-    /// The temporary file of each fetch (by index) that was built.
-    pub files: Vec<(usize, PathBuf)>,
+    /// The temporary file of each fetch (by index) that was built, and its stat once
+    /// finished (a rename keeps size, mtime and inode).
+    pub files: Vec<(usize, PathBuf, Stat)>,
     /// Why the others were not.
     pub errors: Vec<(usize, String)>,
     /// What it moved.
@@ -147,6 +148,8 @@ struct TempFiles {
     untouched: Vec<bool>,
     sizes: Vec<u64>,
     mtimes: Vec<SystemTime>,
+    /// Per file: its stat once finished.
+    finished: Vec<OnceLock<Stat>>,
 }
 
 impl TempFiles {
@@ -172,6 +175,7 @@ impl TempFiles {
                     SystemTime::UNIX_EPOCH + Duration::from_millis(f.node.mtime_ms.max(0) as u64)
                 })
                 .collect(),
+            finished: fetches.iter().map(|_| OnceLock::new()).collect(),
         }
     }
 
@@ -206,9 +210,13 @@ impl TempFiles {
     }
 
     fn finish(&self, i: usize, file: &File) -> Result<(), String> {
-        file.set_len(self.sizes[i])
+        let meta = file
+            .set_len(self.sizes[i])
             .and_then(|()| file.set_modified(self.mtimes[i]))
-            .map_err(|e| format!("finishing {}: {e}", self.paths[i].display()))
+            .and_then(|()| file.metadata())
+            .map_err(|e| format!("finishing {}: {e}", self.paths[i].display()))?;
+        let _ = self.finished[i].set(Stat::of(&meta));
+        Ok(())
     }
 }
 
@@ -400,17 +408,29 @@ pub fn build(
     stats.fetched_bytes = found.stats.fetched_bytes;
     let mut built = Vec::new();
     for i in 0..fetches.len() {
-        if !failed.contains(&i) {
-            if let Err(e) = files.finish_untouched(i) {
+        let finished = match failed.contains(&i) {
+            true => None,
+            false => match files.finish_untouched(i) {
+                Err(e) => {
+                    errors.push((i, e));
+                    None
+                }
+                Ok(()) => {
+                    let stat = files.finished[i].get().cloned();
+                    if stat.is_none() {
+                        errors.push((i, "the rebuilt file was not finished".into()));
+                    }
+                    stat
+                }
+            },
+        };
+        match finished {
+            Some(stat) => built.push((i, files.paths[i].clone(), stat)),
+            None => {
                 failed.insert(i);
-                errors.push((i, e));
+                let _ = std::fs::remove_file(&files.paths[i]);
             }
         }
-        if failed.contains(&i) {
-            let _ = std::fs::remove_file(&files.paths[i]);
-            continue;
-        }
-        built.push((i, files.paths[i].clone()));
     }
     if !failed.is_empty() && errors.is_empty() {
         errors.push((

@@ -16,6 +16,7 @@ use holdall_proto::BlockHash;
 use tracing::{debug, info, warn};
 
 use crate::api::{Api, ApiError};
+use crate::place::{place_new, PlaceError};
 use crate::planner::{plan, settle_intents, Action, CopyNamer, Intent, Settled, Trees};
 use crate::prefetch::{PrefetchCache, Prefetcher};
 use crate::reconstruct::{build, BlockSources, Built, Fetch};
@@ -681,39 +682,52 @@ impl Syncer {
         syncfs(&self.root)?;
         let flushed_ms = started.elapsed().as_millis();
         let mut placed: Vec<(usize, Stat)> = Vec::new();
-        for (i, temp) in built {
+        // New paths: renamed on several threads, never over anything (see place.rs).
+        let mut new_files: Vec<(usize, Stat)> = Vec::new();
+        let mut moves: Vec<(PathBuf, PathBuf)> = Vec::new();
+        for (i, temp, built_stat) in built {
             let f = &fetches[i];
             let target = self.root.join(&f.lpath);
-            if let Some(stat) = local.stats.get(&f.lpath) {
-                let node = &local.nodes[&f.lpath];
-                if !unchanged(&target, stat) {
-                    // Edited since the scan: the next round decides with the edit in view.
-                    let _ = std::fs::remove_file(&temp);
-                    continue;
-                }
-                if let Err(e) =
-                    self.trash
-                        .keep(&mut self.state, &target, &node.blocklist, node.size, true)
-                {
-                    warn!(path = %f.lpath, error = %format!("{e:#}"), "could not keep the replaced file's blocks");
-                }
-            } else if target.is_dir() {
+            let Some(stat) = local.stats.get(&f.lpath) else {
+                new_files.push((i, built_stat));
+                moves.push((temp, target));
+                continue;
+            };
+            let node = &local.nodes[&f.lpath];
+            if !unchanged(&target, stat) {
+                // Edited since the scan: the next round decides with the edit in view.
                 let _ = std::fs::remove_file(&temp);
-                report
-                    .errors
-                    .push((f.lpath.clone(), "a folder is in the way".into()));
                 continue;
             }
+            if let Err(e) =
+                self.trash
+                    .keep(&mut self.state, &target, &node.blocklist, node.size, true)
+            {
+                warn!(path = %f.lpath, error = %format!("{e:#}"), "could not keep the replaced file's blocks");
+            }
             match std::fs::rename(&temp, &target) {
-                Ok(()) => match std::fs::metadata(&target) {
-                    Ok(m) => placed.push((i, Stat::of(&m))),
-                    Err(e) => report.errors.push((f.lpath.clone(), e.to_string())),
-                },
+                Ok(()) => placed.push((i, built_stat)),
                 Err(e) => {
                     let _ = std::fs::remove_file(&temp);
                     report
                         .errors
                         .push((f.lpath.clone(), format!("moving into place: {e}")));
+                }
+            }
+        }
+        let outcomes = place_new(&moves, self.opts.workers);
+        for (((i, stat), (temp, _)), outcome) in new_files.into_iter().zip(&moves).zip(outcomes) {
+            match outcome {
+                Ok(()) => placed.push((i, stat)),
+                Err(e) => {
+                    let _ = std::fs::remove_file(temp);
+                    // A file saved there since the scan is the user's: the next round
+                    // keeps both versions.
+                    if !matches!(e, PlaceError::FileAppeared) {
+                        report
+                            .errors
+                            .push((fetches[i].lpath.clone(), e.to_string()));
+                    }
                 }
             }
         }
