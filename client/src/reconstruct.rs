@@ -23,6 +23,7 @@ use holdall_proto::limits::{BLOCK_BYTES_MAX, RETRIEVE_HASHES_MAX};
 use holdall_proto::BlockHash;
 
 use crate::api::{Api, ApiError};
+use crate::direct::{self, Scratch, DIRECT_BYTES_MIN};
 use crate::prefetch::{PrefetchCache, Prepared};
 use crate::scan::{Stat, TEMP_PREFIX};
 use crate::tree::Node;
@@ -188,12 +189,29 @@ impl TempFiles {
             .map_err(|e| format!("creating {}: {e}", self.paths[i].display()))
     }
 
-    /// Writes one block of file `i`; the last one finishes the file.
-    fn write(&self, i: usize, data: &[u8], offset: u64) -> Result<(), String> {
-        let file = self.open(i)?;
-        file.write_all_at(data, offset)
-            .map_err(|e| format!("writing {}: {e}", self.paths[i].display()))?;
+    /// Writes one block of file `i` (large ones around the page cache, see direct.rs); the
+    /// last one finishes the file.
+    fn write(
+        &self,
+        i: usize,
+        data: &[u8],
+        offset: u64,
+        scratch: &mut Scratch,
+    ) -> Result<(), String> {
+        let failed = |e: std::io::Error| format!("writing {}: {e}", self.paths[i].display());
+        let file = if data.len() >= DIRECT_BYTES_MIN {
+            direct::write_block(&self.paths[i], data, offset, scratch).map_err(failed)?;
+            None
+        } else {
+            let file = self.open(i)?;
+            file.write_all_at(data, offset).map_err(failed)?;
+            Some(file)
+        };
         if self.remaining[i].fetch_sub(1, Ordering::AcqRel) == 1 {
+            let file = match file {
+                Some(f) => f,
+                None => self.open(i)?,
+            };
             self.finish(i, &file)?;
         }
         Ok(())
@@ -275,6 +293,7 @@ pub fn build(
         temps.push(temp);
     }
     let files = TempFiles::new(fetches, temps, &in_place);
+    let mut scratch = Scratch::default();
     // Blocks found locally are written now; the rest are wanted from the server.
     let mut wanted: HashMap<BlockHash, Vec<(usize, u64)>> = HashMap::new();
     // Each wanted block once, with the fetch that first wants it and its length.
@@ -300,7 +319,7 @@ pub fn build(
                     } else {
                         stats.reused_blocks += 1;
                     }
-                    if let Err(e) = files.write(i, &data, offset) {
+                    if let Err(e) = files.write(i, &data, offset, &mut scratch) {
                         failed.insert(i);
                         errors.push((i, e));
                     }
@@ -324,74 +343,78 @@ pub fn build(
     let failure: Mutex<Option<ApiError>> = Mutex::new(None);
     std::thread::scope(|s| {
         for _ in 0..workers.clamp(1, requests.len().max(1)) {
-            s.spawn(|| loop {
-                if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
-                    break;
-                }
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                let Some((request, payload)) = requests.get(n) else {
-                    break;
-                };
-                let body = match api.retrieve_batch(request, *payload) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+            s.spawn(|| {
+                let mut scratch = Scratch::default();
+                loop {
+                    if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
                         break;
                     }
-                };
-                let mut local = Found::default();
-                let mut answered = 0usize;
-                for frame in decode_retrieve_frames(&body, *payload) {
-                    let frame = match frame {
-                        Ok(f) => f,
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((request, payload)) = requests.get(n) else {
+                        break;
+                    };
+                    let body = match api.retrieve_batch(request, *payload) {
+                        Ok(b) => b,
                         Err(e) => {
-                            local
-                                .errors
-                                .push((usize::MAX, format!("bad retrieve answer: {e}")));
+                            *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
                             break;
                         }
                     };
-                    answered += 1;
-                    let Some(targets) = wanted.get(&frame.hash) else {
-                        continue;
-                    };
-                    let ok = frame.status == RetrieveStatus::Ok
-                        && BlockHash::of(frame.data) == frame.hash;
-                    if ok {
-                        local.stats.fetched_blocks += 1;
-                        local.stats.fetched_bytes += frame.data.len() as u64;
-                    }
-                    for &(i, offset) in targets {
-                        let written = match ok {
-                            false => {
-                                Err(format!("block {} came back {:?}", frame.hash, frame.status))
+                    let mut local = Found::default();
+                    let mut answered = 0usize;
+                    for frame in decode_retrieve_frames(&body, *payload) {
+                        let frame = match frame {
+                            Ok(f) => f,
+                            Err(e) => {
+                                local
+                                    .errors
+                                    .push((usize::MAX, format!("bad retrieve answer: {e}")));
+                                break;
                             }
-                            true => files.write(i, frame.data, offset),
                         };
-                        if let Err(e) = written {
-                            local.failed.insert(i);
-                            local.errors.push((i, e));
+                        answered += 1;
+                        let Some(targets) = wanted.get(&frame.hash) else {
+                            continue;
+                        };
+                        let ok = frame.status == RetrieveStatus::Ok
+                            && BlockHash::of(frame.data) == frame.hash;
+                        if ok {
+                            local.stats.fetched_blocks += 1;
+                            local.stats.fetched_bytes += frame.data.len() as u64;
                         }
-                    }
-                }
-                let asked: usize = request.items.iter().map(|i| i.hashes.len()).sum();
-                if answered < asked {
-                    for item in &request.items {
-                        for h in &item.hashes {
-                            for &(i, _) in wanted.get(h).into_iter().flatten() {
+                        for &(i, offset) in targets {
+                            let written = match ok {
+                                false => Err(format!(
+                                    "block {} came back {:?}",
+                                    frame.hash, frame.status
+                                )),
+                                true => files.write(i, frame.data, offset, &mut scratch),
+                            };
+                            if let Err(e) = written {
                                 local.failed.insert(i);
+                                local.errors.push((i, e));
                             }
                         }
                     }
-                    local
-                        .errors
-                        .push((usize::MAX, format!("{answered} of {asked} blocks answered")));
+                    let asked: usize = request.items.iter().map(|i| i.hashes.len()).sum();
+                    if answered < asked {
+                        for item in &request.items {
+                            for h in &item.hashes {
+                                for &(i, _) in wanted.get(h).into_iter().flatten() {
+                                    local.failed.insert(i);
+                                }
+                            }
+                        }
+                        local
+                            .errors
+                            .push((usize::MAX, format!("{answered} of {asked} blocks answered")));
+                    }
+                    let mut all = outcome.lock().unwrap_or_else(|e| e.into_inner());
+                    all.failed.extend(local.failed);
+                    all.errors.extend(local.errors);
+                    all.stats.fetched_blocks += local.stats.fetched_blocks;
+                    all.stats.fetched_bytes += local.stats.fetched_bytes;
                 }
-                let mut all = outcome.lock().unwrap_or_else(|e| e.into_inner());
-                all.failed.extend(local.failed);
-                all.errors.extend(local.errors);
-                all.stats.fetched_blocks += local.stats.fetched_blocks;
-                all.stats.fetched_bytes += local.stats.fetched_bytes;
             });
         }
     });

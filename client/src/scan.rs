@@ -199,23 +199,8 @@ pub fn local_tree(
             },
         }
     }
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(String, Hashed)>> = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..threads.max(1).min(todo.len().max(1)) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((lpath, _)) = todo.get(i) else { break };
-                let full: PathBuf = root.join(lpath);
-                let r = hash_file(&full);
-                results
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((lpath.clone(), r));
-            });
-        }
-    });
-    for (lpath, r) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
+    let results = hash_all(root, &todo, threads, PIECE_BYTES);
+    for ((lpath, _), r) in todo.into_iter().zip(results) {
         match r {
             Some((blocklist, stat)) => {
                 tree.hashed_bytes += stat.size;
@@ -240,6 +225,129 @@ pub fn local_tree(
         }
     }
     tree
+}
+
+/// Files at least this large are hashed in pieces of this many bytes on several threads
+/// (each block's hash is independent of the others), so one large file is not hashed on
+/// one core while the others wait.
+const PIECE_BYTES: u64 = 16 * holdall_proto::limits::BLOCK_BYTES_MAX as u64;
+
+/// One piece of hashing work: a whole file, or blocks `first..first + count` of a large one.
+struct Job {
+    file: usize,
+    first_block: u64,
+    blocks: u64,
+    whole: bool,
+}
+
+/// Hashes each of `todo` (relative paths and the stats the walk saw) on `threads` threads,
+/// files of two pieces or more in pieces of `piece_bytes` (a multiple of the block size);
+/// one result per file, in order.
+fn hash_all(root: &Path, todo: &[(String, Stat)], threads: usize, piece_bytes: u64) -> Vec<Hashed> {
+    let block = holdall_proto::limits::BLOCK_BYTES_MAX as u64;
+    assert!(
+        piece_bytes >= block && piece_bytes.is_multiple_of(block),
+        "pieces are whole blocks"
+    );
+    let in_pieces = |st: &Stat| st.size >= 2 * piece_bytes;
+    let mut jobs = Vec::new();
+    for (file, (_, stat)) in todo.iter().enumerate() {
+        if !in_pieces(stat) {
+            jobs.push(Job {
+                file,
+                first_block: 0,
+                blocks: 0,
+                whole: true,
+            });
+            continue;
+        }
+        let blocks = stat.size.div_ceil(block);
+        let per_piece = piece_bytes / block;
+        for first_block in (0..blocks).step_by(per_piece as usize) {
+            jobs.push(Job {
+                file,
+                first_block,
+                blocks: per_piece.min(blocks - first_block),
+                whole: false,
+            });
+        }
+    }
+    // Per file: its result (whole files), or its block hashes so far and whether it held
+    // still (pieces).
+    let whole: Vec<Mutex<Hashed>> = todo.iter().map(|_| Mutex::new(None)).collect();
+    let pieces: Vec<Mutex<(Vec<Option<BlockHash>>, bool)>> = todo
+        .iter()
+        .map(|(_, st)| {
+            let blocks = if in_pieces(st) {
+                st.size.div_ceil(block)
+            } else {
+                0
+            };
+            Mutex::new((vec![None; blocks as usize], true))
+        })
+        .collect();
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1).min(jobs.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(job) = jobs.get(i) else { break };
+                let (lpath, stat) = &todo[job.file];
+                let full: PathBuf = root.join(lpath);
+                if job.whole {
+                    *whole[job.file].lock().unwrap_or_else(|e| e.into_inner()) = hash_file(&full);
+                    continue;
+                }
+                let hashes = hash_piece(&full, stat, job.first_block, job.blocks);
+                let mut slot = pieces[job.file].lock().unwrap_or_else(|e| e.into_inner());
+                match hashes {
+                    Some(hashes) => {
+                        for (k, h) in hashes.into_iter().enumerate() {
+                            slot.0[job.first_block as usize + k] = Some(h);
+                        }
+                    }
+                    None => slot.1 = false,
+                }
+            });
+        }
+    });
+    let mut out = Vec::with_capacity(todo.len());
+    for (file, (lpath, stat)) in todo.iter().enumerate() {
+        if !in_pieces(stat) {
+            out.push(whole[file].lock().unwrap_or_else(|e| e.into_inner()).take());
+            continue;
+        }
+        let (hashes, held) =
+            std::mem::take(&mut *pieces[file].lock().unwrap_or_else(|e| e.into_inner()));
+        // The file still has the stat every piece saw, so the pieces are of one version.
+        let still = std::fs::metadata(root.join(lpath)).is_ok_and(|m| Stat::of(&m) == *stat);
+        let blocklist: Option<Vec<BlockHash>> = hashes.into_iter().collect();
+        out.push(match (held && still, blocklist) {
+            (true, Some(blocklist)) => Some((blocklist, stat.clone())),
+            _ => None,
+        });
+    }
+    out
+}
+
+/// The hashes of blocks `first..first + count` of the file at `path`, which must have
+/// `stat` before and after they are read.
+fn hash_piece(path: &Path, stat: &Stat, first: u64, count: u64) -> Option<Vec<BlockHash>> {
+    use std::os::unix::fs::FileExt;
+    let block = holdall_proto::limits::BLOCK_BYTES_MAX as u64;
+    let file = File::open(path).ok()?;
+    let same = |f: &File| f.metadata().is_ok_and(|m| Stat::of(&m) == *stat);
+    if !same(&file) {
+        return None;
+    }
+    let mut buf = vec![0u8; block as usize];
+    let mut out = Vec::with_capacity(count as usize);
+    for b in first..first + count {
+        let len = (stat.size - b * block).min(block) as usize;
+        file.read_exact_at(&mut buf[..len], b * block).ok()?;
+        out.push(BlockHash::of(&buf[..len]));
+    }
+    same(&file).then_some(out)
 }
 
 /// Temporary files a stopped client left behind, with the hash of each block-sized piece:
@@ -313,6 +421,32 @@ mod tests {
         let seen = walk(root);
         let paths: Vec<&str> = seen.keys().map(String::as_str).collect();
         assert_eq!(paths, vec![".holdallignore", "a", "a/keep.txt"]);
+    }
+
+    #[test]
+    fn large_files_hashed_in_pieces_match_the_whole_file_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let block = holdall_proto::limits::BLOCK_BYTES_MAX;
+        let data: Vec<u8> = (0..5 * block + 123).map(|i| (i * 7 % 253) as u8).collect();
+        std::fs::write(root.join("big"), &data).unwrap();
+        std::fs::write(root.join("small"), b"small").unwrap();
+        let seen = walk(root);
+        let todo: Vec<(String, Stat)> = seen
+            .into_iter()
+            .filter_map(|(p, s)| match s {
+                Seen::File(st) => Some((p, st)),
+                Seen::Dir => None,
+            })
+            .collect();
+        // Pieces of one block: "big" is hashed as six pieces on three threads.
+        let got = hash_all(root, &todo, 3, block as u64);
+        let (big, _) = got[0].clone().expect("big held still");
+        assert_eq!(big, holdall_proto::blocklist_of(&data));
+        assert_eq!(got[1].as_ref().unwrap().0, vec![BlockHash::of(b"small")]);
+        // A file whose stat no longer matches the walk's is not taken.
+        std::fs::write(root.join("big"), &data[..block]).unwrap();
+        assert!(hash_all(root, &todo, 3, block as u64)[0].is_none());
     }
 
     #[test]

@@ -426,7 +426,8 @@ impl Syncer {
                 Action::MakeDir(p) => make_dirs.push(p),
                 Action::Download(p) => downloads.push(p),
                 Action::Upload(p) => {
-                    if let Some(c) = self.change(&p, local.nodes.get(&p), remote) {
+                    if let Some(mut c) = self.change(&p, local.nodes.get(&p), remote) {
+                        c.stat = local.stats.get(&p).cloned();
                         changes.push(c);
                     }
                 }
@@ -493,6 +494,7 @@ impl Syncer {
         Some(Change {
             lpath: lpath.to_string(),
             request,
+            stat: None,
         })
     }
 

@@ -2,9 +2,12 @@
 //!
 //! Commits go up to 1000 at a time (`commit_batch`), blocks in `store_batch` requests of up
 //! to the server's `batch_bytes_max`, several in flight. Each block is read back from its
-//! file and checked against the blocklist that was committed: if the file changed since it
-//! was hashed, that file's commit is dropped for this round (it is hashed again next round),
-//! so torn content is never committed.
+//! file, which must still have the size, mtime and inode it was hashed with (checked before
+//! and after the read): if the file changed since it was hashed, that file's commit is
+//! dropped for this round (it is hashed again next round). The server hashes every block it
+//! is sent and refuses a batch with a block that does not match its name; such a batch
+//! (an edit that kept the file's stat) drops its files' commits the same way. Torn content
+//! is never committed, and the client does not hash each block a second time.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -18,6 +21,7 @@ use holdall_proto::limits::{BLOCK_BYTES_MAX, COMMIT_BATCH_MAX};
 use holdall_proto::BlockHash;
 
 use crate::api::{Api, ApiError};
+use crate::scan::Stat;
 
 /// One change to commit.
 #[derive(Debug, Clone)]
@@ -26,6 +30,8 @@ pub struct Change {
     pub lpath: String,
     /// The commit.
     pub request: CommitRequest,
+    /// The file's stat when it was hashed (None for folders and deletions).
+    pub stat: Option<Stat>,
 }
 
 /// What became of a change.
@@ -50,6 +56,9 @@ pub struct UploadStats {
     pub bytes: u64,
 }
 
+/// Where a block to upload is read: file, offset, length, and the stat the file must have.
+type Source<'a> = (PathBuf, u64, usize, Option<&'a Stat>);
+
 /// Commits `changes` of files under `root`, uploading the blocks the server lacks; a
 /// transient failure of the server aborts with the error, after the commits that did land.
 pub fn upload(
@@ -69,23 +78,26 @@ pub fn upload(
         return Ok(stats);
     }
     // Blocks wanted, each read from one place.
-    let mut sources: HashMap<BlockHash, (PathBuf, u64, usize)> = HashMap::new();
+    let mut sources: HashMap<BlockHash, Source> = HashMap::new();
     for (change, need) in &waiting {
         let r = &change.request;
         for (i, h) in r.blocklist.iter().enumerate() {
             if need.contains(h) && !sources.contains_key(h) {
                 let offset = i as u64 * BLOCK_BYTES_MAX as u64;
                 let len = (r.size - offset).min(BLOCK_BYTES_MAX as u64) as usize;
-                sources.insert(*h, (root.join(&change.lpath), offset, len));
+                sources.insert(
+                    *h,
+                    (root.join(&change.lpath), offset, len, change.stat.as_ref()),
+                );
             }
         }
     }
     let mut batches: Vec<Vec<BlockHash>> = Vec::new();
     let mut current: Vec<BlockHash> = Vec::new();
     let mut current_bytes = 0u64;
-    let mut ordered: Vec<(&BlockHash, &(PathBuf, u64, usize))> = sources.iter().collect();
+    let mut ordered: Vec<(&BlockHash, &Source)> = sources.iter().collect();
     ordered.sort_by(|a, b| (&a.1 .0, a.1 .1).cmp(&(&b.1 .0, b.1 .1)));
-    for (h, (_, _, len)) in ordered {
+    for (h, (_, _, len, _)) in ordered {
         if current_bytes + *len as u64 > batch_bytes_max && !current.is_empty() {
             batches.push(std::mem::take(&mut current));
             current_bytes = 0;
@@ -110,8 +122,8 @@ pub fn upload(
                 let Some(batch) = batches.get(i) else { break };
                 let mut blocks = Vec::with_capacity(batch.len());
                 for h in batch {
-                    let (path, offset, len) = &sources[h];
-                    match read_block(path, *offset, *len, h) {
+                    let (path, offset, len, stat) = &sources[h];
+                    match read_unchanged(path, *offset, *len, *stat) {
                         Some(data) => blocks.push((*h, data)),
                         None => changed
                             .lock()
@@ -141,7 +153,11 @@ pub fn upload(
     if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
         return Err(e);
     }
-    let changed = changed.into_inner().unwrap_or_else(|e| e.into_inner());
+    let changed: std::collections::HashSet<PathBuf> = changed
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .collect();
     let mut again = Vec::new();
     for (change, _) in waiting {
         if changed.contains(&root.join(&change.lpath)) {
@@ -170,6 +186,19 @@ pub fn upload(
         done.push((change, Outcome::Refused(message)));
     }
     Ok(stats)
+}
+
+/// Reads `len` bytes at `offset` of the file at `path`, if the file still has `stat` (when
+/// given) before and after the read.
+fn read_unchanged(path: &Path, offset: u64, len: usize, stat: Option<&Stat>) -> Option<Vec<u8>> {
+    let file = File::open(path).ok()?;
+    let same = |file: &File| stat.is_none_or(|s| file.metadata().is_ok_and(|m| Stat::of(&m) == *s));
+    if !same(&file) {
+        return None;
+    }
+    let mut data = vec![0u8; len];
+    file.read_exact_at(&mut data, offset).ok()?;
+    same(&file).then_some(data)
 }
 
 /// One pass of commit_batch calls over `changes`.
