@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -77,7 +77,8 @@ pub fn holdall(url: &str, token: &str, args: &[&str], dir: Option<&Path>) -> Res
 pub struct SyncTimes {
     /// `holdall sync A --once`.
     pub up_s: f64,
-    /// `holdall sync B --once` right after.
+    /// From the end of A's sync until B holds everything (B's `--once` after A's, or the
+    /// rest of a running B's work).
     pub down_s: f64,
 }
 
@@ -123,12 +124,29 @@ pub fn setup(scratch: &Path) -> Result<Setup> {
     })
 }
 
-/// One run: a fresh server and user under `scratch`, `fill` writes A's folder, then A syncs
-/// up and B syncs down. The run's folder is handed to `keep` rather than deleted: see
-/// [`Kept`].
+/// How client B runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `holdall sync B --once` after A's `--once` has finished: no overlap, no streaming.
+    AfterA,
+    /// `holdall sync B` already running, as a device that keeps a folder in sync does: it
+    /// hears of A's commits by longpoll and prefetches blocks of files still uploading.
+    Running,
+}
+
+/// What a fill wrote: each file's path under the folder and its length.
+pub type Written = Vec<(PathBuf, u64)>;
+
+/// Longest wait for a running B to hold what A wrote.
+const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// One run: a fresh server and user under `scratch`, `fill` writes A's folder (and returns
+/// the relative paths and sizes it wrote), then A syncs up and B syncs down as `mode` says.
+/// The run's folder is handed to `keep` rather than deleted: see [`Kept`].
 pub fn run(
     scratch: &Path,
-    fill: &dyn Fn(&Path) -> Result<()>,
+    fill: &dyn Fn(&Path) -> Result<Written>,
+    mode: Mode,
     keep: &mut Kept,
 ) -> Result<SyncTimes> {
     let Setup {
@@ -141,7 +159,11 @@ pub fn run(
     } = setup(scratch)?;
     keep.0.push(dir);
     let (url, token, a, b) = (url.as_str(), token.as_str(), a.as_path(), b.as_path());
-    fill(a)?;
+    let follower = match mode {
+        Mode::AfterA => None,
+        Mode::Running => Some(follow(url, token, b)?),
+    };
+    let written = fill(a)?;
     // A and B are different machines in real life: what the fill wrote is flushed now, not
     // charged to B's durability flushes below.
     let status = Command::new("sync").status().context("running sync")?;
@@ -149,11 +171,71 @@ pub fn run(
     let t = Instant::now();
     holdall(url, token, &["sync", "--once"], Some(a))?;
     let up_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    holdall(url, token, &["sync", "--once"], Some(b))?;
-    let down_s = t.elapsed().as_secs_f64();
+    match mode {
+        Mode::AfterA => {
+            holdall(url, token, &["sync", "--once"], Some(b))?;
+        }
+        Mode::Running => wait_for_all(b, &written, ARRIVAL_TIMEOUT)?,
+    }
+    let down_s = t.elapsed().as_secs_f64() - up_s;
+    drop(follower);
     drop(server);
     Ok(SyncTimes { up_s, down_s })
+}
+
+/// `holdall sync B`, running until dropped.
+struct Follower(Child);
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `holdall sync b` and waits until its first round has written its state.
+fn follow(url: &str, token: &str, b: &Path) -> Result<Follower> {
+    let child = Command::new(sibling("holdall")?)
+        .arg("sync")
+        .arg(b)
+        .env("HOLDALL_SERVER", url)
+        .env("HOLDALL_TOKEN", token)
+        .env("HOLDALL_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting client B")?;
+    let follower = Follower(child);
+    let state = b.join(".holdall/state.db");
+    let start = Instant::now();
+    while !state.exists() {
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(30),
+            "client B did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Its first round ends with a longpoll: give it the moment to get there.
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(follower)
+}
+
+/// Waits until every `(path, len)` of `files` is under `root` at its full length. B renames
+/// a file into place only once it is complete and durable, so a file seen is a file held.
+fn wait_for_all(root: &Path, files: &[(PathBuf, u64)], timeout: Duration) -> Result<()> {
+    let start = Instant::now();
+    let mut held = 0;
+    while held < files.len() {
+        let (rel, len) = &files[held];
+        if std::fs::metadata(root.join(rel)).is_ok_and(|m| m.len() == *len) {
+            held += 1;
+            continue;
+        }
+        if start.elapsed() > timeout {
+            bail!("{} did not arrive within {timeout:?}", rel.display());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
 }
 
 /// The runs' folders, deleted together when the benchmark ends. Deleting one run's 20,000
@@ -167,7 +249,7 @@ pub fn run(
 pub struct Kept(Vec<tempfile::TempDir>);
 
 /// Writes one file of `bytes` pseudo-random bytes.
-pub fn one_file(dir: &Path, bytes: usize) -> Result<()> {
+pub fn one_file(dir: &Path, bytes: usize) -> Result<Written> {
     use std::io::Write;
     let mut f = std::fs::File::create(dir.join("one.bin"))?;
     let chunk = 4 << 20;
@@ -176,20 +258,23 @@ pub fn one_file(dir: &Path, bytes: usize) -> Result<()> {
         f.write_all(&crate::payload(i as u64, n))?;
     }
     f.sync_all()?;
-    Ok(())
+    Ok(vec![(PathBuf::from("one.bin"), bytes as u64)])
 }
 
 /// Writes `folders` × `per_folder` files of `bytes` pseudo-random bytes each.
-pub fn small_files(dir: &Path, folders: usize, per_folder: usize, bytes: usize) -> Result<()> {
+pub fn small_files(dir: &Path, folders: usize, per_folder: usize, bytes: usize) -> Result<Written> {
+    let mut written = Vec::with_capacity(folders * per_folder);
     for d in 0..folders {
-        let sub = dir.join(format!("d{d:03}"));
-        std::fs::create_dir_all(&sub)?;
+        let sub = format!("d{d:03}");
+        std::fs::create_dir_all(dir.join(&sub))?;
         for f in 0..per_folder {
+            let rel = PathBuf::from(&sub).join(format!("f{f:03}.txt"));
             std::fs::write(
-                sub.join(format!("f{f:03}.txt")),
+                dir.join(&rel),
                 crate::payload((d * per_folder + f) as u64, bytes),
             )?;
+            written.push((rel, bytes as u64));
         }
     }
-    Ok(())
+    Ok(written)
 }

@@ -11,8 +11,6 @@ use holdall_proto::api::{
     ErrorBody, ListRequest, ListResponse, LongpollRequest, LongpollResponse, NsId,
     RetrieveBatchRequest, StoreBatchResponse,
 };
-use holdall_proto::frame::{encode_store_frame, STORE_HEADER_BYTES};
-use holdall_proto::BlockHash;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
@@ -303,25 +301,14 @@ impl Api {
         Ok(answer)
     }
 
-    /// `POST /v1/store_batch` of `blocks` (hash, bytes); their bytes must total at most the
-    /// server's `batch_bytes_max`.
-    pub fn store_batch(
-        &self,
-        blocks: &[(BlockHash, Vec<u8>)],
-    ) -> Result<StoreBatchResponse, ApiError> {
-        let total: usize = blocks
-            .iter()
-            .map(|(_, d)| STORE_HEADER_BYTES + d.len())
-            .sum();
-        let mut body = Vec::with_capacity(total);
-        for (hash, data) in blocks {
-            encode_store_frame(&mut body, hash, data);
-        }
+    /// `POST /v1/store_batch` of `body`, store frames (see docs/PROTOCOL.md) whose blocks
+    /// total at most the server's `batch_bytes_max`.
+    pub fn store_batch(&self, body: &[u8]) -> Result<StoreBatchResponse, ApiError> {
         let bytes = self.call(
             "POST",
             "/v1/store_batch",
             "application/octet-stream",
-            &body,
+            body,
             JSON_BYTES_MAX,
             CALL_TIMEOUT,
         )?;

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use holdall_proto::api::{CommitRequest, CommitResult, Jid};
+use holdall_proto::frame::{store_frame_header, STORE_HEADER_BYTES};
 use holdall_proto::limits::{BLOCK_BYTES_MAX, COMMIT_BATCH_MAX};
 use holdall_proto::BlockHash;
 
@@ -114,34 +115,54 @@ pub fn upload(
     let sent = Mutex::new(UploadStats::default());
     std::thread::scope(|s| {
         for _ in 0..workers.clamp(1, batches.len().max(1)) {
-            s.spawn(|| loop {
-                if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
-                    break;
-                }
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(batch) = batches.get(i) else { break };
-                let mut blocks = Vec::with_capacity(batch.len());
-                for h in batch {
-                    let (path, offset, len, stat) = &sources[h];
-                    match read_unchanged(path, *offset, *len, *stat) {
-                        Some(data) => blocks.push((*h, data)),
-                        None => changed
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(path.clone()),
+            s.spawn(|| {
+                // Each worker's request body, reused: blocks are read straight into it.
+                let mut body: Vec<u8> = Vec::new();
+                loop {
+                    if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
+                        break;
                     }
-                }
-                if blocks.is_empty() {
-                    continue;
-                }
-                match api.store_batch(&blocks) {
-                    Ok(_) => {
-                        let mut st = sent.lock().unwrap_or_else(|e| e.into_inner());
-                        st.blocks += blocks.len() as u64;
-                        st.bytes += blocks.iter().map(|(_, d)| d.len() as u64).sum::<u64>();
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(batch) = batches.get(i) else { break };
+                    body.clear();
+                    let (mut blocks, mut bytes) = (0u64, 0u64);
+                    for h in batch {
+                        let (path, offset, len, stat) = &sources[h];
+                        let start = body.len();
+                        body.extend_from_slice(&store_frame_header(h, *len as u32));
+                        body.resize(start + STORE_HEADER_BYTES + len, 0);
+                        let data = &mut body[start + STORE_HEADER_BYTES..];
+                        if read_unchanged(path, *offset, data, *stat) {
+                            blocks += 1;
+                            bytes += *len as u64;
+                        } else {
+                            body.truncate(start);
+                            changed
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push(path.clone());
+                        }
                     }
-                    Err(e) => {
-                        *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                    if blocks == 0 {
+                        continue;
+                    }
+                    match api.store_batch(&body) {
+                        Ok(_) => {
+                            let mut st = sent.lock().unwrap_or_else(|e| e.into_inner());
+                            st.blocks += blocks;
+                            st.bytes += bytes;
+                        }
+                        // A file changed without changing its stat: the batch kept
+                        // nothing, and its files are hashed again next round.
+                        Err(ApiError::Server { code, .. }) if code == "hash_mismatch" => {
+                            changed
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .extend(batch.iter().map(|h| sources[h].0.clone()));
+                        }
+                        Err(e) => {
+                            *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                        }
                     }
                 }
             });
@@ -188,17 +209,14 @@ pub fn upload(
     Ok(stats)
 }
 
-/// Reads `len` bytes at `offset` of the file at `path`, if the file still has `stat` (when
-/// given) before and after the read.
-fn read_unchanged(path: &Path, offset: u64, len: usize, stat: Option<&Stat>) -> Option<Vec<u8>> {
-    let file = File::open(path).ok()?;
+/// Fills `data` from `offset` of the file at `path`; false unless the file has `stat`
+/// (when given) before and after the read.
+fn read_unchanged(path: &Path, offset: u64, data: &mut [u8], stat: Option<&Stat>) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
     let same = |file: &File| stat.is_none_or(|s| file.metadata().is_ok_and(|m| Stat::of(&m) == *s));
-    if !same(&file) {
-        return None;
-    }
-    let mut data = vec![0u8; len];
-    file.read_exact_at(&mut data, offset).ok()?;
-    same(&file).then_some(data)
+    same(&file) && file.read_exact_at(data, offset).is_ok() && same(&file)
 }
 
 /// One pass of commit_batch calls over `changes`.
