@@ -277,7 +277,12 @@ pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Ap
     };
     let deadline = Instant::now() + idle_max + Duration::from_secs(expected / BODY_BYTES_PER_S_MIN);
     let mut body = req.into_body();
-    let mut chunks: Vec<Bytes> = Vec::new();
+    // A one-chunk body is kept as it is; a longer one is copied as its chunks arrive into
+    // one buffer of the announced length, so each chunk is dropped at once and hyper reuses
+    // its read buffer (holding every chunk to the end made it allocate fresh memory for
+    // each read: page faults on every byte of an 8 MiB batch).
+    let mut first: Option<Bytes> = None;
+    let mut all: Vec<u8> = Vec::new();
     let mut total = 0;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -312,19 +317,20 @@ pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Ap
             if total > limit {
                 return Err(too_large());
             }
-            chunks.push(data);
+            if total == data.len() {
+                first = Some(data);
+                continue;
+            }
+            if let Some(f) = first.take() {
+                all.reserve_exact((expected as usize).clamp(total, limit));
+                all.extend_from_slice(&f);
+            }
+            all.extend_from_slice(&data);
         }
     }
-    Ok(match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().expect("one chunk"),
-        _ => {
-            let mut all = Vec::with_capacity(total);
-            for c in chunks {
-                all.extend_from_slice(&c);
-            }
-            Bytes::from(all)
-        }
+    Ok(match first {
+        Some(only) => only,
+        None => Bytes::from(all),
     })
 }
 
