@@ -192,6 +192,34 @@ impl Api {
         limit: u64,
         timeout: Duration,
     ) -> Result<Vec<u8>, ApiError> {
+        let mut answer = Vec::new();
+        self.call_into(
+            method,
+            path,
+            content_type,
+            body,
+            limit,
+            timeout,
+            &mut answer,
+        )?;
+        Ok(answer)
+    }
+
+    /// [`Api::call`], with the answer's bytes in `answer` (cleared first). A buffer reused
+    /// across calls keeps its memory: a fresh one per 8 MiB answer cost a page fault per
+    /// 4 KiB, and growing it by doubling a copy of everything read so far.
+    #[allow(clippy::too_many_arguments)]
+    fn call_into(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+        limit: u64,
+        timeout: Duration,
+        answer: &mut Vec<u8>,
+    ) -> Result<(), ApiError> {
+        use std::io::Read;
         self.up.spend(body.len() as u64);
         self.progress.moved(body.len() as u64);
         let url = format!("{}{path}", self.url);
@@ -217,19 +245,24 @@ impl Api {
         };
         let mut response = response.map_err(|e| self.unreachable(e))?;
         let status = response.status().as_u16();
-        let bytes = response
+        answer.clear();
+        let announced = response.body().content_length().unwrap_or(0).min(limit);
+        answer.reserve(announced as usize);
+        response
             .body_mut()
             .with_config()
             .limit(limit)
-            .read_to_vec()
-            .map_err(|e| self.unreachable(e))?;
+            .reader()
+            .read_to_end(answer)
+            .map_err(|e| self.unreachable(ureq::Error::from(e)))?;
+        let bytes = &answer[..];
         self.down.spend(bytes.len() as u64);
         self.progress.moved(bytes.len() as u64);
         if status == 401 {
             return Err(ApiError::Unauthorized);
         }
         if status != 200 {
-            let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+            let (code, message) = match serde_json::from_slice::<ErrorBody>(bytes) {
                 Ok(e) => (e.error, e.message),
                 Err(_) => (
                     "http".to_string(),
@@ -242,7 +275,7 @@ impl Api {
                 message,
             });
         }
-        Ok(bytes)
+        Ok(())
     }
 
     fn parse<A: DeserializeOwned>(call: &'static str, bytes: &[u8]) -> Result<A, ApiError> {
@@ -332,7 +365,8 @@ impl Api {
         &self,
         request: &RetrieveBatchRequest,
         payload_max: u64,
-    ) -> Result<Vec<u8>, ApiError> {
+        answer: &mut Vec<u8>,
+    ) -> Result<(), ApiError> {
         let body = serde_json::to_vec(request).map_err(|e| ApiError::BadAnswer {
             call: "retrieve_batch",
             detail: e.to_string(),
@@ -341,13 +375,14 @@ impl Api {
         // ureq counts a body that reaches its limit as over it: leave room past the exact size.
         let limit = payload_max + frames * holdall_proto::frame::RETRIEVE_HEADER_BYTES as u64 + 1;
         let wait = Duration::from_millis(request.wait_ms.unwrap_or(0));
-        self.call(
+        self.call_into(
             "POST",
             "/v1/retrieve_batch",
             "application/json",
             &body,
             limit,
             CALL_TIMEOUT + wait,
+            answer,
         )
     }
 

@@ -494,6 +494,7 @@ impl Prefetcher {
     /// One request at a time, each for the next block nobody is fetching.
     fn fetch_forever(&self) {
         let mut backoff = Duration::from_secs(1);
+        let mut body = Vec::new();
         loop {
             let next = {
                 let mut b = self.cache.books();
@@ -517,12 +518,12 @@ impl Prefetcher {
             let Some((request, payload)) = next else {
                 continue;
             };
-            let answer = self.api.retrieve_batch(&request, payload);
+            let answer = self.api.retrieve_batch(&request, payload, &mut body);
             if answer.is_err() {
                 self.landed(&request);
             }
             match answer {
-                Ok(body) => {
+                Ok(()) => {
                     backoff = Duration::from_secs(1);
                     let gone = self.take(&request, &body);
                     self.landed(&request);

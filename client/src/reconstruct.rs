@@ -345,6 +345,7 @@ pub fn build(
         for _ in 0..workers.clamp(1, requests.len().max(1)) {
             s.spawn(|| {
                 let mut scratch = Scratch::default();
+                let mut body = Vec::new();
                 loop {
                     if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
                         break;
@@ -353,8 +354,8 @@ pub fn build(
                     let Some((request, payload)) = requests.get(n) else {
                         break;
                     };
-                    let body = match api.retrieve_batch(request, *payload) {
-                        Ok(b) => b,
+                    match api.retrieve_batch(request, *payload, &mut body) {
+                        Ok(()) => {}
                         Err(e) => {
                             *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
                             break;

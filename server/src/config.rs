@@ -22,7 +22,7 @@ pub struct ServeArgs {
     #[arg(long, env = "HOLDALL_SHARDS")]
     pub shards: Option<usize>,
     /// TOML file with any of the keys `data`, `listen`, `shards`, `prefetch_ttl_s`,
-    /// `prefetch_entries_max`, `streaming`, `client_timeout_s`.
+    /// `prefetch_entries_max`, `streaming`, `recent_blocks`, `client_timeout_s`.
     #[arg(long, env = "HOLDALL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Seconds a prefetch entry (and a user's proof of upload) lives [default: 600].
@@ -38,6 +38,10 @@ pub struct ServeArgs {
     /// response before its connection is closed [default: 30].
     #[arg(long, env = "HOLDALL_CLIENT_TIMEOUT_S")]
     pub client_timeout_s: Option<u64>,
+    /// Large blocks per shard kept in memory after they are stored, for devices that
+    /// stream the upload; 0 keeps none [default: 32].
+    #[arg(long, env = "HOLDALL_RECENT_BLOCKS")]
+    pub recent_blocks: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -49,6 +53,7 @@ struct FileConfig {
     prefetch_ttl_s: Option<u64>,
     prefetch_entries_max: Option<usize>,
     streaming: Option<bool>,
+    recent_blocks: Option<usize>,
     client_timeout_s: Option<u64>,
 }
 
@@ -67,6 +72,8 @@ pub struct Config {
     pub prefetch_entries_max: usize,
     /// Whether large uploads publish prefetch entries (streaming sync).
     pub streaming: bool,
+    /// Large blocks per shard kept in memory after they are stored.
+    pub recent_blocks: usize,
     /// How long a client may stall a request head, a body or a response.
     pub client_timeout: Duration,
 }
@@ -76,6 +83,10 @@ pub const CLIENT_TIMEOUT_S_DEFAULT: u64 = 30;
 
 /// Default prefetch TTL: the seed's 10 minutes.
 pub const PREFETCH_TTL_S_DEFAULT: u64 = 600;
+
+/// Default of recently stored large blocks kept per shard: 128 MiB of 4 MiB blocks, enough
+/// for a device streaming an upload to trail it by a few seconds.
+pub const RECENT_BLOCKS_DEFAULT: usize = 32;
 
 /// The default listen address.
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:8340";
@@ -130,6 +141,13 @@ impl Config {
         if !(1..=3600).contains(&client_timeout_s) {
             bail!("the client timeout must be 1 to 3600 seconds, not {client_timeout_s}");
         }
+        let recent_blocks = args
+            .recent_blocks
+            .or(file.recent_blocks)
+            .unwrap_or(RECENT_BLOCKS_DEFAULT);
+        if recent_blocks > 4096 {
+            bail!("recent_blocks must be 0 to 4096, not {recent_blocks}");
+        }
         Ok(Config {
             data,
             listen,
@@ -137,6 +155,7 @@ impl Config {
             prefetch_ttl: Duration::from_secs(prefetch_ttl_s),
             prefetch_entries_max,
             streaming: args.streaming.or(file.streaming).unwrap_or(true),
+            recent_blocks,
             client_timeout: Duration::from_secs(client_timeout_s),
         })
     }

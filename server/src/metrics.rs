@@ -136,6 +136,10 @@ pub struct EngineGauges {
     pub prefetch_touches: u64,
     /// Upload records (user, block) kept for the Dropship rule.
     pub upload_records: u64,
+    /// Recently stored large blocks held in memory.
+    pub recent_blocks: u64,
+    /// Block reads served from the recently stored blocks.
+    pub recent_block_hits: u64,
 }
 
 /// One shard's counters.
@@ -220,6 +224,8 @@ impl ShardMetrics {
             g.prefetch_removals,
             g.prefetch_touches,
             g.upload_records,
+            g.recent_blocks,
+            g.recent_block_hits,
         ];
         for (slot, v) in self.gauges.iter().zip(values) {
             slot.store(v, Relaxed);
@@ -227,7 +233,7 @@ impl ShardMetrics {
     }
 }
 
-const GAUGE_NAMES: [(&str, &str, &str); 21] = [
+const GAUGE_NAMES: [(&str, &str, &str); 23] = [
     ("holdall_blocks", "gauge", "Blocks stored"),
     (
         "holdall_block_bytes_appended_total",
@@ -324,6 +330,16 @@ const GAUGE_NAMES: [(&str, &str, &str); 21] = [
         "holdall_upload_records",
         "gauge",
         "Upload records kept for the Dropship rule",
+    ),
+    (
+        "holdall_recent_blocks",
+        "gauge",
+        "Recently stored large blocks held in memory for streaming downloads",
+    ),
+    (
+        "holdall_recent_block_hits_total",
+        "counter",
+        "Block reads served from the recently stored blocks",
     ),
 ];
 

@@ -268,6 +268,15 @@ async fn fetch_here(
             if may_wait && !shard.blocks.contains(&hash) {
                 await_arrival(shard, hash, deadline).await;
             }
+            // A block stored moments ago (a device streaming the upload) is still here.
+            let recent = shard.recent.borrow_mut().get(&hash);
+            if let Some(data) = recent {
+                read_bytes.set(read_bytes.get() + data.len());
+                if read_bytes.get() > BATCH_BYTES_DEFAULT {
+                    return Err(too_large());
+                }
+                return Ok((slot, Some(data)));
+            }
             let mut out = Vec::new();
             match shard.blocks.get(&hash, &mut out).await {
                 Ok(true) => {}

@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::directory::DirectoryOp;
 use crate::mesh::Mesh;
 use crate::metrics::{EngineGauges, ShardMetrics};
+use crate::recent::RecentBlocks;
 use crate::routes::ApiError;
 use crate::uploads::Uploads;
 use crate::waiters::Waiters;
@@ -83,6 +84,8 @@ pub struct Shard {
     pub arrivals: RefCell<Waiters<BlockHash, ()>>,
     /// Whether large uploads publish prefetch entries.
     pub streaming: bool,
+    /// Large blocks of this shard stored lately, for devices streaming the upload.
+    pub recent: RefCell<RecentBlocks>,
     /// Set when the server is stopping: parked requests end early.
     pub stop: Arc<AtomicBool>,
 }
@@ -162,6 +165,7 @@ impl Shard {
             longpolls: RefCell::new(Waiters::new(LONGPOLLS_MAX)),
             arrivals: RefCell::new(Waiters::new(ARRIVAL_WAITERS_MAX)),
             streaming: cfg.streaming,
+            recent: RefCell::new(RecentBlocks::new(cfg.recent_blocks)),
             stop,
         }))
     }
@@ -262,9 +266,11 @@ impl Shard {
         let now = Instant::now();
         let mut uploads = self.uploads.borrow_mut();
         let mut arrivals = self.arrivals.borrow_mut();
-        for (hash, _) in &blocks {
-            uploads.record(uploader, *hash, now);
-            arrivals.wake(hash, |_| true);
+        let mut recent = self.recent.borrow_mut();
+        for (hash, data) in blocks {
+            uploads.record(uploader, hash, now);
+            arrivals.wake(&hash, |_| true);
+            recent.insert(hash, data);
         }
         Ok(outcomes)
     }
@@ -300,6 +306,8 @@ impl Shard {
             prefetch_removals: p.removals,
             prefetch_touches: p.touches,
             upload_records: self.uploads.borrow().len() as u64,
+            recent_blocks: self.recent.borrow().stats().blocks,
+            recent_block_hits: self.recent.borrow().stats().hits,
         });
     }
 }

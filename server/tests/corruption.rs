@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 use support::{
-    block, commit_file, create_user, fetch_block, hex, listed_paths, request, store_block, Server,
+    block, commit_file, create_user, fetch_block, hex, listed_paths, metric, store_block, Server,
 };
 
 fn commit(server: &Server, token: &str, ns: u64, path: &str, b: &[u8]) {
@@ -21,15 +21,6 @@ fn store(server: &Server, token: &str, b: &[u8]) -> serde_json::Value {
     let r = store_block(server, token, b);
     assert_eq!(r.status, 200);
     r.json()
-}
-
-/// The sum over shards of a metric.
-fn metric(server: &Server, name: &str) -> u64 {
-    let text = String::from_utf8(request(&server.addr, "GET", "/metrics", None, b"").body).unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
 }
 
 fn only_file(dir: &Path, suffix: &str) -> PathBuf {

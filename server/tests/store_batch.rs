@@ -8,7 +8,10 @@ use holdall_proto::frame::store_frame_header;
 use holdall_proto::limits::BLOCK_BYTES_MAX;
 use holdall_proto::BlockHash;
 use serde_json::json;
-use support::{block, frames, hex, request, Server};
+use support::{
+    block, commit_file, create_user, fetch_block, frames, hex, metric, request, store_block,
+    wait_for_metric, Server,
+};
 
 #[test]
 fn stores_verifies_and_refuses_whole_batches() {
@@ -94,4 +97,64 @@ fn stores_verifies_and_refuses_whole_batches() {
         assert_eq!(r.json(), json!({"stored": [], "present": hex(batch)}));
     }
     assert!(server.terminate().success());
+}
+
+#[test]
+fn large_blocks_just_stored_are_served_from_memory_and_after_a_restart_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, 2);
+    let (token, ns) = create_user(&server, "ana");
+    let large = block(7, BLOCK_BYTES_MAX);
+    let small = block(8, 64 << 10);
+    for (path, b) in [("large", &large), ("small", &small)] {
+        assert_eq!(store_block(&server, &token, b).status, 200);
+        let (status, v) = commit_file(&server, &token, ns, path, b);
+        assert_eq!((status, v["status"].as_str()), (200, Some("ok")), "{v}");
+    }
+    assert_eq!(
+        fetch_block(&server, &token, ns, "large", &large),
+        Some(large.clone())
+    );
+    assert_eq!(
+        fetch_block(&server, &token, ns, "small", &small),
+        Some(small.clone())
+    );
+    assert_eq!(
+        wait_for_metric(&server, "holdall_recent_block_hits_total", 1),
+        1
+    );
+    assert_eq!(
+        metric(&server, "holdall_recent_blocks"),
+        1,
+        "only the large block is kept"
+    );
+    assert!(server.terminate().success());
+
+    // The memory is gone with the process; the log serves the same bytes.
+    let server = Server::start(&data, 2);
+    assert_eq!(
+        fetch_block(&server, &token, ns, "large", &large),
+        Some(large)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    assert_eq!(metric(&server, "holdall_recent_block_hits_total"), 0);
+}
+
+#[test]
+fn no_recent_blocks_are_kept_when_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(&dir.path().join("data"), 1, &["--recent-blocks", "0"]);
+    let (token, ns) = create_user(&server, "ana");
+    let large = block(9, BLOCK_BYTES_MAX);
+    assert_eq!(store_block(&server, &token, &large).status, 200);
+    let (status, _) = commit_file(&server, &token, ns, "large", &large);
+    assert_eq!(status, 200);
+    assert_eq!(
+        fetch_block(&server, &token, ns, "large", &large),
+        Some(large)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    assert_eq!(metric(&server, "holdall_recent_block_hits_total"), 0);
+    assert_eq!(metric(&server, "holdall_recent_blocks"), 0);
 }

@@ -311,3 +311,25 @@ pub fn fetch_block(server: &Server, token: &str, ns: u64, path: &str, b: &[u8]) 
         .unwrap();
     (frame.status == holdall_proto::frame::RetrieveStatus::Ok).then(|| frame.data.to_vec())
 }
+
+/// The sum over shards of a metric.
+pub fn metric(server: &Server, name: &str) -> u64 {
+    let text = String::from_utf8(request(&server.addr, "GET", "/metrics", None, b"").body).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Waits (up to 10 s) until `metric` reaches `at_least`: shards publish their engine
+/// figures periodically.
+pub fn wait_for_metric(server: &Server, name: &str, at_least: u64) -> u64 {
+    let start = Instant::now();
+    loop {
+        let v = metric(server, name);
+        if v >= at_least || start.elapsed() > Duration::from_secs(10) {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
