@@ -8,12 +8,11 @@
 //! once it is complete and durable).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
-use crate::sync_bench::{holdall, setup, sibling, Setup};
+use crate::sync_bench::{follow, holdall, setup, Setup};
 
 /// A link: bytes per second each way.
 #[derive(Debug, Clone, Copy)]
@@ -48,16 +47,6 @@ pub const SEED_TABLE: [(u64, f64, f64); 4] = [
     (500, 383.0, 293.0),
 ];
 
-/// A continuous `holdall sync`, stopped on drop.
-struct Follower(Child);
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Longest wait for B to hold a file.
 const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -69,24 +58,11 @@ pub fn run(scratch: &Path, link: Link, sizes_mb: &[u64], streaming: bool) -> Res
     } = &setup(scratch)?;
     let (url, token, a, b) = (url.as_str(), token.as_str(), a.as_path(), b.as_path());
     let down = link.down_bps.to_string();
-    let mut args = vec!["sync", "--down-limit", down.as_str()];
+    let mut flags = vec!["--down-limit", down.as_str()];
     if !streaming {
-        args.push("--no-streaming");
+        flags.push("--no-streaming");
     }
-    let follower = Follower(
-        Command::new(sibling("holdall")?)
-            .args(&args)
-            .arg(b)
-            .env("HOLDALL_SERVER", url)
-            .env("HOLDALL_TOKEN", token)
-            .env("HOLDALL_LOG", "warn")
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting client B")?,
-    );
-    // B is ready once its first round has written its state.
-    wait_for(&b.join(".holdall/state.db"), 0, Duration::from_secs(30))?;
-    std::thread::sleep(Duration::from_millis(500));
+    let follower = follow(url, token, &flags, b)?;
     let up = link.up_bps.to_string();
     let mut times = Vec::new();
     for (i, &mb) in sizes_mb.iter().enumerate() {

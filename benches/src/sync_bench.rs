@@ -161,7 +161,7 @@ pub fn run(
     let (url, token, a, b) = (url.as_str(), token.as_str(), a.as_path(), b.as_path());
     let follower = match mode {
         Mode::AfterA => None,
-        Mode::Running => Some(follow(url, token, b)?),
+        Mode::Running => Some(follow(url, token, &[], b)?),
     };
     let written = fill(a)?;
     // A and B are different machines in real life: what the fill wrote is flushed now, not
@@ -184,7 +184,7 @@ pub fn run(
 }
 
 /// `holdall sync B`, running until dropped.
-struct Follower(Child);
+pub struct Follower(Child);
 
 impl Drop for Follower {
     fn drop(&mut self) {
@@ -193,10 +193,11 @@ impl Drop for Follower {
     }
 }
 
-/// Starts `holdall sync b` and waits until its first round has written its state.
-fn follow(url: &str, token: &str, b: &Path) -> Result<Follower> {
+/// Starts `holdall sync [FLAGS] b` and waits until its first round has written its state.
+pub fn follow(url: &str, token: &str, flags: &[&str], b: &Path) -> Result<Follower> {
     let child = Command::new(sibling("holdall")?)
         .arg("sync")
+        .args(flags)
         .arg(b)
         .env("HOLDALL_SERVER", url)
         .env("HOLDALL_TOKEN", token)
