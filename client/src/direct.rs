@@ -32,9 +32,10 @@ const WRITEBACK_WINDOW_BYTES: u64 = 32 << 20;
 pub struct Scratch(Vec<u8>);
 
 impl Scratch {
-    /// `data` copied to an aligned place and zero-padded to the alignment.
+    /// `data` (at most a block) copied to an aligned place and zero-padded to the
+    /// alignment.
     fn aligned(&mut self, data: &[u8]) -> &[u8] {
-        assert!(data.len() <= BLOCK_BYTES_MAX, "a block is at most 4 MiB");
+        debug_assert!(data.len() <= BLOCK_BYTES_MAX);
         self.0.resize(BLOCK_BYTES_MAX + ALIGN_BYTES, 0);
         let skip = self.0.as_ptr().align_offset(ALIGN_BYTES);
         let padded = data.len().next_multiple_of(ALIGN_BYTES);
@@ -48,7 +49,12 @@ impl Scratch {
 /// Writes `data` at `offset` (a multiple of 4 MiB) of the file at `path`, creating it.
 /// Bytes past `data` up to the alignment are zeros until the file is cut to its length.
 pub fn write_block(path: &Path, data: &[u8], offset: u64, scratch: &mut Scratch) -> io::Result<()> {
-    debug_assert_eq!(offset % ALIGN_BYTES as u64, 0);
+    if data.len() > BLOCK_BYTES_MAX || !offset.is_multiple_of(ALIGN_BYTES as u64) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a block at a block's offset",
+        ));
+    }
     let direct = OpenOptions::new()
         .write(true)
         .create(true)
@@ -119,5 +125,16 @@ mod tests {
         let back = std::fs::read(&path).unwrap();
         assert_eq!(&back[..BLOCK_BYTES_MAX], &a[..]);
         assert_eq!(&back[BLOCK_BYTES_MAX..], &b[..]);
+    }
+
+    #[test]
+    fn more_than_a_block_or_a_misaligned_offset_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut scratch = Scratch::default();
+        let big = vec![1u8; BLOCK_BYTES_MAX + 1];
+        assert!(write_block(&path, &big, 0, &mut scratch).is_err());
+        assert!(write_block(&path, b"x", 100, &mut scratch).is_err());
+        assert!(!path.exists(), "nothing was created");
     }
 }
