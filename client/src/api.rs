@@ -164,6 +164,16 @@ impl Api {
         self
     }
 
+    /// Whether uploads run under an `--up-limit`.
+    pub fn up_limited(&self) -> bool {
+        self.up.limited()
+    }
+
+    /// Whether downloads run under a `--down-limit`.
+    pub fn down_limited(&self) -> bool {
+        self.down.limited()
+    }
+
     /// Where the bytes it moves are shown.
     pub fn progress(&self) -> &Progress {
         &self.progress

@@ -30,6 +30,11 @@ impl Throttle {
         }
     }
 
+    /// Whether there is a budget at all.
+    pub fn limited(&self) -> bool {
+        self.bytes_per_s != 0
+    }
+
     /// How long `bytes` take at the budget's rate.
     fn cost(&self, bytes: u64) -> Duration {
         Duration::from_secs_f64(bytes as f64 / self.bytes_per_s as f64)

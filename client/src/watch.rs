@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -27,6 +27,8 @@ enum Wake {
 
 /// Disk changes arriving this close together are taken in one round.
 const DEBOUNCE: Duration = Duration::from_millis(150);
+/// Longest a longpoll that reported news waits for a round to end before asking again.
+const ROUND_WAIT_MAX: Duration = Duration::from_secs(5);
 /// Longest wait after failures.
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// How long one longpoll waits on the server.
@@ -75,16 +77,20 @@ pub fn run(mut syncer: Syncer) -> Result<()> {
         std::thread::spawn(move || prefetcher.run());
     }
 
-    // Row cursors and prefetch cursors, as the last round left them.
-    type Seen = (Cursors, Cursors);
-    let cursors: Arc<Mutex<Seen>> =
-        Arc::new(Mutex::new((syncer.cursors(), syncer.prefetch_cursors())));
+    // Row cursors and prefetch cursors as the last round left them, and how many rounds
+    // have ended (the longpoll waits for the next one after it reported news).
+    type Seen = (Cursors, Cursors, u64);
+    let cursors: Arc<(Mutex<Seen>, Condvar)> = Arc::new((
+        Mutex::new((syncer.cursors(), syncer.prefetch_cursors(), 0)),
+        Condvar::new(),
+    ));
     {
         let (api, cursors, tx) = (syncer.api().clone(), cursors.clone(), tx.clone());
         std::thread::spawn(move || {
             let mut backoff = Duration::from_secs(1);
             loop {
-                let (rows, prefetch) = cursors.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let (rows, prefetch, rounds) =
+                    cursors.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let request = LongpollRequest {
                     cursors: rows,
                     timeout_s: Some(LONGPOLL_S),
@@ -97,8 +103,14 @@ pub fn run(mut syncer: Syncer) -> Result<()> {
                             return;
                         }
                         if answer.changes {
-                            // Let the round move the cursors before asking again.
-                            std::thread::sleep(Duration::from_millis(500));
+                            // Asking again before a round has moved the cursors would
+                            // only hear the same news. Wait for the round's end, not a
+                            // fixed time: a fixed 500 ms could hide the next news (an
+                            // upload's commit, say) for up to that long.
+                            let seen = cursors.0.lock().unwrap_or_else(|e| e.into_inner());
+                            let _ = cursors
+                                .1
+                                .wait_timeout_while(seen, ROUND_WAIT_MAX, |s| s.2 == rounds);
                         }
                     }
                     Err(e) => {
@@ -119,8 +131,11 @@ pub fn run(mut syncer: Syncer) -> Result<()> {
             Ok(report) => {
                 log_round(&report, started.elapsed());
                 syncer.record(Some(&report), None)?;
-                *cursors.lock().unwrap_or_else(|e| e.into_inner()) =
-                    (syncer.cursors(), syncer.prefetch_cursors());
+                {
+                    let mut seen = cursors.0.lock().unwrap_or_else(|e| e.into_inner());
+                    *seen = (syncer.cursors(), syncer.prefetch_cursors(), seen.2 + 1);
+                }
+                cursors.1.notify_all();
                 backoff = Duration::from_secs(1);
                 if !report.idle() {
                     continue;
