@@ -30,8 +30,6 @@ use crate::upload::{upload, Change, Outcome};
 const GROUP_FILES_MAX: usize = 2000;
 /// Bytes rebuilt per group.
 const GROUP_BYTES_MAX: u64 = 512 << 20;
-/// store_batch requests in flight under an `--up-limit`.
-const LIMITED_UPLOADS_IN_FLIGHT: usize = 2;
 /// Rounds `--once` runs at most before it gives up on agreeing.
 const ONCE_ROUNDS_MAX: usize = 30;
 /// Transient failures `--once` retries (after 1, 2, 4, 8 and 16 s) before it gives up.
@@ -874,19 +872,11 @@ impl Syncer {
             (del(a), a.lpath.as_str()).cmp(&(del(b), b.lpath.as_str()))
         });
         let mut done = Vec::new();
-        // Under an --up-limit the budget is the bottleneck: two requests keep it busy, and
-        // more only wait on it and may leave in another order than the file's, which is
-        // the order a device streaming the upload fetches in (four made the streaming
-        // experiment's 100 MB cell 1.51× instead of 1.73×).
-        let in_flight = match self.api.up_limited() {
-            true => self.opts.workers.min(LIMITED_UPLOADS_IN_FLIGHT),
-            false => self.opts.workers,
-        };
         let result = upload(
             &self.api,
             &self.root,
             self.limits.batch_bytes_max,
-            in_flight,
+            self.opts.workers,
             changes,
             &mut done,
         );

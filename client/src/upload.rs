@@ -57,6 +57,12 @@ pub struct UploadStats {
     pub bytes: u64,
 }
 
+/// store_batch requests in flight under an `--up-limit`: the budget is the bottleneck and
+/// two keep it busy; more only wait on it and may leave in another order than the file's,
+/// which is the order a device streaming the upload fetches in (four made the streaming
+/// experiment's 100 MB cell 1.51× instead of 1.73×).
+const LIMITED_IN_FLIGHT: usize = 2;
+
 /// Where a block to upload is read: file, offset, length, and the stat the file must have.
 type Source<'a> = (PathBuf, u64, usize, Option<&'a Stat>);
 
@@ -109,6 +115,10 @@ pub fn upload(
     if !current.is_empty() {
         batches.push(current);
     }
+    let workers = match api.up_limited() {
+        true => workers.min(LIMITED_IN_FLIGHT),
+        false => workers,
+    };
     let next = AtomicUsize::new(0);
     let changed: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
     let failure: Mutex<Option<ApiError>> = Mutex::new(None);

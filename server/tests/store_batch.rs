@@ -137,7 +137,8 @@ fn large_blocks_just_stored_are_served_from_memory_and_after_a_restart_from_disk
         fetch_block(&server, &token, ns, "large", &large),
         Some(large)
     );
-    std::thread::sleep(std::time::Duration::from_millis(1200));
+    // Once the shards have published their figures (the log's blocks show), no hit.
+    assert_eq!(wait_for_metric(&server, "holdall_blocks", 2), 2);
     assert_eq!(metric(&server, "holdall_recent_block_hits_total"), 0);
 }
 
@@ -154,7 +155,7 @@ fn no_recent_blocks_are_kept_when_turned_off() {
         fetch_block(&server, &token, ns, "large", &large),
         Some(large)
     );
-    std::thread::sleep(std::time::Duration::from_millis(1200));
+    assert_eq!(wait_for_metric(&server, "holdall_blocks", 1), 1);
     assert_eq!(metric(&server, "holdall_recent_block_hits_total"), 0);
     assert_eq!(metric(&server, "holdall_recent_blocks"), 0);
 }
