@@ -215,7 +215,7 @@ impl Api {
         Ok(answer)
     }
 
-    /// [`Api::call`], with the answer's bytes in `answer` (cleared first). A buffer reused
+    /// [`Api::call`], with the answer's bytes in `answer` (its old contents replaced). A buffer reused
     /// across calls keeps its memory: a fresh one per 8 MiB answer cost a page fault per
     /// 4 KiB, and growing it by doubling a copy of everything read so far.
     #[allow(clippy::too_many_arguments)]
@@ -255,16 +255,25 @@ impl Api {
         };
         let mut response = response.map_err(|e| self.unreachable(e))?;
         let status = response.status().as_u16();
-        answer.clear();
+        // The previous answer's bytes are read over rather than cleared and zeroed again
+        // (`read_to_end` zeroes the spare room on every call: a pass over every byte
+        // downloaded); only growth beyond the largest answer so far is zeroed.
         let announced = response.body().content_length().unwrap_or(0).min(limit);
-        answer.reserve(announced as usize);
-        response
-            .body_mut()
-            .with_config()
-            .limit(limit)
-            .reader()
-            .read_to_end(answer)
-            .map_err(|e| self.unreachable(ureq::Error::from(e)))?;
+        let mut reader = response.body_mut().with_config().limit(limit).reader();
+        let mut filled = 0;
+        loop {
+            if filled == answer.len() {
+                let more = (announced as usize).saturating_sub(filled).max(64 << 10);
+                answer.resize(filled + more, 0);
+            }
+            match reader.read(&mut answer[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.unreachable(ureq::Error::from(e))),
+            }
+        }
+        answer.truncate(filled);
         let bytes = &answer[..];
         self.down.spend(bytes.len() as u64);
         self.progress.moved(bytes.len() as u64);

@@ -126,7 +126,9 @@ pub fn upload(
     std::thread::scope(|s| {
         for _ in 0..workers.clamp(1, batches.len().max(1)) {
             s.spawn(|| {
-                // Each worker's request body, reused: blocks are read straight into it.
+                // Each worker's request body, reused: blocks are read straight into it. It
+                // only grows (zeroing 4 MiB per block before reading over it cost a pass over
+                // every byte uploaded); `used` bytes of it are this batch's.
                 let mut body: Vec<u8> = Vec::new();
                 loop {
                     if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
@@ -134,19 +136,20 @@ pub fn upload(
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(batch) = batches.get(i) else { break };
-                    body.clear();
-                    let (mut blocks, mut bytes) = (0u64, 0u64);
+                    let (mut blocks, mut bytes, mut used) = (0u64, 0u64, 0usize);
                     for h in batch {
                         let (path, offset, len, stat) = &sources[h];
-                        let start = body.len();
-                        body.extend_from_slice(&store_frame_header(h, *len as u32));
-                        body.resize(start + STORE_HEADER_BYTES + len, 0);
-                        let data = &mut body[start + STORE_HEADER_BYTES..];
-                        if read_unchanged(path, *offset, data, *stat) {
+                        let data_at = used + STORE_HEADER_BYTES;
+                        let end = data_at + len;
+                        if body.len() < end {
+                            body.resize(end, 0);
+                        }
+                        body[used..data_at].copy_from_slice(&store_frame_header(h, *len as u32));
+                        if read_unchanged(path, *offset, &mut body[data_at..end], *stat) {
                             blocks += 1;
                             bytes += *len as u64;
+                            used = end;
                         } else {
-                            body.truncate(start);
                             changed
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())
@@ -156,7 +159,7 @@ pub fn upload(
                     if blocks == 0 {
                         continue;
                     }
-                    match api.store_batch(&body) {
+                    match api.store_batch(&body[..used]) {
                         Ok(_) => {
                             let mut st = sent.lock().unwrap_or_else(|e| e.into_inner());
                             st.blocks += blocks;

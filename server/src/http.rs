@@ -3,6 +3,7 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -95,11 +96,36 @@ impl hyper::rt::Read for Io {
         cx: &mut Context<'_>,
         mut buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        // glommio reads into initialized memory and hyper offers uninitialized memory, so
-        // reads land in the connection's own buffer (zeroed once) and are copied over:
-        // zeroing hyper's whole spare capacity on every read cost more than the copy.
-        let want = buf.remaining().min(READ_BUFFER_BYTES);
+        // Data already waiting is received straight into hyper's buffer: recv(2) writes into
+        // uninitialized memory, which is what hyper offers. glommio's reads want initialized
+        // memory, so only when the socket is empty does the read go through glommio (which
+        // waits for readiness) into the connection's scratch buffer, zeroed once, and is
+        // copied over: the copy was 6 % of the server's time storing 4 MiB blocks.
         let this = &mut *self;
+        let fd = this.stream.as_raw_fd();
+        // SAFETY: recv writes at most `spare.len()` bytes into `spare`; exactly the `n` it
+        // reports written are marked filled.
+        let received = unsafe {
+            let spare = buf.as_mut();
+            libc::recv(
+                fd,
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if let Ok(n) = usize::try_from(received) {
+            unsafe { buf.advance(n) };
+            return Poll::Ready(Ok(()));
+        }
+        let e = io::Error::last_os_error();
+        if !matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        ) {
+            return Poll::Ready(Err(e));
+        }
+        let want = buf.remaining().min(READ_BUFFER_BYTES);
         let scratch = this
             .read_buffer
             .get_or_insert_with(|| vec![0; READ_BUFFER_BYTES].into_boxed_slice());
