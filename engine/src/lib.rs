@@ -19,6 +19,7 @@ pub mod segment_hint;
 pub mod sfj;
 
 pub mod store_key;
+pub mod watchdog;
 
 /// Alignment of every write and every record: the O_DIRECT page size.
 pub const ALIGN_BYTES: u64 = 4096;

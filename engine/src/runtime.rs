@@ -31,20 +31,28 @@ pub fn builder(name: &str, cpu: Option<usize>) -> LocalExecutorBuilder {
 /// How often a parked executor wakes to reap I/O completions on its own.
 pub const REACTOR_TICK: Duration = Duration::from_millis(20);
 
-/// Wakes this executor every [`REACTOR_TICK`], for as long as it runs.
+/// Wakes this executor every [`REACTOR_TICK`], for as long as it runs, and puts it under
+/// the [`crate::watchdog`] while the returned heartbeat lives: the executor's main future
+/// holds it.
 ///
 /// With several executors in one process, an executor sometimes stayed parked in
 /// `io_uring_enter` although the operation it waited for had finished: the completion's
 /// wake-up was lost in glommio 0.9's linked-ring sleep (seen as one hang in about five runs of
-/// the block log tests, which reopen stores thousands of times). A timer bounds such a stall
-/// to one tick: the woken reactor reaps every ring. Every executor of this project starts one.
-pub fn start_reactor_tick() {
-    glommio::spawn_local(async {
+/// the block log tests, which reopen stores thousands of times). A timer bounds most such
+/// stalls to one tick: the woken reactor reaps every ring. When the timer's own completion
+/// is lost too, the tick stops beating and the watchdog interrupts the thread. Every
+/// executor of this project starts one.
+pub fn start_reactor_tick() -> crate::watchdog::Heartbeat {
+    let heartbeat = crate::watchdog::Heartbeat::register();
+    let beat = heartbeat.beat();
+    glommio::spawn_local(async move {
         loop {
+            beat.now();
             glommio::timer::sleep(REACTOR_TICK).await;
         }
     })
     .detach();
+    heartbeat
 }
 
 /// Runs `fut` to completion on a fresh unpinned executor on this thread.
@@ -57,7 +65,7 @@ where
         .make()
         .expect("glommio executor (needs io_uring and 512 KiB of locked memory)")
         .run(async move {
-            start_reactor_tick();
+            let _watched = start_reactor_tick();
             fut.await
         })
 }

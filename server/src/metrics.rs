@@ -463,6 +463,13 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
             }
         }
     }
+    let name = "holdall_reactor_nudges_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Shard threads the watchdog interrupted after a lost io_uring wake-up.\n\
+         # TYPE {name} counter\n{name} {}",
+        holdall_engine::watchdog::nudges_total()
+    );
     out
 }
 

@@ -11,7 +11,7 @@ use glommio::net::TcpListener;
 use holdall_engine::journal_record::JournalRecord;
 use holdall_engine::runtime;
 use signal_hook::consts::{SIGINT, SIGTERM};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::metrics::ShardMetrics;
@@ -21,6 +21,17 @@ use crate::shard::Shard;
 const GRACE: Duration = Duration::from_secs(10);
 
 type Ready = Result<(Vec<JournalRecord>, SocketAddr), String>;
+
+/// What a starting shard is doing, for the warning when it takes long.
+pub type StartStep = Arc<std::sync::Mutex<&'static str>>;
+
+/// How often the main thread says which step a shard that is not ready yet is at.
+const START_REPORT: Duration = Duration::from_secs(10);
+
+/// Sets a starting shard's current step.
+pub fn step(at: &StartStep, what: &'static str) {
+    *at.lock().unwrap_or_else(|e| e.into_inner()) = what;
+}
 
 /// Runs the server until SIGTERM or SIGINT; exits cleanly after in-progress requests end.
 pub fn run(cfg: Config) -> Result<()> {
@@ -36,13 +47,27 @@ pub fn run(cfg: Config) -> Result<()> {
     let mut init: Option<(Vec<JournalRecord>, SocketAddr)> = None;
     for id in 0..cfg.shards {
         let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
-        let (cfg2, stop2, metrics2, init2) =
-            (cfg.clone(), stop.clone(), all_metrics.clone(), init.clone());
+        let at: StartStep = Arc::new(std::sync::Mutex::new("starting its executor"));
+        let (cfg2, stop2, metrics2, init2, at2) = (
+            cfg.clone(),
+            stop.clone(),
+            all_metrics.clone(),
+            init.clone(),
+            at.clone(),
+        );
         let mesh2 = wiring.next().expect("one mesh end per shard");
         let handle = runtime::builder(&format!("shard-{id}"), Some(id % cores))
             .spawn(move || async move {
-                let result =
-                    shard_main(id, cfg2, init2, mesh2, metrics2, stop2.clone(), &ready_tx).await;
+                let result = shard_main(
+                    id,
+                    cfg2,
+                    init2,
+                    mesh2,
+                    metrics2,
+                    stop2.clone(),
+                    (&ready_tx, &at2),
+                )
+                .await;
                 if let Err(e) = &result {
                     // Before ready this fails the start; after it, it stops the server.
                     let _ = ready_tx.send(Err(format!("{e:#}")));
@@ -53,9 +78,21 @@ pub fn run(cfg: Config) -> Result<()> {
             .map_err(std::io::Error::from)
             .with_context(|| format!("starting shard {id}"))?;
         handles.push(handle);
-        let ready = ready_rx
-            .recv()
-            .map_err(|_| anyhow!("shard {id} ended before it was ready"))?;
+        let started = std::time::Instant::now();
+        let ready = loop {
+            match ready_rx.recv_timeout(START_REPORT) {
+                Ok(ready) => break ready,
+                Err(mpsc::RecvTimeoutError::Timeout) => warn!(
+                    shard = id,
+                    waited_s = started.elapsed().as_secs(),
+                    step = *at.lock().unwrap_or_else(|e| e.into_inner()),
+                    "shard not ready yet"
+                ),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    bail!("shard {id} ended before it was ready")
+                }
+            }
+        };
         match ready {
             Ok(x) => init = Some(x),
             Err(e) => {
@@ -109,17 +146,21 @@ async fn shard_main(
     ),
     all_metrics: Arc<Vec<Arc<ShardMetrics>>>,
     stop: Arc<AtomicBool>,
-    ready: &mpsc::Sender<Ready>,
+    (ready, at): (&mpsc::Sender<Ready>, &StartStep),
 ) -> Result<()> {
-    runtime::start_reactor_tick();
+    let _watched = runtime::start_reactor_tick();
     let (records, listener, directory) = match init {
         // Shard 0 owns the directory and binds first, so a port of 0 resolves once and the
         // other shards join the same port.
         None => {
+            step(at, "creating the data folder and the store key");
             std::fs::create_dir_all(&cfg.data)?;
             holdall_engine::store_key::StoreKey::load_or_create(&cfg.data.join("store.key"))?;
+            step(at, "opening the directory journal");
             let directory = crate::directory::open(&cfg.data).await?;
+            step(at, "creating the admin user");
             crate::directory::ensure_admin(&directory, &cfg.data).await?;
+            step(at, "listening");
             let records: Vec<JournalRecord> = directory.state().snapshot_records().collect();
             let listener = TcpListener::bind(cfg.listen)
                 .map_err(std::io::Error::from)
@@ -127,6 +168,7 @@ async fn shard_main(
             (records, listener, Some(directory))
         }
         Some((records, addr)) => {
+            step(at, "listening");
             let listener = TcpListener::bind(addr)
                 .map_err(std::io::Error::from)
                 .with_context(|| format!("listening on {addr}"))?;
@@ -141,6 +183,7 @@ async fn shard_main(
         directory,
         all_metrics,
         stop.clone(),
+        at,
     )
     .await?;
     let _ = ready.send(Ok((records, addr)));

@@ -113,13 +113,17 @@ impl Shard {
         directory_journal: Option<Journal>,
         all_metrics: Arc<Vec<Arc<ShardMetrics>>>,
         stop: Arc<AtomicBool>,
+        at: &crate::serve::StartStep,
     ) -> Result<Rc<Shard>> {
+        use crate::serve::step;
         let (shards, data) = (cfg.shards, cfg.data.as_path());
         let key = Rc::new(StoreKey::load_or_create(&data.join("store.key"))?);
         let root = data.join(format!("shard-{id}"));
+        step(at, "opening its block log");
         let blocks = BlockLog::open(BlockLogConfig::new(root.join("blocks"), Some(key)))
             .await
             .with_context(|| format!("opening shard {id}'s block log"))?;
+        step(at, "opening its journal");
         let journal = Journal::open(JournalConfig::new(root.join("journal")))
             .await
             .with_context(|| format!("opening shard {id}'s journal"))?;
@@ -138,6 +142,7 @@ impl Shard {
             })
             .collect();
         if !missing.is_empty() {
+            step(at, "recording its namespaces");
             journal
                 .append(missing)
                 .await

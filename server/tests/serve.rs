@@ -63,6 +63,9 @@ fn serves_health_account_errors_and_metrics_across_shards() {
     );
     assert!(text.contains("holdall_requests_total{route=\"account\",status=\"401\"} 2"));
     assert!(text.contains("holdall_blocks{shard=\"1\"} 0"));
+    assert!(
+        text.contains("# TYPE holdall_reactor_nudges_total counter\nholdall_reactor_nudges_total ")
+    );
 
     let stderr = server.stderr();
     let status = server.terminate();

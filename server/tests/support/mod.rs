@@ -41,10 +41,9 @@ impl Server {
             .stderr(stderr)
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let line = listening_line(&mut child, || {
+            std::fs::read_to_string(&stderr_path).unwrap_or_default()
+        });
         let addr = line
             .split("http://")
             .nth(1)
@@ -332,4 +331,40 @@ pub fn wait_for_metric(server: &Server, name: &str, at_least: u64) -> u64 {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Longest wait for holdalld to say where it listens.
+const START_MAX: Duration = Duration::from_secs(60);
+
+/// The first line holdalld prints (where it listens). After [`START_MAX`] without it, the
+/// process is killed and the test fails showing what each of its threads was doing and
+/// `stderr()`, so a start-up stall is diagnosable instead of a test that never ends.
+fn listening_line(child: &mut Child, stderr: impl Fn() -> String) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    if let Ok(line) = rx.recv_timeout(START_MAX) {
+        return line;
+    }
+    let mut threads = String::new();
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", child.id()));
+    for task in tasks.into_iter().flatten().flatten() {
+        let read = |f: &str| std::fs::read_to_string(task.path().join(f)).unwrap_or_default();
+        let syscall = read("syscall");
+        threads.push_str(&format!(
+            "  {} {} syscall {}\n",
+            task.file_name().to_string_lossy(),
+            read("comm").trim(),
+            syscall.split_whitespace().next().unwrap_or("?")
+        ));
+    }
+    let _ = child.kill();
+    panic!(
+        "holdalld did not listen within {START_MAX:?}; its threads:\n{threads}stderr:\n{}",
+        stderr()
+    );
 }
