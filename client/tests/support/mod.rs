@@ -7,9 +7,8 @@
 pub mod tls_proxy;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 
 /// The `holdall` binary under test.
 pub fn holdall_bin() -> PathBuf {
@@ -46,28 +45,8 @@ impl Server {
 
     /// Starts holdalld on `data` with two shards and extra flags.
     pub fn start_with(data: &Path, flags: &[&str]) -> Server {
-        let mut child = Command::new(holdalld_bin())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--shards",
-                "2",
-                "--data",
-            ])
-            .arg(data)
-            .args(flags)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let line = listening_line(&mut child, String::new);
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_string();
+        let holdall_testkit::Spawned { child, addr, .. } =
+            holdall_testkit::spawn_holdalld(&holdalld_bin(), data, 2, flags);
         Server {
             child,
             url: format!("http://{addr}"),
@@ -300,40 +279,4 @@ pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
             x as u8
         })
         .collect()
-}
-
-/// Longest wait for holdalld to say where it listens.
-const START_MAX: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// The first line holdalld prints (where it listens). After [`START_MAX`] without it, the
-/// process is killed and the test fails showing what each of its threads was doing and
-/// `stderr()`, so a start-up stall is diagnosable instead of a test that never ends.
-fn listening_line(child: &mut Child, stderr: impl Fn() -> String) -> String {
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    if let Ok(line) = rx.recv_timeout(START_MAX) {
-        return line;
-    }
-    let mut threads = String::new();
-    let tasks = std::fs::read_dir(format!("/proc/{}/task", child.id()));
-    for task in tasks.into_iter().flatten().flatten() {
-        let read = |f: &str| std::fs::read_to_string(task.path().join(f)).unwrap_or_default();
-        let syscall = read("syscall");
-        threads.push_str(&format!(
-            "  {} {} syscall {}\n",
-            task.file_name().to_string_lossy(),
-            read("comm").trim(),
-            syscall.split_whitespace().next().unwrap_or("?")
-        ));
-    }
-    let _ = child.kill();
-    panic!(
-        "holdalld did not listen within {START_MAX:?}; its threads:\n{threads}stderr:\n{}",
-        stderr()
-    );
 }

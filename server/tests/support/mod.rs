@@ -4,10 +4,10 @@
 // Every test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// A running holdalld.
@@ -29,32 +29,16 @@ impl Server {
 
     /// As [`Server::start`], with more flags.
     pub fn start_with(data: &Path, shards: usize, flags: &[&str]) -> Server {
-        let stderr_path = data.with_extension("stderr");
-        let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_holdalld"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--shards"])
-            .arg(shards.to_string())
-            .arg("--data")
-            .arg(data)
-            .args(flags)
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let line = listening_line(&mut child, || {
-            std::fs::read_to_string(&stderr_path).unwrap_or_default()
-        });
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| {
-                panic!(
-                    "no address in {line:?}: {}",
-                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
-                )
-            })
-            .to_string();
+        let holdall_testkit::Spawned {
+            child,
+            addr,
+            stderr_path,
+        } = holdall_testkit::spawn_holdalld(
+            Path::new(env!("CARGO_BIN_EXE_holdalld")),
+            data,
+            shards,
+            flags,
+        );
         Server {
             child,
             addr,
@@ -331,40 +315,4 @@ pub fn wait_for_metric(server: &Server, name: &str, at_least: u64) -> u64 {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Longest wait for holdalld to say where it listens.
-const START_MAX: Duration = Duration::from_secs(60);
-
-/// The first line holdalld prints (where it listens). After [`START_MAX`] without it, the
-/// process is killed and the test fails showing what each of its threads was doing and
-/// `stderr()`, so a start-up stall is diagnosable instead of a test that never ends.
-fn listening_line(child: &mut Child, stderr: impl Fn() -> String) -> String {
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    if let Ok(line) = rx.recv_timeout(START_MAX) {
-        return line;
-    }
-    let mut threads = String::new();
-    let tasks = std::fs::read_dir(format!("/proc/{}/task", child.id()));
-    for task in tasks.into_iter().flatten().flatten() {
-        let read = |f: &str| std::fs::read_to_string(task.path().join(f)).unwrap_or_default();
-        let syscall = read("syscall");
-        threads.push_str(&format!(
-            "  {} {} syscall {}\n",
-            task.file_name().to_string_lossy(),
-            read("comm").trim(),
-            syscall.split_whitespace().next().unwrap_or("?")
-        ));
-    }
-    let _ = child.kill();
-    panic!(
-        "holdalld did not listen within {START_MAX:?}; its threads:\n{threads}stderr:\n{}",
-        stderr()
-    );
 }
