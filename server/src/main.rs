@@ -5,6 +5,7 @@ mod access;
 mod admin;
 mod blocks;
 mod body;
+mod body_pool;
 mod commit;
 mod config;
 mod demo;
