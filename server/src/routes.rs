@@ -280,10 +280,9 @@ pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Ap
     // A one-chunk body is kept as it is; a longer one is copied as its chunks arrive into
     // one buffer of the announced length, so each chunk is dropped at once and hyper reuses
     // its read buffer (holding every chunk to the end made it allocate fresh memory for
-    // each read: page faults on every byte of an 8 MiB batch). That buffer comes from, and
-    // goes back to, the body pool.
+    // each read: page faults on every byte of an 8 MiB batch).
     let mut first: Option<Bytes> = None;
-    let mut all: Option<Vec<u8>> = None;
+    let mut all: Vec<u8> = Vec::new();
     let mut total = 0;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -322,19 +321,16 @@ pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Ap
                 first = Some(data);
                 continue;
             }
-            let all = all.get_or_insert_with(|| {
-                crate::body_pool::take((expected as usize).clamp(total, limit))
-            });
             if let Some(f) = first.take() {
+                all.reserve_exact((expected as usize).clamp(total, limit));
                 all.extend_from_slice(&f);
             }
             all.extend_from_slice(&data);
         }
     }
-    Ok(match (first, all) {
-        (Some(only), _) => only,
-        (None, Some(all)) => crate::body_pool::freeze(all),
-        (None, None) => Bytes::new(),
+    Ok(match first {
+        Some(only) => only,
+        None => Bytes::from(all),
     })
 }
 
