@@ -215,9 +215,9 @@ impl Api {
         Ok(answer)
     }
 
-    /// [`Api::call`], with the answer's bytes in `answer` (its old contents replaced). A buffer reused
-    /// across calls keeps its memory: a fresh one per 8 MiB answer cost a page fault per
-    /// 4 KiB, and growing it by doubling a copy of everything read so far.
+    /// [`Api::call`], with the answer's bytes in `answer` (its old contents replaced). A
+    /// buffer reused across calls keeps its memory: a fresh one per 8 MiB answer cost a page
+    /// fault per 4 KiB, and growing it by doubling a copy of everything read so far.
     #[allow(clippy::too_many_arguments)]
     fn call_into(
         &self,

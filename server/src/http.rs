@@ -115,6 +115,7 @@ impl hyper::rt::Read for Io {
             )
         };
         if let Ok(n) = usize::try_from(received) {
+            // SAFETY: recv wrote these n bytes.
             unsafe { buf.advance(n) };
             return Poll::Ready(Ok(()));
         }
