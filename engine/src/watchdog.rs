@@ -79,8 +79,7 @@ impl Heartbeat {
                 tracing::warn!(error = %e, "could not start the reactor watchdog");
             }
         });
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::gettid() };
+        let tid = current_tid();
         let beat_ms = Arc::new(AtomicU64::new(now_ms()));
         let name = std::thread::current()
             .name()
@@ -139,8 +138,6 @@ fn install_handler() {
 }
 
 fn watch() {
-    // SAFETY: getpid has no preconditions.
-    let pid = unsafe { libc::getpid() };
     loop {
         std::thread::sleep(CHECK_INTERVAL);
         let now = now_ms();
@@ -156,12 +153,9 @@ fn watch() {
                 ThreadState::Other => return true,
                 ThreadState::Gone => return false,
             }
-            // SAFETY: tgkill only sends a signal; a thread that has ended gives ESRCH.
-            let sent = unsafe { libc::syscall(libc::SYS_tgkill, pid, w.tid, NUDGE_SIGNAL) };
-            if sent != 0 {
+            if !nudge(w.tid) {
                 return false;
             }
-            NUDGES.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 thread = %w.name,
                 stalled_ms = age_ms,
@@ -172,6 +166,24 @@ fn watch() {
             true
         });
     }
+}
+
+/// The calling thread's id, for [`nudge`].
+pub fn current_tid() -> libc::pid_t {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// Interrupts thread `tid` of this process once, as the watchdog does a stuck executor
+/// (whatever its heartbeat says). Whether the signal was sent.
+pub fn nudge(tid: libc::pid_t) -> bool {
+    // SAFETY: getpid has no preconditions; tgkill only sends a signal (ESRCH if the thread
+    // has ended).
+    let sent = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, NUDGE_SIGNAL) };
+    if sent == 0 {
+        NUDGES.fetch_add(1, Ordering::Relaxed);
+    }
+    sent == 0
 }
 
 /// What thread `tid` of this process is doing, as far as the watchdog cares.
@@ -254,9 +266,36 @@ mod tests {
     }
 
     #[test]
+    fn nudge_interrupts_the_thread_it_names() {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _watched = Heartbeat::register();
+            tx.send(current_tid()).unwrap();
+            // SAFETY: no descriptors are passed.
+            let slept = unsafe { libc::poll(std::ptr::null_mut(), 0, 20_000) };
+            let errno = std::io::Error::last_os_error().raw_os_error();
+            tx.send(if slept == -1 { errno.unwrap_or(0) } else { 0 })
+                .unwrap();
+        });
+        let tid = rx.recv().unwrap();
+        // Until the thread is in poll, a nudge would be lost: retry.
+        let start = Instant::now();
+        let errno = loop {
+            assert!(nudge(tid));
+            if let Ok(errno) = rx.recv_timeout(Duration::from_millis(50)) {
+                break errno;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "never interrupted"
+            );
+        };
+        assert_eq!(errno, libc::EINTR);
+    }
+
+    #[test]
     fn an_executor_that_ends_leaves_the_watch() {
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::gettid() };
+        let tid = current_tid();
         crate::runtime::run(async move {
             assert!(lock().iter().any(|w| w.tid == tid));
         });
