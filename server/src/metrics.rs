@@ -466,7 +466,7 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
     let name = "holdall_reactor_nudges_total";
     let _ = writeln!(
         out,
-        "# HELP {name} Shard threads the watchdog interrupted after a lost io_uring wake-up.\n\
+        "# HELP {name} Shard threads interrupted as stuck (lost io_uring wake-up, slow start-up).\n\
          # TYPE {name} counter\n{name} {}",
         holdall_engine::watchdog::nudges_total()
     );
