@@ -120,6 +120,19 @@ fn load_ca(path: &Path) -> anyhow::Result<RootCerts> {
     Ok(RootCerts::new_with_certs(&certs))
 }
 
+/// One HTTP exchange with the server: what is sent, and the bounds on the answer.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    method: &'a str,
+    path: &'a str,
+    content_type: &'a str,
+    body: &'a [u8],
+    /// Most answer bytes accepted.
+    limit: u64,
+    /// For the whole exchange.
+    timeout: Duration,
+}
+
 impl Api {
     /// A client for `endpoint`, sending at most `up` and receiving at most `down` bytes per
     /// second (0: unlimited).
@@ -192,43 +205,25 @@ impl Api {
         }
     }
 
-    /// Sends `body` to `path` and returns the answer's bytes, at most `limit` of them.
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        content_type: &str,
-        body: &[u8],
-        limit: u64,
-        timeout: Duration,
-    ) -> Result<Vec<u8>, ApiError> {
+    /// Sends `call` and returns the answer's bytes.
+    fn call(&self, call: &Call) -> Result<Vec<u8>, ApiError> {
         let mut answer = Vec::new();
-        self.call_into(
-            method,
-            path,
-            content_type,
-            body,
-            limit,
-            timeout,
-            &mut answer,
-        )?;
+        self.call_into(call, &mut answer)?;
         Ok(answer)
     }
 
     /// [`Api::call`], with the answer's bytes in `answer` (its old contents replaced). A
     /// buffer reused across calls keeps its memory: a fresh one per 8 MiB answer cost a page
     /// fault per 4 KiB, and growing it by doubling a copy of everything read so far.
-    #[allow(clippy::too_many_arguments)]
-    fn call_into(
-        &self,
-        method: &str,
-        path: &str,
-        content_type: &str,
-        body: &[u8],
-        limit: u64,
-        timeout: Duration,
-        answer: &mut Vec<u8>,
-    ) -> Result<(), ApiError> {
+    fn call_into(&self, call: &Call, answer: &mut Vec<u8>) -> Result<(), ApiError> {
+        let Call {
+            method,
+            path,
+            content_type,
+            body,
+            limit,
+            timeout,
+        } = *call;
         use std::io::Read;
         self.up.spend(body.len() as u64);
         self.progress.moved(body.len() as u64);
@@ -315,20 +310,27 @@ impl Api {
             call,
             detail: e.to_string(),
         })?;
-        let bytes = self.call(
-            "POST",
+        let bytes = self.call(&Call {
+            method: "POST",
             path,
-            "application/json",
-            &body,
-            JSON_BYTES_MAX,
+            content_type: "application/json",
+            body: &body,
+            limit: JSON_BYTES_MAX,
             timeout,
-        )?;
+        })?;
         Self::parse(call, &bytes)
     }
 
     /// `GET /v1/account`.
     pub fn account(&self) -> Result<AccountResponse, ApiError> {
-        let bytes = self.call("GET", "/v1/account", "", b"", JSON_BYTES_MAX, CALL_TIMEOUT)?;
+        let bytes = self.call(&Call {
+            method: "GET",
+            path: "/v1/account",
+            content_type: "",
+            body: b"",
+            limit: JSON_BYTES_MAX,
+            timeout: CALL_TIMEOUT,
+        })?;
         Self::parse("account", &bytes)
     }
 
@@ -356,14 +358,14 @@ impl Api {
     /// `POST /v1/store_batch` of `body`, store frames (see docs/PROTOCOL.md) whose blocks
     /// total at most the server's `batch_bytes_max`.
     pub fn store_batch(&self, body: &[u8]) -> Result<StoreBatchResponse, ApiError> {
-        let bytes = self.call(
-            "POST",
-            "/v1/store_batch",
-            "application/octet-stream",
+        let bytes = self.call(&Call {
+            method: "POST",
+            path: "/v1/store_batch",
+            content_type: "application/octet-stream",
             body,
-            JSON_BYTES_MAX,
-            CALL_TIMEOUT,
-        )?;
+            limit: JSON_BYTES_MAX,
+            timeout: CALL_TIMEOUT,
+        })?;
         Self::parse("store_batch", &bytes)
     }
 
@@ -395,12 +397,14 @@ impl Api {
         let limit = payload_max + frames * holdall_proto::frame::RETRIEVE_HEADER_BYTES as u64 + 1;
         let wait = Duration::from_millis(request.wait_ms.unwrap_or(0));
         self.call_into(
-            "POST",
-            "/v1/retrieve_batch",
-            "application/json",
-            &body,
-            limit,
-            CALL_TIMEOUT + wait,
+            &Call {
+                method: "POST",
+                path: "/v1/retrieve_batch",
+                content_type: "application/json",
+                body: &body,
+                limit,
+                timeout: CALL_TIMEOUT + wait,
+            },
             answer,
         )
     }

@@ -22,16 +22,22 @@ const GRACE: Duration = Duration::from_secs(10);
 
 type Ready = Result<(Vec<JournalRecord>, SocketAddr), String>;
 
-/// What a starting shard is doing, for the warning when it takes long: the step, and the
-/// shard thread's id (0 until it runs).
-pub type StartStep = Arc<(std::sync::Mutex<&'static str>, std::sync::atomic::AtomicI32)>;
+/// What a starting shard is doing, for the warning when it takes long.
+pub struct StartProgress {
+    step: std::sync::Mutex<&'static str>,
+    /// The shard thread's id, 0 until it runs.
+    tid: std::sync::atomic::AtomicI32,
+}
+
+/// Shared between a starting shard and the main thread.
+pub type StartStep = Arc<StartProgress>;
 
 /// How often the main thread says which step a shard that is not ready yet is at.
 const START_REPORT: Duration = Duration::from_secs(10);
 
 /// Sets a starting shard's current step.
 pub fn step(at: &StartStep, what: &'static str) {
-    *at.0.lock().unwrap_or_else(|e| e.into_inner()) = what;
+    *at.step.lock().unwrap_or_else(|e| e.into_inner()) = what;
 }
 
 /// Runs the server until SIGTERM or SIGINT; exits cleanly after in-progress requests end.
@@ -48,10 +54,10 @@ pub fn run(cfg: Config) -> Result<()> {
     let mut init: Option<(Vec<JournalRecord>, SocketAddr)> = None;
     for id in 0..cfg.shards {
         let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
-        let at: StartStep = Arc::new((
-            std::sync::Mutex::new("starting its executor"),
-            std::sync::atomic::AtomicI32::new(0),
-        ));
+        let at: StartStep = Arc::new(StartProgress {
+            step: std::sync::Mutex::new("starting its executor"),
+            tid: std::sync::atomic::AtomicI32::new(0),
+        });
         let (cfg2, stop2, metrics2, init2, at2) = (
             cfg.clone(),
             stop.clone(),
@@ -90,12 +96,12 @@ pub fn run(cfg: Config) -> Result<()> {
                     // Start-up once stalled with the shard parked in io_uring_enter while
                     // its heartbeat looked alive; a debugger's interruption freed it. So a
                     // slow shard is interrupted too (harmless if it is just busy).
-                    let tid = at.1.load(Ordering::Relaxed);
+                    let tid = at.tid.load(Ordering::Relaxed);
                     let nudged = tid != 0 && holdall_engine::watchdog::nudge(tid);
                     warn!(
                         shard = id,
                         waited_s = started.elapsed().as_secs(),
-                        step = *at.0.lock().unwrap_or_else(|e| e.into_inner()),
+                        step = *at.step.lock().unwrap_or_else(|e| e.into_inner()),
                         nudged,
                         "shard not ready yet"
                     )
@@ -161,7 +167,7 @@ async fn shard_main(
     (ready, at): (&mpsc::Sender<Ready>, &StartStep),
 ) -> Result<()> {
     let _watched = runtime::start_reactor_tick();
-    at.1.store(
+    at.tid.store(
         holdall_engine::watchdog::current_tid(),
         std::sync::atomic::Ordering::Relaxed,
     );
