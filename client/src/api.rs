@@ -16,6 +16,7 @@ use serde::Serialize;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 use crate::progress::Progress;
+use crate::retrieved::Retrieved;
 use crate::throttle::Throttle;
 
 /// A JSON answer larger than this is refused (a list of 10,000 entries with long blocklists
@@ -216,15 +217,25 @@ impl Api {
     /// buffer reused across calls keeps its memory: a fresh one per 8 MiB answer cost a page
     /// fault per 4 KiB, and growing it by doubling a copy of everything read so far.
     fn call_into(&self, call: &Call, answer: &mut Vec<u8>) -> Result<(), ApiError> {
+        let mut response = self.send(call)?;
+        let status = response.status().as_u16();
+        self.read_rest(&mut response, call.limit, answer)?;
+        match status {
+            200 => Ok(()),
+            _ => Err(Self::refusal(status, answer)),
+        }
+    }
+
+    /// Sends `call`; the answer, its body unread.
+    fn send(&self, call: &Call) -> Result<ureq::http::Response<ureq::Body>, ApiError> {
         let Call {
             method,
             path,
             content_type,
             body,
-            limit,
+            limit: _,
             timeout,
         } = *call;
-        use std::io::Read;
         self.up.spend(body.len() as u64);
         self.progress.moved(body.len() as u64);
         let url = format!("{}{path}", self.url);
@@ -248,8 +259,17 @@ impl Api {
                     .send(body)
             }
         };
-        let mut response = response.map_err(|e| self.unreachable(e))?;
-        let status = response.status().as_u16();
+        response.map_err(|e| self.unreachable(e))
+    }
+
+    /// Reads the body of `response`, at most `limit` bytes, into `answer`.
+    fn read_rest(
+        &self,
+        response: &mut ureq::http::Response<ureq::Body>,
+        limit: u64,
+        answer: &mut Vec<u8>,
+    ) -> Result<(), ApiError> {
+        use std::io::Read;
         // The previous answer's bytes are read over rather than cleared and zeroed again
         // (`read_to_end` zeroes the spare room on every call: a pass over every byte
         // downloaded); only growth beyond the largest answer so far is zeroed.
@@ -269,27 +289,28 @@ impl Api {
             }
         }
         answer.truncate(filled);
-        let bytes = &answer[..];
-        self.down.spend(bytes.len() as u64);
-        self.progress.moved(bytes.len() as u64);
-        if status == 401 {
-            return Err(ApiError::Unauthorized);
-        }
-        if status != 200 {
-            let (code, message) = match serde_json::from_slice::<ErrorBody>(bytes) {
-                Ok(e) => (e.error, e.message),
-                Err(_) => (
-                    "http".to_string(),
-                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
-                ),
-            };
-            return Err(ApiError::Server {
-                status,
-                code,
-                message,
-            });
-        }
+        self.down.spend(filled as u64);
+        self.progress.moved(filled as u64);
         Ok(())
+    }
+
+    /// The error for an answer with `status` (not 200) and body `bytes`.
+    fn refusal(status: u16, bytes: &[u8]) -> ApiError {
+        if status == 401 {
+            return ApiError::Unauthorized;
+        }
+        let (code, message) = match serde_json::from_slice::<ErrorBody>(bytes) {
+            Ok(e) => (e.error, e.message),
+            Err(_) => (
+                "http".to_string(),
+                String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
+            ),
+        };
+        ApiError::Server {
+            status,
+            code,
+            message,
+        }
     }
 
     fn parse<A: DeserializeOwned>(call: &'static str, bytes: &[u8]) -> Result<A, ApiError> {
@@ -380,33 +401,45 @@ impl Api {
         self.json("longpoll", "/v1/longpoll", request, wait)
     }
 
-    /// `POST /v1/retrieve_batch`: the raw body of retrieve frames, at most `payload_max`
-    /// bytes of payload.
+    /// `POST /v1/retrieve_batch`: the answer's frames into `answer`, at most `payload_max`
+    /// bytes of payload, each block placed for a direct write as it arrives.
     pub fn retrieve_batch(
         &self,
         request: &RetrieveBatchRequest,
         payload_max: u64,
-        answer: &mut Vec<u8>,
+        answer: &mut Retrieved,
     ) -> Result<(), ApiError> {
         let body = serde_json::to_vec(request).map_err(|e| ApiError::BadAnswer {
             call: "retrieve_batch",
             detail: e.to_string(),
         })?;
-        let frames = request.items.iter().map(|i| i.hashes.len()).sum::<usize>() as u64;
+        let frames = request.items.iter().map(|i| i.hashes.len()).sum::<usize>();
         // ureq counts a body that reaches its limit as over it: leave room past the exact size.
-        let limit = payload_max + frames * holdall_proto::frame::RETRIEVE_HEADER_BYTES as u64 + 1;
+        let limit =
+            payload_max + frames as u64 * holdall_proto::frame::RETRIEVE_HEADER_BYTES as u64 + 1;
         let wait = Duration::from_millis(request.wait_ms.unwrap_or(0));
-        self.call_into(
-            &Call {
-                method: "POST",
-                path: "/v1/retrieve_batch",
-                content_type: "application/json",
-                body: &body,
-                limit,
-                timeout: CALL_TIMEOUT + wait,
-            },
-            answer,
-        )
+        let call = Call {
+            method: "POST",
+            path: "/v1/retrieve_batch",
+            content_type: "application/json",
+            body: &body,
+            limit,
+            timeout: CALL_TIMEOUT + wait,
+        };
+        let mut response = self.send(&call)?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            let mut bytes = Vec::new();
+            self.read_rest(&mut response, JSON_BYTES_MAX, &mut bytes)?;
+            return Err(Self::refusal(status, &bytes));
+        }
+        let mut reader = response.body_mut().with_config().limit(limit).reader();
+        answer
+            .read_from(&mut reader, payload_max, frames, |n| {
+                self.down.spend(n);
+                self.progress.moved(n);
+            })
+            .map_err(|e| self.unreachable(ureq::Error::from(e)))
     }
 
     /// `POST /v1/namespaces`.

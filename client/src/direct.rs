@@ -22,7 +22,7 @@ use holdall_proto::limits::BLOCK_BYTES_MAX;
 
 /// O_DIRECT's alignment of offsets, lengths and buffer addresses (the logical block size
 /// of every common disk is at most this).
-const ALIGN_BYTES: usize = 4096;
+pub const ALIGN_BYTES: usize = 4096;
 /// Writes at least this long go around the page cache.
 pub const DIRECT_BYTES_MIN: usize = 1 << 20;
 /// How far behind the newest buffered write a large file's writeback is waited for.
@@ -47,9 +47,48 @@ impl Scratch {
     }
 }
 
-/// Writes `data` at `offset` (a multiple of 4 MiB) of the file at `path`, creating it.
-/// Bytes past `data` up to the alignment are zeros until the file is cut to its length.
-pub fn write_block(path: &Path, data: &[u8], offset: u64, scratch: &mut Scratch) -> io::Result<()> {
+/// A block's bytes on their way to a file, and, when they were received in place for it,
+/// the same bytes as O_DIRECT takes them (so they are written without a copy).
+#[derive(Debug, Clone, Copy)]
+pub struct Payload<'a> {
+    data: &'a [u8],
+    /// `data` followed by zeros up to the alignment, starting at an aligned address.
+    padded: Option<&'a [u8]>,
+}
+
+impl<'a> Payload<'a> {
+    /// Bytes anywhere in memory (copied to an aligned place if written directly).
+    pub fn plain(data: &'a [u8]) -> Payload<'a> {
+        Payload { data, padded: None }
+    }
+
+    /// The first `len` bytes of `padded`, which must start at an aligned address, be `len`
+    /// rounded up to the alignment long and hold zeros past `len`; None otherwise.
+    pub fn aligned(padded: &'a [u8], len: usize) -> Option<Payload<'a>> {
+        let fits = padded.as_ptr().align_offset(ALIGN_BYTES) == 0
+            && padded.len() == len.next_multiple_of(ALIGN_BYTES)
+            && padded[len..].iter().all(|&b| b == 0);
+        fits.then_some(Payload {
+            data: &padded[..len],
+            padded: Some(padded),
+        })
+    }
+
+    /// The bytes.
+    pub fn data(&self) -> &'a [u8] {
+        self.data
+    }
+}
+
+/// Writes `payload` at `offset` (a multiple of 4 MiB) of the file at `path`, creating it.
+/// Bytes past it up to the alignment are zeros until the file is cut to its length.
+pub fn write_block(
+    path: &Path,
+    payload: Payload,
+    offset: u64,
+    scratch: &mut Scratch,
+) -> io::Result<()> {
+    let data = payload.data;
     if data.len() > BLOCK_BYTES_MAX || !offset.is_multiple_of(ALIGN_BYTES as u64) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -63,7 +102,13 @@ pub fn write_block(path: &Path, data: &[u8], offset: u64, scratch: &mut Scratch)
         .custom_flags(libc::O_DIRECT)
         .open(path);
     match direct {
-        Ok(file) => file.write_all_at(scratch.aligned(data), offset),
+        Ok(file) => {
+            let padded = match payload.padded {
+                Some(p) => p,
+                None => scratch.aligned(data),
+            };
+            file.write_all_at(padded, offset)
+        }
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
             let file = OpenOptions::new()
                 .write(true)
@@ -114,8 +159,14 @@ mod tests {
         let mut scratch = Scratch::default();
         let a: Vec<u8> = (0..BLOCK_BYTES_MAX).map(|i| (i % 251) as u8).collect();
         let b: Vec<u8> = (0..5000).map(|i| (i % 13) as u8).collect();
-        write_block(&path, &b, BLOCK_BYTES_MAX as u64, &mut scratch).unwrap();
-        write_block(&path, &a, 0, &mut scratch).unwrap();
+        write_block(
+            &path,
+            Payload::plain(&b),
+            BLOCK_BYTES_MAX as u64,
+            &mut scratch,
+        )
+        .unwrap();
+        write_block(&path, Payload::plain(&a), 0, &mut scratch).unwrap();
         let file = OpenOptions::new().write(true).open(&path).unwrap();
         assert_eq!(
             file.metadata().unwrap().len(),
@@ -134,8 +185,8 @@ mod tests {
         let path = dir.path().join("f");
         let mut scratch = Scratch::default();
         let big = vec![1u8; BLOCK_BYTES_MAX + 1];
-        assert!(write_block(&path, &big, 0, &mut scratch).is_err());
-        assert!(write_block(&path, b"x", 100, &mut scratch).is_err());
+        assert!(write_block(&path, Payload::plain(&big), 0, &mut scratch).is_err());
+        assert!(write_block(&path, Payload::plain(b"x"), 100, &mut scratch).is_err());
         assert!(!path.exists(), "nothing was created");
     }
 }

@@ -7,6 +7,7 @@ mod planner;
 mod prefetch;
 mod progress;
 mod reconstruct;
+mod retrieved;
 mod scan;
 mod share;
 mod state;

@@ -23,13 +23,14 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use holdall_proto::api::{NsId, PrefetchEntry, RetrieveBatchRequest, RetrieveItem};
-use holdall_proto::frame::{decode_retrieve_frames, RetrieveStatus};
+use holdall_proto::frame::RetrieveStatus;
 use holdall_proto::limits::BLOCK_BYTES_MAX;
 use holdall_proto::BlockHash;
 use tracing::{debug, info, warn};
 
 use crate::api::Api;
-use crate::direct::{self, Scratch, DIRECT_BYTES_MIN};
+use crate::direct::{self, Payload, Scratch, DIRECT_BYTES_MIN};
+use crate::retrieved::Retrieved;
 
 /// Folder of the cache inside the state folder.
 pub const PREFETCH_DIR: &str = "prefetch";
@@ -369,9 +370,10 @@ impl Books {
         &mut self,
         key: &(NsId, String),
         hash: &BlockHash,
-        data: &[u8],
+        payload: Payload,
     ) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
+        let data = payload.data();
         let Some(f) = self.entries.get(key) else {
             return Ok(());
         };
@@ -397,7 +399,7 @@ impl Books {
         for &i in &places {
             let offset = i as u64 * BLOCK_BYTES_MAX as u64;
             match data.len() >= DIRECT_BYTES_MIN {
-                true => direct::write_block(&part, data, offset, &mut self.scratch)?,
+                true => direct::write_block(&part, payload, offset, &mut self.scratch)?,
                 false => file.write_all_at(data, offset)?,
             }
         }
@@ -503,7 +505,7 @@ impl Prefetcher {
     /// One request at a time, each for the next block nobody is fetching.
     fn fetch_forever(&self) {
         let mut backoff = Duration::from_secs(1);
-        let mut body = Vec::new();
+        let mut body = Retrieved::default();
         loop {
             let next = {
                 let mut b = self.cache.books();
@@ -550,21 +552,14 @@ impl Prefetcher {
     }
 
     /// Stores the blocks that came back. True when the entry turned out gone.
-    fn take(&self, request: &RetrieveBatchRequest, body: &[u8]) -> bool {
+    fn take(&self, request: &RetrieveBatchRequest, body: &Retrieved) -> bool {
         let item = &request.items[0];
         let key = (item.ns, item.path.clone());
         let mut gone = false;
-        for frame in decode_retrieve_frames(body, self.batch_bytes_max) {
-            let frame = match frame {
-                Ok(f) => f,
-                Err(e) => {
-                    warn!(error = %e, "bad prefetch answer");
-                    return false;
-                }
-            };
+        for frame in body.frames() {
             match frame.status {
-                RetrieveStatus::Ok if BlockHash::of(frame.data) == frame.hash => {
-                    self.store(&key, &frame.hash, frame.data);
+                RetrieveStatus::Ok if BlockHash::of(frame.payload.data()) == frame.hash => {
+                    self.store(&key, &frame.hash, frame.payload);
                 }
                 RetrieveStatus::Ok => {
                     warn!(hash = %frame.hash, "prefetched block does not match its hash")
@@ -572,6 +567,10 @@ impl Prefetcher {
                 RetrieveStatus::Pending => self.alive(&key),
                 RetrieveStatus::NotEligible | RetrieveStatus::NotFound => gone = true,
             }
+        }
+        if let Some(e) = body.damage() {
+            warn!(error = %e, "bad prefetch answer");
+            return false;
         }
         if gone {
             let mut b = self.cache.books();
@@ -603,8 +602,8 @@ impl Prefetcher {
         }
     }
 
-    fn store(&self, key: &(NsId, String), hash: &BlockHash, data: &[u8]) {
-        if let Err(e) = self.cache.books().store(key, hash, data) {
+    fn store(&self, key: &(NsId, String), hash: &BlockHash, payload: Payload) {
+        if let Err(e) = self.cache.books().store(key, hash, payload) {
             warn!(error = %e, "could not write to the prefetch cache");
         }
     }
@@ -643,7 +642,10 @@ mod tests {
     fn put(cache: &PrefetchCache, path: &str, seed: u8, size: u64, n: usize) {
         let key = (1, path.to_string());
         let d = data(seed, size, n);
-        cache.books().store(&key, &BlockHash::of(&d), &d).unwrap();
+        cache
+            .books()
+            .store(&key, &BlockHash::of(&d), Payload::plain(&d))
+            .unwrap();
     }
 
     const MIB: u64 = 1 << 20;

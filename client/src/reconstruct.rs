@@ -18,13 +18,14 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use holdall_proto::api::{Jid, NsId, RetrieveBatchRequest, RetrieveItem};
-use holdall_proto::frame::{decode_retrieve_frames, RetrieveStatus};
+use holdall_proto::frame::RetrieveStatus;
 use holdall_proto::limits::{BLOCK_BYTES_MAX, RETRIEVE_HASHES_MAX};
 use holdall_proto::BlockHash;
 
 use crate::api::{Api, ApiError};
-use crate::direct::{self, Scratch, DIRECT_BYTES_MIN};
+use crate::direct::{self, Payload, Scratch, DIRECT_BYTES_MIN};
 use crate::prefetch::{PrefetchCache, Prepared};
+use crate::retrieved::Retrieved;
 use crate::scan::{Stat, TEMP_PREFIX};
 use crate::tree::Node;
 use crate::upload::read_block;
@@ -194,13 +195,14 @@ impl TempFiles {
     fn write(
         &self,
         i: usize,
-        data: &[u8],
+        payload: Payload,
         offset: u64,
         scratch: &mut Scratch,
     ) -> Result<(), String> {
         let failed = |e: std::io::Error| format!("writing {}: {e}", self.paths[i].display());
+        let data = payload.data();
         let file = if data.len() >= DIRECT_BYTES_MIN {
-            direct::write_block(&self.paths[i], data, offset, scratch).map_err(failed)?;
+            direct::write_block(&self.paths[i], payload, offset, scratch).map_err(failed)?;
             None
         } else {
             let file = self.open(i)?;
@@ -319,7 +321,7 @@ pub fn build(
                     } else {
                         stats.reused_blocks += 1;
                     }
-                    if let Err(e) = files.write(i, &data, offset, &mut scratch) {
+                    if let Err(e) = files.write(i, Payload::plain(&data), offset, &mut scratch) {
                         failed.insert(i);
                         errors.push((i, e));
                     }
@@ -345,7 +347,7 @@ pub fn build(
         for _ in 0..workers.clamp(1, requests.len().max(1)) {
             s.spawn(|| {
                 let mut scratch = Scratch::default();
-                let mut body = Vec::new();
+                let mut body = Retrieved::default();
                 loop {
                     if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
                         break;
@@ -363,25 +365,17 @@ pub fn build(
                     };
                     let mut local = Found::default();
                     let mut answered = 0usize;
-                    for frame in decode_retrieve_frames(&body, *payload) {
-                        let frame = match frame {
-                            Ok(f) => f,
-                            Err(e) => {
-                                local
-                                    .errors
-                                    .push((usize::MAX, format!("bad retrieve answer: {e}")));
-                                break;
-                            }
-                        };
+                    for frame in body.frames() {
                         answered += 1;
                         let Some(targets) = wanted.get(&frame.hash) else {
                             continue;
                         };
-                        let ok = frame.status == RetrieveStatus::Ok
-                            && BlockHash::of(frame.data) == frame.hash;
+                        let data = frame.payload.data();
+                        let ok =
+                            frame.status == RetrieveStatus::Ok && BlockHash::of(data) == frame.hash;
                         if ok {
                             local.stats.fetched_blocks += 1;
-                            local.stats.fetched_bytes += frame.data.len() as u64;
+                            local.stats.fetched_bytes += data.len() as u64;
                         }
                         for &(i, offset) in targets {
                             let written = match ok {
@@ -389,13 +383,18 @@ pub fn build(
                                     "block {} came back {:?}",
                                     frame.hash, frame.status
                                 )),
-                                true => files.write(i, frame.data, offset, &mut scratch),
+                                true => files.write(i, frame.payload, offset, &mut scratch),
                             };
                             if let Err(e) = written {
                                 local.failed.insert(i);
                                 local.errors.push((i, e));
                             }
                         }
+                    }
+                    if let Some(e) = body.damage() {
+                        local
+                            .errors
+                            .push((usize::MAX, format!("bad retrieve answer: {e}")));
                     }
                     let asked: usize = request.items.iter().map(|i| i.hashes.len()).sum();
                     if answered < asked {

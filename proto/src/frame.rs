@@ -226,16 +226,14 @@ impl<'a> StoreFrames<'a> {
     }
 }
 
-/// Checks a declared payload length against the limits and the bytes available, and
-/// returns the payload.
-fn checked_payload<'a>(
-    rest: &'a [u8],
+/// Checks a declared payload length against the block limit and, added to
+/// `payload_total`, against the batch limit.
+fn checked_len(
     offset: usize,
-    header_bytes: usize,
     len: u32,
     payload_total: &mut u64,
     payload_bytes_max: u64,
-) -> Result<&'a [u8], FrameError> {
+) -> Result<(), FrameError> {
     if len as usize > BLOCK_BYTES_MAX {
         return Err(FrameError::BlockTooLarge {
             offset,
@@ -249,6 +247,20 @@ fn checked_payload<'a>(
             limit: payload_bytes_max,
         });
     }
+    Ok(())
+}
+
+/// Checks a declared payload length against the limits and the bytes available, and
+/// returns the payload.
+fn checked_payload<'a>(
+    rest: &'a [u8],
+    offset: usize,
+    header_bytes: usize,
+    len: u32,
+    payload_total: &mut u64,
+    payload_bytes_max: u64,
+) -> Result<&'a [u8], FrameError> {
+    checked_len(offset, len, payload_total, payload_bytes_max)?;
     let needed = header_bytes + len as usize;
     if rest.len() < needed {
         return Err(FrameError::Truncated {
@@ -297,40 +309,75 @@ impl<'a> RetrieveFrames<'a> {
     fn decode_one(&mut self) -> Result<RetrieveFrame<'a>, FrameError> {
         let offset = self.offset;
         let rest = &self.body[offset..];
-        if rest.len() < RETRIEVE_HEADER_BYTES {
+        let Some(header) = rest.first_chunk::<RETRIEVE_HEADER_BYTES>() else {
             return Err(FrameError::Truncated {
                 offset,
                 needed: RETRIEVE_HEADER_BYTES,
                 available: rest.len(),
             });
-        }
-        let status = RetrieveStatus::from_byte(rest[32]).ok_or(FrameError::BadStatus {
+        };
+        let header = decode_retrieve_header(
+            header,
             offset,
-            status: rest[32],
-        })?;
-        let len = read_u32(&rest[33..37]);
-        if status != RetrieveStatus::Ok && len != 0 {
-            return Err(FrameError::PayloadWithoutData {
-                offset,
-                status,
-                len,
-            });
-        }
-        let data = checked_payload(
-            rest,
-            offset,
-            RETRIEVE_HEADER_BYTES,
-            len,
             &mut self.payload_total,
             self.payload_bytes_max,
         )?;
-        self.offset += RETRIEVE_HEADER_BYTES + data.len();
+        let needed = RETRIEVE_HEADER_BYTES + header.len as usize;
+        if rest.len() < needed {
+            return Err(FrameError::Truncated {
+                offset,
+                needed,
+                available: rest.len(),
+            });
+        }
+        self.offset += needed;
         Ok(RetrieveFrame {
-            hash: read_hash(rest),
-            status,
-            data,
+            hash: header.hash,
+            status: header.status,
+            data: &rest[RETRIEVE_HEADER_BYTES..needed],
         })
     }
+}
+
+/// A retrieve frame's header, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetrieveHeader {
+    /// The block asked for.
+    pub hash: BlockHash,
+    /// What the server answered.
+    pub status: RetrieveStatus,
+    /// Payload bytes that follow (0 unless `status` is `Ok`).
+    pub len: u32,
+}
+
+/// Decodes the header of the retrieve frame at byte `offset` of an answer, for readers that
+/// take the answer as a stream: checks the status byte, that only `ok` carries bytes, the
+/// block limit, and adds the payload to `payload_total`, which must stay within
+/// `payload_bytes_max`.
+pub fn decode_retrieve_header(
+    header: &[u8; RETRIEVE_HEADER_BYTES],
+    offset: usize,
+    payload_total: &mut u64,
+    payload_bytes_max: u64,
+) -> Result<RetrieveHeader, FrameError> {
+    let status = RetrieveStatus::from_byte(header[32]).ok_or(FrameError::BadStatus {
+        offset,
+        status: header[32],
+    })?;
+    let len = read_u32(&header[33..37]);
+    if status != RetrieveStatus::Ok && len != 0 {
+        return Err(FrameError::PayloadWithoutData {
+            offset,
+            status,
+            len,
+        });
+    }
+    checked_len(offset, len, payload_total, payload_bytes_max)?;
+    Ok(RetrieveHeader {
+        hash: read_hash(header),
+        status,
+        len,
+    })
 }
 
 #[cfg(test)]
