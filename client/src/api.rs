@@ -1,7 +1,9 @@
 //! The server's protocol as typed, blocking calls (ureq over rustls), with errors a person
 //! can act on and a split between failures worth retrying and failures that are final.
 
+use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use holdall_proto::api::DEVICE_HEADER;
@@ -11,10 +13,12 @@ use holdall_proto::api::{
     ErrorBody, ListRequest, ListResponse, LongpollRequest, LongpollResponse, NsId,
     RetrieveBatchRequest, StoreBatchResponse,
 };
+use holdall_proto::frame::{store_frame_header, STORE_HEADER_BYTES};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
+use crate::bulk::{Bulk, BulkError, Piece};
 use crate::progress::Progress;
 use crate::retrieved::Retrieved;
 use crate::throttle::Throttle;
@@ -104,6 +108,17 @@ pub struct Api {
     device: Option<String>,
     /// Where moved bytes are shown.
     progress: Progress,
+    /// Uploads by sendfile, for an `http://` server.
+    bulk: Option<Arc<Bulk>>,
+}
+
+/// What became of a store_batch of blocks read from their files.
+#[derive(Debug)]
+pub enum Sent {
+    /// Stored (or already present), durably.
+    Stored,
+    /// A file ended before its block: nothing of the batch was sent.
+    SourceShort,
 }
 
 fn load_ca(path: &Path) -> anyhow::Result<RootCerts> {
@@ -157,6 +172,7 @@ impl Api {
             .into();
         Ok(Api {
             agent,
+            bulk: Bulk::new(&url).map(Arc::new),
             url,
             auth: format!("Bearer {}", endpoint.token),
             up: Throttle::new(up),
@@ -378,7 +394,7 @@ impl Api {
 
     /// `POST /v1/store_batch` of `body`, store frames (see docs/PROTOCOL.md) whose blocks
     /// total at most the server's `batch_bytes_max`.
-    pub fn store_batch(&self, body: &[u8]) -> Result<StoreBatchResponse, ApiError> {
+    fn store_batch(&self, body: &[u8]) -> Result<StoreBatchResponse, ApiError> {
         let bytes = self.call(&Call {
             method: "POST",
             path: "/v1/store_batch",
@@ -388,6 +404,61 @@ impl Api {
             timeout: CALL_TIMEOUT,
         })?;
         Self::parse("store_batch", &bytes)
+    }
+
+    /// `POST /v1/store_batch` of the blocks `pieces` name, read from their files: handed to
+    /// the kernel by sendfile for an `http://` server, read into `body` (reused) and sent
+    /// through TLS otherwise.
+    pub fn store_pieces(&self, pieces: &[Piece], body: &mut Vec<u8>) -> Result<Sent, ApiError> {
+        let Some(bulk) = &self.bulk else {
+            // The buffer only grows: zeroing it before reading over it was a pass over
+            // every byte uploaded.
+            let mut used = 0;
+            for p in pieces {
+                let (at, end) = (used + STORE_HEADER_BYTES, used + STORE_HEADER_BYTES + p.len);
+                if body.len() < end {
+                    body.resize(end, 0);
+                }
+                body[used..at].copy_from_slice(&store_frame_header(&p.hash, p.len as u32));
+                if p.file.read_exact_at(&mut body[at..end], p.offset).is_err() {
+                    return Ok(Sent::SourceShort);
+                }
+                used = end;
+            }
+            return self.store_batch(&body[..used]).map(|_| Sent::Stored);
+        };
+        let bytes: usize = pieces.iter().map(|p| STORE_HEADER_BYTES + p.len).sum();
+        self.up.spend(bytes as u64);
+        self.progress.moved(bytes as u64);
+        let mut headers = format!("Authorization: {}\r\n", self.auth);
+        if let Some(d) = &self.device {
+            headers.push_str(&format!("{DEVICE_HEADER}: {d}\r\n"));
+        }
+        let limit = JSON_BYTES_MAX as usize;
+        let answer =
+            match bulk.post_pieces("/v1/store_batch", &headers, pieces, CALL_TIMEOUT, limit) {
+                Ok(a) => a,
+                Err(BulkError::SourceShort) => return Ok(Sent::SourceShort),
+                Err(BulkError::Io(e)) => {
+                    return Err(ApiError::Unreachable {
+                        url: self.url.clone(),
+                        detail: e.to_string(),
+                    })
+                }
+                Err(BulkError::BadAnswer(detail)) => {
+                    return Err(ApiError::BadAnswer {
+                        call: "store_batch",
+                        detail,
+                    })
+                }
+            };
+        self.down.spend(answer.body.len() as u64);
+        match answer.status {
+            200 => {
+                Self::parse::<StoreBatchResponse>("store_batch", &answer.body).map(|_| Sent::Stored)
+            }
+            status => Err(Self::refusal(status, &answer.body)),
+        }
     }
 
     /// `POST /v1/list`.

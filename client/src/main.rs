@@ -1,6 +1,7 @@
 //! holdall, the Holdall sync client.
 
 mod api;
+mod bulk;
 mod direct;
 mod place;
 mod planner;

@@ -17,11 +17,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use holdall_proto::api::{CommitRequest, CommitResult, Jid};
-use holdall_proto::frame::{store_frame_header, STORE_HEADER_BYTES};
 use holdall_proto::limits::{BLOCK_BYTES_MAX, COMMIT_BATCH_MAX};
 use holdall_proto::BlockHash;
 
-use crate::api::{Api, ApiError};
+use crate::api::{Api, ApiError, Sent};
+use crate::bulk::Piece;
 use crate::scan::Stat;
 
 /// One change to commit.
@@ -126,9 +126,7 @@ pub fn upload(
     std::thread::scope(|s| {
         for _ in 0..workers.clamp(1, batches.len().max(1)) {
             s.spawn(|| {
-                // Each worker's request body, reused: blocks are read straight into it. It
-                // only grows (zeroing 4 MiB per block before reading over it cost a pass over
-                // every byte uploaded); `used` bytes of it are this batch's.
+                // The request body for a server behind TLS, reused (see Api::store_pieces).
                 let mut body: Vec<u8> = Vec::new();
                 loop {
                     if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
@@ -136,42 +134,46 @@ pub fn upload(
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(batch) = batches.get(i) else { break };
-                    let (mut blocks, mut bytes, mut used) = (0u64, 0u64, 0usize);
+                    let mut pieces = Vec::with_capacity(batch.len());
+                    let mut from: Vec<(&PathBuf, Option<&Stat>)> = Vec::new();
                     for h in batch {
                         let (path, offset, len, stat) = &sources[h];
-                        let data_at = used + STORE_HEADER_BYTES;
-                        let end = data_at + len;
-                        if body.len() < end {
-                            body.resize(end, 0);
-                        }
-                        body[used..data_at].copy_from_slice(&store_frame_header(h, *len as u32));
-                        if read_unchanged(path, *offset, &mut body[data_at..end], *stat) {
-                            blocks += 1;
-                            bytes += *len as u64;
-                            used = end;
-                        } else {
-                            changed
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .push(path.clone());
+                        match open_unchanged(path, *stat) {
+                            Some(file) => {
+                                pieces.push(Piece {
+                                    hash: *h,
+                                    file,
+                                    offset: *offset,
+                                    len: *len,
+                                });
+                                from.push((path, *stat));
+                            }
+                            None => mark_changed(&changed, [path.clone()]),
                         }
                     }
-                    if blocks == 0 {
+                    if pieces.is_empty() {
                         continue;
                     }
-                    match api.store_batch(&body[..used]) {
-                        Ok(_) => {
+                    match api.store_pieces(&pieces, &mut body) {
+                        Ok(Sent::Stored) => {
+                            // A file that changed while its blocks were sent is hashed
+                            // again; the blocks the server verified and kept do no harm.
+                            for (piece, (path, stat)) in pieces.iter().zip(&from) {
+                                if !unchanged(&piece.file, *stat) {
+                                    mark_changed(&changed, [(*path).clone()]);
+                                }
+                            }
                             let mut st = sent.lock().unwrap_or_else(|e| e.into_inner());
-                            st.blocks += blocks;
-                            st.bytes += bytes;
+                            st.blocks += pieces.len() as u64;
+                            st.bytes += pieces.iter().map(|p| p.len as u64).sum::<u64>();
+                        }
+                        Ok(Sent::SourceShort) => {
+                            mark_changed(&changed, from.iter().map(|(p, _)| (*p).clone()));
                         }
                         // A file changed without changing its stat: the batch kept
                         // nothing, and its files are hashed again next round.
                         Err(ApiError::Server { code, .. }) if code == "hash_mismatch" => {
-                            changed
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .extend(batch.iter().map(|h| sources[h].0.clone()));
+                            mark_changed(&changed, from.iter().map(|(p, _)| (*p).clone()));
                         }
                         Err(e) => {
                             *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
@@ -222,14 +224,22 @@ pub fn upload(
     Ok(stats)
 }
 
-/// Fills `data` from `offset` of the file at `path`; false unless the file has `stat`
-/// (when given) before and after the read.
-fn read_unchanged(path: &Path, offset: u64, data: &mut [u8], stat: Option<&Stat>) -> bool {
-    let Ok(file) = File::open(path) else {
-        return false;
-    };
-    let same = |file: &File| stat.is_none_or(|s| file.metadata().is_ok_and(|m| Stat::of(&m) == *s));
-    same(&file) && file.read_exact_at(data, offset).is_ok() && same(&file)
+/// The file at `path`, opened, if it has `stat` (when given).
+fn open_unchanged(path: &Path, stat: Option<&Stat>) -> Option<File> {
+    let file = File::open(path).ok()?;
+    unchanged(&file, stat).then_some(file)
+}
+
+/// Whether `file` still has `stat` (always, when none is given).
+fn unchanged(file: &File, stat: Option<&Stat>) -> bool {
+    stat.is_none_or(|s| file.metadata().is_ok_and(|m| Stat::of(&m) == *s))
+}
+
+fn mark_changed(changed: &Mutex<Vec<PathBuf>>, paths: impl IntoIterator<Item = PathBuf>) {
+    changed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(paths);
 }
 
 /// One pass of commit_batch calls over `changes`.
