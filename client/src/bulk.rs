@@ -4,8 +4,10 @@
 //! Sending a block through ureq read it from its file into a buffer, had ureq copy that
 //! buffer into its own, and the socket copy it once more: a `perf` of an uploading client
 //! put those three passes at a third of its time, as much as hashing. Here the request's
-//! head and each frame's 36-byte header are written with `MSG_MORE` and the block's bytes
-//! follow by `sendfile`; the answer is a short JSON body read with `httparse`.
+//! head and each frame's 36-byte header are written with `MSG_MORE` and a large block's
+//! bytes follow by `sendfile`; small blocks are read and gathered with their headers into
+//! one write, as a sendfile each costs more than the copy. The answer is a short JSON body
+//! read with `httparse`.
 //!
 //! Only `http://` servers: through TLS the bytes must pass through user space to be
 //! encrypted, and those uploads keep the buffered path. A block that changes while it is
@@ -16,6 +18,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -28,6 +31,10 @@ const IDLE_CONNECTIONS_MAX: usize = 16;
 const HEAD_BYTES_MAX: usize = 64 << 10;
 /// Most headers an answer may carry.
 const HEADERS_MAX: usize = 32;
+/// Blocks at least this long are sent by sendfile; smaller ones are read and gathered.
+const SENDFILE_BYTES_MIN: usize = 64 << 10;
+/// Gathered bytes written at once.
+const STAGED_BYTES_MAX: usize = 1 << 20;
 
 /// One block to send: `len` bytes at `offset` of `file`.
 #[derive(Debug)]
@@ -204,18 +211,41 @@ fn exchange(
     }
 }
 
+/// Sends the head and the frames: large blocks by sendfile, small ones gathered with the
+/// headers into `staged` and written together (a sendfile per 4 KiB block made 10,000 small
+/// files upload 25 % slower, and the server receive them in as many small pieces).
 fn send_request(stream: &TcpStream, head: &str, pieces: &[Piece]) -> Result<(), BulkError> {
-    send_more(stream, head.as_bytes())?;
+    let mut staged = Vec::with_capacity(STAGED_BYTES_MAX + STORE_HEADER_BYTES + SENDFILE_BYTES_MIN);
+    staged.extend_from_slice(head.as_bytes());
     for piece in pieces {
-        send_more(stream, &store_frame_header(&piece.hash, piece.len as u32))?;
-        send_file(stream, &piece.file, piece.offset, piece.len)?;
+        staged.extend_from_slice(&store_frame_header(&piece.hash, piece.len as u32));
+        if piece.len >= SENDFILE_BYTES_MIN {
+            send(stream, &staged, true)?;
+            staged.clear();
+            send_file(stream, &piece.file, piece.offset, piece.len)?;
+            continue;
+        }
+        let at = staged.len();
+        staged.resize(at + piece.len, 0);
+        piece
+            .file
+            .read_exact_at(&mut staged[at..], piece.offset)
+            .map_err(|_| BulkError::SourceShort)?;
+        if staged.len() >= STAGED_BYTES_MAX {
+            send(stream, &staged, true)?;
+            staged.clear();
+        }
     }
-    Ok(())
+    send(stream, &staged, false)
 }
 
-/// Writes `bytes`, telling the kernel more follows (so a frame header and its block leave
-/// in the same segments).
-fn send_more(stream: &TcpStream, mut bytes: &[u8]) -> Result<(), BulkError> {
+/// Writes `bytes`; with `more`, telling the kernel more follows (so a frame header and its
+/// block leave in the same segments).
+fn send(stream: &TcpStream, mut bytes: &[u8], more: bool) -> Result<(), BulkError> {
+    let flags = match more {
+        true => libc::MSG_MORE | libc::MSG_NOSIGNAL,
+        false => libc::MSG_NOSIGNAL,
+    };
     while !bytes.is_empty() {
         // SAFETY: the pointer and length describe `bytes`, which outlives the call; the
         // descriptor is the stream's own.
@@ -224,7 +254,7 @@ fn send_more(stream: &TcpStream, mut bytes: &[u8]) -> Result<(), BulkError> {
                 stream.as_raw_fd(),
                 bytes.as_ptr().cast(),
                 bytes.len(),
-                libc::MSG_MORE | libc::MSG_NOSIGNAL,
+                flags,
             )
         };
         match n {
@@ -484,10 +514,11 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let server = std::thread::spawn(move || {
-            // The cut request's connection is dropped by the client mid-body.
-            let (mut s, _) = listener.accept().unwrap();
-            let mut rest = Vec::new();
-            let _ = s.read_to_end(&mut rest);
+            // The cut requests' connections are dropped by the client mid-body.
+            for _ in 0..2 {
+                let (mut s, _) = listener.accept().unwrap();
+                let _ = s.read_to_end(&mut Vec::new());
+            }
             let (mut s, _) = listener.accept().unwrap();
             request(&mut s);
             s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n")
@@ -503,8 +534,11 @@ mod tests {
             len,
         };
         let timeout = Duration::from_secs(10);
-        let r = bulk.post_pieces("/v1/store_batch", "", &[piece(200)], timeout, 100);
-        assert!(matches!(r, Err(BulkError::SourceShort)), "{r:?}");
+        // Read and gathered, then sent by sendfile.
+        for len in [200, 100_000] {
+            let r = bulk.post_pieces("/v1/store_batch", "", &[piece(len)], timeout, 100);
+            assert!(matches!(r, Err(BulkError::SourceShort)), "{len}: {r:?}");
+        }
         let r = bulk.post_pieces("/v1/store_batch", "", &[piece(100)], timeout, 100);
         assert!(matches!(r, Err(BulkError::BadAnswer(_))), "{r:?}");
         drop(bulk);
