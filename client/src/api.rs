@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
-use crate::bulk::{Bulk, BulkError, Piece};
+use crate::bulk::{Body, Bulk, BulkError, Piece};
 use crate::progress::Progress;
 use crate::retrieved::Retrieved;
 use crate::throttle::Throttle;
@@ -430,34 +430,45 @@ impl Api {
         let bytes: usize = pieces.iter().map(|p| STORE_HEADER_BYTES + p.len).sum();
         self.up.spend(bytes as u64);
         self.progress.moved(bytes as u64);
+        let answer = bulk.post(
+            "/v1/store_batch",
+            &self.bulk_headers(),
+            Body::Pieces(pieces),
+            CALL_TIMEOUT,
+            |status, reader| Ok((status, reader.read_all(JSON_BYTES_MAX as usize)?)),
+        );
+        let (status, body) = match answer {
+            Ok(a) => a,
+            Err(BulkError::SourceShort) => return Ok(Sent::SourceShort),
+            Err(e) => return Err(self.bulk_error("store_batch", e)),
+        };
+        self.down.spend(body.len() as u64);
+        match status {
+            200 => Self::parse::<StoreBatchResponse>("store_batch", &body).map(|_| Sent::Stored),
+            status => Err(Self::refusal(status, &body)),
+        }
+    }
+
+    /// The headers every bulk request carries.
+    fn bulk_headers(&self) -> String {
         let mut headers = format!("Authorization: {}\r\n", self.auth);
         if let Some(d) = &self.device {
             headers.push_str(&format!("{DEVICE_HEADER}: {d}\r\n"));
         }
-        let limit = JSON_BYTES_MAX as usize;
-        let answer =
-            match bulk.post_pieces("/v1/store_batch", &headers, pieces, CALL_TIMEOUT, limit) {
-                Ok(a) => a,
-                Err(BulkError::SourceShort) => return Ok(Sent::SourceShort),
-                Err(BulkError::Io(e)) => {
-                    return Err(ApiError::Unreachable {
-                        url: self.url.clone(),
-                        detail: e.to_string(),
-                    })
-                }
-                Err(BulkError::BadAnswer(detail)) => {
-                    return Err(ApiError::BadAnswer {
-                        call: "store_batch",
-                        detail,
-                    })
-                }
-            };
-        self.down.spend(answer.body.len() as u64);
-        match answer.status {
-            200 => {
-                Self::parse::<StoreBatchResponse>("store_batch", &answer.body).map(|_| Sent::Stored)
-            }
-            status => Err(Self::refusal(status, &answer.body)),
+        headers
+    }
+
+    fn bulk_error(&self, call: &'static str, e: BulkError) -> ApiError {
+        match e {
+            BulkError::Io(e) => ApiError::Unreachable {
+                url: self.url.clone(),
+                detail: e.to_string(),
+            },
+            BulkError::BadAnswer(detail) => ApiError::BadAnswer { call, detail },
+            BulkError::SourceShort => ApiError::BadAnswer {
+                call,
+                detail: "a source file ended early".into(),
+            },
         }
     }
 
@@ -497,6 +508,28 @@ impl Api {
             limit,
             timeout: CALL_TIMEOUT + wait,
         };
+        if let Some(bulk) = &self.bulk {
+            self.up.spend(body.len() as u64);
+            self.progress.moved(body.len() as u64);
+            let answer = bulk.post(
+                "/v1/retrieve_batch",
+                &self.bulk_headers(),
+                Body::Json(&body),
+                call.timeout,
+                |status, reader| match status {
+                    200 => {
+                        let moved = |n| {
+                            self.down.spend(n);
+                            self.progress.moved(n);
+                        };
+                        answer.read_from(reader, payload_max, frames, moved)?;
+                        Ok(Ok(()))
+                    }
+                    _ => Ok(Err(Self::refusal(status, &reader.read_all(1 << 20)?))),
+                },
+            );
+            return answer.map_err(|e| self.bulk_error("retrieve_batch", e))?;
+        }
         let mut response = self.send(&call)?;
         let status = response.status().as_u16();
         if status != 200 {

@@ -1,16 +1,18 @@
-//! store_batch over plain HTTP with each block handed to the kernel by `sendfile(2)`,
-//! straight from the page cache of the file it is read from.
+//! Bulk transfers over plain HTTP without user-space copies: store_batch with each block
+//! handed to the kernel by `sendfile(2)` from the page cache of its file, and retrieve_batch
+//! answers read from the socket straight into the caller's buffers.
 //!
-//! Sending a block through ureq read it from its file into a buffer, had ureq copy that
-//! buffer into its own, and the socket copy it once more: a `perf` of an uploading client
-//! put those three passes at a third of its time, as much as hashing. Here the request's
-//! head and each frame's 36-byte header are written with `MSG_MORE` and a large block's
-//! bytes follow by `sendfile`; small blocks are read and gathered with their headers into
-//! one write, as a sendfile each costs more than the copy. The answer is a short JSON body
-//! read with `httparse`.
+//! Through ureq, an uploaded block was read from its file into a buffer, copied by ureq into
+//! its own, and by the socket once more: a `perf` of an uploading client put those passes
+//! at a third of its time, as much as hashing. A download was received into ureq's buffer
+//! and copied out (15 % of a downloading client). Here the request's head and each frame's
+//! 36-byte header are written with `MSG_MORE` and a large block's bytes follow by
+//! `sendfile`; small blocks are read and gathered with their headers into one write, as a
+//! sendfile each costs more than the copy. Answers' heads are parsed with `httparse`; only
+//! `Content-Length` bodies are taken (what holdalld sends).
 //!
 //! Only `http://` servers: through TLS the bytes must pass through user space to be
-//! encrypted, and those uploads keep the buffered path. A block that changes while it is
+//! encrypted, and those transfers keep the ureq path. A block that changes while it is
 //! sent is refused by the server (it hashes every block); a file cut short while it is sent
 //! leaves the request unfinishable, so the connection is dropped and the caller told.
 
@@ -25,6 +27,8 @@ use std::time::Duration;
 use holdall_proto::frame::{store_frame_header, STORE_HEADER_BYTES};
 use holdall_proto::BlockHash;
 
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle connections kept for the next request.
 const IDLE_CONNECTIONS_MAX: usize = 16;
 /// Most bytes of an answer's status line and headers.
@@ -33,6 +37,8 @@ const HEAD_BYTES_MAX: usize = 64 << 10;
 const HEADERS_MAX: usize = 32;
 /// Blocks at least this long are sent by sendfile; smaller ones are read and gathered.
 const SENDFILE_BYTES_MIN: usize = 64 << 10;
+/// Reads shorter than this are served from the body reader's buffer.
+const BUFFERED_READ_BYTES: usize = 64 << 10;
 /// Gathered bytes written at once.
 const STAGED_BYTES_MAX: usize = 1 << 20;
 
@@ -49,13 +55,13 @@ pub struct Piece {
     pub len: usize,
 }
 
-/// A server's answer.
-#[derive(Debug)]
-pub struct Answer {
-    /// HTTP status.
-    pub status: u16,
-    /// The body.
-    pub body: Vec<u8>,
+/// A request's body.
+#[derive(Debug, Clone, Copy)]
+pub enum Body<'a> {
+    /// Store frames of these blocks.
+    Pieces(&'a [Piece]),
+    /// A JSON document.
+    Json(&'a [u8]),
 }
 
 /// Why a bulk request failed.
@@ -99,6 +105,76 @@ impl From<BulkError> for Failure {
     }
 }
 
+fn answered(error: BulkError) -> Failure {
+    Failure {
+        error,
+        answered: true,
+    }
+}
+
+/// An answer's body as it arrives, up to the announced length: small reads (frame headers,
+/// small blocks) are served from a buffer filled a socket read at a time, large ones go
+/// straight from the socket into the caller's memory.
+pub struct BodyReader<'a> {
+    stream: &'a TcpStream,
+    /// Bytes received but not yet read: `buf[at..end]` (at first, those that came with the
+    /// head).
+    buf: Vec<u8>,
+    at: usize,
+    end: usize,
+    /// Bytes of the body not yet read.
+    left: usize,
+}
+
+impl Read for BodyReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let want = out.len().min(self.left);
+        if want == 0 {
+            return Ok(0);
+        }
+        if self.at == self.end && want < BUFFERED_READ_BYTES {
+            // Refill, never past the body's end (the connection's next answer follows it).
+            let room = BUFFERED_READ_BYTES.min(self.left);
+            self.buf.resize(self.buf.len().max(room), 0);
+            let mut stream = self.stream;
+            self.end = match stream.read(&mut self.buf[..room])? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n => n,
+            };
+            self.at = 0;
+        }
+        let n = if self.at < self.end {
+            let n = want.min(self.end - self.at);
+            out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+            self.at += n;
+            n
+        } else {
+            let mut stream = self.stream;
+            match stream.read(&mut out[..want])? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n => n,
+            }
+        };
+        self.left -= n;
+        Ok(n)
+    }
+}
+
+impl BodyReader<'_> {
+    /// The rest of the body, if it is at most `limit` bytes.
+    pub fn read_all(&mut self, limit: usize) -> Result<Vec<u8>, BulkError> {
+        if self.left > limit {
+            return Err(BulkError::BadAnswer(format!(
+                "answer of {} bytes, more than {limit}",
+                self.left
+            )));
+        }
+        let mut all = vec![0u8; self.left];
+        self.read_exact(&mut all)?;
+        Ok(all)
+    }
+}
+
 impl Bulk {
     /// Connections to the server at `url`; None unless it is `http://`.
     pub fn new(url: &str) -> Option<Bulk> {
@@ -124,21 +200,27 @@ impl Bulk {
         })
     }
 
-    /// POSTs store frames of `pieces` to `path` with `headers` (complete `Name: value\r\n`
-    /// lines), and returns the answer (at most `limit` body bytes). A pooled connection
-    /// the server closed meanwhile is replaced once, which is safe because storing blocks
-    /// is idempotent.
-    pub fn post_pieces(
+    /// POSTs `body` to `path` with `headers` (complete `Name: value\r\n` lines) and hands
+    /// the answer's status and body to `take`. A pooled connection the server closed
+    /// meanwhile is replaced once (before any of the answer arrived; both calls that use
+    /// this, storing blocks and reading them, may be repeated).
+    pub fn post<T>(
         &self,
         path: &str,
         headers: &str,
-        pieces: &[Piece],
+        body: Body,
         timeout: Duration,
-        limit: usize,
-    ) -> Result<Answer, BulkError> {
-        let length: usize = pieces.iter().map(|p| STORE_HEADER_BYTES + p.len).sum();
+        mut take: impl FnMut(u16, &mut BodyReader) -> Result<T, BulkError>,
+    ) -> Result<T, BulkError> {
+        let (content_type, length) = match body {
+            Body::Pieces(pieces) => (
+                "application/octet-stream",
+                pieces.iter().map(|p| STORE_HEADER_BYTES + p.len).sum(),
+            ),
+            Body::Json(json) => ("application/json", json.len()),
+        };
         let head = format!(
-            "POST {}{path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\n\
+            "POST {}{path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\n\
              Content-Length: {length}\r\n{headers}\r\n",
             self.prefix, self.host
         );
@@ -146,9 +228,9 @@ impl Bulk {
         let reused = pooled.is_some();
         let stream = match pooled {
             Some(s) => s,
-            None => self.connect(timeout)?,
+            None => self.connect()?,
         };
-        let failure = match exchange(&stream, &head, pieces, timeout, limit) {
+        let failure = match exchange(&stream, &head, body, timeout, &mut take) {
             Ok((answer, keep)) => {
                 self.keep(stream, keep);
                 return Ok(answer);
@@ -159,8 +241,8 @@ impl Bulk {
         if !stale {
             return Err(failure.error);
         }
-        let stream = self.connect(timeout)?;
-        match exchange(&stream, &head, pieces, timeout, limit) {
+        let stream = self.connect()?;
+        match exchange(&stream, &head, body, timeout, &mut take) {
             Ok((answer, keep)) => {
                 self.keep(stream, keep);
                 Ok(answer)
@@ -169,12 +251,19 @@ impl Bulk {
         }
     }
 
-    fn connect(&self, timeout: Duration) -> io::Result<TcpStream> {
-        let stream = TcpStream::connect(&self.authority)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
-        Ok(stream)
+    fn connect(&self) -> io::Result<TcpStream> {
+        use std::net::ToSocketAddrs;
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+        for addr in self.authority.to_socket_addrs()? {
+            match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+                Ok(stream) => {
+                    stream.set_nodelay(true)?;
+                    return Ok(stream);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     fn keep(&self, stream: TcpStream, keep: bool) {
@@ -185,36 +274,47 @@ impl Bulk {
     }
 }
 
-/// Sends the request and reads the answer; true with it if the connection may be reused.
-fn exchange(
+/// Sends the request and hands the answer to `take`; true with its result if the
+/// connection may be reused.
+fn exchange<T>(
     stream: &TcpStream,
     head: &str,
-    pieces: &[Piece],
+    body: Body,
     timeout: Duration,
-    limit: usize,
-) -> Result<(Answer, bool), Failure> {
+    take: &mut impl FnMut(u16, &mut BodyReader) -> Result<T, BulkError>,
+) -> Result<(T, bool), Failure> {
     stream
         .set_read_timeout(Some(timeout))
         .map_err(BulkError::Io)?;
     stream
         .set_write_timeout(Some(timeout))
         .map_err(BulkError::Io)?;
-    match send_request(stream, head, pieces) {
-        Ok(()) => read_answer(stream, limit),
+    let sent = match body {
+        Body::Pieces(pieces) => send_pieces(stream, head, pieces),
+        Body::Json(json) => {
+            send(stream, head.as_bytes(), true).and_then(|()| send(stream, json, false))
+        }
+    };
+    let broken = match sent {
+        Ok(()) => None,
         // A server that refuses a request early (a bad token, say) answers and closes
         // without reading the rest: its answer says more than the broken pipe.
-        Err(BulkError::Io(e)) => match read_answer(stream, limit) {
-            Ok((answer, _)) => Ok((answer, false)),
-            Err(_) => Err(BulkError::Io(e).into()),
-        },
-        Err(e) => Err(e.into()),
-    }
+        Err(BulkError::Io(e)) => Some(e),
+        Err(e) => return Err(e.into()),
+    };
+    let (status, mut reader, keep) = match (read_head(stream), broken) {
+        (Ok(h), broken) => (h.0, h.1, h.2 && broken.is_none()),
+        (Err(_), Some(e)) => return Err(BulkError::Io(e).into()),
+        (Err(f), None) => return Err(f),
+    };
+    let result = take(status, &mut reader).map_err(answered)?;
+    Ok((result, keep && reader.left == 0))
 }
 
 /// Sends the head and the frames: large blocks by sendfile, small ones gathered with the
 /// headers into `staged` and written together (a sendfile per 4 KiB block made 10,000 small
 /// files upload 25 % slower, and the server receive them in as many small pieces).
-fn send_request(stream: &TcpStream, head: &str, pieces: &[Piece]) -> Result<(), BulkError> {
+fn send_pieces(stream: &TcpStream, head: &str, pieces: &[Piece]) -> Result<(), BulkError> {
     let mut staged = Vec::with_capacity(STAGED_BYTES_MAX + STORE_HEADER_BYTES + SENDFILE_BYTES_MIN);
     staged.extend_from_slice(head.as_bytes());
     for piece in pieces {
@@ -294,11 +394,12 @@ fn send_file(stream: &TcpStream, file: &File, offset: u64, len: usize) -> Result
     Ok(())
 }
 
-/// Reads an answer with a `Content-Length` body of at most `limit` bytes.
-fn read_answer(mut stream: &TcpStream, limit: usize) -> Result<(Answer, bool), Failure> {
+/// Reads an answer's head: its status, a reader of its body, and whether the connection
+/// stays open after it.
+fn read_head(stream: &TcpStream) -> Result<(u16, BodyReader<'_>, bool), Failure> {
     let mut buf = vec![0u8; 4096];
     let mut filled = 0;
-    let (status, head_len, length, keep) = loop {
+    loop {
         if filled == buf.len() {
             if buf.len() >= HEAD_BYTES_MAX {
                 return Err(answered(BulkError::BadAnswer(
@@ -307,7 +408,8 @@ fn read_answer(mut stream: &TcpStream, limit: usize) -> Result<(Answer, bool), F
             }
             buf.resize(buf.len() * 2, 0);
         }
-        let n = match stream.read(&mut buf[filled..]) {
+        let mut s = stream;
+        let n = match s.read(&mut buf[filled..]) {
             Ok(0) if filled == 0 => {
                 let closed = io::Error::new(io::ErrorKind::ConnectionAborted, "closed");
                 return Err(BulkError::Io(closed).into());
@@ -330,34 +432,22 @@ fn read_answer(mut stream: &TcpStream, limit: usize) -> Result<(Answer, bool), F
             Ok(httparse::Status::Complete(head_len)) => {
                 let (length, keep) = framing(&response).map_err(answered)?;
                 let status = response.code.unwrap_or(0);
-                break (status, head_len, length, keep);
+                if filled - head_len > length {
+                    return Err(answered(BulkError::BadAnswer(
+                        "bytes after the answer".into(),
+                    )));
+                }
+                let reader = BodyReader {
+                    stream,
+                    buf,
+                    at: head_len,
+                    end: filled,
+                    left: length,
+                };
+                return Ok((status, reader, keep));
             }
             Err(e) => return Err(answered(BulkError::BadAnswer(e.to_string()))),
         }
-    };
-    if length > limit {
-        return Err(answered(BulkError::BadAnswer(format!(
-            "answer of {length} bytes, more than {limit}"
-        ))));
-    }
-    let mut body = buf[head_len..filled].to_vec();
-    if body.len() > length {
-        return Err(answered(BulkError::BadAnswer(
-            "bytes after the answer".into(),
-        )));
-    }
-    let start = body.len();
-    body.resize(length, 0);
-    stream
-        .read_exact(&mut body[start..])
-        .map_err(|e| answered(e.into()))?;
-    Ok((Answer { status, body }, keep))
-}
-
-fn answered(error: BulkError) -> Failure {
-    Failure {
-        error,
-        answered: true,
     }
 }
 
@@ -438,6 +528,10 @@ mod tests {
         stream.write_all(body.as_bytes()).unwrap();
     }
 
+    fn take(status: u16, r: &mut BodyReader) -> Result<(u16, Vec<u8>), BulkError> {
+        Ok((status, r.read_all(100)?))
+    }
+
     fn file_of(bytes: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
@@ -482,9 +576,15 @@ mod tests {
         let headers = "Authorization: Bearer t\r\n";
         for _ in 0..2 {
             let a = bulk
-                .post_pieces("/v1/store_batch", headers, &pieces(&path), timeout, 100)
+                .post(
+                    "/v1/store_batch",
+                    headers,
+                    Body::Pieces(&pieces(&path)),
+                    timeout,
+                    take,
+                )
                 .unwrap();
-            assert_eq!((a.status, a.body.as_slice()), (200, &b"{}"[..]));
+            assert_eq!((a.0, a.1.as_slice()), (200, &b"{}"[..]));
         }
         let seen = server.join().unwrap();
         let mut want = Vec::new();
@@ -536,12 +636,70 @@ mod tests {
         let timeout = Duration::from_secs(10);
         // Read and gathered, then sent by sendfile.
         for len in [200, 100_000] {
-            let r = bulk.post_pieces("/v1/store_batch", "", &[piece(len)], timeout, 100);
+            let r = bulk.post(
+                "/v1/store_batch",
+                "",
+                Body::Pieces(&[piece(len)]),
+                timeout,
+                take,
+            );
             assert!(matches!(r, Err(BulkError::SourceShort)), "{len}: {r:?}");
         }
-        let r = bulk.post_pieces("/v1/store_batch", "", &[piece(100)], timeout, 100);
+        let r = bulk.post(
+            "/v1/store_batch",
+            "",
+            Body::Pieces(&[piece(100)]),
+            timeout,
+            take,
+        );
         assert!(matches!(r, Err(BulkError::BadAnswer(_))), "{r:?}");
         drop(bulk);
         server.join().unwrap();
+    }
+
+    #[test]
+    fn a_json_answer_is_read_across_packets_and_the_connection_reused() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let answer_body: Vec<u8> = (0..20_000u32).map(|i| (i % 7) as u8 + b'0').collect();
+        let sent = answer_body.clone();
+        let server = std::thread::spawn(move || {
+            // One connection serves both requests.
+            let (mut s, _) = listener.accept().unwrap();
+            let mut bodies = Vec::new();
+            for _ in 0..2 {
+                let (head, body) = request(&mut s);
+                assert!(
+                    head.contains("Content-Type: application/json\r\n"),
+                    "{head}"
+                );
+                bodies.push(body);
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", sent.len());
+                s.write_all(&[head.as_bytes(), &sent[..100]].concat())
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(50));
+                s.write_all(&sent[100..]).unwrap();
+            }
+            bodies
+        });
+        let bulk = Bulk::new(&url).unwrap();
+        let timeout = Duration::from_secs(10);
+        for json in [&b"{\"a\":1}"[..], b"{}"] {
+            let got = bulk
+                .post(
+                    "/v1/retrieve_batch",
+                    "",
+                    Body::Json(json),
+                    timeout,
+                    |status, r| Ok((status, r.read_all(1 << 20)?)),
+                )
+                .unwrap();
+            assert_eq!(got.0, 200);
+            assert!(got.1 == answer_body, "the whole body, in order");
+        }
+        assert_eq!(
+            server.join().unwrap(),
+            vec![b"{\"a\":1}".to_vec(), b"{}".to_vec()]
+        );
     }
 }
