@@ -62,6 +62,15 @@ pub struct UploadStats {
 /// which is the order a device streaming the upload fetches in (four made the streaming
 /// experiment's 100 MB cell 1.51× instead of 1.73×).
 const LIMITED_IN_FLIGHT: usize = 2;
+/// store_batch requests in flight per worker otherwise: each waits for the server's flush
+/// to disk before it is answered, so with one per worker (four on two cores) the three
+/// processes of a 1 GiB sync on one machine all waited on the disk at times (0.6–0.8
+/// core-seconds of iowait per GiB); eight cut that to 0.3 and the sync from 2.86 s to
+/// 2.57–2.64 s, while sixteen sent blocks out of file order faster than a device streaming
+/// the upload fetched them.
+const IN_FLIGHT_PER_WORKER: usize = 2;
+/// The most store_batch requests in flight.
+const IN_FLIGHT_MAX: usize = 8;
 
 /// Where a block to upload is read: file, offset, length, and the stat the file must have.
 type Source<'a> = (PathBuf, u64, usize, Option<&'a Stat>);
@@ -117,7 +126,7 @@ pub fn upload(
     }
     let workers = match api.up_limited() {
         true => workers.min(LIMITED_IN_FLIGHT),
-        false => workers,
+        false => (workers * IN_FLIGHT_PER_WORKER).min(IN_FLIGHT_MAX),
     };
     let next = AtomicUsize::new(0);
     let changed: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
