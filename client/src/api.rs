@@ -3,6 +3,7 @@
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -110,6 +111,9 @@ pub struct Api {
     progress: Progress,
     /// Uploads by sendfile, for an `http://` server.
     bulk: Option<Arc<Bulk>>,
+    /// Set once the bulk path got an answer it does not take (an HTTP hop in between that
+    /// re-encodes answers, say): ureq carries every call from then on.
+    bulk_off: Arc<AtomicBool>,
 }
 
 /// What became of a store_batch of blocks read from their files.
@@ -173,6 +177,7 @@ impl Api {
         Ok(Api {
             agent,
             bulk: Bulk::new(&url).map(Arc::new),
+            bulk_off: Arc::new(AtomicBool::new(false)),
             url,
             auth: format!("Bearer {}", endpoint.token),
             up: Throttle::new(up),
@@ -410,7 +415,7 @@ impl Api {
     /// the kernel by sendfile for an `http://` server, read into `body` (reused) and sent
     /// through TLS otherwise.
     pub fn store_pieces(&self, pieces: &[Piece], body: &mut Vec<u8>) -> Result<Sent, ApiError> {
-        let Some(bulk) = &self.bulk else {
+        let Some(bulk) = self.bulk() else {
             // The buffer only grows: zeroing it before reading over it was a pass over
             // every byte uploaded.
             let mut used = 0;
@@ -440,12 +445,30 @@ impl Api {
         let (status, body) = match answer {
             Ok(a) => a,
             Err(BulkError::SourceShort) => return Ok(Sent::SourceShort),
+            Err(BulkError::BadAnswer(detail)) => {
+                self.bulk_failed("store_batch", &detail);
+                return self.store_pieces(pieces, body);
+            }
             Err(e) => return Err(self.bulk_error("store_batch", e)),
         };
         self.down.spend(body.len() as u64);
         match status {
             200 => Self::parse::<StoreBatchResponse>("store_batch", &body).map(|_| Sent::Stored),
             status => Err(Self::refusal(status, &body)),
+        }
+    }
+
+    /// The bulk path, unless it is off.
+    fn bulk(&self) -> Option<&Bulk> {
+        self.bulk
+            .as_deref()
+            .filter(|_| !self.bulk_off.load(Ordering::Relaxed))
+    }
+
+    /// Turns the bulk path off after an answer it could not take.
+    fn bulk_failed(&self, call: &str, detail: &str) {
+        if !self.bulk_off.swap(true, Ordering::Relaxed) {
+            tracing::warn!(call, detail, "an answer the direct transfer path does not take; using the general HTTP client from now on");
         }
     }
 
@@ -508,7 +531,7 @@ impl Api {
             limit,
             timeout: CALL_TIMEOUT + wait,
         };
-        if let Some(bulk) = &self.bulk {
+        if let Some(bulk) = self.bulk() {
             self.up.spend(body.len() as u64);
             self.progress.moved(body.len() as u64);
             let answer = bulk.post(
@@ -528,7 +551,10 @@ impl Api {
                     _ => Ok(Err(Self::refusal(status, &reader.read_all(1 << 20)?))),
                 },
             );
-            return answer.map_err(|e| self.bulk_error("retrieve_batch", e))?;
+            match answer {
+                Err(BulkError::BadAnswer(detail)) => self.bulk_failed("retrieve_batch", &detail),
+                answer => return answer.map_err(|e| self.bulk_error("retrieve_batch", e))?,
+            }
         }
         let mut response = self.send(&call)?;
         let status = response.status().as_u16();
@@ -573,5 +599,86 @@ impl Api {
             &CreateUserRequest { name: name.into() },
             CALL_TIMEOUT,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use holdall_proto::BlockHash;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    /// Reads one request's head and body; whether the head names a user agent (ureq does,
+    /// the bulk path does not).
+    fn request(s: &mut TcpStream) -> Option<bool> {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut byte).ok()? == 0 {
+                return None;
+            }
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        s.read_exact(&mut vec![0u8; length]).unwrap();
+        Some(head.contains("user-agent:"))
+    }
+
+    #[test]
+    fn an_answer_the_bulk_path_does_not_take_turns_it_off_and_the_call_still_lands() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let mut agents = Vec::new();
+            for conn in listener.incoming().take(2) {
+                let mut s = conn.unwrap();
+                while let Some(agent) = request(&mut s) {
+                    agents.push(agent);
+                    // A chunked answer, as an HTTP proxy in between may send.
+                    let body = r#"{"stored":[],"present":[]}"#;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+                        body.len()
+                    );
+                    s.write_all(answer.as_bytes()).unwrap();
+                    if agents.len() == 3 {
+                        return agents;
+                    }
+                }
+            }
+            agents
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"hello").unwrap();
+        let endpoint = Endpoint {
+            url,
+            token: "t".into(),
+            ca: None,
+        };
+        let api = Api::new(&endpoint, 0, 0).unwrap();
+        let mut body = Vec::new();
+        for _ in 0..2 {
+            let pieces = [Piece {
+                hash: BlockHash::of(b"hello"),
+                file: std::fs::File::open(&path).unwrap(),
+                offset: 0,
+                len: 5,
+            }];
+            let sent = api.store_pieces(&pieces, &mut body).unwrap();
+            assert!(matches!(sent, Sent::Stored), "{sent:?}");
+        }
+        assert_eq!(
+            server.join().unwrap(),
+            vec![false, true, true],
+            "bulk first, then ureq for the retry and every call after"
+        );
     }
 }
