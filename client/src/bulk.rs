@@ -385,11 +385,31 @@ fn send_file(stream: &TcpStream, file: &File, offset: u64, len: usize) -> Result
             0 => return Err(BulkError::SourceShort),
             _ => {
                 let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e.into());
+                match e.raw_os_error() {
+                    Some(libc::EINTR) => {}
+                    // A filesystem that cannot splice its pages (some FUSE ones): copy.
+                    Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => {
+                        return send_copied(stream, file, at as u64, left);
+                    }
+                    Some(libc::EIO) => return Err(BulkError::SourceShort),
+                    _ => return Err(e.into()),
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Sends `len` bytes at `offset` of `file` by reading them into a buffer first.
+fn send_copied(stream: &TcpStream, file: &File, offset: u64, len: usize) -> Result<(), BulkError> {
+    let mut buf = vec![0u8; len.min(STAGED_BYTES_MAX)];
+    let mut done = 0;
+    while done < len {
+        let n = buf.len().min(len - done);
+        file.read_exact_at(&mut buf[..n], offset + done as u64)
+            .map_err(|_| BulkError::SourceShort)?;
+        send(stream, &buf[..n], true)?;
+        done += n;
     }
     Ok(())
 }
@@ -701,5 +721,34 @@ mod tests {
             server.join().unwrap(),
             vec![b"{\"a\":1}".to_vec(), b"{}".to_vec()]
         );
+    }
+
+    #[test]
+    fn a_block_copied_instead_of_spliced_arrives_whole() {
+        let data: Vec<u8> = (0..(STAGED_BYTES_MAX * 2 + 77) as u32)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let (_dir, path) = file_of(&data);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            got
+        });
+        let stream = TcpStream::connect(addr).unwrap();
+        let file = File::open(&path).unwrap();
+        send_copied(&stream, &file, 10, data.len() - 10).unwrap();
+        send(&stream, b"", false).unwrap();
+        drop(stream);
+        assert!(
+            reader.join().unwrap() == data[10..],
+            "the bytes from the offset on"
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let cut = send_copied(&stream, &file, data.len() as u64 - 10, 11);
+        assert!(matches!(cut, Err(BulkError::SourceShort)), "{cut:?}");
     }
 }
