@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
-use crate::bulk::{Body, Bulk, BulkError, Piece};
+use crate::bulk::{Body, Bulk, BulkError, Piece, Source};
 use crate::progress::Progress;
 use crate::retrieved::Retrieved;
 use crate::throttle::Throttle;
@@ -411,10 +411,15 @@ impl Api {
         Self::parse("store_batch", &bytes)
     }
 
-    /// `POST /v1/store_batch` of the blocks `pieces` name, read from their files: handed to
-    /// the kernel by sendfile for an `http://` server, read into `body` (reused) and sent
-    /// through TLS otherwise.
-    pub fn store_pieces(&self, pieces: &[Piece], body: &mut Vec<u8>) -> Result<Sent, ApiError> {
+    /// `POST /v1/store_batch` of the blocks `pieces` name (those already read in `read`):
+    /// for an `http://` server through the bulk path, blocks from files handed to the
+    /// kernel by sendfile; otherwise gathered into `body` (reused) and sent through ureq.
+    pub fn store_pieces(
+        &self,
+        pieces: &[Piece],
+        read: &[u8],
+        body: &mut Vec<u8>,
+    ) -> Result<Sent, ApiError> {
         let Some(bulk) = self.bulk() else {
             // The buffer only grows: zeroing it before reading over it was a pass over
             // every byte uploaded.
@@ -425,7 +430,19 @@ impl Api {
                     body.resize(end, 0);
                 }
                 body[used..at].copy_from_slice(&store_frame_header(&p.hash, p.len as u32));
-                if p.file.read_exact_at(&mut body[at..end], p.offset).is_err() {
+                let filled = match &p.source {
+                    Source::File { file, offset } => {
+                        file.read_exact_at(&mut body[at..end], *offset).is_ok()
+                    }
+                    Source::Read { at: from } => match read.get(*from..*from + p.len) {
+                        Some(bytes) => {
+                            body[at..end].copy_from_slice(bytes);
+                            true
+                        }
+                        None => false,
+                    },
+                };
+                if !filled {
                     return Ok(Sent::SourceShort);
                 }
                 used = end;
@@ -438,7 +455,7 @@ impl Api {
         let answer = bulk.post(
             "/v1/store_batch",
             &self.bulk_headers(),
-            Body::Pieces(pieces),
+            Body::Pieces { pieces, read },
             CALL_TIMEOUT,
             |status, reader| Ok((status, reader.read_all(JSON_BYTES_MAX as usize)?)),
         );
@@ -447,7 +464,7 @@ impl Api {
             Err(BulkError::SourceShort) => return Ok(Sent::SourceShort),
             Err(BulkError::BadAnswer(detail)) => {
                 self.bulk_failed("store_batch", &detail);
-                return self.store_pieces(pieces, body);
+                return self.store_pieces(pieces, read, body);
             }
             Err(e) => return Err(self.bulk_error("store_batch", e)),
         };
@@ -666,13 +683,22 @@ mod tests {
         let api = Api::new(&endpoint, 0, 0).unwrap();
         let mut body = Vec::new();
         for _ in 0..2 {
-            let pieces = [Piece {
-                hash: BlockHash::of(b"hello"),
-                file: std::fs::File::open(&path).unwrap(),
-                offset: 0,
-                len: 5,
-            }];
-            let sent = api.store_pieces(&pieces, &mut body).unwrap();
+            let pieces = [
+                Piece {
+                    hash: BlockHash::of(b"hello"),
+                    len: 5,
+                    source: Source::File {
+                        file: std::fs::File::open(&path).unwrap(),
+                        offset: 0,
+                    },
+                },
+                Piece {
+                    hash: BlockHash::of(b"lo"),
+                    len: 2,
+                    source: Source::Read { at: 3 },
+                },
+            ];
+            let sent = api.store_pieces(&pieces, b"hello", &mut body).unwrap();
             assert!(matches!(sent, Sent::Stored), "{sent:?}");
         }
         assert_eq!(

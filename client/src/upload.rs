@@ -21,7 +21,7 @@ use holdall_proto::limits::{BLOCK_BYTES_MAX, COMMIT_BATCH_MAX};
 use holdall_proto::BlockHash;
 
 use crate::api::{Api, ApiError, Sent};
-use crate::bulk::Piece;
+use crate::bulk::{Piece, Source, SENDFILE_BYTES_MIN};
 use crate::scan::Stat;
 
 /// One change to commit.
@@ -73,7 +73,7 @@ const IN_FLIGHT_PER_WORKER: usize = 2;
 const IN_FLIGHT_MAX: usize = 8;
 
 /// Where a block to upload is read: file, offset, length, and the stat the file must have.
-type Source<'a> = (PathBuf, u64, usize, Option<&'a Stat>);
+type Wanted<'a> = (PathBuf, u64, usize, Option<&'a Stat>);
 
 /// Commits `changes` of files under `root`, uploading the blocks the server lacks; a
 /// transient failure of the server aborts with the error, after the commits that did land.
@@ -94,7 +94,7 @@ pub fn upload(
         return Ok(stats);
     }
     // Blocks wanted, each read from one place.
-    let mut sources: HashMap<BlockHash, Source> = HashMap::new();
+    let mut sources: HashMap<BlockHash, Wanted> = HashMap::new();
     for (change, need) in &waiting {
         let r = &change.request;
         for (i, h) in r.blocklist.iter().enumerate() {
@@ -111,7 +111,7 @@ pub fn upload(
     let mut batches: Vec<Vec<BlockHash>> = Vec::new();
     let mut current: Vec<BlockHash> = Vec::new();
     let mut current_bytes = 0u64;
-    let mut ordered: Vec<(&BlockHash, &Source)> = sources.iter().collect();
+    let mut ordered: Vec<(&BlockHash, &Wanted)> = sources.iter().collect();
     ordered.sort_by(|a, b| (&a.1 .0, a.1 .1).cmp(&(&b.1 .0, b.1 .1)));
     for (h, (_, _, len, _)) in ordered {
         if current_bytes + *len as u64 > batch_bytes_max && !current.is_empty() {
@@ -135,8 +135,11 @@ pub fn upload(
     std::thread::scope(|s| {
         for _ in 0..workers.clamp(1, batches.len().max(1)) {
             s.spawn(|| {
-                // The request body for a server behind TLS, reused (see Api::store_pieces).
-                let mut body: Vec<u8> = Vec::new();
+                // Small blocks are read here (from files whose stat is the hashed one before
+                // and after the read) into `read`; large ones are sent from their open files.
+                // Both buffers only grow: zeroing them before reading over them was a pass
+                // over every byte uploaded. `body` is the request for a server behind TLS.
+                let (mut read, mut body): (Vec<u8>, Vec<u8>) = (Vec::new(), Vec::new());
                 loop {
                     if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
                         break;
@@ -144,16 +147,34 @@ pub fn upload(
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(batch) = batches.get(i) else { break };
                     let mut pieces = Vec::with_capacity(batch.len());
+                    // Every piece's file and hashed stat.
                     let mut from: Vec<(&PathBuf, Option<&Stat>)> = Vec::new();
+                    let mut used = 0;
                     for h in batch {
                         let (path, offset, len, stat) = &sources[h];
-                        match open_unchanged(path, *stat) {
-                            Some(file) => {
+                        let source = if *len >= SENDFILE_BYTES_MIN {
+                            open_unchanged(path, *stat).map(|file| Source::File {
+                                file,
+                                offset: *offset,
+                            })
+                        } else {
+                            if read.len() < used + len {
+                                read.resize(used + len, 0);
+                            }
+                            let at = used;
+                            read_unchanged(path, *offset, &mut read[at..at + len], *stat).then(
+                                || {
+                                    used += len;
+                                    Source::Read { at }
+                                },
+                            )
+                        };
+                        match source {
+                            Some(source) => {
                                 pieces.push(Piece {
                                     hash: *h,
-                                    file,
-                                    offset: *offset,
                                     len: *len,
+                                    source,
                                 });
                                 from.push((path, *stat));
                             }
@@ -163,13 +184,15 @@ pub fn upload(
                     if pieces.is_empty() {
                         continue;
                     }
-                    match api.store_pieces(&pieces, &mut body) {
+                    match api.store_pieces(&pieces, &read[..used], &mut body) {
                         Ok(Sent::Stored) => {
                             // A file that changed while its blocks were sent is hashed
                             // again; the blocks the server verified and kept do no harm.
                             for (piece, (path, stat)) in pieces.iter().zip(&from) {
-                                if !unchanged(&piece.file, *stat) {
-                                    mark_changed(&changed, [(*path).clone()]);
+                                if let Source::File { file, .. } = &piece.source {
+                                    if !unchanged(file, *stat) {
+                                        mark_changed(&changed, [(*path).clone()]);
+                                    }
                                 }
                             }
                             let mut st = sent.lock().unwrap_or_else(|e| e.into_inner());
@@ -237,6 +260,13 @@ pub fn upload(
 fn open_unchanged(path: &Path, stat: Option<&Stat>) -> Option<File> {
     let file = File::open(path).ok()?;
     unchanged(&file, stat).then_some(file)
+}
+
+/// Fills `data` from `offset` of the file at `path`; false unless the file has `stat`
+/// (when given) before and after the read.
+fn read_unchanged(path: &Path, offset: u64, data: &mut [u8], stat: Option<&Stat>) -> bool {
+    open_unchanged(path, stat)
+        .is_some_and(|file| file.read_exact_at(data, offset).is_ok() && unchanged(&file, stat))
 }
 
 /// Whether `file` still has `stat` (always, when none is given).
