@@ -1,9 +1,10 @@
 //! Uploads: commit a batch of changes, store the blocks the server asks for, commit again.
 //!
 //! Commits go up to 1000 at a time (`commit_batch`), blocks in `store_batch` requests of up
-//! to the server's `batch_bytes_max`, several in flight. Each block is read back from its
-//! file, which must still have the size, mtime and inode it was hashed with (checked before
-//! and after the read): if the file changed since it was hashed, that file's commit is
+//! to the server's `batch_bytes_max`, several in flight. Each block is sent from its file,
+//! which must still have the size, mtime and inode it was hashed with (checked before and
+//! after reading a small block, and for a large one, sent by sendfile, when it is opened
+//! and after the answer): if the file changed since it was hashed, that file's commit is
 //! dropped for this round (it is hashed again next round). The server hashes every block it
 //! is sent and refuses a batch with a block that does not match its name; such a batch
 //! (an edit that kept the file's stat) drops its files' commits the same way. Torn content
