@@ -62,10 +62,11 @@ impl Retrieved {
         self.slots.clear();
         self.damage = None;
         let payload_bytes_max = payload_bytes_max as usize;
-        // Every aligned block may waste up to an alignment before it, and the buffer's start
-        // one more.
-        let aligned_max = payload_bytes_max / DIRECT_BYTES_MIN + 1;
-        let need = payload_bytes_max + (aligned_max + 1) * ALIGN_BYTES;
+        // Every aligned block may waste up to an alignment before it (after a small block)
+        // and another in its zero padding; the buffer's start one more. At most
+        // `payload_bytes_max / DIRECT_BYTES_MIN` aligned blocks fit in the payload limit.
+        let aligned_max = payload_bytes_max / DIRECT_BYTES_MIN;
+        let need = payload_bytes_max + (2 * aligned_max + 1) * ALIGN_BYTES;
         if self.buf.len() < need {
             self.buf.resize(need, 0);
         }
@@ -331,5 +332,37 @@ mod tests {
         };
         let r = answer.read_from(&mut failing, BATCH_BYTES_DEFAULT as u64, 3, |_| {});
         assert!(r.is_err());
+    }
+
+    #[test]
+    fn the_worst_layout_within_the_limits_fits_the_buffer() {
+        // Each aligned block preceded by a 1-byte block and one byte past the alignment:
+        // padding before and after every one of them.
+        let large = block(23, DIRECT_BYTES_MIN + 1);
+        let mut body = Vec::new();
+        let mut frames = 0;
+        let mut payload = 0;
+        while payload + 1 + large.len() <= BATCH_BYTES_DEFAULT {
+            encode_retrieve_frame(&mut body, &BlockHash::of(b"s"), RetrieveStatus::Ok, b"s");
+            encode_retrieve_frame(
+                &mut body,
+                &BlockHash::of(&large),
+                RetrieveStatus::Ok,
+                &large,
+            );
+            frames += 2;
+            payload += 1 + large.len();
+        }
+        // And the rest of the payload limit in one small block, which needs no padding.
+        let rest = block(29, BATCH_BYTES_DEFAULT - payload);
+        assert!(rest.len() < DIRECT_BYTES_MIN);
+        encode_retrieve_frame(&mut body, &BlockHash::of(&rest), RetrieveStatus::Ok, &rest);
+        frames += 1;
+        let mut answer = Retrieved::default();
+        read(&mut answer, &body, frames).unwrap();
+        assert_eq!(answer.damage(), None);
+        assert_eq!(answer.frames().count(), frames);
+        let last = answer.frames().last().unwrap();
+        assert_eq!(last.payload.data(), &rest[..]);
     }
 }
