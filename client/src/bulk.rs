@@ -248,29 +248,24 @@ impl Bulk {
             self.prefix, self.host
         );
         let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let reused = pooled.is_some();
-        let stream = match pooled {
+        let mut reused = pooled.is_some();
+        let mut stream = match pooled {
             Some(s) => s,
             None => self.connect()?,
         };
-        let failure = match exchange(&stream, &head, body, timeout, &mut take) {
-            Ok((answer, keep)) => {
-                self.keep(stream, keep);
-                return Ok(answer);
+        // At most two attempts: `reused` is false after the first.
+        loop {
+            match exchange(&stream, &head, body, timeout, &mut take) {
+                Ok((answer, keep)) => {
+                    self.keep(stream, keep);
+                    return Ok(answer);
+                }
+                Err(f) if reused && !f.answered && matches!(f.error, BulkError::Io(_)) => {
+                    stream = self.connect()?;
+                    reused = false;
+                }
+                Err(f) => return Err(f.error),
             }
-            Err(f) => f,
-        };
-        let stale = reused && !failure.answered && matches!(failure.error, BulkError::Io(_));
-        if !stale {
-            return Err(failure.error);
-        }
-        let stream = self.connect()?;
-        match exchange(&stream, &head, body, timeout, &mut take) {
-            Ok((answer, keep)) => {
-                self.keep(stream, keep);
-                Ok(answer)
-            }
-            Err(f) => Err(f.error),
         }
     }
 
