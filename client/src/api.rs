@@ -622,31 +622,10 @@ impl Api {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bulk::tests::request;
     use holdall_proto::BlockHash;
-    use std::io::{Read, Write};
-    use std::net::{TcpListener, TcpStream};
-
-    /// Reads one request's head and body; whether the head names a user agent (ureq does,
-    /// the bulk path does not).
-    fn request(s: &mut TcpStream) -> Option<bool> {
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if s.read(&mut byte).ok()? == 0 {
-                return None;
-            }
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length: "))
-            .unwrap()
-            .parse()
-            .unwrap();
-        s.read_exact(&mut vec![0u8; length]).unwrap();
-        Some(head.contains("user-agent:"))
-    }
+    use std::io::Write;
+    use std::net::TcpListener;
 
     #[test]
     fn an_answer_the_bulk_path_does_not_take_turns_it_off_and_the_call_still_lands() {
@@ -656,8 +635,9 @@ mod tests {
             let mut agents = Vec::new();
             for conn in listener.incoming().take(2) {
                 let mut s = conn.unwrap();
-                while let Some(agent) = request(&mut s) {
-                    agents.push(agent);
+                // ureq names a user agent; the bulk path does not.
+                while let Some((head, _)) = request(&mut s) {
+                    agents.push(head.to_ascii_lowercase().contains("user-agent:"));
                     // A chunked answer, as an HTTP proxy in between may send.
                     let body = r#"{"stored":[],"present":[]}"#;
                     let answer = format!(

@@ -518,7 +518,7 @@ fn framing(response: &httparse::Response) -> Result<(usize, bool), BulkError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
     use std::net::TcpListener;
@@ -543,23 +543,31 @@ mod tests {
     }
 
     /// Reads one request; its head and body.
-    fn request(stream: &mut TcpStream) -> (String, Vec<u8>) {
+    /// Reads one request: its head and body; None if the connection closed first. Shared
+    /// by the fake servers of the client's tests.
+    pub(crate) fn request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
         let mut buf = Vec::new();
         let mut byte = [0u8; 1];
         while !buf.ends_with(b"\r\n\r\n") {
-            stream.read_exact(&mut byte).unwrap();
+            if stream.read(&mut byte).ok()? == 0 {
+                return None;
+            }
             buf.push(byte[0]);
         }
         let head = String::from_utf8(buf).unwrap();
         let length: usize = head
             .lines()
-            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim())
+            })
             .unwrap()
             .parse()
             .unwrap();
         let mut body = vec![0u8; length];
         stream.read_exact(&mut body).unwrap();
-        (head, body)
+        Some((head, body))
     }
 
     fn answer(stream: &mut TcpStream, status: &str, body: &str) {
@@ -593,7 +601,7 @@ mod tests {
             // The first connection answers once and is then closed, as an idle server does.
             for _ in 0..2 {
                 let (mut s, _) = listener.accept().unwrap();
-                seen.push(request(&mut s));
+                seen.push(request(&mut s).unwrap());
                 answer(&mut s, "200 OK", "{}");
             }
             seen
@@ -666,7 +674,7 @@ mod tests {
             let (mut s, _) = listener.accept().unwrap();
             let _ = s.read_to_end(&mut Vec::new());
             let (mut s, _) = listener.accept().unwrap();
-            request(&mut s);
+            request(&mut s).unwrap();
             s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n")
                 .unwrap();
             // Hold the connection until the client is done with it.
@@ -719,7 +727,7 @@ mod tests {
             let (mut s, _) = listener.accept().unwrap();
             let mut bodies = Vec::new();
             for _ in 0..2 {
-                let (head, body) = request(&mut s);
+                let (head, body) = request(&mut s).unwrap();
                 assert!(
                     head.contains("Content-Type: application/json\r\n"),
                     "{head}"
