@@ -356,14 +356,26 @@ impl BlockLog {
         data: &[u8],
         verify: bool,
     ) -> Result<PutOutcome, BlockLogError> {
-        if data.len() > BLOCK_BYTES_MAX {
-            return Err(BlockLogError::TooLarge(data.len()));
+        self.put_pieces(hash, &[data], verify).await
+    }
+
+    /// [`BlockLog::put`] for a block whose bytes are `pieces` in order (the parts of a
+    /// request body it arrived in), copied once, into the record.
+    pub async fn put_pieces<P: AsRef<[u8]>>(
+        &self,
+        hash: BlockHash,
+        pieces: &[P],
+        verify: bool,
+    ) -> Result<PutOutcome, BlockLogError> {
+        let data_len: usize = pieces.iter().map(|p| p.as_ref().len()).sum();
+        if data_len > BLOCK_BYTES_MAX {
+            return Err(BlockLogError::TooLarge(data_len));
         }
         if let Some(waiting) = self.wait_if_known(&hash) {
             return waiting.await;
         }
         if verify {
-            let actual = BlockHash::of(data);
+            let actual = BlockHash::of_pieces(pieces);
             if actual != hash {
                 return Err(BlockLogError::HashMismatch {
                     expected: hash,
@@ -373,9 +385,9 @@ impl BlockLog {
         }
         let inner = &self.inner;
         let key = inner.key.as_deref();
-        let len = record_len(stored_len(data.len(), key.is_some()));
+        let len = record_len(stored_len(data_len, key.is_some()));
         let mut buf = inner.pool.take(len);
-        encode_record(buf.as_bytes_mut(), &hash, data, key)?;
+        encode_record(buf.as_bytes_mut(), &hash, pieces, key)?;
         let (tx, rx) = oneshot::channel();
         inner.pending.borrow_mut().insert(hash, vec![tx]);
         if self.tx.send(WriteRequest { hash, buf }).await.is_err() {

@@ -114,36 +114,40 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-/// Writes the record for `payload` into `out`, which must be exactly
-/// `record_len(stored_len(payload.len(), key.is_some()))` bytes; encrypts when a key is given.
-pub fn encode_record(
+/// Writes the record for the block made of `pieces` (its bytes in order, as they arrived)
+/// into `out`, which must be exactly `record_len(stored_len(payload_len, key.is_some()))`
+/// bytes; encrypts when a key is given.
+pub fn encode_record<P: AsRef<[u8]>>(
     out: &mut [u8],
     hash: &BlockHash,
-    payload: &[u8],
+    pieces: &[P],
     key: Option<&StoreKey>,
 ) -> Result<(), KeyError> {
-    assert!(payload.len() <= BLOCK_BYTES_MAX, "block over 4 MiB");
-    let stored = stored_len(payload.len(), key.is_some());
+    let payload_len: usize = pieces.iter().map(|p| p.as_ref().len()).sum();
+    assert!(payload_len <= BLOCK_BYTES_MAX, "block over 4 MiB");
+    let stored = stored_len(payload_len, key.is_some());
     assert_eq!(out.len(), record_len(stored), "record buffer size");
     let (header, rest) = out.split_at_mut(HEADER_BYTES);
     let (body, padding) = rest.split_at_mut(stored);
     padding.fill(0);
+    let (plain, tag_out) = body.split_at_mut(payload_len);
+    let mut at = 0;
+    for piece in pieces {
+        let piece = piece.as_ref();
+        plain[at..at + piece.len()].copy_from_slice(piece);
+        at += piece.len();
+    }
     let mut nonce = [0u8; 12];
-    match key {
-        Some(key) => {
-            nonce = key.new_nonce()?;
-            let (plain, tag_out) = body.split_at_mut(payload.len());
-            plain.copy_from_slice(payload);
-            let tag = key.seal(nonce, hash.as_bytes(), plain);
-            tag_out.copy_from_slice(&tag);
-        }
-        None => body.copy_from_slice(payload),
+    if let Some(key) = key {
+        nonce = key.new_nonce()?;
+        let tag = key.seal(nonce, hash.as_bytes(), plain);
+        tag_out.copy_from_slice(&tag);
     }
     header[0..4].copy_from_slice(&RECORD_MAGIC);
     header[4] = FORMAT_VERSION;
     header[5] = if key.is_some() { FLAG_ENCRYPTED } else { 0 };
     header[6..8].fill(0);
-    header[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    header[8..12].copy_from_slice(&(payload_len as u32).to_le_bytes());
     header[12..16].copy_from_slice(&(stored as u32).to_le_bytes());
     header[16..28].copy_from_slice(&nonce);
     header[28..32].copy_from_slice(&crc32fast::hash(body).to_le_bytes());
@@ -303,7 +307,7 @@ mod tests {
 
     fn encode(payload: &[u8], key: Option<&StoreKey>) -> Vec<u8> {
         let mut out = vec![0xAA; record_len(stored_len(payload.len(), key.is_some()))];
-        encode_record(&mut out, &BlockHash::of(payload), payload, key).unwrap();
+        encode_record(&mut out, &BlockHash::of(payload), &[payload], key).unwrap();
         out
     }
 

@@ -342,7 +342,7 @@ fn a_forged_record_inside_a_plain_payload_is_never_indexed() {
         // claims the name of another block.
         let victim = BlockHash::of(b"the victim's block");
         let mut forged = vec![0u8; record_len(stored_len(4, false))];
-        encode_record(&mut forged, &victim, b"evil", None).unwrap();
+        encode_record(&mut forged, &victim, &[b"evil"], None).unwrap();
         let mut a = block(1, 12_288);
         let at = 4096 - HEADER_BYTES;
         a[at..at + forged.len()].copy_from_slice(&forged);

@@ -75,7 +75,7 @@ fn valid_inputs(target: &str) -> Vec<Vec<u8>> {
             let hash = h(payload);
             let stored = block_record::stored_len(payload.len(), false);
             let mut record = vec![0u8; block_record::record_len(stored)];
-            block_record::encode_record(&mut record, &hash, payload, None).unwrap();
+            block_record::encode_record(&mut record, &hash, &[payload], None).unwrap();
             let mut header = vec![0u8; SEGMENT_HEADER_BYTES as usize];
             block_record::encode_segment_header(&mut header, 1, 0);
             vec![record, header]

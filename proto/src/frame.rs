@@ -202,26 +202,31 @@ impl<'a> StoreFrames<'a> {
     fn decode_one(&mut self) -> Result<StoreFrame<'a>, FrameError> {
         let offset = self.offset;
         let rest = &self.body[offset..];
-        if rest.len() < STORE_HEADER_BYTES {
+        let Some(header) = rest.first_chunk::<STORE_HEADER_BYTES>() else {
             return Err(FrameError::Truncated {
                 offset,
                 needed: STORE_HEADER_BYTES,
                 available: rest.len(),
             });
-        }
-        let len = read_u32(&rest[32..36]);
-        let data = checked_payload(
-            rest,
+        };
+        let (hash, len) = decode_store_header(
+            header,
             offset,
-            STORE_HEADER_BYTES,
-            len,
             &mut self.payload_total,
             self.payload_bytes_max,
         )?;
-        self.offset += STORE_HEADER_BYTES + data.len();
+        let needed = STORE_HEADER_BYTES + len as usize;
+        if rest.len() < needed {
+            return Err(FrameError::Truncated {
+                offset,
+                needed,
+                available: rest.len(),
+            });
+        }
+        self.offset += needed;
         Ok(StoreFrame {
-            hash: read_hash(rest),
-            data,
+            hash,
+            data: &rest[STORE_HEADER_BYTES..needed],
         })
     }
 }
@@ -248,28 +253,6 @@ fn checked_len(
         });
     }
     Ok(())
-}
-
-/// Checks a declared payload length against the limits and the bytes available, and
-/// returns the payload.
-fn checked_payload<'a>(
-    rest: &'a [u8],
-    offset: usize,
-    header_bytes: usize,
-    len: u32,
-    payload_total: &mut u64,
-    payload_bytes_max: u64,
-) -> Result<&'a [u8], FrameError> {
-    checked_len(offset, len, payload_total, payload_bytes_max)?;
-    let needed = header_bytes + len as usize;
-    if rest.len() < needed {
-        return Err(FrameError::Truncated {
-            offset,
-            needed,
-            available: rest.len(),
-        });
-    }
-    Ok(&rest[header_bytes..needed])
 }
 
 /// Iterates over the retrieve frames of a body; stops at the first error.
@@ -348,6 +331,21 @@ pub struct RetrieveHeader {
     pub status: RetrieveStatus,
     /// Payload bytes that follow (0 unless `status` is `Ok`).
     pub len: u32,
+}
+
+/// Decodes the header of the store frame at byte `offset` of a body, for readers that take
+/// the body as a stream: checks the block limit and adds the payload to `payload_total`,
+/// which must stay within `payload_bytes_max`. Returns the hash the sender claims and the
+/// payload's length.
+pub fn decode_store_header(
+    header: &[u8; STORE_HEADER_BYTES],
+    offset: usize,
+    payload_total: &mut u64,
+    payload_bytes_max: u64,
+) -> Result<(BlockHash, u32), FrameError> {
+    let len = read_u32(&header[32..36]);
+    checked_len(offset, len, payload_total, payload_bytes_max)?;
+    Ok((read_hash(header), len))
 }
 
 /// Decodes the header of the retrieve frame at byte `offset` of an answer, for readers that

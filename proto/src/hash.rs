@@ -35,6 +35,15 @@ impl BlockHash {
         BlockHash(Sha256::digest(data).into())
     }
 
+    /// The SHA-256 of the bytes of `pieces`, in order: the name of the block they make up.
+    pub fn of_pieces<P: AsRef<[u8]>>(pieces: &[P]) -> BlockHash {
+        let mut sha = Sha256::new();
+        for piece in pieces {
+            sha.update(piece.as_ref());
+        }
+        BlockHash(sha.finalize().into())
+    }
+
     /// The raw digest.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
@@ -113,6 +122,14 @@ mod tests {
     use super::*;
 
     const EMPTY: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn pieces_hash_as_their_concatenation() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+        let pieces: [&[u8]; 4] = [&data[..1], &data[1..64], &data[64..64], &data[64..]];
+        assert_eq!(BlockHash::of_pieces(&pieces), BlockHash::of(&data));
+        assert_eq!(BlockHash::of_pieces::<&[u8]>(&[]).to_hex(), EMPTY);
+    }
 
     #[test]
     fn hex_round_trip() {

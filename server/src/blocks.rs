@@ -6,14 +6,15 @@ use std::rc::Rc;
 use holdall_engine::block_log::PutOutcome;
 use holdall_engine::sfj::User;
 use holdall_proto::api::StoreBatchResponse;
-use holdall_proto::frame::{decode_store_frames, FrameError};
+use holdall_proto::frame::FrameError;
 use holdall_proto::limits::BATCH_BYTES_DEFAULT;
 use holdall_proto::BlockHash;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use crate::body::Body;
-use crate::routes::{json, read_body, ApiError};
+use crate::pieces::FrameSplitter;
+use crate::routes::{json, read_chunks, ApiError};
 use crate::shard::{shard_of_block, verify, Blocks, Shard};
 
 /// Room for frame headers on top of the payload limit: 36 bytes a frame, so about 116,000
@@ -36,16 +37,21 @@ pub async fn store_batch(
     user: &User,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let body = read_body(req, BATCH_BYTES_DEFAULT + FRAME_HEADERS_BYTES_MAX).await?;
+    let mut splitter = FrameSplitter::new(BATCH_BYTES_DEFAULT as u64);
+    read_chunks(
+        req,
+        BATCH_BYTES_DEFAULT + FRAME_HEADERS_BYTES_MAX,
+        |chunk| splitter.push(chunk).map_err(frame_error),
+    )
+    .await?;
     let mut order: Vec<BlockHash> = Vec::new();
     let mut by_owner: BTreeMap<usize, Blocks> = BTreeMap::new();
-    for frame in decode_store_frames(&body, BATCH_BYTES_DEFAULT as u64) {
-        let frame = frame.map_err(frame_error)?;
-        order.push(frame.hash);
+    for (hash, pieces) in splitter.finish().map_err(frame_error)? {
+        order.push(hash);
         by_owner
-            .entry(shard_of_block(&frame.hash, shard.shards))
+            .entry(shard_of_block(&hash, shard.shards))
             .or_default()
-            .push((frame.hash, body.slice_ref(frame.data)));
+            .push((hash, pieces));
     }
     let checks = by_owner.iter().map(|(owner, blocks)| {
         let blocks = blocks.clone();

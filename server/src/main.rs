@@ -13,6 +13,7 @@ mod http;
 mod list;
 mod mesh;
 mod metrics;
+mod pieces;
 mod recent;
 mod retrieve;
 mod routes;

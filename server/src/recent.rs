@@ -7,17 +7,18 @@
 //! nothing but the send. The blocks were checked against their hashes before they were
 //! stored, so what is served is what the log holds.
 //!
-//! The cache holds slices of the `store_batch` bodies that brought the blocks (no copy), so
-//! one cached block can keep its whole request body alive: at most the batch limit plus
-//! its frame headers. Only blocks of at least [`RECENT_BLOCK_BYTES_MIN`] are kept (a body
-//! holds at most eight of those), and the cache is bounded by a count, so its memory is at
-//! most `blocks_max` bodies and usually `blocks_max` × 4 MiB. Oldest stored go first.
+//! The cache holds the blocks as the slices of the `store_batch` bodies' chunks they arrived
+//! in (no copy), so a cached block keeps alive the chunks it spans: its own bytes and at
+//! most a chunk's worth of its neighbours' at each end. Only blocks of at least
+//! [`RECENT_BLOCK_BYTES_MIN`] are kept, and the cache is bounded by a count, so its memory
+//! is about `blocks_max` × 4 MiB. Oldest stored go first.
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
 use hashbrown::HashMap;
 use holdall_proto::BlockHash;
+
+use crate::pieces::Pieces;
 
 /// Smaller blocks are not kept: small files are not streamed, and a small block could keep
 /// a large body alive.
@@ -36,7 +37,7 @@ pub struct RecentStats {
 pub struct RecentBlocks {
     blocks_max: usize,
     order: VecDeque<BlockHash>,
-    held: HashMap<BlockHash, Bytes>,
+    held: HashMap<BlockHash, Pieces>,
     hits: u64,
 }
 
@@ -53,7 +54,7 @@ impl RecentBlocks {
 
     /// Keeps `data`, just stored as `hash`, if it is large enough; the oldest go beyond the
     /// bound.
-    pub fn insert(&mut self, hash: BlockHash, data: Bytes) {
+    pub fn insert(&mut self, hash: BlockHash, data: Pieces) {
         if self.blocks_max == 0
             || data.len() < RECENT_BLOCK_BYTES_MIN
             || self.held.contains_key(&hash)
@@ -73,7 +74,7 @@ impl RecentBlocks {
     }
 
     /// The block `hash`, if it is held.
-    pub fn get(&mut self, hash: &BlockHash) -> Option<Bytes> {
+    pub fn get(&mut self, hash: &BlockHash) -> Option<Pieces> {
         let data = self.held.get(hash).cloned()?;
         self.hits += 1;
         Some(data)
@@ -91,10 +92,11 @@ impl RecentBlocks {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
-    fn block(seed: u8) -> (BlockHash, Bytes) {
+    fn block(seed: u8) -> (BlockHash, Pieces) {
         let data = Bytes::from(vec![seed; RECENT_BLOCK_BYTES_MIN]);
-        (BlockHash::of(&data), data)
+        (BlockHash::of(&data), Pieces::from(data))
     }
 
     #[test]
@@ -114,9 +116,9 @@ mod tests {
     #[test]
     fn small_blocks_and_a_zero_bound_keep_nothing() {
         let mut recent = RecentBlocks::new(4);
-        let small = Bytes::from_static(b"small");
-        recent.insert(BlockHash::of(&small), small.clone());
-        assert!(recent.get(&BlockHash::of(&small)).is_none());
+        let small = Pieces::from(Bytes::from_static(b"small"));
+        recent.insert(small.hash(), small.clone());
+        assert!(recent.get(&small.hash()).is_none());
         let mut off = RecentBlocks::new(0);
         let (h, d) = block(9);
         off.insert(h, d);

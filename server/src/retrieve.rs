@@ -26,6 +26,7 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 
 use crate::body::Body;
+use crate::pieces::Pieces;
 use crate::routes::{read_json, ApiError};
 use crate::shard::{block_error, shard_of_block, shard_of_namespace, Shard};
 
@@ -68,7 +69,7 @@ pub async fn retrieve_batch(
         chunks.push(Bytes::copy_from_slice(&retrieve_frame_header(
             &hash, status, len,
         )));
-        chunks.extend(data);
+        chunks.extend(data.into_iter().flatten());
     }
     Ok(binary(Body::from_chunks(chunks)))
 }
@@ -115,7 +116,9 @@ pub async fn get_block(
         .await?
         .pop();
     match answer {
-        Some((_, RetrieveStatus::Ok, Some(data))) => Ok(binary(Body::full(data))),
+        Some((_, RetrieveStatus::Ok, Some(data))) => {
+            Ok(binary(Body::from_chunks(data.into_iter().collect())))
+        }
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -139,7 +142,7 @@ async fn retrieve(
     user: &User,
     items: Vec<RetrieveItem>,
     wait: Duration,
-) -> Result<Vec<(BlockHash, RetrieveStatus, Option<Bytes>)>, ApiError> {
+) -> Result<Vec<(BlockHash, RetrieveStatus, Option<Pieces>)>, ApiError> {
     let namespaces = crate::access::namespaces_of(&shard.directory.borrow(), user);
     for item in &items {
         crate::access::check(&namespaces, item.ns)?;
@@ -186,11 +189,11 @@ async fn retrieve(
             async move { fetch_here(&s, list, wait).await }
         })
     });
-    let mut data: Vec<Option<Bytes>> = vec![None; slots.len()];
+    let mut data: Vec<Option<Pieces>> = vec![None; slots.len()];
     let mut total_bytes = 0;
     for answered in futures::future::join_all(fetched).await {
         for (slot, bytes) in answered?? {
-            total_bytes += bytes.as_ref().map_or(0, Bytes::len);
+            total_bytes += bytes.as_ref().map_or(0, Pieces::len);
             data[slot] = bytes;
         }
     }
@@ -259,7 +262,7 @@ async fn fetch_here(
     shard: &Rc<Shard>,
     list: Vec<(usize, BlockHash, bool)>,
     wait: Duration,
-) -> Result<Vec<(usize, Option<Bytes>)>, ApiError> {
+) -> Result<Vec<(usize, Option<Pieces>)>, ApiError> {
     let deadline = Instant::now() + wait;
     let read_bytes = Cell::new(0usize);
     let reads = futures::stream::iter(list).map(|(slot, hash, may_wait)| {
@@ -289,7 +292,7 @@ async fn fetch_here(
             if read_bytes.get() > BATCH_BYTES_DEFAULT {
                 return Err(too_large());
             }
-            Ok((slot, Some(Bytes::from(out))))
+            Ok((slot, Some(Pieces::from(Bytes::from(out)))))
         }
     });
     reads

@@ -255,6 +255,40 @@ const BODY_BYTES_PER_S_MIN: u64 = 8 * 1024;
 /// declared length says so), 408 when the client stops sending for the client timeout or
 /// sends slower than [`BODY_BYTES_PER_S_MIN`] on average.
 pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    let expected = hyper::body::Body::size_hint(req.body())
+        .exact()
+        .map_or(limit, |n| (n as usize).min(limit));
+    // A one-chunk body is kept as it is; a longer one is copied as its chunks arrive into
+    // one buffer of the announced length, so each chunk is dropped at once and hyper reuses
+    // its read buffer.
+    let mut first: Option<Bytes> = None;
+    let mut all: Vec<u8> = Vec::new();
+    read_chunks(req, limit, |data| {
+        if first.is_none() && all.is_empty() {
+            first = Some(data);
+            return Ok(());
+        }
+        if let Some(f) = first.take() {
+            all.reserve_exact(expected.max(f.len() + data.len()));
+            all.extend_from_slice(&f);
+        }
+        all.extend_from_slice(&data);
+        Ok(())
+    })
+    .await?;
+    Ok(match first {
+        Some(only) => only,
+        None => Bytes::from(all),
+    })
+}
+
+/// Reads a body of at most `limit` bytes, handing each chunk to `take` as it arrives; the
+/// limits and timeouts of [`read_body`]. An error from `take` ends the read.
+pub async fn read_chunks(
+    req: Request<Incoming>,
+    limit: usize,
+    mut take: impl FnMut(Bytes) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
     use http_body_util::BodyExt;
     let too_large = || {
         ApiError::new(
@@ -277,12 +311,6 @@ pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Ap
     };
     let deadline = Instant::now() + idle_max + Duration::from_secs(expected / BODY_BYTES_PER_S_MIN);
     let mut body = req.into_body();
-    // A one-chunk body is kept as it is; a longer one is copied as its chunks arrive into
-    // one buffer of the announced length, so each chunk is dropped at once and hyper reuses
-    // its read buffer (holding every chunk to the end made it allocate fresh memory for
-    // each read: page faults on every byte of an 8 MiB batch).
-    let mut first: Option<Bytes> = None;
-    let mut all: Vec<u8> = Vec::new();
     let mut total = 0;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -309,7 +337,7 @@ pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Ap
                 ))
             }
         };
-        let Some(frame) = frame else { break };
+        let Some(frame) = frame else { return Ok(()) };
         let frame =
             frame.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string()))?;
         if let Ok(data) = frame.into_data() {
@@ -317,21 +345,9 @@ pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Ap
             if total > limit {
                 return Err(too_large());
             }
-            if total == data.len() {
-                first = Some(data);
-                continue;
-            }
-            if let Some(f) = first.take() {
-                all.reserve_exact((expected as usize).clamp(total, limit));
-                all.extend_from_slice(&f);
-            }
-            all.extend_from_slice(&data);
+            take(data)?;
         }
     }
-    Ok(match first {
-        Some(only) => only,
-        None => Bytes::from(all),
-    })
 }
 
 /// Reads a JSON body of at most `limit` bytes: 413 beyond, 400 `bad_json` if it does not parse

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use bytes::Bytes;
 use holdall_engine::block_log::{BlockLog, BlockLogConfig};
 use holdall_engine::block_log::{BlockLogError, PutOutcome};
 use holdall_engine::journal::{Journal, JournalConfig, JournalError};
@@ -25,13 +24,14 @@ use crate::config::Config;
 use crate::directory::DirectoryOp;
 use crate::mesh::Mesh;
 use crate::metrics::{EngineGauges, ShardMetrics};
+use crate::pieces::Pieces;
 use crate::recent::RecentBlocks;
 use crate::routes::ApiError;
 use crate::uploads::Uploads;
 use crate::waiters::Waiters;
 
 /// Blocks in transit to their owner: slices of the request body, never copies.
-pub type Blocks = Vec<(BlockHash, Bytes)>;
+pub type Blocks = Vec<(BlockHash, Pieces)>;
 
 /// Most upload records (user, block) a shard keeps: about 100 bytes each.
 const UPLOAD_RECORDS_MAX: usize = 1 << 20;
@@ -262,7 +262,7 @@ impl Shard {
     ) -> Result<Vec<PutOutcome>, ApiError> {
         let puts = blocks
             .iter()
-            .map(|(hash, data)| self.blocks.put(*hash, data, false));
+            .map(|(hash, data)| self.blocks.put_pieces(*hash, data.parts(), false));
         let outcomes: Vec<PutOutcome> = futures::future::join_all(puts)
             .await
             .into_iter()
@@ -321,7 +321,7 @@ impl Shard {
 pub fn verify(blocks: &Blocks) -> Option<BlockHash> {
     blocks
         .iter()
-        .find(|(hash, data)| BlockHash::of(data) != *hash)
+        .find(|(hash, data)| data.hash() != *hash)
         .map(|(hash, _)| *hash)
 }
 
