@@ -1,7 +1,15 @@
 //! The local tree: walks the synced folder (honouring `.holdallignore`), reuses cached
-//! blocklists of files whose size, mtime and inode did not change, and hashes the rest on
-//! several threads. A file that changes while it is hashed is reported unsettled, so torn
-//! content is never committed.
+//! blocklists of files whose size, mtime, ctime and inode did not change, and hashes the
+//! rest on several threads. A file that changes while it is hashed is reported unsettled, so
+//! torn content is never committed.
+//!
+//! The stat includes ctime because mtime alone can be put back (`touch -r`, `rsync -t
+//! --inplace`, an editor that keeps times): an edit of the same size would then look like
+//! no change, never be uploaded, and later be overwritten by a remote version. Nobody can
+//! set ctime. And a file that changed just before it was read (see [`Stat::racy`]) is
+//! cached as racy and read again at the next scan even if its stat is unchanged: a second
+//! write in the same timestamp tick, after the read, would leave every field of the stat as
+//! it was.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -10,6 +18,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use holdall_proto::{validate_path, BlockHash, ContentHasher};
 use tracing::warn;
@@ -31,6 +40,8 @@ pub struct Stat {
     pub size: u64,
     /// Modification time, ns since the epoch.
     pub mtime_ns: i64,
+    /// Status change time, ns since the epoch: moves on every write, rename or time change.
+    pub ctime_ns: i64,
     /// Inode number.
     pub inode: u64,
 }
@@ -41,14 +52,66 @@ impl Stat {
         Stat {
             size: meta.len(),
             mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
             inode: meta.ino(),
         }
     }
 
-    /// Whether a cached hash still describes this file.
+    /// Whether this file has the stat a cached hash was taken with (it may still need
+    /// reading again if the entry is racy; see [`Stat::trusts`]).
     pub fn matches(&self, h: &HashEntry) -> bool {
-        self.size == h.size && self.mtime_ns == h.mtime_ns && self.inode == h.inode
+        self.size == h.size
+            && self.mtime_ns == h.mtime_ns
+            && self.ctime_ns == h.ctime_ns
+            && self.inode == h.inode
     }
+
+    /// Whether a cached hash describes this file without reading it again.
+    pub fn trusts(&self, h: &HashEntry) -> bool {
+        self.matches(h) && !h.racy
+    }
+
+    /// The cache entry saying this file holds `blocklist` (not racy).
+    pub fn entry(&self, blocklist: Vec<BlockHash>) -> HashEntry {
+        HashEntry {
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+            ctime_ns: self.ctime_ns,
+            inode: self.inode,
+            racy: false,
+            blocklist,
+        }
+    }
+
+    /// Whether the file changed so shortly before `read_from_ns` (when its reading began,
+    /// ns since the epoch) that a change after the read could have left this stat as it is.
+    /// Filesystems stamp times from a clock that moves in ticks, and two writes within one
+    /// tick get the same times. Linux's local filesystems tick every few milliseconds; a
+    /// filesystem whose ctime has no fraction of a second ticks in seconds (or more: FAT's
+    /// two), so it gets the wide window.
+    pub fn racy(&self, read_from_ns: i64) -> bool {
+        let window_ns = if self.ctime_ns.rem_euclid(1_000_000_000) == 0 {
+            COARSE_RACY_NS
+        } else {
+            FINE_RACY_NS
+        };
+        self.ctime_ns > read_from_ns.saturating_sub(window_ns)
+    }
+}
+
+/// How long before its read a file on a filesystem with sub-second times must have last
+/// changed for its hash to be trusted later: several ticks of the slowest kernel clock
+/// (100 Hz).
+pub const FINE_RACY_NS: i64 = 50_000_000;
+
+/// The same for a filesystem whose times are whole seconds.
+pub const COARSE_RACY_NS: i64 = 3_000_000_000;
+
+/// Now, in ns since the epoch (the clock file times are stamped from).
+pub fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// One entry of the walk.
@@ -173,12 +236,14 @@ fn mtime_ms(stat: &Stat) -> i64 {
 }
 
 /// The local tree of `root`: `seen` from [`walk`], blocklists from `cache` where the file
-/// did not change, the rest hashed on `threads` threads.
+/// did not change, the rest hashed on `threads` threads, none of them read before
+/// `read_from_ns` ([`now_ns`] when called; given, so tests can place the clock).
 pub fn local_tree(
     root: &Path,
     seen: Tree<Seen>,
     cache: &HashMap<String, HashEntry>,
     threads: usize,
+    read_from_ns: i64,
 ) -> LocalTree {
     let mut tree = LocalTree::default();
     let mut todo: Vec<(String, Stat)> = Vec::new();
@@ -188,7 +253,7 @@ pub fn local_tree(
                 tree.nodes.insert(lpath, Node::dir());
             }
             Seen::File(stat) => match cache.get(&lpath) {
-                Some(h) if stat.matches(h) => {
+                Some(h) if stat.trusts(h) => {
                     tree.nodes.insert(
                         lpath.clone(),
                         Node::file(h.blocklist.clone(), stat.size, mtime_ms(&stat)),
@@ -208,13 +273,12 @@ pub fn local_tree(
                     lpath.clone(),
                     Node::file(blocklist.clone(), stat.size, mtime_ms(&stat)),
                 );
+                let racy = stat.racy(read_from_ns);
                 tree.hashed.push((
                     lpath.clone(),
                     HashEntry {
-                        size: stat.size,
-                        mtime_ns: stat.mtime_ns,
-                        inode: stat.inode,
-                        blocklist,
+                        racy,
+                        ..stat.entry(blocklist)
                     },
                 ));
                 tree.stats.insert(lpath, stat);
@@ -396,6 +460,20 @@ fn hash_pieces(path: &Path) -> Option<(Vec<BlockHash>, u64)> {
     Some((pieces, size))
 }
 
+/// The stat of a file this client just renamed into place at `path`, if it is still the
+/// file that was built with stat `built` (the rename moved its ctime, nothing else): the
+/// stat to cache its blocklist under. None if anything else changed meanwhile; the next
+/// scan then hashes it.
+pub fn placed(path: &Path, built: &Stat) -> Option<Stat> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    let now = Stat::of(&meta);
+    (meta.is_file()
+        && now.size == built.size
+        && now.mtime_ns == built.mtime_ns
+        && now.inode == built.inode)
+        .then_some(now)
+}
+
 /// Whether the file at `path` still has `stat` (nobody changed it since it was scanned).
 pub fn unchanged(path: &Path, stat: &Stat) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && Stat::of(&m) == *stat)
@@ -449,20 +527,127 @@ mod tests {
         assert!(hash_all(root, &todo, 3, block as u64)[0].is_none());
     }
 
+    /// The cache `local_tree` would have written for `root`'s files had they been hashed
+    /// long enough after they changed.
+    fn settled_cache(root: &Path) -> HashMap<String, HashEntry> {
+        let t = local_tree(root, walk(root), &HashMap::new(), 2, now_ns());
+        t.stats
+            .iter()
+            .map(|(p, st)| (p.clone(), st.entry(t.nodes[p].blocklist.clone())))
+            .collect()
+    }
+
+    fn file_stat(path: &Path) -> Stat {
+        Stat::of(&std::fs::metadata(path).unwrap())
+    }
+
+    /// Past one tick of the filesystem's clock, so the next change gets new times.
+    fn next_tick() {
+        std::thread::sleep(std::time::Duration::from_millis(30));
+    }
+
     #[test]
     fn cached_blocklists_are_reused_and_changes_rehashed() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::write(root.join("f"), b"hello").unwrap();
-        let t = local_tree(root, walk(root), &HashMap::new(), 2);
-        assert_eq!(t.hashed.len(), 1);
-        assert_eq!(t.nodes["f"].blocklist, vec![BlockHash::of(b"hello")]);
-        let cache: HashMap<_, _> = t.hashed.into_iter().collect();
-        let again = local_tree(root, walk(root), &cache, 2);
-        assert!(again.hashed.is_empty(), "unchanged file not rehashed");
+        let cache = settled_cache(root);
+        assert_eq!(cache["f"].blocklist, vec![BlockHash::of(b"hello")]);
+        let again = local_tree(root, walk(root), &cache, 2, now_ns());
+        assert_eq!(again.hashed_bytes, 0, "an unchanged file is not read");
+        assert_eq!(again.nodes["f"].blocklist, vec![BlockHash::of(b"hello")]);
+        next_tick();
         std::fs::write(root.join("f"), b"hello, world").unwrap();
-        let changed = local_tree(root, walk(root), &cache, 2);
-        assert_eq!(changed.hashed.len(), 1);
+        let changed = local_tree(root, walk(root), &cache, 2, now_ns());
+        assert_eq!(changed.hashed_bytes, 12);
         assert_eq!(changed.nodes["f"].size, 12);
+    }
+
+    #[test]
+    fn an_edit_that_puts_size_and_mtime_back_is_still_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let f = root.join("f");
+        std::fs::write(&f, b"version one").unwrap();
+        let cache = settled_cache(root);
+        let before = file_stat(&f);
+        next_tick();
+        // Same size, and the old mtime put back (as `touch -r` or `rsync -t --inplace` do).
+        std::fs::write(&f, b"version two").unwrap();
+        let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
+        let old = SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(before.mtime_ns as u64);
+        assert_ne!(mtime, old);
+        File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let after = file_stat(&f);
+        assert_eq!(
+            (after.size, after.mtime_ns, after.inode),
+            (before.size, before.mtime_ns, before.inode)
+        );
+        let t = local_tree(root, walk(root), &cache, 2, now_ns());
+        assert_eq!(t.nodes["f"].blocklist, vec![BlockHash::of(b"version two")]);
+    }
+
+    #[test]
+    fn a_file_that_changed_just_before_its_read_is_read_again_at_the_next_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("fresh"), b"just written").unwrap();
+        let changed_ns = file_stat(&root.join("fresh")).ctime_ns;
+        let t = local_tree(root, walk(root), &HashMap::new(), 2, changed_ns + 1);
+        let want = vec![BlockHash::of(b"just written")];
+        assert_eq!(t.nodes["fresh"].blocklist, want, "used this round");
+        let cache: HashMap<_, _> = t.hashed.into_iter().collect();
+        assert!(cache["fresh"].racy);
+        assert!(file_stat(&root.join("fresh")).matches(&cache["fresh"]));
+        let later_ns = changed_ns + COARSE_RACY_NS + 1;
+        let again = local_tree(root, walk(root), &cache, 2, later_ns);
+        assert_eq!(again.hashed_bytes, 12, "read again with the same stat");
+        let cache: HashMap<_, _> = again.hashed.into_iter().collect();
+        assert!(!cache["fresh"].racy, "long enough after the change");
+        let third = local_tree(root, walk(root), &cache, 2, later_ns);
+        assert_eq!(third.hashed_bytes, 0);
+        assert_eq!(third.nodes["fresh"].blocklist, want);
+    }
+
+    #[test]
+    fn the_racy_window_follows_the_filesystems_time_resolution() {
+        let stat = |ctime_ns| Stat {
+            size: 1,
+            mtime_ns: 0,
+            ctime_ns,
+            inode: 1,
+        };
+        let fine_ns = 1_700_000_000_123_456_789;
+        assert!(stat(fine_ns).racy(fine_ns + FINE_RACY_NS - 1));
+        assert!(!stat(fine_ns).racy(fine_ns + FINE_RACY_NS));
+        assert!(stat(fine_ns).racy(fine_ns - 1), "changed during the read");
+        let whole_s = 1_700_000_000_000_000_000;
+        assert!(stat(whole_s).racy(whole_s + FINE_RACY_NS));
+        assert!(stat(whole_s).racy(whole_s + COARSE_RACY_NS - 1));
+        assert!(!stat(whole_s).racy(whole_s + COARSE_RACY_NS));
+    }
+
+    #[test]
+    fn a_placed_file_is_cached_under_the_stat_its_rename_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("temp"), b"built").unwrap();
+        let built = file_stat(&root.join("temp"));
+        next_tick();
+        std::fs::rename(root.join("temp"), root.join("f")).unwrap();
+        let now = placed(&root.join("f"), &built).expect("the same file");
+        assert_ne!(now.ctime_ns, built.ctime_ns, "a rename moves ctime");
+        next_tick();
+        std::fs::write(root.join("f"), b"other").unwrap();
+        assert!(
+            placed(&root.join("f"), &built).is_none(),
+            "an edit is not cached"
+        );
+        assert!(placed(&root.join("gone"), &built).is_none());
     }
 }

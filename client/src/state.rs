@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS synced (
     size INTEGER NOT NULL, mtime_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS hashes (
     lpath TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
-    inode INTEGER NOT NULL, blocklist BLOB NOT NULL);
+    inode INTEGER NOT NULL, blocklist BLOB NOT NULL,
+    ctime_ns INTEGER NOT NULL DEFAULT 0, racy INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS trash (
     id INTEGER PRIMARY KEY, blocklist BLOB NOT NULL, size INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS deleting (
@@ -39,14 +40,20 @@ CREATE TABLE IF NOT EXISTS intents (
     blocklist BLOB NOT NULL, size INTEGER NOT NULL, mtime_ms INTEGER NOT NULL);
 ";
 
-/// What a file looked like when it was hashed: if size, mtime and inode still match, the
-/// blocklist still holds.
+/// What a file looked like when it was hashed: if size, mtime, ctime and inode still match,
+/// the blocklist still holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HashEntry {
     /// Size in bytes.
     pub size: u64,
     /// Modification time, ns since the epoch.
     pub mtime_ns: i64,
+    /// Status change time, ns since the epoch (0 in entries written before it was kept,
+    /// which therefore never match: those files are hashed once more).
+    pub ctime_ns: i64,
+    /// The file had changed just before it was read: read it again even if the stat
+    /// matches (see `scan`).
+    pub racy: bool,
     /// Inode number.
     pub inode: u64,
     /// The file's blocklist.
@@ -117,6 +124,25 @@ fn kind_of(code: i64) -> rusqlite::Result<Kind> {
     }
 }
 
+/// States written before the hash cache kept ctime get the columns, ctime 0 in every old
+/// entry: those never match a file's stat, so each file is hashed once more, never trusted
+/// on size and mtime alone.
+fn add_hash_columns(conn: &Connection) -> rusqlite::Result<()> {
+    for column in ["ctime_ns", "racy"] {
+        let has: bool = conn.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('hashes') WHERE name = ?1",
+            [column],
+            |r| r.get::<_, i64>(0).map(|n| n > 0),
+        )?;
+        if !has {
+            conn.execute_batch(&format!(
+                "ALTER TABLE hashes ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+            ))?;
+        }
+    }
+    Ok(())
+}
+
 impl State {
     /// Opens (creating) the state in `state_dir`.
     pub fn open(state_dir: &Path) -> Result<State> {
@@ -133,6 +159,8 @@ impl State {
         conn.set_prepared_statement_cache_capacity(32);
         conn.execute_batch(SCHEMA)
             .with_context(|| format!("creating the tables of {}", path.display()))?;
+        add_hash_columns(&conn)
+            .with_context(|| format!("adding columns to the hash cache of {}", path.display()))?;
         Ok(State { conn })
     }
 
@@ -251,15 +279,17 @@ impl State {
 
     /// The hash cache.
     pub fn hashes(&self) -> Result<HashMap<String, HashEntry>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT lpath, size, mtime_ns, inode, blocklist FROM hashes")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT lpath, size, mtime_ns, inode, blocklist, ctime_ns, racy FROM hashes",
+        )?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 HashEntry {
                     size: r.get::<_, i64>(1)? as u64,
                     mtime_ns: r.get(2)?,
+                    ctime_ns: r.get(5)?,
+                    racy: r.get(6)?,
                     inode: r.get::<_, i64>(3)? as u64,
                     blocklist: unblob(&r.get::<_, Vec<u8>>(4)?)?,
                 },
@@ -450,15 +480,18 @@ impl Writer<'_> {
     pub fn put_hash(&self, lpath: &str, h: &HashEntry) -> Result<()> {
         self.tx
             .prepare_cached(
-                "INSERT OR REPLACE INTO hashes (lpath, size, mtime_ns, inode, blocklist)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR REPLACE INTO hashes
+                 (lpath, size, mtime_ns, inode, blocklist, ctime_ns, racy)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
                 lpath,
                 h.size as i64,
                 h.mtime_ns,
                 h.inode as i64,
-                blob(&h.blocklist)
+                blob(&h.blocklist),
+                h.ctime_ns,
+                h.racy
             ])?;
         Ok(())
     }
@@ -517,7 +550,9 @@ mod tests {
                     &HashEntry {
                         size: 1,
                         mtime_ns: 7,
+                        ctime_ns: 6,
                         inode: 8,
+                        racy: true,
                         blocklist: vec![h],
                     },
                 )?;
@@ -563,6 +598,8 @@ mod tests {
         assert_eq!(rows[0].node.node.blocklist, vec![h]);
         assert_eq!(s.synced().unwrap().len(), 2);
         assert_eq!(s.hashes().unwrap()["p"].inode, 8);
+        assert_eq!(s.hashes().unwrap()["p"].ctime_ns, 6);
+        assert!(s.hashes().unwrap()["p"].racy);
         assert_eq!(s.trash().unwrap()[0].blocklist, vec![h, h]);
         assert_eq!(
             s.deleting().unwrap(),
@@ -588,5 +625,43 @@ mod tests {
             .execute("INSERT INTO synced VALUES ('x', 0, x'0102', 2, 0)", [])
             .unwrap();
         assert!(s.synced().is_err());
+    }
+
+    #[test]
+    fn a_hash_cache_without_ctime_gains_it_and_old_entries_never_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = BlockHash::of(b"x");
+        {
+            let conn = Connection::open(dir.path().join("state.db")).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE hashes (lpath TEXT PRIMARY KEY, size INTEGER NOT NULL,
+                 mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, blocklist BLOB NOT NULL)",
+            )
+            .unwrap();
+            conn.execute("INSERT INTO hashes VALUES ('p', 1, 7, 8, ?1)", [blob(&[h])])
+                .unwrap();
+        }
+        let mut s = State::open(dir.path()).unwrap();
+        let old = &s.hashes().unwrap()["p"];
+        assert_eq!(
+            (old.size, old.mtime_ns, old.inode, old.ctime_ns),
+            (1, 7, 8, 0)
+        );
+        assert_eq!(old.blocklist, vec![h]);
+        assert!(!old.racy);
+        let now = crate::scan::Stat {
+            size: 1,
+            mtime_ns: 7,
+            ctime_ns: 9,
+            inode: 8,
+        };
+        assert!(!now.matches(old), "an entry without ctime is hashed again");
+        s.write(|w| w.put_hash("p", &now.entry(vec![h]))).unwrap();
+        drop(s);
+        let s = State::open(dir.path()).unwrap();
+        assert!(
+            now.matches(&s.hashes().unwrap()["p"]),
+            "opening twice keeps the column"
+        );
     }
 }

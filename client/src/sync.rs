@@ -20,7 +20,9 @@ use crate::place::{place_new, PlaceError};
 use crate::planner::{plan, settle_intents, Action, CopyNamer, Intent, Settled, Trees};
 use crate::prefetch::{PrefetchCache, Prefetcher};
 use crate::reconstruct::{build, BlockSources, Built, Fetch};
-use crate::scan::{local_tree, unchanged, walk, LocalTree, Stat, STATE_DIR};
+use crate::scan::{
+    local_tree, now_ns, placed as placed_stat, unchanged, walk, LocalTree, Stat, STATE_DIR,
+};
 use crate::state::{HashEntry, State};
 use crate::trash::Trash;
 use crate::tree::{same, Kind, Layout, Node, Place, RemoteNode, Tree};
@@ -317,7 +319,7 @@ impl Syncer {
     /// Walks and hashes the folder, caching new blocklists.
     fn scan(&mut self) -> Result<LocalTree> {
         let seen = walk(&self.root);
-        let local = local_tree(&self.root, seen, &self.hashes, self.opts.workers);
+        let local = local_tree(&self.root, seen, &self.hashes, self.opts.workers, now_ns());
         let gone: Vec<String> = self
             .hashes
             .keys()
@@ -746,34 +748,33 @@ impl Syncer {
             cache.finished(&keys);
         }
         report.downloaded += placed.len();
+        // Cached under the stat the rename left (it moved ctime); a file changed since is
+        // only marked synced, and the next scan hashes it.
+        let placed: Vec<(usize, Option<HashEntry>)> = placed
+            .into_iter()
+            .map(|(i, built)| {
+                let f = &fetches[i];
+                let entry = placed_stat(&self.root.join(&f.lpath), &built)
+                    .map(|now| now.entry(f.node.blocklist.clone()));
+                (i, entry)
+            })
+            .collect();
         self.state.write(|w| {
-            for (i, stat) in &placed {
+            for (i, entry) in &placed {
                 let f = &fetches[*i];
                 w.put_synced(&f.lpath, &f.node)?;
-                w.put_hash(
-                    &f.lpath,
-                    &HashEntry {
-                        size: stat.size,
-                        mtime_ns: stat.mtime_ns,
-                        inode: stat.inode,
-                        blocklist: f.node.blocklist.clone(),
-                    },
-                )?;
+                if let Some(entry) = entry {
+                    w.put_hash(&f.lpath, entry)?;
+                }
             }
             Ok(())
         })?;
-        for (i, stat) in placed {
+        for (i, entry) in placed {
             let f = &fetches[i];
             self.synced.insert(f.lpath.clone(), f.node.clone());
-            self.hashes.insert(
-                f.lpath.clone(),
-                HashEntry {
-                    size: stat.size,
-                    mtime_ns: stat.mtime_ns,
-                    inode: stat.inode,
-                    blocklist: f.node.blocklist.clone(),
-                },
-            );
+            if let Some(entry) = entry {
+                self.hashes.insert(f.lpath.clone(), entry);
+            }
         }
         debug!(
             files = fetches.len(),

@@ -162,6 +162,44 @@ fn a_renamed_large_file_is_not_downloaded_again() {
 }
 
 #[test]
+fn an_edit_that_keeps_size_and_mtime_is_still_synced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let token = server.add_user("ann");
+    let a = Client::new(&server, &token, &tmp.path().join("a"));
+    let b = Client::new(&server, &token, &tmp.path().join("b"));
+    write(&a, "notes.txt", b"version one");
+    // Older than the racy window, so A trusts its cached hash while the stat holds.
+    std::thread::sleep(Duration::from_millis(200));
+    a.synced();
+    b.synced();
+    assert_eq!(std::fs::read(b.path("notes.txt")).unwrap(), b"version one");
+    // B cached the downloaded file under the stat its rename left: nothing pending.
+    let status = b.command(&["status"]).arg(&b.dir).output().unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        status.contains("pending:      0 new, 0 changed, 0 deleted"),
+        "{status}"
+    );
+    // The same size, and the old mtime put back, as `rsync -t --inplace` would.
+    let mtime = std::fs::metadata(a.path("notes.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    std::fs::write(a.path("notes.txt"), b"version two").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(a.path("notes.txt"))
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let up = a.synced();
+    assert_eq!(up.up_bytes, 11, "the edit is uploaded: {}", up.stderr);
+    b.synced();
+    assert_eq!(std::fs::read(b.path("notes.txt")).unwrap(), b"version two");
+}
+
+#[test]
 fn conflicts_keep_both_versions() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(&tmp.path().join("data"));
