@@ -200,35 +200,40 @@ impl<'a> Iterator for StoreFrames<'a> {
 
 impl<'a> StoreFrames<'a> {
     fn decode_one(&mut self) -> Result<StoreFrame<'a>, FrameError> {
-        let offset = self.offset;
-        let rest = &self.body[offset..];
-        let Some(header) = rest.first_chunk::<STORE_HEADER_BYTES>() else {
-            return Err(FrameError::Truncated {
-                offset,
-                needed: STORE_HEADER_BYTES,
-                available: rest.len(),
-            });
-        };
-        let (hash, len) = decode_store_header(
-            header,
-            offset,
-            &mut self.payload_total,
-            self.payload_bytes_max,
-        )?;
-        let needed = STORE_HEADER_BYTES + len as usize;
-        if rest.len() < needed {
-            return Err(FrameError::Truncated {
-                offset,
-                needed,
-                available: rest.len(),
-            });
-        }
-        self.offset += needed;
-        Ok(StoreFrame {
-            hash,
-            data: &rest[STORE_HEADER_BYTES..needed],
-        })
+        let (offset, total, max) = (self.offset, &mut self.payload_total, self.payload_bytes_max);
+        let (hash, data) = cut_frame(self.body, offset, |header| {
+            decode_store_header(header, offset, total, max)
+        })?;
+        self.offset += STORE_HEADER_BYTES + data.len();
+        Ok(StoreFrame { hash, data })
     }
+}
+
+/// Cuts the frame at `offset` off `body`: what `decode` reads in its `H`-byte header, with
+/// the payload length it declares, and the payload. Truncated if either is cut short.
+fn cut_frame<const H: usize, T>(
+    body: &[u8],
+    offset: usize,
+    decode: impl FnOnce(&[u8; H]) -> Result<(T, u32), FrameError>,
+) -> Result<(T, &[u8]), FrameError> {
+    let rest = &body[offset..];
+    let Some(header) = rest.first_chunk::<H>() else {
+        return Err(FrameError::Truncated {
+            offset,
+            needed: H,
+            available: rest.len(),
+        });
+    };
+    let (decoded, len) = decode(header)?;
+    let needed = H + len as usize;
+    if rest.len() < needed {
+        return Err(FrameError::Truncated {
+            offset,
+            needed,
+            available: rest.len(),
+        });
+    }
+    Ok((decoded, &rest[H..needed]))
 }
 
 /// Checks a declared payload length against the block limit and, added to
@@ -290,34 +295,16 @@ impl<'a> Iterator for RetrieveFrames<'a> {
 
 impl<'a> RetrieveFrames<'a> {
     fn decode_one(&mut self) -> Result<RetrieveFrame<'a>, FrameError> {
-        let offset = self.offset;
-        let rest = &self.body[offset..];
-        let Some(header) = rest.first_chunk::<RETRIEVE_HEADER_BYTES>() else {
-            return Err(FrameError::Truncated {
-                offset,
-                needed: RETRIEVE_HEADER_BYTES,
-                available: rest.len(),
-            });
-        };
-        let header = decode_retrieve_header(
-            header,
-            offset,
-            &mut self.payload_total,
-            self.payload_bytes_max,
-        )?;
-        let needed = RETRIEVE_HEADER_BYTES + header.len as usize;
-        if rest.len() < needed {
-            return Err(FrameError::Truncated {
-                offset,
-                needed,
-                available: rest.len(),
-            });
-        }
-        self.offset += needed;
+        let (offset, total, max) = (self.offset, &mut self.payload_total, self.payload_bytes_max);
+        let (header, data) = cut_frame(self.body, offset, |header| {
+            let header = decode_retrieve_header(header, offset, total, max)?;
+            Ok((header, header.len))
+        })?;
+        self.offset += RETRIEVE_HEADER_BYTES + data.len();
         Ok(RetrieveFrame {
             hash: header.hash,
             status: header.status,
-            data: &rest[RETRIEVE_HEADER_BYTES..needed],
+            data,
         })
     }
 }
