@@ -9,21 +9,10 @@ use holdall_engine::runtime;
 use holdall_engine::store_key::StoreKey;
 use holdall_proto::limits::BLOCK_BYTES_MAX;
 use holdall_proto::BlockHash;
+use holdall_testkit::pseudo_random_bytes as block;
 
 fn key() -> Option<Rc<StoreKey>> {
     Some(Rc::new(StoreKey::from_bytes(&[42; 32])))
-}
-
-fn block(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 async fn open(dir: &Path, key: Option<Rc<StoreKey>>) -> BlockLog {

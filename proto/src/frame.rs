@@ -165,8 +165,8 @@ fn read_u32(bytes: &[u8]) -> u32 {
     u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
 }
 
-/// Iterates over the store frames of a body; stops at the first error.
-pub struct StoreFrames<'a> {
+/// Where decoding a body stands: shared by the store and retrieve frame iterators.
+struct Cursor<'a> {
     body: &'a [u8],
     offset: usize,
     payload_total: u64,
@@ -174,66 +174,76 @@ pub struct StoreFrames<'a> {
     failed: bool,
 }
 
+impl<'a> Cursor<'a> {
+    fn new(body: &'a [u8], payload_bytes_max: u64) -> Self {
+        Cursor {
+            body,
+            offset: 0,
+            payload_total: 0,
+            payload_bytes_max,
+            failed: false,
+        }
+    }
+
+    /// The next frame, whose `H`-byte header `decode` reads (given the frame's offset, the
+    /// payload total so far and the batch limit) into what it says and its payload length;
+    /// None at the end of the body or after an error.
+    fn next_frame<const H: usize, T>(
+        &mut self,
+        decode: impl FnOnce(&[u8; H], usize, &mut u64, u64) -> Result<(T, u32), FrameError>,
+    ) -> Option<Result<(T, &'a [u8]), FrameError>> {
+        if self.failed || self.offset == self.body.len() {
+            return None;
+        }
+        let offset = self.offset;
+        let rest = &self.body[offset..];
+        let result = match rest.first_chunk::<H>() {
+            None => Err(FrameError::Truncated {
+                offset,
+                needed: H,
+                available: rest.len(),
+            }),
+            Some(header) => decode(
+                header,
+                offset,
+                &mut self.payload_total,
+                self.payload_bytes_max,
+            )
+            .and_then(|(decoded, len)| {
+                let needed = H + len as usize;
+                match rest.get(H..needed) {
+                    Some(data) => Ok((decoded, data)),
+                    None => Err(FrameError::Truncated {
+                        offset,
+                        needed,
+                        available: rest.len(),
+                    }),
+                }
+            }),
+        };
+        match &result {
+            Ok((_, data)) => self.offset += H + data.len(),
+            Err(_) => self.failed = true,
+        }
+        Some(result)
+    }
+}
+
+/// Iterates over the store frames of a body; stops at the first error.
+pub struct StoreFrames<'a>(Cursor<'a>);
+
 /// Decodes `body` as store frames whose payloads total at most `payload_bytes_max`.
 pub fn decode_store_frames(body: &[u8], payload_bytes_max: u64) -> StoreFrames<'_> {
-    StoreFrames {
-        body,
-        offset: 0,
-        payload_total: 0,
-        payload_bytes_max,
-        failed: false,
-    }
+    StoreFrames(Cursor::new(body, payload_bytes_max))
 }
 
 impl<'a> Iterator for StoreFrames<'a> {
     type Item = Result<StoreFrame<'a>, FrameError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.offset == self.body.len() {
-            return None;
-        }
-        let result = self.decode_one();
-        self.failed = result.is_err();
-        Some(result)
+        let frame = self.0.next_frame(decode_store_header)?;
+        Some(frame.map(|(hash, data)| StoreFrame { hash, data }))
     }
-}
-
-impl<'a> StoreFrames<'a> {
-    fn decode_one(&mut self) -> Result<StoreFrame<'a>, FrameError> {
-        let (offset, total, max) = (self.offset, &mut self.payload_total, self.payload_bytes_max);
-        let (hash, data) = cut_frame(self.body, offset, |header| {
-            decode_store_header(header, offset, total, max)
-        })?;
-        self.offset += STORE_HEADER_BYTES + data.len();
-        Ok(StoreFrame { hash, data })
-    }
-}
-
-/// Cuts the frame at `offset` off `body`: what `decode` reads in its `H`-byte header, with
-/// the payload length it declares, and the payload. Truncated if either is cut short.
-fn cut_frame<const H: usize, T>(
-    body: &[u8],
-    offset: usize,
-    decode: impl FnOnce(&[u8; H]) -> Result<(T, u32), FrameError>,
-) -> Result<(T, &[u8]), FrameError> {
-    let rest = &body[offset..];
-    let Some(header) = rest.first_chunk::<H>() else {
-        return Err(FrameError::Truncated {
-            offset,
-            needed: H,
-            available: rest.len(),
-        });
-    };
-    let (decoded, len) = decode(header)?;
-    let needed = H + len as usize;
-    if rest.len() < needed {
-        return Err(FrameError::Truncated {
-            offset,
-            needed,
-            available: rest.len(),
-        });
-    }
-    Ok((decoded, &rest[H..needed]))
 }
 
 /// Checks a declared payload length against the block limit and, added to
@@ -261,51 +271,26 @@ fn checked_len(
 }
 
 /// Iterates over the retrieve frames of a body; stops at the first error.
-pub struct RetrieveFrames<'a> {
-    body: &'a [u8],
-    offset: usize,
-    payload_total: u64,
-    payload_bytes_max: u64,
-    failed: bool,
-}
+pub struct RetrieveFrames<'a>(Cursor<'a>);
 
 /// Decodes `body` as retrieve frames whose payloads total at most `payload_bytes_max`.
 pub fn decode_retrieve_frames(body: &[u8], payload_bytes_max: u64) -> RetrieveFrames<'_> {
-    RetrieveFrames {
-        body,
-        offset: 0,
-        payload_total: 0,
-        payload_bytes_max,
-        failed: false,
-    }
+    RetrieveFrames(Cursor::new(body, payload_bytes_max))
 }
 
 impl<'a> Iterator for RetrieveFrames<'a> {
     type Item = Result<RetrieveFrame<'a>, FrameError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.offset == self.body.len() {
-            return None;
-        }
-        let result = self.decode_one();
-        self.failed = result.is_err();
-        Some(result)
-    }
-}
-
-impl<'a> RetrieveFrames<'a> {
-    fn decode_one(&mut self) -> Result<RetrieveFrame<'a>, FrameError> {
-        let (offset, total, max) = (self.offset, &mut self.payload_total, self.payload_bytes_max);
-        let (header, data) = cut_frame(self.body, offset, |header| {
+        let frame = self.0.next_frame(|header, offset, total, max| {
             let header = decode_retrieve_header(header, offset, total, max)?;
             Ok((header, header.len))
         })?;
-        self.offset += RETRIEVE_HEADER_BYTES + data.len();
-        Ok(RetrieveFrame {
+        Some(frame.map(|(header, data)| RetrieveFrame {
             hash: header.hash,
             status: header.status,
             data,
-        })
+        }))
     }
 }
 

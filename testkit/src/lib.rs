@@ -1,5 +1,6 @@
-//! Test support shared by the server's and the client's integration tests: starts the real
-//! holdalld on a free loopback port and waits, boundedly, until it listens.
+//! Test support shared by the engine's, the server's and the client's integration tests:
+//! starts the real holdalld on a free loopback port and waits, boundedly, until it listens;
+//! makes test data.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -82,4 +83,18 @@ pub fn thread_states(pid: u32) -> String {
         ));
     }
     out
+}
+
+/// `len` pseudo-random bytes from `seed` (xorshift): distinct seeds give distinct data, the
+/// same seed the same data, so tests can make blocks and files and check them afterwards.
+pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }

@@ -270,13 +270,5 @@ pub fn tree(dir: &Path) -> BTreeMap<String, String> {
 
 /// `len` bytes that differ with `seed`.
 pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    holdall_testkit::pseudo_random_bytes(seed, len)
 }

@@ -200,17 +200,9 @@ pub fn create_user(server: &Server, name: &str) -> (String, u64) {
     )
 }
 
-/// `len` pseudo-random bytes from `seed` (xorshift): distinct seeds give distinct blocks.
+/// `len` pseudo-random bytes from `seed`: distinct seeds give distinct blocks.
 pub fn block(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    holdall_testkit::pseudo_random_bytes(seed, len)
 }
 
 /// A store_batch body carrying `blocks`.
