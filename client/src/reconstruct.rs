@@ -52,8 +52,15 @@ pub struct BlockSources {
     prefetched: Option<PrefetchCache>,
 }
 
-/// Requests each build worker gets at least, when there are enough blocks.
-const REQUESTS_PER_WORKER: u64 = 4;
+/// Requests each fetching thread gets at least, when there are enough blocks.
+const REQUESTS_PER_FETCHER: u64 = 4;
+/// Fetching threads (each with one retrieve_batch request at a time) per `--workers`, and
+/// at most, unless more workers were asked for. A fetcher verifies and writes each answer
+/// before it asks again, so with one per worker the server's disk waited between a
+/// worker's requests; a deeper queue of O_DIRECT reads also reads faster on the test
+/// machine. B's `--once` after A's 1 GiB: 1.55–2.05 s with four, 1.35–1.48 s with eight.
+const FETCHERS_PER_WORKER: usize = 2;
+const FETCHERS_MAX: usize = 8;
 /// The smallest retrieve_batch payload the build splits down to.
 const REQUEST_BYTES_MIN: u64 = 256 << 10;
 
@@ -333,18 +340,22 @@ pub fn build(
             }
         }
     }
-    // Several requests per worker even when everything would fit in one: each worker
+    // Several requests per fetcher even when everything would fit in one: each fetcher
     // writes the files its answer holds, so one big request would create them all on one
     // thread while the others wait.
     let wanted_bytes: u64 = owner_order.iter().map(|(_, _, len)| len).sum();
-    let request_bytes_max = (wanted_bytes / (REQUESTS_PER_WORKER * workers.max(1) as u64))
+    let fetchers = (workers * FETCHERS_PER_WORKER)
+        .min(FETCHERS_MAX)
+        .max(workers)
+        .max(1);
+    let request_bytes_max = (wanted_bytes / (REQUESTS_PER_FETCHER * fetchers as u64))
         .clamp(REQUEST_BYTES_MIN, batch_bytes_max.max(REQUEST_BYTES_MIN));
     let requests = pack_requests(fetches, &owner_order, request_bytes_max);
     let next = AtomicUsize::new(0);
     let outcome: Mutex<Found> = Mutex::new(Found::default());
     let failure: Mutex<Option<ApiError>> = Mutex::new(None);
     std::thread::scope(|s| {
-        for _ in 0..workers.clamp(1, requests.len().max(1)) {
+        for _ in 0..fetchers.min(requests.len().max(1)) {
             s.spawn(|| {
                 let mut scratch = Scratch::default();
                 let mut body = Retrieved::default();
