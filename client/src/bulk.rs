@@ -542,7 +542,6 @@ pub(crate) mod tests {
         assert!(Bulk::new("http://").is_none());
     }
 
-    /// Reads one request; its head and body.
     /// Reads one request: its head and body; None if the connection closed first. Shared
     /// by the fake servers of the client's tests.
     pub(crate) fn request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
@@ -570,7 +569,8 @@ pub(crate) mod tests {
         Some((head, body))
     }
 
-    fn answer(stream: &mut TcpStream, status: &str, body: &str) {
+    /// Writes an answer with `status` (`200 OK`) and a JSON `body`.
+    pub(crate) fn answer(stream: &mut TcpStream, status: &str, body: &str) {
         let head = format!(
             "HTTP/1.1 {status}\r\ncontent-length: {}\r\n\r\n",
             body.len()

@@ -314,3 +314,98 @@ pub fn read_block(path: &Path, offset: u64, len: usize, hash: &BlockHash) -> Opt
     file.read_exact_at(&mut data, offset).ok()?;
     (BlockHash::of(&data) == *hash).then_some(data)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Endpoint;
+    use crate::bulk::tests::{answer, request};
+    use holdall_proto::api::EntryKind;
+    use holdall_proto::frame::decode_store_frames;
+    use std::net::TcpListener;
+    use std::sync::Arc;
+
+    /// A file edited after it was hashed without a change of stat (a second write in the
+    /// same timestamp tick): its block goes up under the hashed name with the new bytes,
+    /// the server's verification refuses the batch, and the file goes back to hashing
+    /// instead of being committed or reported as refused.
+    #[test]
+    fn a_batch_the_server_finds_mismatched_sends_its_files_back_to_hashing() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"edited!").unwrap();
+        let named = BlockHash::of(b"hashed!");
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        // Each request's path and body, in arrival order.
+        type Requests = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+        let seen: Requests = Arc::default();
+        let log = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let (mut s, log) = (conn.unwrap(), Arc::clone(&log));
+                std::thread::spawn(move || {
+                    while let Some((head, body)) = request(&mut s) {
+                        let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                        log.lock().unwrap().push((path.clone(), body));
+                        match path.as_str() {
+                            "/v1/commit_batch" => answer(
+                                &mut s,
+                                "200 OK",
+                                &format!(
+                                    r#"{{"results":[{{"status":"need_blocks","need":["{named}"]}}]}}"#
+                                ),
+                            ),
+                            _ => answer(
+                                &mut s,
+                                "400 Bad Request",
+                                &format!(
+                                    r#"{{"error":"hash_mismatch","message":"block {named}"}}"#
+                                ),
+                            ),
+                        }
+                    }
+                });
+            }
+        });
+        let api = Api::new(
+            &Endpoint {
+                url,
+                token: "t".into(),
+                ca: None,
+            },
+            0,
+            0,
+        )
+        .unwrap();
+        let change = Change {
+            lpath: "f".into(),
+            request: CommitRequest {
+                ns: 1,
+                path: "f".into(),
+                kind: EntryKind::File,
+                blocklist: vec![named],
+                size: 7,
+                mtime_ms: 0,
+                parent_jid: None,
+            },
+            stat: Some(Stat::of(&std::fs::metadata(dir.path().join("f")).unwrap())),
+        };
+        let mut done = Vec::new();
+        let stats = upload(&api, dir.path(), 8 << 20, 2, vec![change], &mut done).unwrap();
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].1, Outcome::Changed);
+        assert_eq!(stats.blocks, 0, "nothing counts as sent");
+        let seen = seen.lock().unwrap();
+        let paths: Vec<&str> = seen.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["/v1/commit_batch", "/v1/store_batch"],
+            "no second commit"
+        );
+        let frames: Vec<_> = decode_store_frames(&seen[1].1, u64::MAX)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(frames.len(), 1);
+        assert_eq!((frames[0].hash, frames[0].data), (named, &b"edited!"[..]));
+    }
+}
