@@ -28,8 +28,11 @@ use crate::trash::Trash;
 use crate::tree::{same, Kind, Layout, Node, Place, RemoteNode, Tree};
 use crate::upload::{upload, Change, Outcome};
 
-/// Files rebuilt per group: one filesystem sync before and one after their renames.
-const GROUP_FILES_MAX: usize = 2000;
+/// Files rebuilt per group: one filesystem sync before and one after their renames. Each
+/// sync costs 15–40 ms here whatever the group's size, and a crash mid-group loses little
+/// (the blocks in its temporary files are found again): 10,000 files of 4 KiB reached B in
+/// 0.81–0.85 s in one group against 0.83–0.94 s in groups of 2,000.
+const GROUP_FILES_MAX: usize = 10_000;
 /// Bytes rebuilt per group.
 const GROUP_BYTES_MAX: u64 = 512 << 20;
 /// Rounds `--once` runs at most before it gives up on agreeing.
