@@ -3,6 +3,7 @@
 mod api;
 mod bulk;
 mod direct;
+mod early;
 mod place;
 mod planner;
 mod prefetch;
@@ -240,8 +241,10 @@ fn run(command: Command) -> Result<bool> {
 }
 
 fn main() -> ExitCode {
+    // Colours only on a terminal: a log piped to a file or a journal stays plain text.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HOLDALL_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

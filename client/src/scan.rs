@@ -235,15 +235,39 @@ fn mtime_ms(stat: &Stat) -> i64 {
     stat.mtime_ns.div_euclid(1_000_000)
 }
 
+/// One block of a file hashed in pieces, told as soon as it is hashed.
+#[derive(Debug)]
+pub struct HashedBlock<'a> {
+    /// The file.
+    pub path: &'a Path,
+    /// Where the block starts in it.
+    pub offset: u64,
+    /// Its length.
+    pub len: usize,
+    /// Its hash.
+    pub hash: BlockHash,
+}
+
+/// Told, on the hashing threads, of each block of every file hashed in pieces.
+pub type OnBlock<'a> = &'a (dyn Fn(HashedBlock) + Sync);
+
+/// Whether a file of `size` bytes is hashed in pieces (and its blocks told to an
+/// [`OnBlock`]): one of more than two blocks, that is more than a store batch.
+pub fn hashed_in_pieces(size: u64) -> bool {
+    size > 2 * holdall_proto::limits::BLOCK_BYTES_MAX as u64
+}
+
 /// The local tree of `root`: `seen` from [`walk`], blocklists from `cache` where the file
-/// did not change, the rest hashed on `threads` threads, none of them read before
-/// `read_from_ns` ([`now_ns`] when called; given, so tests can place the clock).
+/// did not change, the rest hashed on `threads` threads (each block of a file hashed in
+/// pieces told to `on_block`), none of them read before `read_from_ns` ([`now_ns`] when
+/// called; given, so tests can place the clock).
 pub fn local_tree(
     root: &Path,
     seen: Tree<Seen>,
     cache: &HashMap<String, HashEntry>,
     threads: usize,
     read_from_ns: i64,
+    on_block: Option<OnBlock>,
 ) -> LocalTree {
     let mut tree = LocalTree::default();
     let mut todo: Vec<(String, Stat)> = Vec::new();
@@ -264,7 +288,7 @@ pub fn local_tree(
             },
         }
     }
-    let results = hash_all(root, &todo, threads, PIECE_BYTES);
+    let results = hash_all(root, &todo, threads, PIECE_BYTES, on_block);
     for ((lpath, _), r) in todo.into_iter().zip(results) {
         match r {
             Some((blocklist, stat)) => {
@@ -291,9 +315,9 @@ pub fn local_tree(
     tree
 }
 
-/// Files at least this large are hashed in pieces of this many bytes on several threads
-/// (each block's hash is independent of the others), so one large file is not hashed on
-/// one core while the others wait.
+/// Files over two blocks are hashed in pieces of this many bytes on several threads (each
+/// block's hash is independent of the others), so one large file is not hashed on one core
+/// while the others wait, and each block can be told as soon as it is hashed.
 const PIECE_BYTES: u64 = 16 * holdall_proto::limits::BLOCK_BYTES_MAX as u64;
 
 /// One piece of hashing work: a whole file, or blocks `first..first + count` of a large one.
@@ -305,15 +329,21 @@ struct Job {
 }
 
 /// Hashes each of `todo` (relative paths and the stats the walk saw) on `threads` threads,
-/// files of two pieces or more in pieces of `piece_bytes` (a multiple of the block size);
-/// one result per file, in order.
-fn hash_all(root: &Path, todo: &[(String, Stat)], threads: usize, piece_bytes: u64) -> Vec<Hashed> {
+/// files [`hashed_in_pieces`] in pieces of `piece_bytes` (a multiple of the block size),
+/// each of their blocks told to `on_block`; one result per file, in order.
+fn hash_all(
+    root: &Path,
+    todo: &[(String, Stat)],
+    threads: usize,
+    piece_bytes: u64,
+    on_block: Option<OnBlock>,
+) -> Vec<Hashed> {
     let block = holdall_proto::limits::BLOCK_BYTES_MAX as u64;
     assert!(
         piece_bytes >= block && piece_bytes.is_multiple_of(block),
         "pieces are whole blocks"
     );
-    let in_pieces = |st: &Stat| st.size >= 2 * piece_bytes;
+    let in_pieces = |st: &Stat| hashed_in_pieces(st.size);
     let mut jobs = Vec::new();
     for (file, (_, stat)) in todo.iter().enumerate() {
         if !in_pieces(stat) {
@@ -362,7 +392,7 @@ fn hash_all(root: &Path, todo: &[(String, Stat)], threads: usize, piece_bytes: u
                     *whole[job.file].lock().unwrap_or_else(|e| e.into_inner()) = hash_file(&full);
                     continue;
                 }
-                let hashes = hash_piece(&full, stat, job.first_block, job.blocks);
+                let hashes = hash_piece(&full, stat, job.first_block, job.blocks, on_block);
                 let mut slot = pieces[job.file].lock().unwrap_or_else(|e| e.into_inner());
                 match hashes {
                     Some(hashes) => {
@@ -395,8 +425,14 @@ fn hash_all(root: &Path, todo: &[(String, Stat)], threads: usize, piece_bytes: u
 }
 
 /// The hashes of blocks `first..first + count` of the file at `path`, which must have
-/// `stat` before and after they are read.
-fn hash_piece(path: &Path, stat: &Stat, first: u64, count: u64) -> Option<Vec<BlockHash>> {
+/// `stat` before and after they are read; each told to `on_block` once hashed.
+fn hash_piece(
+    path: &Path,
+    stat: &Stat,
+    first: u64,
+    count: u64,
+    on_block: Option<OnBlock>,
+) -> Option<Vec<BlockHash>> {
     use std::os::unix::fs::FileExt;
     let block = holdall_proto::limits::BLOCK_BYTES_MAX as u64;
     let file = File::open(path).ok()?;
@@ -409,7 +445,16 @@ fn hash_piece(path: &Path, stat: &Stat, first: u64, count: u64) -> Option<Vec<Bl
     for b in first..first + count {
         let len = (stat.size - b * block).min(block) as usize;
         file.read_exact_at(&mut buf[..len], b * block).ok()?;
-        out.push(BlockHash::of(&buf[..len]));
+        let hash = BlockHash::of(&buf[..len]);
+        if let Some(tell) = on_block {
+            tell(HashedBlock {
+                path,
+                offset: b * block,
+                len,
+                hash,
+            });
+        }
+        out.push(hash);
     }
     same(&file).then_some(out)
 }
@@ -517,20 +562,38 @@ mod tests {
                 Seen::Dir => None,
             })
             .collect();
-        // Pieces of one block: "big" is hashed as six pieces on three threads.
-        let got = hash_all(root, &todo, 3, block as u64);
+        // Pieces of one block: "big" is hashed as six pieces on three threads, each block
+        // told as it is hashed; "small" is hashed whole and not told.
+        let told = Mutex::new(Vec::new());
+        let tell = |b: HashedBlock| {
+            told.lock()
+                .unwrap()
+                .push((b.path.to_path_buf(), b.offset, b.len, b.hash))
+        };
+        let got = hash_all(root, &todo, 3, block as u64, Some(&tell));
         let (big, _) = got[0].clone().expect("big held still");
         assert_eq!(big, holdall_proto::blocklist_of(&data));
         assert_eq!(got[1].as_ref().unwrap().0, vec![BlockHash::of(b"small")]);
+        let mut told = told.into_inner().unwrap();
+        told.sort_by_key(|t| t.1);
+        let expected: Vec<_> = big
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let len = block.min(data.len() - i * block);
+                (root.join("big"), (i * block) as u64, len, *h)
+            })
+            .collect();
+        assert_eq!(told, expected);
         // A file whose stat no longer matches the walk's is not taken.
         std::fs::write(root.join("big"), &data[..block]).unwrap();
-        assert!(hash_all(root, &todo, 3, block as u64)[0].is_none());
+        assert!(hash_all(root, &todo, 3, block as u64, None)[0].is_none());
     }
 
     /// The cache `local_tree` would have written for `root`'s files had they been hashed
     /// long enough after they changed.
     fn settled_cache(root: &Path) -> HashMap<String, HashEntry> {
-        let t = local_tree(root, walk(root), &HashMap::new(), 2, now_ns());
+        let t = local_tree(root, walk(root), &HashMap::new(), 2, now_ns(), None);
         t.stats
             .iter()
             .map(|(p, st)| (p.clone(), st.entry(t.nodes[p].blocklist.clone())))
@@ -553,12 +616,12 @@ mod tests {
         std::fs::write(root.join("f"), b"hello").unwrap();
         let cache = settled_cache(root);
         assert_eq!(cache["f"].blocklist, vec![BlockHash::of(b"hello")]);
-        let again = local_tree(root, walk(root), &cache, 2, now_ns());
+        let again = local_tree(root, walk(root), &cache, 2, now_ns(), None);
         assert_eq!(again.hashed_bytes, 0, "an unchanged file is not read");
         assert_eq!(again.nodes["f"].blocklist, vec![BlockHash::of(b"hello")]);
         next_tick();
         std::fs::write(root.join("f"), b"hello, world").unwrap();
-        let changed = local_tree(root, walk(root), &cache, 2, now_ns());
+        let changed = local_tree(root, walk(root), &cache, 2, now_ns(), None);
         assert_eq!(changed.hashed_bytes, 12);
         assert_eq!(changed.nodes["f"].size, 12);
     }
@@ -588,7 +651,7 @@ mod tests {
             (after.size, after.mtime_ns, after.inode),
             (before.size, before.mtime_ns, before.inode)
         );
-        let t = local_tree(root, walk(root), &cache, 2, now_ns());
+        let t = local_tree(root, walk(root), &cache, 2, now_ns(), None);
         assert_eq!(t.nodes["f"].blocklist, vec![BlockHash::of(b"version two")]);
     }
 
@@ -598,18 +661,18 @@ mod tests {
         let root = dir.path();
         std::fs::write(root.join("fresh"), b"just written").unwrap();
         let changed_ns = file_stat(&root.join("fresh")).ctime_ns;
-        let t = local_tree(root, walk(root), &HashMap::new(), 2, changed_ns + 1);
+        let t = local_tree(root, walk(root), &HashMap::new(), 2, changed_ns + 1, None);
         let want = vec![BlockHash::of(b"just written")];
         assert_eq!(t.nodes["fresh"].blocklist, want, "used this round");
         let cache: HashMap<_, _> = t.hashed.into_iter().collect();
         assert!(cache["fresh"].racy);
         assert!(file_stat(&root.join("fresh")).matches(&cache["fresh"]));
         let later_ns = changed_ns + COARSE_RACY_NS + 1;
-        let again = local_tree(root, walk(root), &cache, 2, later_ns);
+        let again = local_tree(root, walk(root), &cache, 2, later_ns, None);
         assert_eq!(again.hashed_bytes, 12, "read again with the same stat");
         let cache: HashMap<_, _> = again.hashed.into_iter().collect();
         assert!(!cache["fresh"].racy, "long enough after the change");
-        let third = local_tree(root, walk(root), &cache, 2, later_ns);
+        let third = local_tree(root, walk(root), &cache, 2, later_ns, None);
         assert_eq!(third.hashed_bytes, 0);
         assert_eq!(third.nodes["fresh"].blocklist, want);
     }

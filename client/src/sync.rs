@@ -16,17 +16,19 @@ use holdall_proto::BlockHash;
 use tracing::{debug, info, warn};
 
 use crate::api::{Api, ApiError};
+use crate::early::Early;
 use crate::place::{place_new, PlaceError};
 use crate::planner::{plan, settle_intents, Action, CopyNamer, Intent, Settled, Trees};
 use crate::prefetch::{PrefetchCache, Prefetcher};
 use crate::reconstruct::{build, BlockSources, Built, Fetch};
 use crate::scan::{
-    local_tree, now_ns, placed as placed_stat, unchanged, walk, LocalTree, Stat, STATE_DIR,
+    hashed_in_pieces, local_tree, now_ns, placed as placed_stat, unchanged, walk, HashedBlock,
+    LocalTree, OnBlock, Seen, Stat, STATE_DIR,
 };
 use crate::state::{HashEntry, State};
 use crate::trash::Trash;
 use crate::tree::{same, Kind, Layout, Node, Place, RemoteNode, Tree};
-use crate::upload::{upload, Change, Outcome};
+use crate::upload::{in_flight, upload, Change, Outcome};
 
 /// Files rebuilt per group: one filesystem sync before and one after their renames. Each
 /// sync costs 15–40 ms here whatever the group's size, and a crash mid-group loses little
@@ -319,10 +321,49 @@ impl Syncer {
         (tree, mount_points)
     }
 
-    /// Walks and hashes the folder, caching new blocklists.
-    fn scan(&mut self) -> Result<LocalTree> {
-        let seen = walk(&self.root);
-        let local = local_tree(&self.root, seen, &self.hashes, self.opts.workers, now_ns());
+    /// Early senders for this round's scan, if it will hash a file in pieces (a new or
+    /// changed one of more than two blocks) and uploads are not capped (under a cap the
+    /// budget is the bottleneck, and blocks would leave in hashing order).
+    fn early_store(&self, seen: &Tree<Seen>) -> Option<Early> {
+        let hashes_a_large_file = seen.iter().any(|(p, s)| match s {
+            Seen::File(stat) => {
+                hashed_in_pieces(stat.size) && !self.hashes.get(p).is_some_and(|h| stat.trusts(h))
+            }
+            Seen::Dir => false,
+        });
+        if !hashes_a_large_file || self.api.up_limited() {
+            return None;
+        }
+        let known = self
+            .rows
+            .values()
+            .flat_map(|r| r.node.blocklist.iter().copied())
+            .collect();
+        Some(Early::start(
+            self.api.clone(),
+            known,
+            self.limits.batch_bytes_max,
+            in_flight(&self.api, self.opts.workers),
+        ))
+    }
+
+    /// Hashes the walked folder (telling `early` of each block of a large file), caching new
+    /// blocklists.
+    fn scan(&mut self, seen: Tree<Seen>, early: Option<&Early>) -> Result<LocalTree> {
+        let offer = |b: HashedBlock| {
+            if let Some(e) = early {
+                e.offer(b)
+            }
+        };
+        let on_block: Option<OnBlock> = early.map(|_| &offer as OnBlock);
+        let local = local_tree(
+            &self.root,
+            seen,
+            &self.hashes,
+            self.opts.workers,
+            now_ns(),
+            on_block,
+        );
         let gone: Vec<String> = self
             .hashes
             .keys()
@@ -355,7 +396,9 @@ impl Syncer {
         self.refresh_account()?;
         self.list_all()?;
         let listed_ms = listed_at.elapsed().as_millis();
-        let local = self.scan()?;
+        let seen = walk(&self.root);
+        let early = self.early_store(&seen);
+        let local = self.scan(seen, early.as_ref())?;
         let scanned_ms = listed_at.elapsed().as_millis();
         let (remote, mount_points) = self.remote_tree();
         self.settle_deletions(&local)?;
@@ -388,7 +431,7 @@ impl Syncer {
         );
         let (bytes, files) = planned_transfers(&actions, &local, &remote);
         self.api.progress().begin(bytes, files);
-        let acted = self.act(actions, &local, &remote, &mut report);
+        let acted = self.act(actions, &local, &remote, early, &mut report);
         self.api.progress().end();
         acted?;
         for (path, _, _) in self.leftovers.drain(..) {
@@ -405,6 +448,7 @@ impl Syncer {
         actions: Vec<Action>,
         local: &LocalTree,
         remote: &Tree<RemoteNode>,
+        early: Option<Early>,
         report: &mut Report,
     ) -> Result<()> {
         let mut adopt = Vec::new();
@@ -461,7 +505,7 @@ impl Syncer {
         self.delete_locally(delete_local, local, report)?;
         self.make_dirs(make_dirs, report)?;
         self.download(downloads, local, remote, report)?;
-        self.commit(changes, local, report)?;
+        self.commit(changes, local, early, report)?;
         Ok(())
     }
 
@@ -849,6 +893,7 @@ impl Syncer {
         &mut self,
         mut changes: Vec<Change>,
         local: &LocalTree,
+        early: Option<Early>,
         report: &mut Report,
     ) -> Result<()> {
         if changes.is_empty() {
@@ -882,6 +927,7 @@ impl Syncer {
             self.limits.batch_bytes_max,
             self.opts.workers,
             changes,
+            early,
             &mut done,
         );
         let mut committed = Vec::new();

@@ -10,7 +10,7 @@
 //! (an edit that kept the file's stat) drops its files' commits the same way. Torn content
 //! is never committed, and the client does not hash each block a second time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -23,6 +23,7 @@ use holdall_proto::BlockHash;
 
 use crate::api::{Api, ApiError, Sent};
 use crate::bulk::{Piece, Source, SENDFILE_BYTES_MIN};
+use crate::early::Early;
 use crate::scan::Stat;
 
 /// One change to commit.
@@ -56,6 +57,8 @@ pub struct UploadStats {
     pub blocks: u64,
     /// Block bytes sent.
     pub bytes: u64,
+    /// Of `blocks`, those early stores sent (counted in `bytes` too).
+    pub early_blocks: u64,
 }
 
 /// store_batch requests in flight under an `--up-limit`: the budget is the bottleneck and
@@ -73,17 +76,27 @@ const IN_FLIGHT_PER_WORKER: usize = 2;
 /// The most store_batch requests in flight.
 const IN_FLIGHT_MAX: usize = 8;
 
+/// store_batch requests to keep in flight with `workers` workers.
+pub fn in_flight(api: &Api, workers: usize) -> usize {
+    match api.up_limited() {
+        true => workers.min(LIMITED_IN_FLIGHT),
+        false => (workers * IN_FLIGHT_PER_WORKER).min(IN_FLIGHT_MAX),
+    }
+}
+
 /// Where a block to upload is read: file, offset, length, and the stat the file must have.
 type Wanted<'a> = (PathBuf, u64, usize, Option<&'a Stat>);
 
-/// Commits `changes` of files under `root`, uploading the blocks the server lacks; a
-/// transient failure of the server aborts with the error, after the commits that did land.
+/// Commits `changes` of files under `root`, uploading the blocks the server lacks (those
+/// `early` stores after the first commit was sent are not sent again); a transient failure
+/// of the server aborts with the error, after the commits that did land.
 pub fn upload(
     api: &Api,
     root: &Path,
     batch_bytes_max: u64,
     workers: usize,
     changes: Vec<Change>,
+    early: Option<Early>,
     done: &mut Vec<(Change, Outcome)>,
 ) -> Result<UploadStats, ApiError> {
     let started = std::time::Instant::now();
@@ -91,6 +104,28 @@ pub fn upload(
     let mut waiting: Vec<(Change, Vec<BlockHash>)> = Vec::new();
     commit_round(api, changes, done, &mut waiting)?;
     let first_commit_ms = started.elapsed().as_millis();
+    if let Some(early) = early {
+        let needed: HashSet<BlockHash> = waiting.iter().flat_map(|(_, n)| n.clone()).collect();
+        early.keep_only(&needed);
+        // A block stored before the commit was sent and asked for all the same was
+        // forgotten by the server (its upload record expired): that one goes up again.
+        let stored = early.finish();
+        let late: HashSet<BlockHash> = stored
+            .iter()
+            .filter(|s| s.at > started)
+            .map(|s| s.hash)
+            .collect();
+        for (_, need) in &mut waiting {
+            need.retain(|h| !late.contains(h));
+        }
+        tracing::debug!(
+            before_commit = stored.len() - stored.iter().filter(|s| s.at > started).count(),
+            "early stores"
+        );
+        stats.early_blocks = stored.len() as u64;
+        stats.blocks += stored.len() as u64;
+        stats.bytes += stored.iter().map(|s| s.len as u64).sum::<u64>();
+    }
     if waiting.is_empty() {
         return Ok(stats);
     }
@@ -125,10 +160,7 @@ pub fn upload(
     if !current.is_empty() {
         batches.push(current);
     }
-    let workers = match api.up_limited() {
-        true => workers.min(LIMITED_IN_FLIGHT),
-        false => (workers * IN_FLIGHT_PER_WORKER).min(IN_FLIGHT_MAX),
-    };
+    let workers = in_flight(api, workers);
     let next = AtomicUsize::new(0);
     let changed: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
     let failure: Mutex<Option<ApiError>> = Mutex::new(None);
@@ -243,6 +275,7 @@ pub fn upload(
         stored_ms,
         committed_ms = started.elapsed().as_millis(),
         blocks = stats.blocks,
+        early_blocks = stats.early_blocks,
         "upload done"
     );
     // Blocks asked for again right after being stored: something else is wrong (a block
@@ -320,6 +353,7 @@ mod tests {
     use super::*;
     use crate::api::Endpoint;
     use crate::bulk::tests::{answer, request};
+    use crate::early::tests::{Behaviour, BlockServer};
     use holdall_proto::api::EntryKind;
     use holdall_proto::frame::decode_store_frames;
     use std::net::TcpListener;
@@ -391,7 +425,7 @@ mod tests {
             stat: Some(Stat::of(&std::fs::metadata(dir.path().join("f")).unwrap())),
         };
         let mut done = Vec::new();
-        let stats = upload(&api, dir.path(), 8 << 20, 2, vec![change], &mut done).unwrap();
+        let stats = upload(&api, dir.path(), 8 << 20, 2, vec![change], None, &mut done).unwrap();
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].1, Outcome::Changed);
         assert_eq!(stats.blocks, 0, "nothing counts as sent");
@@ -407,5 +441,114 @@ mod tests {
             .unwrap();
         assert_eq!(frames.len(), 1);
         assert_eq!((frames[0].hash, frames[0].data), (named, &b"edited!"[..]));
+    }
+
+    /// A file of two full blocks and a short one, its change and its blocks.
+    fn three_block_change(dir: &Path) -> (Change, Vec<BlockHash>) {
+        let data = holdall_testkit::pseudo_random_bytes(3, 2 * BLOCK_BYTES_MAX + 1000);
+        std::fs::write(dir.join("f"), &data).unwrap();
+        let blocklist = holdall_proto::blocklist_of(&data);
+        let change = Change {
+            lpath: "f".into(),
+            request: CommitRequest {
+                ns: 1,
+                path: "f".into(),
+                kind: EntryKind::File,
+                blocklist: blocklist.clone(),
+                size: data.len() as u64,
+                mtime_ms: 0,
+                parent_jid: None,
+            },
+            stat: Some(Stat::of(&std::fs::metadata(dir.join("f")).unwrap())),
+        };
+        (change, blocklist)
+    }
+
+    fn offer_blocks(early: &Early, path: &Path, blocklist: &[BlockHash], size: u64) {
+        for (i, hash) in blocklist.iter().enumerate() {
+            let offset = (i * BLOCK_BYTES_MAX) as u64;
+            early.offer(crate::scan::HashedBlock {
+                path,
+                offset,
+                len: (size - offset).min(BLOCK_BYTES_MAX as u64) as usize,
+                hash: *hash,
+            });
+        }
+    }
+
+    /// However the early stores and the first commit interleave, every block goes up
+    /// exactly once and the file is committed.
+    #[test]
+    fn blocks_early_stores_sent_are_not_sent_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (change, blocklist) = three_block_change(dir.path());
+        let fake = BlockServer::start(Behaviour::default());
+        let early = Early::start(fake.api.clone(), HashSet::new(), 8 << 20, 2);
+        offer_blocks(
+            &early,
+            &dir.path().join("f"),
+            &blocklist,
+            change.request.size,
+        );
+        let size = change.request.size;
+        let mut done = Vec::new();
+        let stats = upload(
+            &fake.api,
+            dir.path(),
+            8 << 20,
+            2,
+            vec![change],
+            Some(early),
+            &mut done,
+        )
+        .unwrap();
+        assert!(matches!(done[..], [(_, Outcome::Committed(_))]), "{done:?}");
+        let mut sent = fake.stores();
+        sent.sort();
+        let mut expected = blocklist.clone();
+        expected.sort();
+        assert_eq!(sent, expected, "each block once");
+        assert_eq!((stats.blocks, stats.bytes), (3, size));
+    }
+
+    /// A block stored early and asked for all the same by the first commit (the server's
+    /// upload record expired) goes up again rather than leaving the commit short.
+    #[test]
+    fn a_block_the_server_forgot_goes_up_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (change, blocklist) = three_block_change(dir.path());
+        let fake = BlockServer::start(Behaviour {
+            forget_at_first_commit: true,
+            ..Behaviour::default()
+        });
+        let early = Early::start(fake.api.clone(), HashSet::new(), 8 << 20, 2);
+        offer_blocks(
+            &early,
+            &dir.path().join("f"),
+            &blocklist,
+            change.request.size,
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while fake.stores().len() < 3 {
+            assert!(std::time::Instant::now() < deadline, "early stores went up");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let mut done = Vec::new();
+        upload(
+            &fake.api,
+            dir.path(),
+            8 << 20,
+            2,
+            vec![change],
+            Some(early),
+            &mut done,
+        )
+        .unwrap();
+        assert!(matches!(done[..], [(_, Outcome::Committed(_))]), "{done:?}");
+        let mut sent = fake.stores();
+        sent.sort();
+        let mut twice: Vec<BlockHash> = blocklist.iter().chain(&blocklist).copied().collect();
+        twice.sort();
+        assert_eq!(sent, twice, "early, then again after the commit asked");
     }
 }

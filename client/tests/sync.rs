@@ -161,6 +161,39 @@ fn a_renamed_large_file_is_not_downloaded_again() {
     assert_eq!(tree(&a.dir), tree(&b.dir));
 }
 
+/// A large file's blocks go up while it is still being hashed (early stores), and the
+/// commit claims them: every block goes up once, all of them early.
+#[test]
+fn a_large_file_goes_up_while_it_is_hashed_and_only_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let token = server.add_user("ann");
+    let a = Client::new(&server, &token, &tmp.path().join("a"));
+    let b = Client::new(&server, &token, &tmp.path().join("b"));
+    let data = bytes(31, 40 * MIB + 5);
+    write(&a, "big.bin", &data);
+    let out = a
+        .command(&["sync", "--once"])
+        .env("HOLDALL_LOG", "warn,holdall::upload=debug")
+        .arg(&a.dir)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let early: u64 = log
+        .split_once("early_blocks=")
+        .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no early stores logged: {log}"));
+    assert_eq!(early, 11, "every block of the file went up early: {log}");
+    assert!(
+        log.contains(&format!("{} bytes up", data.len())),
+        "each block once: {log}"
+    );
+    b.synced();
+    assert!(std::fs::read(b.path("big.bin")).unwrap() == data);
+}
+
 #[test]
 fn an_edit_that_keeps_size_and_mtime_is_still_synced() {
     let tmp = tempfile::tempdir().unwrap();

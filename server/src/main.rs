@@ -51,7 +51,9 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    // Colours only on a terminal: a log piped to a file or a journal stays plain text.
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,glommio=warn".into()),

@@ -1,0 +1,500 @@
+//! Early stores: the blocks of a large file go up while the scan is still hashing it.
+//!
+//! Without them a large file is hashed, committed, and only then sent, so the hash pass
+//! (0.4 s for 1 GiB on all cores) and the upload (1.2 s of the server verifying and
+//! writing) add up. The hashing threads offer each block of a file hashed in pieces as soon
+//! as it is hashed; sender threads store the offered blocks, lowest file offset first (the
+//! order a device streaming the upload fetches in), in batches of up to the server's
+//! `batch_bytes_max`.
+//!
+//! Only blocks that no row this client knows references are offered, and once the first
+//! commit has answered, the queue keeps only the blocks it asked for: nothing the commit can
+//! claim goes up. The commit is not delayed by any of this, so a device streaming the
+//! upload starts when it did before. Early stores need no stat checks: the server verifies
+//! every block against its hash, the commit names only blocks the scan hashed from a file
+//! that held still, and a block stored from a file that changed meanwhile is just never
+//! claimed. A failed store stops the early senders; the upload sends what is still needed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use holdall_proto::limits::BLOCK_BYTES_MAX;
+use holdall_proto::BlockHash;
+
+use crate::api::{Api, Sent};
+use crate::bulk::{Piece, Source};
+use crate::scan::HashedBlock;
+
+/// Blocks waiting to be sent, by (file, offset): lowest first.
+#[derive(Default)]
+struct Queue {
+    blocks: BTreeMap<(PathBuf, u64), (usize, BlockHash)>,
+    /// No more offers: senders leave once the queue is empty.
+    closed: bool,
+    /// Leave now, sending nothing more (dropped unfinished, or a store failed).
+    stopped: bool,
+}
+
+/// A block an early sender stored.
+#[derive(Debug, Clone, Copy)]
+pub struct Stored {
+    /// The block.
+    pub hash: BlockHash,
+    /// Its length.
+    pub len: usize,
+    /// When the server answered its store.
+    pub at: Instant,
+}
+
+/// What the senders share.
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+    /// Blocks stored.
+    stored: Mutex<Vec<Stored>>,
+}
+
+impl Shared {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next batch of at most `batch_bytes_max` (lowest offsets first); None when the
+    /// senders are done.
+    fn next_batch(&self, batch_bytes_max: u64) -> Option<Vec<(PathBuf, u64, usize, BlockHash)>> {
+        let mut q = self.queue();
+        while q.blocks.is_empty() && !q.closed && !q.stopped {
+            q = self.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+        if q.stopped {
+            return None;
+        }
+        let mut batch = Vec::new();
+        let mut bytes = 0u64;
+        // Blocks are at most BLOCK_BYTES_MAX, so while this holds the next one fits.
+        while bytes + BLOCK_BYTES_MAX as u64 <= batch_bytes_max || batch.is_empty() {
+            let Some(((path, offset), (len, hash))) = q.blocks.pop_first() else {
+                break;
+            };
+            bytes += len as u64;
+            batch.push((path, offset, len, hash));
+        }
+        (!batch.is_empty()).then_some(batch)
+    }
+
+    fn stop(&self) {
+        self.queue().stopped = true;
+        self.ready.notify_all();
+    }
+}
+
+/// The early senders of one round.
+pub struct Early {
+    shared: Arc<Shared>,
+    /// Blocks referenced by rows the client knows: never sent.
+    known: HashSet<BlockHash>,
+    /// Blocks offered so far (each is sent once).
+    offered: Mutex<HashSet<BlockHash>>,
+    senders: Vec<JoinHandle<()>>,
+}
+
+impl Early {
+    /// Starts `senders` threads storing offered blocks through `api`, in batches of at most
+    /// `batch_bytes_max`; blocks in `known` (referenced by rows the client knows) are never
+    /// sent.
+    pub fn start(
+        api: Api,
+        known: HashSet<BlockHash>,
+        batch_bytes_max: u64,
+        senders: usize,
+    ) -> Early {
+        assert!(
+            batch_bytes_max >= BLOCK_BYTES_MAX as u64,
+            "a batch holds a block"
+        );
+        let shared = Arc::new(Shared::default());
+        let senders = (0..senders.max(1))
+            .map(|_| {
+                let (api, shared) = (api.clone(), shared.clone());
+                std::thread::spawn(move || send(&api, &shared, batch_bytes_max))
+            })
+            .collect();
+        Early {
+            shared,
+            known,
+            offered: Mutex::new(HashSet::new()),
+            senders,
+        }
+    }
+
+    /// Queues `block` for sending unless a known row references it or it was offered before.
+    pub fn offer(&self, block: HashedBlock) {
+        if self.known.contains(&block.hash) {
+            return;
+        }
+        let first = self
+            .offered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(block.hash);
+        if !first {
+            return;
+        }
+        let mut q = self.shared.queue();
+        if q.closed || q.stopped {
+            return;
+        }
+        q.blocks.insert(
+            (block.path.to_path_buf(), block.offset),
+            (block.len, block.hash),
+        );
+        drop(q);
+        self.shared.ready.notify_one();
+    }
+
+    /// Drops queued blocks that are not in `needed` (what the commit asked for).
+    pub fn keep_only(&self, needed: &HashSet<BlockHash>) {
+        self.shared
+            .queue()
+            .blocks
+            .retain(|_, (_, hash)| needed.contains(hash));
+    }
+
+    /// Sends what is queued, waits for the senders and returns the blocks they stored.
+    pub fn finish(mut self) -> Vec<Stored> {
+        self.shared.queue().closed = true;
+        self.shared.ready.notify_all();
+        self.join();
+        std::mem::take(&mut *self.shared.stored.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn join(&mut self) {
+        for s in self.senders.drain(..) {
+            let _ = s.join();
+        }
+    }
+}
+
+impl Drop for Early {
+    /// Unfinished (the round ended before its upload): sends nothing more.
+    fn drop(&mut self) {
+        if !self.senders.is_empty() {
+            self.shared.stop();
+            self.join();
+        }
+    }
+}
+
+/// One sender: stores batches until the queue is closed and empty, or stopped.
+fn send(api: &Api, shared: &Shared, batch_bytes_max: u64) {
+    let mut body = Vec::new();
+    while let Some(batch) = shared.next_batch(batch_bytes_max) {
+        let mut pieces = Vec::with_capacity(batch.len());
+        for (path, offset, len, hash) in batch {
+            // Gone since it was hashed: nothing to claim either.
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            pieces.push(Piece {
+                hash,
+                len,
+                source: Source::File { file, offset },
+            });
+        }
+        if pieces.is_empty() {
+            continue;
+        }
+        match api.store_pieces(&pieces, &[], &mut body) {
+            Ok(Sent::Stored) => {
+                let at = Instant::now();
+                shared
+                    .stored
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(pieces.iter().map(|p| Stored {
+                        hash: p.hash,
+                        len: p.len,
+                        at,
+                    }));
+            }
+            // The file changed since it was hashed: these blocks are not claimed.
+            Ok(Sent::SourceShort) => {}
+            Err(crate::api::ApiError::Server { code, .. }) if code == "hash_mismatch" => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "early stores stopped; the upload sends the rest");
+                shared.stop();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::api::Endpoint;
+    use crate::bulk::tests::{answer, request};
+    use holdall_proto::api::{
+        CommitBatchRequest, CommitBatchResponse, CommitResult, StoreBatchResponse,
+    };
+    use holdall_proto::frame::decode_store_frames;
+    use std::net::TcpListener;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A fake holdalld that keeps the blocks it is sent, as the real one does for the
+    /// Dropship rule: a commit needs the blocks of its blocklist it was not sent.
+    pub(crate) struct BlockServer {
+        pub(crate) api: Api,
+        /// Every block stored, in order, repeats kept.
+        pub(crate) stores: Arc<Mutex<Vec<BlockHash>>>,
+        /// store_batch requests answered, failed ones too.
+        pub(crate) store_requests: Arc<AtomicUsize>,
+    }
+
+    /// How the fake answers.
+    #[derive(Clone, Copy, Default)]
+    pub(crate) struct Behaviour {
+        /// store_batch fails with 503.
+        pub(crate) fail_stores: bool,
+        /// The first commit_batch forgets every block sent before it (an upload record
+        /// that expired).
+        pub(crate) forget_at_first_commit: bool,
+    }
+
+    impl BlockServer {
+        pub(crate) fn start(behaviour: Behaviour) -> BlockServer {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let stores: Arc<Mutex<Vec<BlockHash>>> = Arc::default();
+            // Blocks a commit may claim, and commits answered so far.
+            let kept: Arc<Mutex<(HashSet<BlockHash>, u64)>> = Arc::default();
+            let store_requests: Arc<AtomicUsize> = Arc::default();
+            let (log, count) = (Arc::clone(&stores), Arc::clone(&store_requests));
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    let (mut s, log, kept) = (conn.unwrap(), log.clone(), kept.clone());
+                    let count = count.clone();
+                    std::thread::spawn(move || {
+                        while let Some((head, body)) = request(&mut s) {
+                            let (status, json) = match head.split_whitespace().nth(1) {
+                                Some("/v1/store_batch") => {
+                                    count.fetch_add(1, Ordering::SeqCst);
+                                    store(&body, behaviour, &log, &kept)
+                                }
+                                _ => commit(&body, behaviour, &kept),
+                            };
+                            answer(&mut s, status, &json);
+                        }
+                    });
+                }
+            });
+            let endpoint = Endpoint {
+                url,
+                token: "t".into(),
+                ca: None,
+            };
+            BlockServer {
+                api: Api::new(&endpoint, 0, 0).unwrap(),
+                stores,
+                store_requests,
+            }
+        }
+
+        pub(crate) fn stores(&self) -> Vec<BlockHash> {
+            self.stores.lock().unwrap().clone()
+        }
+    }
+
+    fn store(
+        body: &[u8],
+        behaviour: Behaviour,
+        log: &Mutex<Vec<BlockHash>>,
+        kept: &Mutex<(HashSet<BlockHash>, u64)>,
+    ) -> (&'static str, String) {
+        if behaviour.fail_stores {
+            return (
+                "503 Service Unavailable",
+                r#"{"error":"busy","message":"no"}"#.into(),
+            );
+        }
+        let frames: Vec<_> = decode_store_frames(body, u64::MAX)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        if let Some(bad) = frames.iter().find(|f| BlockHash::of(f.data) != f.hash) {
+            let message = format!("block {} does not match its bytes", bad.hash);
+            let json = format!(r#"{{"error":"hash_mismatch","message":"{message}"}}"#);
+            return ("400 Bad Request", json);
+        }
+        let hashes: Vec<BlockHash> = frames.iter().map(|f| f.hash).collect();
+        log.lock().unwrap().extend(&hashes);
+        kept.lock().unwrap().0.extend(&hashes);
+        let answer = StoreBatchResponse {
+            stored: hashes,
+            present: Vec::new(),
+        };
+        ("200 OK", serde_json::to_string(&answer).unwrap())
+    }
+
+    fn commit(
+        body: &[u8],
+        behaviour: Behaviour,
+        kept: &Mutex<(HashSet<BlockHash>, u64)>,
+    ) -> (&'static str, String) {
+        let batch: CommitBatchRequest = serde_json::from_slice(body).unwrap();
+        let mut kept = kept.lock().unwrap();
+        kept.1 += 1;
+        if behaviour.forget_at_first_commit && kept.1 == 1 {
+            kept.0.clear();
+        }
+        let results = batch
+            .commits
+            .iter()
+            .map(|c| {
+                let need: Vec<BlockHash> = c
+                    .blocklist
+                    .iter()
+                    .filter(|h| !kept.0.contains(*h))
+                    .copied()
+                    .collect();
+                match need.is_empty() {
+                    true => CommitResult::Ok { jid: kept.1 },
+                    false => CommitResult::NeedBlocks { need },
+                }
+            })
+            .collect();
+        let answer = CommitBatchResponse { results };
+        ("200 OK", serde_json::to_string(&answer).unwrap())
+    }
+
+    /// A file of `blocks` blocks of 1 KiB under `dir` (the fake server takes any length)
+    /// and its blocks as the hashing threads tell them.
+    pub(crate) fn file_of_blocks(dir: &Path, blocks: usize) -> (PathBuf, Vec<u8>, Vec<BlockHash>) {
+        let path = dir.join("big");
+        let data = holdall_testkit::pseudo_random_bytes(7, blocks * 1024);
+        std::fs::write(&path, &data).unwrap();
+        let hashes = data.chunks(1024).map(BlockHash::of).collect();
+        (path, data, hashes)
+    }
+
+    fn offer_all(early: &Early, path: &Path, hashes: &[BlockHash]) {
+        for (i, hash) in hashes.iter().enumerate() {
+            early.offer(HashedBlock {
+                path,
+                offset: i as u64 * 1024,
+                len: 1024,
+                hash: *hash,
+            });
+        }
+    }
+
+    #[test]
+    fn the_queue_hands_out_lowest_offsets_first_in_batches_that_fit() {
+        let shared = Shared::default();
+        let block = BLOCK_BYTES_MAX;
+        let mut q = shared.queue();
+        for (offset, len) in [(8u64, block), (0, block), (4, 100), (12, block)] {
+            let hash = BlockHash::of(&offset.to_le_bytes());
+            q.blocks.insert((PathBuf::from("f"), offset), (len, hash));
+        }
+        q.closed = true;
+        drop(q);
+        let offsets = |b: Vec<(PathBuf, u64, usize, BlockHash)>| -> Vec<u64> {
+            b.into_iter().map(|(_, o, _, _)| o).collect()
+        };
+        let max = 2 * block as u64;
+        assert_eq!(offsets(shared.next_batch(max).unwrap()), [0, 4]);
+        assert_eq!(offsets(shared.next_batch(max).unwrap()), [8, 12]);
+        assert!(shared.next_batch(max).is_none(), "closed and empty: done");
+    }
+
+    #[test]
+    fn offered_blocks_go_up_once_except_those_known_or_no_longer_needed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _, hashes) = file_of_blocks(dir.path(), 6);
+        let fake = BlockServer::start(Behaviour::default());
+        let known: HashSet<BlockHash> = [hashes[1]].into();
+        let early = Early::start(fake.api.clone(), known, 8 << 20, 2);
+        offer_all(&early, &path, &hashes);
+        offer_all(&early, &path, &hashes);
+        // Whatever was still queued when the commit answered and is not needed stays.
+        let needed: HashSet<BlockHash> =
+            hashes.iter().copied().filter(|h| *h != hashes[5]).collect();
+        early.keep_only(&needed);
+        let stored: Vec<BlockHash> = early.finish().into_iter().map(|s| s.hash).collect();
+        let mut sent = fake.stores();
+        sent.sort();
+        let mut unique = sent.clone();
+        unique.dedup();
+        assert_eq!(sent, unique, "no block goes up twice");
+        assert!(!sent.contains(&hashes[1]), "a known block does not go up");
+        let mut stored_sorted = stored.clone();
+        stored_sorted.sort();
+        assert_eq!(stored_sorted, sent, "finish reports what was stored");
+        for h in [hashes[0], hashes[2], hashes[3], hashes[4]] {
+            assert!(sent.contains(&h), "needed blocks go up");
+        }
+    }
+
+    #[test]
+    fn a_block_whose_file_changed_is_not_stored_and_the_others_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _, hashes) = file_of_blocks(dir.path(), 2);
+        let other = dir.path().join("other");
+        std::fs::write(&other, vec![1u8; 1024]).unwrap();
+        let fake = BlockServer::start(Behaviour::default());
+        let early = Early::start(fake.api.clone(), HashSet::new(), BLOCK_BYTES_MAX as u64, 1);
+        // Offered under a name its file's bytes no longer match.
+        early.offer(HashedBlock {
+            path: &other,
+            offset: 0,
+            len: 1024,
+            hash: hashes[0],
+        });
+        early.offer(HashedBlock {
+            path: &path,
+            offset: 1024,
+            len: 1024,
+            hash: hashes[1],
+        });
+        let stored: Vec<BlockHash> = early.finish().into_iter().map(|s| s.hash).collect();
+        assert_eq!(stored, [hashes[1]]);
+        assert_eq!(fake.stores(), [hashes[1]]);
+    }
+
+    #[test]
+    fn a_failed_store_stops_the_senders() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _, hashes) = file_of_blocks(dir.path(), 4);
+        let fake = BlockServer::start(Behaviour {
+            fail_stores: true,
+            ..Behaviour::default()
+        });
+        let early = Early::start(fake.api.clone(), HashSet::new(), BLOCK_BYTES_MAX as u64, 1);
+        offer_all(&early, &path, &hashes);
+        assert!(early.finish().is_empty());
+        assert!(fake.stores().is_empty());
+        assert_eq!(
+            fake.store_requests.load(Ordering::SeqCst),
+            1,
+            "no request after the failure"
+        );
+    }
+
+    #[test]
+    fn dropped_unfinished_it_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _, hashes) = file_of_blocks(dir.path(), 64);
+        let fake = BlockServer::start(Behaviour::default());
+        let early = Early::start(fake.api.clone(), HashSet::new(), BLOCK_BYTES_MAX as u64, 1);
+        offer_all(&early, &path, &hashes);
+        drop(early);
+        let sent = fake.stores().len();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(fake.stores().len(), sent, "nothing goes up after the drop");
+    }
+}
