@@ -411,19 +411,7 @@ mod tests {
             0,
         )
         .unwrap();
-        let change = Change {
-            lpath: "f".into(),
-            request: CommitRequest {
-                ns: 1,
-                path: "f".into(),
-                kind: EntryKind::File,
-                blocklist: vec![named],
-                size: 7,
-                mtime_ms: 0,
-                parent_jid: None,
-            },
-            stat: Some(Stat::of(&std::fs::metadata(dir.path().join("f")).unwrap())),
-        };
+        let change = change_of_f(dir.path(), vec![named], 7);
         let mut done = Vec::new();
         let stats = upload(&api, dir.path(), 8 << 20, 2, vec![change], None, &mut done).unwrap();
         assert_eq!(done.len(), 1);
@@ -448,32 +436,41 @@ mod tests {
         let data = holdall_testkit::pseudo_random_bytes(3, 2 * BLOCK_BYTES_MAX + 1000);
         std::fs::write(dir.join("f"), &data).unwrap();
         let blocklist = holdall_proto::blocklist_of(&data);
-        let change = Change {
+        let change = change_of_f(dir, blocklist.clone(), data.len() as u64);
+        (change, blocklist)
+    }
+
+    /// The commit of the file `f` under `dir` as `blocklist` and `size`, with its stat now.
+    fn change_of_f(dir: &Path, blocklist: Vec<BlockHash>, size: u64) -> Change {
+        Change {
             lpath: "f".into(),
             request: CommitRequest {
                 ns: 1,
                 path: "f".into(),
                 kind: EntryKind::File,
-                blocklist: blocklist.clone(),
-                size: data.len() as u64,
+                blocklist,
+                size,
                 mtime_ms: 0,
                 parent_jid: None,
             },
             stat: Some(Stat::of(&std::fs::metadata(dir.join("f")).unwrap())),
-        };
-        (change, blocklist)
+        }
     }
 
-    fn offer_blocks(early: &Early, path: &Path, blocklist: &[BlockHash], size: u64) {
-        for (i, hash) in blocklist.iter().enumerate() {
+    /// Early senders to `fake`, offered every block of `change` (of the file `f` under `dir`).
+    fn early_offering(fake: &BlockServer, dir: &Path, change: &Change) -> Early {
+        let early = Early::start(fake.api.clone(), HashSet::new(), 8 << 20, 2);
+        let (path, size) = (dir.join("f"), change.request.size);
+        for (i, hash) in change.request.blocklist.iter().enumerate() {
             let offset = (i * BLOCK_BYTES_MAX) as u64;
             early.offer(crate::scan::HashedBlock {
-                path,
+                path: &path,
                 offset,
                 len: (size - offset).min(BLOCK_BYTES_MAX as u64) as usize,
                 hash: *hash,
             });
         }
+        early
     }
 
     /// However the early stores and the first commit interleave, every block goes up
@@ -483,31 +480,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (change, blocklist) = three_block_change(dir.path());
         let fake = BlockServer::start(Behaviour::default());
-        let early = Early::start(fake.api.clone(), HashSet::new(), 8 << 20, 2);
-        offer_blocks(
-            &early,
-            &dir.path().join("f"),
-            &blocklist,
-            change.request.size,
-        );
+        let early = early_offering(&fake, dir.path(), &change);
         let size = change.request.size;
-        let mut done = Vec::new();
-        let stats = upload(
-            &fake.api,
-            dir.path(),
-            8 << 20,
-            2,
-            vec![change],
-            Some(early),
-            &mut done,
-        )
-        .unwrap();
-        assert!(matches!(done[..], [(_, Outcome::Committed(_))]), "{done:?}");
-        let mut sent = fake.stores();
-        sent.sort();
-        let mut expected = blocklist.clone();
-        expected.sort();
-        assert_eq!(sent, expected, "each block once");
+        let stats = upload_committing(&fake, dir.path(), change, early);
+        assert_eq!(sorted(fake.stores()), sorted(blocklist), "each block once");
         assert_eq!((stats.blocks, stats.bytes), (3, size));
     }
 
@@ -521,34 +497,44 @@ mod tests {
             forget_at_first_commit: true,
             ..Behaviour::default()
         });
-        let early = Early::start(fake.api.clone(), HashSet::new(), 8 << 20, 2);
-        offer_blocks(
-            &early,
-            &dir.path().join("f"),
-            &blocklist,
-            change.request.size,
-        );
+        let early = early_offering(&fake, dir.path(), &change);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while fake.stores().len() < 3 {
             assert!(std::time::Instant::now() < deadline, "early stores went up");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+        upload_committing(&fake, dir.path(), change, early);
+        let twice: Vec<BlockHash> = blocklist.iter().chain(&blocklist).copied().collect();
+        assert_eq!(
+            sorted(fake.stores()),
+            sorted(twice),
+            "early, then again after the commit asked"
+        );
+    }
+
+    /// Uploads `change` of a file under `root` with `early`, insisting that it is committed.
+    fn upload_committing(
+        fake: &BlockServer,
+        root: &Path,
+        change: Change,
+        early: Early,
+    ) -> UploadStats {
         let mut done = Vec::new();
-        upload(
+        let stats = upload(
             &fake.api,
-            dir.path(),
+            root,
             8 << 20,
             2,
             vec![change],
             Some(early),
             &mut done,
-        )
-        .unwrap();
+        );
         assert!(matches!(done[..], [(_, Outcome::Committed(_))]), "{done:?}");
-        let mut sent = fake.stores();
-        sent.sort();
-        let mut twice: Vec<BlockHash> = blocklist.iter().chain(&blocklist).copied().collect();
-        twice.sort();
-        assert_eq!(sent, twice, "early, then again after the commit asked");
+        stats.unwrap()
+    }
+
+    fn sorted(mut hashes: Vec<BlockHash>) -> Vec<BlockHash> {
+        hashes.sort();
+        hashes
     }
 }
