@@ -388,6 +388,60 @@ fn a_bad_token_is_a_clear_error() {
 }
 
 #[test]
+fn an_unreachable_server_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let c = Client {
+        dir: tmp.path().join("c"),
+        url: format!("http://127.0.0.1:{port}"),
+        token: "t".into(),
+    };
+    std::fs::create_dir_all(&c.dir).unwrap();
+    let s = c.sync();
+    assert!(!s.ok);
+    assert!(
+        s.stderr.contains(&format!(
+            "cannot reach the server at http://127.0.0.1:{port}"
+        )),
+        "{}",
+        s.stderr
+    );
+}
+
+/// Names the server's path rules refuse (a backslash, bytes that are not UTF-8) are
+/// skipped with a warning naming them; everything else syncs and the round succeeds.
+#[test]
+fn names_the_server_would_refuse_are_skipped_with_a_warning() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let token = server.add_user("ann");
+    let a = Client::new(&server, &token, &tmp.path().join("a"));
+    let b = Client::new(&server, &token, &tmp.path().join("b"));
+    write(&a, "fine.txt", b"fine");
+    write(&a, "back\\slash.txt", b"refused");
+    let not_utf8 = std::ffi::OsStr::from_bytes(b"bad\xff.txt");
+    std::fs::write(a.dir.join(not_utf8), b"refused").unwrap();
+    let up = a.synced();
+    assert!(
+        up.stderr
+            .contains("skipping a path the server would refuse")
+            && up.stderr.contains("back\\slash.txt")
+            && up.stderr.contains("skipping a name that is not UTF-8"),
+        "{}",
+        up.stderr
+    );
+    b.synced();
+    let names: Vec<String> = tree(&b.dir).into_keys().collect();
+    assert_eq!(names, ["fine.txt"]);
+}
+
+#[test]
 fn a_client_killed_mid_download_resumes_without_fetching_again() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(&tmp.path().join("data"));
