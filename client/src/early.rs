@@ -14,13 +14,17 @@
 //! every block against its hash, the commit names only blocks the scan hashed from a file
 //! that held still, and a block stored from a file that changed meanwhile is just never
 //! claimed. A failed store stops the early senders; the upload sends what is still needed.
+//!
+//! Blocks stored are remembered across rounds ([`StoredLately`]) for half the server's upload
+//! record TTL: a file still being written is hashed again in every round until it holds
+//! still, and the blocks it already had must not go up each time.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use holdall_proto::limits::BLOCK_BYTES_MAX;
 use holdall_proto::BlockHash;
@@ -37,6 +41,45 @@ struct Queue {
     closed: bool,
     /// Leave now, sending nothing more (dropped unfinished, or a store failed).
     stopped: bool,
+}
+
+/// Blocks early stores put on the server lately, kept across rounds.
+pub struct StoredLately {
+    /// How long a stored block counts as the server's (half the server's upload record
+    /// TTL, so that a commit can still claim it).
+    keep: Duration,
+    at: Mutex<HashMap<BlockHash, Instant>>,
+}
+
+impl StoredLately {
+    /// Remembering blocks for `keep`.
+    pub fn new(keep: Duration) -> StoredLately {
+        StoredLately {
+            keep,
+            at: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<BlockHash, Instant>> {
+        self.at.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `hash` was stored within `keep` of `now`.
+    fn holds(&self, hash: &BlockHash, now: Instant) -> bool {
+        self.map()
+            .get(hash)
+            .is_some_and(|at| now.duration_since(*at) < self.keep)
+    }
+
+    fn record(&self, hashes: impl IntoIterator<Item = BlockHash>, now: Instant) {
+        self.map().extend(hashes.into_iter().map(|h| (h, now)));
+    }
+
+    /// Forgets what is older than `keep` (the map holds at most what went up in that time).
+    fn prune(&self, now: Instant) {
+        let keep = self.keep;
+        self.map().retain(|_, at| now.duration_since(*at) < keep);
+    }
 }
 
 /// A block an early sender stored.
@@ -98,6 +141,8 @@ pub struct Early {
     shared: Arc<Shared>,
     /// Blocks referenced by rows the client knows: never sent.
     known: HashSet<BlockHash>,
+    /// Blocks earlier rounds stored: not sent again.
+    lately: Arc<StoredLately>,
     /// Blocks offered so far (each is sent once).
     offered: Mutex<HashSet<BlockHash>>,
     senders: Vec<JoinHandle<()>>,
@@ -105,11 +150,12 @@ pub struct Early {
 
 impl Early {
     /// Starts `senders` threads storing offered blocks through `api`, in batches of at most
-    /// `batch_bytes_max`; blocks in `known` (referenced by rows the client knows) are never
-    /// sent.
+    /// `batch_bytes_max`; blocks in `known` (referenced by rows the client knows) or stored
+    /// `lately` are never sent, and what is stored is recorded there.
     pub fn start(
         api: Api,
         known: HashSet<BlockHash>,
+        lately: Arc<StoredLately>,
         batch_bytes_max: u64,
         senders: usize,
     ) -> Early {
@@ -117,24 +163,27 @@ impl Early {
             batch_bytes_max >= BLOCK_BYTES_MAX as u64,
             "a batch holds a block"
         );
+        lately.prune(Instant::now());
         let shared = Arc::new(Shared::default());
         let senders = (0..senders.max(1))
             .map(|_| {
-                let (api, shared) = (api.clone(), shared.clone());
-                std::thread::spawn(move || send(&api, &shared, batch_bytes_max))
+                let (api, shared, lately) = (api.clone(), shared.clone(), lately.clone());
+                std::thread::spawn(move || send(&api, &shared, &lately, batch_bytes_max))
             })
             .collect();
         Early {
             shared,
             known,
+            lately,
             offered: Mutex::new(HashSet::new()),
             senders,
         }
     }
 
-    /// Queues `block` for sending unless a known row references it or it was offered before.
+    /// Queues `block` for sending unless a known row references it, an earlier round stored
+    /// it, or it was offered before.
     pub fn offer(&self, block: HashedBlock) {
-        if self.known.contains(&block.hash) {
+        if self.known.contains(&block.hash) || self.lately.holds(&block.hash, Instant::now()) {
             return;
         }
         let first = self
@@ -191,7 +240,7 @@ impl Drop for Early {
 }
 
 /// One sender: stores batches until the queue is closed and empty, or stopped.
-fn send(api: &Api, shared: &Shared, batch_bytes_max: u64) {
+fn send(api: &Api, shared: &Shared, lately: &StoredLately, batch_bytes_max: u64) {
     let mut body = Vec::new();
     while let Some(batch) = shared.next_batch(batch_bytes_max) {
         let mut pieces = Vec::with_capacity(batch.len());
@@ -206,31 +255,67 @@ fn send(api: &Api, shared: &Shared, batch_bytes_max: u64) {
                 source: Source::File { file, offset },
             });
         }
-        if pieces.is_empty() {
-            continue;
-        }
-        match api.store_pieces(&pieces, &[], &mut body) {
-            Ok(Sent::Stored) => {
-                let at = Instant::now();
-                shared
-                    .stored
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend(pieces.iter().map(|p| Stored {
-                        hash: p.hash,
-                        len: p.len,
-                        at,
-                    }));
+        match store(api, &pieces, &mut body) {
+            Outcome::Stored => record(shared, lately, &pieces),
+            // One block changed since it was hashed (a file still being written): the
+            // server kept none of the batch, so the others go again one by one.
+            Outcome::Mismatch if pieces.len() > 1 => {
+                for piece in pieces.chunks(1) {
+                    match store(api, piece, &mut body) {
+                        Outcome::Stored => record(shared, lately, piece),
+                        Outcome::Mismatch => {}
+                        Outcome::Failed => {
+                            shared.stop();
+                            break;
+                        }
+                    }
+                }
             }
-            // The file changed since it was hashed: these blocks are not claimed.
-            Ok(Sent::SourceShort) => {}
-            Err(crate::api::ApiError::Server { code, .. }) if code == "hash_mismatch" => {}
-            Err(e) => {
-                tracing::debug!(error = %e, "early stores stopped; the upload sends the rest");
-                shared.stop();
-            }
+            Outcome::Mismatch => {}
+            Outcome::Failed => shared.stop(),
         }
     }
+}
+
+/// What became of one early store_batch.
+enum Outcome {
+    Stored,
+    /// A block no longer matches its name (or its file is shorter now): not stored.
+    Mismatch,
+    /// Anything else: the senders stop.
+    Failed,
+}
+
+fn store(api: &Api, pieces: &[Piece], body: &mut Vec<u8>) -> Outcome {
+    if pieces.is_empty() {
+        return Outcome::Mismatch;
+    }
+    match api.store_pieces(pieces, &[], body) {
+        Ok(Sent::Stored) => Outcome::Stored,
+        Ok(Sent::SourceShort) => Outcome::Mismatch,
+        Err(crate::api::ApiError::Server { code, .. }) if code == "hash_mismatch" => {
+            Outcome::Mismatch
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "early stores stopped; the upload sends the rest");
+            Outcome::Failed
+        }
+    }
+}
+
+/// Records `pieces` as stored, for this round and the next ones.
+fn record(shared: &Shared, lately: &StoredLately, pieces: &[Piece]) {
+    let at = Instant::now();
+    lately.record(pieces.iter().map(|p| p.hash), at);
+    shared
+        .stored
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(pieces.iter().map(|p| Stored {
+            hash: p.hash,
+            len: p.len,
+            at,
+        }));
 }
 
 #[cfg(test)]
@@ -381,6 +466,11 @@ pub(crate) mod tests {
         (path, data, hashes)
     }
 
+    /// A fresh memory of stored blocks.
+    pub(crate) fn lately() -> Arc<StoredLately> {
+        Arc::new(StoredLately::new(Duration::from_secs(60)))
+    }
+
     fn offer_all(early: &Early, path: &Path, hashes: &[BlockHash]) {
         for (i, hash) in hashes.iter().enumerate() {
             early.offer(HashedBlock {
@@ -418,7 +508,7 @@ pub(crate) mod tests {
         let (path, _, hashes) = file_of_blocks(dir.path(), 6);
         let fake = BlockServer::start(Behaviour::default());
         let known: HashSet<BlockHash> = [hashes[1]].into();
-        let early = Early::start(fake.api.clone(), known, 8 << 20, 2);
+        let early = Early::start(fake.api.clone(), known, lately(), 8 << 20, 2);
         offer_all(&early, &path, &hashes);
         offer_all(&early, &path, &hashes);
         // Whatever was still queued when the commit answered and is not needed stays.
@@ -447,7 +537,13 @@ pub(crate) mod tests {
         let other = dir.path().join("other");
         std::fs::write(&other, vec![1u8; 1024]).unwrap();
         let fake = BlockServer::start(Behaviour::default());
-        let early = Early::start(fake.api.clone(), HashSet::new(), BLOCK_BYTES_MAX as u64, 1);
+        let early = Early::start(
+            fake.api.clone(),
+            HashSet::new(),
+            lately(),
+            BLOCK_BYTES_MAX as u64,
+            1,
+        );
         // Offered under a name its file's bytes no longer match.
         early.offer(HashedBlock {
             path: &other,
@@ -466,6 +562,75 @@ pub(crate) mod tests {
         assert_eq!(fake.stores(), [hashes[1]]);
     }
 
+    /// A file still being written is hashed again every round: what an earlier round stored
+    /// does not go up again while the server still counts it as this user's.
+    #[test]
+    fn blocks_an_earlier_round_stored_are_not_sent_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _, hashes) = file_of_blocks(dir.path(), 4);
+        let fake = BlockServer::start(Behaviour::default());
+        let memory = lately();
+        let first = Early::start(fake.api.clone(), HashSet::new(), memory.clone(), 8 << 20, 2);
+        offer_all(&first, &path, &hashes[..2]);
+        assert_eq!(first.finish().len(), 2);
+        let second = Early::start(fake.api.clone(), HashSet::new(), memory.clone(), 8 << 20, 2);
+        offer_all(&second, &path, &hashes);
+        let stored: Vec<BlockHash> = second.finish().into_iter().map(|s| s.hash).collect();
+        let mut stored_sorted = stored.clone();
+        stored_sorted.sort();
+        let mut rest = hashes[2..].to_vec();
+        rest.sort();
+        assert_eq!(
+            stored_sorted, rest,
+            "only the blocks the first round had not stored"
+        );
+        assert_eq!(fake.stores().len(), 4, "each block once over both rounds");
+        // Past the memory's span, a block counts as unknown again.
+        let short = Arc::new(StoredLately::new(Duration::ZERO));
+        short.record([hashes[0]], Instant::now());
+        assert!(!short.holds(&hashes[0], Instant::now()));
+    }
+
+    /// A batch refused because one of its blocks changed is sent again block by block, so
+    /// the blocks that did not change are stored.
+    #[test]
+    fn a_refused_batch_goes_again_one_block_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _, hashes) = file_of_blocks(dir.path(), 3);
+        let fake = BlockServer::start(Behaviour::default());
+        let shared = Shared::default();
+        let mut q = shared.queue();
+        for (i, hash) in hashes.iter().enumerate() {
+            // The middle block is named for bytes the file no longer has.
+            let hash = if i == 1 {
+                BlockHash::of(b"before")
+            } else {
+                *hash
+            };
+            q.blocks
+                .insert((path.clone(), i as u64 * 1024), (1024, hash));
+        }
+        q.closed = true;
+        drop(q);
+        let memory = lately();
+        send(&fake.api, &shared, &memory, 8 << 20);
+        assert_eq!(
+            fake.store_requests.load(Ordering::SeqCst),
+            4,
+            "the batch, then each"
+        );
+        assert_eq!(fake.stores(), [hashes[0], hashes[2]]);
+        let stored: Vec<BlockHash> = shared
+            .stored
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.hash)
+            .collect();
+        assert_eq!(stored, [hashes[0], hashes[2]]);
+        assert!(memory.holds(&hashes[2], Instant::now()));
+    }
+
     #[test]
     fn a_failed_store_stops_the_senders() {
         let dir = tempfile::tempdir().unwrap();
@@ -474,7 +639,13 @@ pub(crate) mod tests {
             fail_stores: true,
             ..Behaviour::default()
         });
-        let early = Early::start(fake.api.clone(), HashSet::new(), BLOCK_BYTES_MAX as u64, 1);
+        let early = Early::start(
+            fake.api.clone(),
+            HashSet::new(),
+            lately(),
+            BLOCK_BYTES_MAX as u64,
+            1,
+        );
         offer_all(&early, &path, &hashes);
         assert!(early.finish().is_empty());
         assert!(fake.stores().is_empty());
@@ -490,7 +661,13 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (path, _, hashes) = file_of_blocks(dir.path(), 64);
         let fake = BlockServer::start(Behaviour::default());
-        let early = Early::start(fake.api.clone(), HashSet::new(), BLOCK_BYTES_MAX as u64, 1);
+        let early = Early::start(
+            fake.api.clone(),
+            HashSet::new(),
+            lately(),
+            BLOCK_BYTES_MAX as u64,
+            1,
+        );
         offer_all(&early, &path, &hashes);
         drop(early);
         let sent = fake.stores().len();

@@ -16,7 +16,7 @@ use holdall_proto::BlockHash;
 use tracing::{debug, info, warn};
 
 use crate::api::{Api, ApiError};
-use crate::early::Early;
+use crate::early::{Early, StoredLately};
 use crate::place::{place_new, PlaceError};
 use crate::planner::{plan, settle_intents, Action, CopyNamer, Intent, Settled, Trees};
 use crate::prefetch::{PrefetchCache, Prefetcher};
@@ -37,6 +37,17 @@ use crate::upload::{in_flight, upload, Change, Outcome};
 const GROUP_FILES_MAX: usize = 10_000;
 /// Bytes rebuilt per group.
 const GROUP_BYTES_MAX: u64 = 512 << 20;
+/// How long early stores count a block they stored as the server's, when the server does not
+/// say how long it keeps upload records (it says so with streaming sync on).
+const EARLY_MEMORY_DEFAULT: Duration = Duration::from_secs(60);
+
+/// Half the server's upload record TTL: a block remembered that long can still be claimed.
+fn early_memory(limits: &Limits) -> Duration {
+    limits
+        .prefetch_ttl_s
+        .map_or(EARLY_MEMORY_DEFAULT, |s| Duration::from_secs(s / 2))
+}
+
 /// Rounds `--once` runs at most before it gives up on agreeing.
 const ONCE_ROUNDS_MAX: usize = 30;
 /// Transient failures `--once` retries (after 1, 2, 4, 8 and 16 s) before it gives up.
@@ -103,6 +114,8 @@ pub struct Syncer {
     prefetch_cursors: Cursors,
     /// The streaming-sync cache, while a prefetcher runs.
     prefetch: Option<PrefetchCache>,
+    /// Blocks early stores put on the server lately, across rounds.
+    stored_lately: Arc<StoredLately>,
     rows: HashMap<(NsId, String), RemoteNode>,
     synced: Tree<Node>,
     hashes: HashMap<String, HashEntry>,
@@ -173,6 +186,7 @@ impl Syncer {
             cursors: state.cursors()?,
             prefetch_cursors: Cursors::new(),
             prefetch: None,
+            stored_lately: Arc::new(StoredLately::new(early_memory(&account.limits))),
             synced: state.synced()?,
             hashes: state.hashes()?,
             rows,
@@ -342,6 +356,7 @@ impl Syncer {
         Some(Early::start(
             self.api.clone(),
             known,
+            self.stored_lately.clone(),
             self.limits.batch_bytes_max,
             in_flight(&self.api, self.opts.workers),
         ))

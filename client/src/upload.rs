@@ -353,7 +353,7 @@ mod tests {
     use super::*;
     use crate::api::Endpoint;
     use crate::bulk::tests::{answer, request};
-    use crate::early::tests::{Behaviour, BlockServer};
+    use crate::early::tests::{lately, Behaviour, BlockServer};
     use holdall_proto::api::EntryKind;
     use holdall_proto::frame::decode_store_frames;
     use std::net::TcpListener;
@@ -459,7 +459,7 @@ mod tests {
 
     /// Early senders to `fake`, offered every block of `change` (of the file `f` under `dir`).
     fn early_offering(fake: &BlockServer, dir: &Path, change: &Change) -> Early {
-        let early = Early::start(fake.api.clone(), HashSet::new(), 8 << 20, 2);
+        let early = Early::start(fake.api.clone(), HashSet::new(), lately(), 8 << 20, 2);
         let (path, size) = (dir.join("f"), change.request.size);
         for (i, hash) in change.request.blocklist.iter().enumerate() {
             let offset = (i * BLOCK_BYTES_MAX) as u64;

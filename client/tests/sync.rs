@@ -194,6 +194,60 @@ fn a_large_file_goes_up_while_it_is_hashed_and_only_once() {
     assert!(std::fs::read(b.path("big.bin")).unwrap() == data);
 }
 
+/// A file that keeps changing under a running client is hashed again in every round and
+/// never holds still long enough to commit; the blocks that do not change go up early once,
+/// not once per round.
+#[test]
+fn blocks_of_a_file_still_changing_go_up_once_across_rounds() {
+    use std::os::unix::fs::FileExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let token = server.add_user("ann");
+    let a = Client::new(&server, &token, &tmp.path().join("a"));
+    let b = Client::new(&server, &token, &tmp.path().join("b"));
+    // Nine full blocks that never change and a 7-byte last block rewritten every 5 ms.
+    let mut data = bytes(41, 9 * 4 * MIB + 7);
+    write(&a, "changing.bin", &data);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(a.path("changing.bin"))
+        .unwrap();
+    let tail = (data.len() - 7) as u64;
+    let rewrite = |n: u8| file.write_all_at(&[n; 7], tail).unwrap();
+    let before = server.metric("holdall_http_bytes_in_total");
+    let running = a.spawn_sync(&[]);
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut n = 0u8;
+    while Instant::now() < until {
+        n = n.wrapping_add(1);
+        rewrite(n);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    data[tail as usize..].copy_from_slice(&[n; 7]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        b.synced();
+        if std::fs::read(b.path("changing.bin")).is_ok_and(|got| got == data) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B never got the file: {}",
+            running.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let sent = server.metric("holdall_http_bytes_in_total") - before;
+    // Once, plus a block or two whose batch the server refused because the changing last
+    // block rode with it; without the memory across rounds it was about 38 times the file.
+    assert!(
+        sent < 1.5 * data.len() as f64,
+        "{sent} bytes reached the server for a {} byte file: {}",
+        data.len(),
+        running.log()
+    );
+}
+
 #[test]
 fn an_edit_that_keeps_size_and_mtime_is_still_synced() {
     let tmp = tempfile::tempdir().unwrap();
