@@ -471,6 +471,17 @@ pub(crate) mod tests {
         Arc::new(StoredLately::new(Duration::from_secs(60)))
     }
 
+    /// One sender to `fake`, a block per batch, nothing known.
+    fn one_sender(fake: &BlockServer) -> Early {
+        Early::start(
+            fake.api.clone(),
+            HashSet::new(),
+            lately(),
+            BLOCK_BYTES_MAX as u64,
+            1,
+        )
+    }
+
     fn offer_all(early: &Early, path: &Path, hashes: &[BlockHash]) {
         for (i, hash) in hashes.iter().enumerate() {
             early.offer(HashedBlock {
@@ -537,13 +548,7 @@ pub(crate) mod tests {
         let other = dir.path().join("other");
         std::fs::write(&other, vec![1u8; 1024]).unwrap();
         let fake = BlockServer::start(Behaviour::default());
-        let early = Early::start(
-            fake.api.clone(),
-            HashSet::new(),
-            lately(),
-            BLOCK_BYTES_MAX as u64,
-            1,
-        );
+        let early = one_sender(&fake);
         // Offered under a name its file's bytes no longer match.
         early.offer(HashedBlock {
             path: &other,
@@ -639,13 +644,7 @@ pub(crate) mod tests {
             fail_stores: true,
             ..Behaviour::default()
         });
-        let early = Early::start(
-            fake.api.clone(),
-            HashSet::new(),
-            lately(),
-            BLOCK_BYTES_MAX as u64,
-            1,
-        );
+        let early = one_sender(&fake);
         offer_all(&early, &path, &hashes);
         assert!(early.finish().is_empty());
         assert!(fake.stores().is_empty());
@@ -661,13 +660,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (path, _, hashes) = file_of_blocks(dir.path(), 64);
         let fake = BlockServer::start(Behaviour::default());
-        let early = Early::start(
-            fake.api.clone(),
-            HashSet::new(),
-            lately(),
-            BLOCK_BYTES_MAX as u64,
-            1,
-        );
+        let early = one_sender(&fake);
         offer_all(&early, &path, &hashes);
         drop(early);
         let sent = fake.stores().len();
