@@ -13,7 +13,8 @@
 //! upload starts when it did before. Early stores need no stat checks: the server verifies
 //! every block against its hash, the commit names only blocks the scan hashed from a file
 //! that held still, and a block stored from a file that changed meanwhile is just never
-//! claimed. A failed store stops the early senders; the upload sends what is still needed.
+//! claimed. A batch refused because one of its blocks changed goes again block by block;
+//! any other failure stops the early senders, and the upload sends what is still needed.
 //!
 //! Blocks stored are remembered across rounds ([`StoredLately`]) for half the server's upload
 //! record TTL: a file still being written is hashed again in every round until it holds
@@ -75,7 +76,8 @@ impl StoredLately {
         self.map().extend(hashes.into_iter().map(|h| (h, now)));
     }
 
-    /// Forgets what is older than `keep` (the map holds at most what went up in that time).
+    /// Forgets what is older than `keep`: the map holds at most the blocks that went up in
+    /// that time (at 1 GB/s and 300 s, 72,000 entries of 48 bytes).
     fn prune(&self, now: Instant) {
         let keep = self.keep;
         self.map().retain(|_, at| now.duration_since(*at) < keep);
