@@ -9,6 +9,10 @@
 //! is sent and refuses a batch with a block that does not match its name; such a batch
 //! (an edit that kept the file's stat) drops its files' commits the same way. Torn content
 //! is never committed, and the client does not hash each block a second time.
+//!
+//! Blocks of large files may already be on their way ([`Early`], started before the scan):
+//! the first commit's answer trims their queue, the upload waits for them, and sends only the
+//! needed blocks they did not store.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -105,7 +109,10 @@ pub fn upload(
     commit_round(api, changes, done, &mut waiting)?;
     let first_commit_ms = started.elapsed().as_millis();
     if let Some(early) = early {
-        let needed: HashSet<BlockHash> = waiting.iter().flat_map(|(_, n)| n.clone()).collect();
+        let needed: HashSet<BlockHash> = waiting
+            .iter()
+            .flat_map(|(_, n)| n.iter().copied())
+            .collect();
         early.keep_only(&needed);
         // A block stored before the commit was sent and asked for all the same was
         // forgotten by the server (its upload record expired): that one goes up again.
@@ -118,10 +125,7 @@ pub fn upload(
         for (_, need) in &mut waiting {
             need.retain(|h| !late.contains(h));
         }
-        tracing::debug!(
-            before_commit = stored.len() - stored.iter().filter(|s| s.at > started).count(),
-            "early stores"
-        );
+        tracing::debug!(before_commit = stored.len() - late.len(), "early stores");
         stats.early_blocks = stored.len() as u64;
         stats.blocks += stored.len() as u64;
         stats.bytes += stored.iter().map(|s| s.len as u64).sum::<u64>();
