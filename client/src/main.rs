@@ -186,6 +186,10 @@ fn run(command: Command) -> Result<bool> {
                 trash_bytes_max: trash_limit,
                 streaming: !no_streaming,
                 prefetch_bytes_max: prefetch_limit,
+                quiet: match once {
+                    true => std::time::Duration::ZERO,
+                    false => watch::QUIET,
+                },
             };
             let api = connect
                 .api()?

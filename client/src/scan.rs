@@ -257,16 +257,34 @@ pub fn hashed_in_pieces(size: u64) -> bool {
     size > 2 * holdall_proto::limits::BLOCK_BYTES_MAX as u64
 }
 
+/// When a scan reads files.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadAt {
+    /// No file is read before this instant ([`now_ns`] when the scan starts; given, so
+    /// tests can place the clock).
+    pub now_ns: i64,
+    /// A changed file whose ctime is this close before `now_ns` is most likely still being
+    /// written: it is left unsettled without being read (0: every changed file is read).
+    pub quiet_ns: i64,
+}
+
+impl ReadAt {
+    /// Whether a file with `stat` changed too lately to be read. A ctime after `now_ns` (a
+    /// clock set back) does not count: the file would wait forever.
+    pub fn too_recent(&self, stat: &Stat) -> bool {
+        self.now_ns - self.quiet_ns < stat.ctime_ns && stat.ctime_ns <= self.now_ns
+    }
+}
+
 /// The local tree of `root`: `seen` from [`walk`], blocklists from `cache` where the file
 /// did not change, the rest hashed on `threads` threads (each block of a file hashed in
-/// pieces told to `on_block`), none of them read before `read_from_ns` ([`now_ns`] when
-/// called; given, so tests can place the clock).
+/// pieces told to `on_block`) as `read` says.
 pub fn local_tree(
     root: &Path,
     seen: Tree<Seen>,
     cache: &HashMap<String, HashEntry>,
     threads: usize,
-    read_from_ns: i64,
+    read: ReadAt,
     on_block: Option<OnBlock>,
 ) -> LocalTree {
     let mut tree = LocalTree::default();
@@ -284,6 +302,9 @@ pub fn local_tree(
                     );
                     tree.stats.insert(lpath, stat);
                 }
+                _ if read.too_recent(&stat) => {
+                    tree.unsettled.insert(lpath);
+                }
                 _ => todo.push((lpath, stat)),
             },
         }
@@ -297,7 +318,7 @@ pub fn local_tree(
                     lpath.clone(),
                     Node::file(blocklist.clone(), stat.size, mtime_ms(&stat)),
                 );
-                let racy = stat.racy(read_from_ns);
+                let racy = stat.racy(read.now_ns);
                 tree.hashed.push((
                     lpath.clone(),
                     HashEntry {
@@ -528,6 +549,14 @@ pub fn unchanged(path: &Path, stat: &Stat) -> bool {
 mod tests {
     use super::*;
 
+    /// Reading at `now_ns`, every changed file.
+    fn read_at(now_ns: i64) -> ReadAt {
+        ReadAt {
+            now_ns,
+            quiet_ns: 0,
+        }
+    }
+
     #[test]
     fn walk_skips_state_temp_ignored_and_links() {
         let dir = tempfile::tempdir().unwrap();
@@ -593,7 +622,14 @@ mod tests {
     /// The cache `local_tree` would have written for `root`'s files had they been hashed
     /// long enough after they changed.
     fn settled_cache(root: &Path) -> HashMap<String, HashEntry> {
-        let t = local_tree(root, walk(root), &HashMap::new(), 2, now_ns(), None);
+        let t = local_tree(
+            root,
+            walk(root),
+            &HashMap::new(),
+            2,
+            read_at(now_ns()),
+            None,
+        );
         t.stats
             .iter()
             .map(|(p, st)| (p.clone(), st.entry(t.nodes[p].blocklist.clone())))
@@ -616,12 +652,12 @@ mod tests {
         std::fs::write(root.join("f"), b"hello").unwrap();
         let cache = settled_cache(root);
         assert_eq!(cache["f"].blocklist, vec![BlockHash::of(b"hello")]);
-        let again = local_tree(root, walk(root), &cache, 2, now_ns(), None);
+        let again = local_tree(root, walk(root), &cache, 2, read_at(now_ns()), None);
         assert_eq!(again.hashed_bytes, 0, "an unchanged file is not read");
         assert_eq!(again.nodes["f"].blocklist, vec![BlockHash::of(b"hello")]);
         next_tick();
         std::fs::write(root.join("f"), b"hello, world").unwrap();
-        let changed = local_tree(root, walk(root), &cache, 2, now_ns(), None);
+        let changed = local_tree(root, walk(root), &cache, 2, read_at(now_ns()), None);
         assert_eq!(changed.hashed_bytes, 12);
         assert_eq!(changed.nodes["f"].size, 12);
     }
@@ -651,7 +687,7 @@ mod tests {
             (after.size, after.mtime_ns, after.inode),
             (before.size, before.mtime_ns, before.inode)
         );
-        let t = local_tree(root, walk(root), &cache, 2, now_ns(), None);
+        let t = local_tree(root, walk(root), &cache, 2, read_at(now_ns()), None);
         assert_eq!(t.nodes["f"].blocklist, vec![BlockHash::of(b"version two")]);
     }
 
@@ -661,20 +697,48 @@ mod tests {
         let root = dir.path();
         std::fs::write(root.join("fresh"), b"just written").unwrap();
         let changed_ns = file_stat(&root.join("fresh")).ctime_ns;
-        let t = local_tree(root, walk(root), &HashMap::new(), 2, changed_ns + 1, None);
+        let t = local_tree(
+            root,
+            walk(root),
+            &HashMap::new(),
+            2,
+            read_at(changed_ns + 1),
+            None,
+        );
         let want = vec![BlockHash::of(b"just written")];
         assert_eq!(t.nodes["fresh"].blocklist, want, "used this round");
         let cache: HashMap<_, _> = t.hashed.into_iter().collect();
         assert!(cache["fresh"].racy);
         assert!(file_stat(&root.join("fresh")).matches(&cache["fresh"]));
         let later_ns = changed_ns + COARSE_RACY_NS + 1;
-        let again = local_tree(root, walk(root), &cache, 2, later_ns, None);
+        let again = local_tree(root, walk(root), &cache, 2, read_at(later_ns), None);
         assert_eq!(again.hashed_bytes, 12, "read again with the same stat");
         let cache: HashMap<_, _> = again.hashed.into_iter().collect();
         assert!(!cache["fresh"].racy, "long enough after the change");
-        let third = local_tree(root, walk(root), &cache, 2, later_ns, None);
+        let third = local_tree(root, walk(root), &cache, 2, read_at(later_ns), None);
         assert_eq!(third.hashed_bytes, 0);
         assert_eq!(third.nodes["fresh"].blocklist, want);
+    }
+
+    #[test]
+    fn a_file_changed_within_the_quiet_time_is_left_for_later_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("f"), b"still being written").unwrap();
+        let ctime_ns = file_stat(&root.join("f")).ctime_ns;
+        let quiet_ns = 1_000_000_000;
+        let scan = |now_ns: i64| {
+            let read = ReadAt { now_ns, quiet_ns };
+            local_tree(root, walk(root), &HashMap::new(), 2, read, None)
+        };
+        let soon = scan(ctime_ns + quiet_ns / 10);
+        assert!(soon.unsettled.contains("f") && !soon.nodes.contains_key("f"));
+        assert_eq!(soon.hashed_bytes, 0, "not read");
+        let later = scan(ctime_ns + 2 * quiet_ns);
+        assert!(later.unsettled.is_empty() && later.nodes.contains_key("f"));
+        // A ctime after the scan's clock (the clock was set back) does not hold it back.
+        let back = scan(ctime_ns - 1);
+        assert!(back.unsettled.is_empty() && back.nodes.contains_key("f"));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::prefetch::{PrefetchCache, Prefetcher};
 use crate::reconstruct::{build, BlockSources, Built, Fetch};
 use crate::scan::{
     hashed_in_pieces, local_tree, now_ns, placed as placed_stat, unchanged, walk, HashedBlock,
-    LocalTree, OnBlock, Seen, Stat, STATE_DIR,
+    LocalTree, OnBlock, ReadAt, Seen, Stat, STATE_DIR,
 };
 use crate::state::{HashEntry, State};
 use crate::trash::Trash;
@@ -64,6 +64,10 @@ pub struct Options {
     pub streaming: bool,
     /// Bound of the streaming-sync cache.
     pub prefetch_bytes_max: u64,
+    /// A changed file is read only once it has not changed for this long (a file still
+    /// being written would otherwise be hashed, and committed, at every size it passes
+    /// through); zero for `--once`, which runs now.
+    pub quiet: Duration,
 }
 
 /// What one round did.
@@ -338,10 +342,12 @@ impl Syncer {
     /// Early senders for this round's scan, if it will hash a file in pieces (a new or
     /// changed one of more than two blocks) and uploads are not capped (under a cap the
     /// budget is the bottleneck, and blocks would leave in hashing order).
-    fn early_store(&self, seen: &Tree<Seen>) -> Option<Early> {
+    fn early_store(&self, seen: &Tree<Seen>, read: ReadAt) -> Option<Early> {
         let hashes_a_large_file = seen.iter().any(|(p, s)| match s {
             Seen::File(stat) => {
-                hashed_in_pieces(stat.size) && !self.hashes.get(p).is_some_and(|h| stat.trusts(h))
+                hashed_in_pieces(stat.size)
+                    && !self.hashes.get(p).is_some_and(|h| stat.trusts(h))
+                    && !read.too_recent(stat)
             }
             Seen::Dir => false,
         });
@@ -362,9 +368,9 @@ impl Syncer {
         ))
     }
 
-    /// Hashes the walked folder (telling `early` of each block of a large file), caching new
-    /// blocklists.
-    fn scan(&mut self, seen: Tree<Seen>, early: Option<&Early>) -> Result<LocalTree> {
+    /// Hashes the walked folder as `read` says (telling `early` of each block of a large
+    /// file), caching new blocklists.
+    fn scan(&mut self, seen: Tree<Seen>, read: ReadAt, early: Option<&Early>) -> Result<LocalTree> {
         let offer = |b: HashedBlock| {
             if let Some(e) = early {
                 e.offer(b)
@@ -376,7 +382,7 @@ impl Syncer {
             seen,
             &self.hashes,
             self.opts.workers,
-            now_ns(),
+            read,
             on_block,
         );
         let gone: Vec<String> = self
@@ -412,8 +418,12 @@ impl Syncer {
         self.list_all()?;
         let listed_ms = listed_at.elapsed().as_millis();
         let seen = walk(&self.root);
-        let early = self.early_store(&seen);
-        let local = self.scan(seen, early.as_ref())?;
+        let read = ReadAt {
+            now_ns: now_ns(),
+            quiet_ns: i64::try_from(self.opts.quiet.as_nanos()).unwrap_or(i64::MAX),
+        };
+        let early = self.early_store(&seen, read);
+        let local = self.scan(seen, read, early.as_ref())?;
         let scanned_ms = listed_at.elapsed().as_millis();
         let (remote, mount_points) = self.remote_tree();
         self.settle_deletions(&local)?;

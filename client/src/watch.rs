@@ -27,6 +27,10 @@ enum Wake {
 
 /// Disk changes arriving this close together are taken in one round.
 const DEBOUNCE: Duration = Duration::from_millis(150);
+/// A changed file is read once it has been left alone this long: a file being written (a
+/// download, a copy, an export) is then hashed and committed once, not at every size it
+/// passes through, and other devices never see its partial versions.
+pub const QUIET: Duration = Duration::from_secs(1);
 /// Longest a longpoll that reported news waits for a round to end before asking again.
 const ROUND_WAIT_MAX: Duration = Duration::from_secs(5);
 /// Longest wait after failures.
@@ -137,10 +141,15 @@ pub fn run(mut syncer: Syncer) -> Result<()> {
                 }
                 cursors.1.notify_all();
                 backoff = Duration::from_secs(1);
-                if !report.idle() {
+                // Files still changing (or changed too lately to read) are looked at again
+                // once they may have settled, or at the next disk change.
+                if report.planned == 0 && report.unsettled > 0 {
+                    rx.recv_timeout(QUIET).ok()
+                } else if !report.idle() {
                     continue;
+                } else {
+                    rx.recv_timeout(RESCAN_PERIOD).ok()
                 }
-                rx.recv_timeout(RESCAN_PERIOD).ok()
             }
             Err(e) => {
                 let message = format!("{e:#}");

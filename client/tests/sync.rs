@@ -194,9 +194,9 @@ fn a_large_file_goes_up_while_it_is_hashed_and_only_once() {
     assert!(std::fs::read(b.path("big.bin")).unwrap() == data);
 }
 
-/// A file that keeps changing under a running client is hashed again in every round and
-/// never holds still long enough to commit; the blocks that do not change go up early once,
-/// not once per round.
+/// A file that keeps changing under a running client goes up once, when it holds still: it
+/// is not read while it changes (a second's quiet first), and blocks early stores sent in
+/// an earlier round are not sent again.
 #[test]
 fn blocks_of_a_file_still_changing_go_up_once_across_rounds() {
     use std::os::unix::fs::FileExt;
@@ -244,6 +244,51 @@ fn blocks_of_a_file_still_changing_go_up_once_across_rounds() {
         sent < 1.5 * data.len() as f64,
         "{sent} bytes reached the server for a {} byte file: {}",
         data.len(),
+        running.log()
+    );
+}
+
+/// A file written in pieces under a running client (a copy, a download, an export) is
+/// committed once, when it is whole: other devices never see its partial versions.
+#[test]
+fn a_file_written_in_pieces_under_a_running_client_is_committed_once() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let token = server.add_user("ann");
+    let a = Client::new(&server, &token, &tmp.path().join("a"));
+    let b = Client::new(&server, &token, &tmp.path().join("b"));
+    let running = a.spawn_sync(&[]);
+    assert!(
+        support::wait_until(Duration::from_secs(30), || running
+            .log()
+            .contains("syncing;")),
+        "{}",
+        running.log()
+    );
+    let data = bytes(43, 10 * MIB);
+    let mut file = std::fs::File::create(a.path("export.bin")).unwrap();
+    for chunk in data.chunks(MIB) {
+        file.write_all(chunk).unwrap();
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    drop(file);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !running.log().contains("committed=1") {
+        assert!(
+            Instant::now() < deadline,
+            "never committed: {}",
+            running.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    b.synced();
+    assert!(std::fs::read(b.path("export.bin")).unwrap() == data);
+    let commits = running.log().matches("committed=1").count();
+    assert_eq!(
+        commits,
+        1,
+        "one commit, of the whole file: {}",
         running.log()
     );
 }
