@@ -1,25 +1,12 @@
 //! holdall, the Holdall sync client.
 
-mod api;
-mod bulk;
-mod direct;
-mod early;
-mod place;
-mod planner;
-mod prefetch;
-mod progress;
-mod reconstruct;
-mod retrieved;
-mod scan;
+mod local;
+mod net;
+mod pool;
 mod share;
-mod state;
 mod status;
 mod sync;
-mod throttle;
-mod trash;
-mod tree;
-mod upload;
-mod watch;
+mod transfer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -29,9 +16,9 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use holdall_proto::content_hash::content_hash_of_blocklist;
 
-use crate::api::{Api, Endpoint};
-use crate::sync::{Options, Syncer};
-use crate::throttle::parse_rate;
+use crate::net::api::{Api, Endpoint};
+use crate::net::throttle::parse_rate;
+use crate::sync::round::{Options, Syncer};
 
 #[derive(Parser)]
 #[command(name = "holdall", version, about = "The Holdall sync client")]
@@ -152,7 +139,7 @@ fn default_workers() -> usize {
 fn hash_file(path: &Path) -> Result<String> {
     let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let size = file.metadata().map_or(0, |m| m.len());
-    let (blocklist, _) = scan::read_blocklist(&mut file, size)
+    let (blocklist, _) = local::scan::read_blocklist(&mut file, size)
         .with_context(|| format!("reading {}", path.display()))?;
     Ok(content_hash_of_blocklist(&blocklist).to_hex())
 }
@@ -188,15 +175,15 @@ fn run(command: Command) -> Result<bool> {
                 prefetch_bytes_max: prefetch_limit,
                 quiet: match once {
                     true => std::time::Duration::ZERO,
-                    false => watch::QUIET,
+                    false => sync::watch::QUIET,
                 },
             };
             let api = connect
                 .api()?
-                .with_progress(progress::Progress::on_stderr());
+                .with_progress(net::progress::Progress::on_stderr());
             let mut syncer = Syncer::open(&dir, api, opts)?;
             if !once {
-                watch::run(syncer)?;
+                sync::watch::run(syncer)?;
                 return Ok(true);
             }
             let report = syncer.until_agreed()?;

@@ -15,10 +15,10 @@ use holdall_proto::api::{
 };
 use holdall_proto::limits::COMMIT_BATCH_MAX;
 
-use crate::api::Api;
-use crate::scan::STATE_DIR;
-use crate::state::State;
-use crate::tree::Kind;
+use crate::local::scan::STATE_DIR;
+use crate::local::state::State;
+use crate::local::tree::Kind;
+use crate::net::api::Api;
 
 /// The synced folder holding `path`, and `path` relative to it.
 pub fn find_root(path: &Path) -> Result<(PathBuf, String)> {

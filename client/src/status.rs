@@ -5,8 +5,8 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use crate::scan::{walk, Seen, STATE_DIR};
-use crate::state::State;
+use crate::local::scan::{walk, Seen, STATE_DIR};
+use crate::local::state::State;
 
 /// Prints the status of the synced folder `dir`; true when it is in sync.
 pub fn print(dir: &Path) -> Result<bool> {

@@ -15,20 +15,19 @@
 //! needed blocks they did not store.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use holdall_proto::api::{CommitRequest, CommitResult, Jid};
 use holdall_proto::limits::{BLOCK_BYTES_MAX, COMMIT_BATCH_MAX};
 use holdall_proto::BlockHash;
 
-use crate::api::{Api, ApiError, Sent};
-use crate::bulk::{Piece, Source, SENDFILE_BYTES_MIN};
-use crate::early::Early;
-use crate::scan::Stat;
+use crate::local::read::{open_unchanged, read_unchanged, unchanged};
+use crate::local::stat::Stat;
+use crate::net::api::{Api, ApiError, Sent};
+use crate::net::bulk::{Piece, Source, SENDFILE_BYTES_MIN};
+use crate::pool;
+use crate::transfer::early::Early;
 
 /// One change to commit.
 #[derive(Debug, Clone)]
@@ -165,99 +164,22 @@ pub fn upload(
         batches.push(current);
     }
     let workers = in_flight(api, workers);
-    let next = AtomicUsize::new(0);
     let changed: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-    let failure: Mutex<Option<ApiError>> = Mutex::new(None);
     let sent = Mutex::new(UploadStats::default());
-    std::thread::scope(|s| {
-        for _ in 0..workers.clamp(1, batches.len().max(1)) {
-            s.spawn(|| {
-                // Small blocks are read here (from files whose stat is the hashed one before
-                // and after the read) into `read`; large ones are sent from their open files.
-                // Both buffers only grow: zeroing them before reading over them was a pass
-                // over every byte uploaded. `body` is the request for a server behind TLS.
-                let (mut read, mut body): (Vec<u8>, Vec<u8>) = (Vec::new(), Vec::new());
-                loop {
-                    if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
-                        break;
-                    }
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(batch) = batches.get(i) else { break };
-                    let mut pieces = Vec::with_capacity(batch.len());
-                    // Every piece's file and hashed stat.
-                    let mut from: Vec<(&PathBuf, Option<&Stat>)> = Vec::new();
-                    let mut used = 0;
-                    for h in batch {
-                        let (path, offset, len, stat) = &sources[h];
-                        let source = if *len >= SENDFILE_BYTES_MIN {
-                            open_unchanged(path, *stat).map(|file| Source::File {
-                                file,
-                                offset: *offset,
-                            })
-                        } else {
-                            if read.len() < used + len {
-                                read.resize(used + len, 0);
-                            }
-                            let at = used;
-                            read_unchanged(path, *offset, &mut read[at..at + len], *stat).then(
-                                || {
-                                    used += len;
-                                    Source::Read { at }
-                                },
-                            )
-                        };
-                        match source {
-                            Some(source) => {
-                                pieces.push(Piece {
-                                    hash: *h,
-                                    len: *len,
-                                    source,
-                                });
-                                from.push((path, *stat));
-                            }
-                            None => mark_changed(&changed, [path.clone()]),
-                        }
-                    }
-                    if pieces.is_empty() {
-                        continue;
-                    }
-                    match api.store_pieces(&pieces, &read[..used], &mut body) {
-                        Ok(Sent::Stored) => {
-                            // A file that changed while its blocks were sent is hashed
-                            // again; the blocks the server verified and kept do no harm.
-                            for (piece, (path, stat)) in pieces.iter().zip(&from) {
-                                if let Source::File { file, .. } = &piece.source {
-                                    if !unchanged(file, *stat) {
-                                        mark_changed(&changed, [(*path).clone()]);
-                                    }
-                                }
-                            }
-                            let mut st = sent.lock().unwrap_or_else(|e| e.into_inner());
-                            st.blocks += pieces.len() as u64;
-                            st.bytes += pieces.iter().map(|p| p.len as u64).sum::<u64>();
-                        }
-                        Ok(Sent::SourceShort) => {
-                            mark_changed(&changed, from.iter().map(|(p, _)| (*p).clone()));
-                        }
-                        // A file changed without changing its stat: the batch kept
-                        // nothing, and its files are hashed again next round.
-                        Err(ApiError::Server { code, .. }) if code == "hash_mismatch" => {
-                            mark_changed(&changed, from.iter().map(|(p, _)| (*p).clone()));
-                        }
-                        Err(e) => {
-                            *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
-                        }
-                    }
-                }
-            });
-        }
-    });
+    // Small blocks are read (from files whose stat is the hashed one before and after the
+    // read) into a thread's `read` buffer; large ones are sent from their open files. Both
+    // buffers only grow: zeroing them before reading over them was a pass over every byte
+    // uploaded. `body` is the request for a server behind TLS.
+    let stored = pool::run(
+        &batches,
+        workers,
+        || (Vec::<u8>::new(), Vec::<u8>::new()),
+        |(read, body), _, batch| send_batch(api, &sources, batch, read, body, &changed, &sent),
+    );
     let st = sent.into_inner().unwrap_or_else(|e| e.into_inner());
     stats.blocks += st.blocks;
     stats.bytes += st.bytes;
-    if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        return Err(e);
-    }
+    stored?;
     let changed: std::collections::HashSet<PathBuf> = changed
         .into_inner()
         .unwrap_or_else(|e| e.into_inner())
@@ -294,22 +216,80 @@ pub fn upload(
     Ok(stats)
 }
 
-/// The file at `path`, opened, if it has `stat` (when given).
-fn open_unchanged(path: &Path, stat: Option<&Stat>) -> Option<File> {
-    let file = File::open(path).ok()?;
-    unchanged(&file, stat).then_some(file)
-}
-
-/// Fills `data` from `offset` of the file at `path`; false unless the file has `stat`
-/// (when given) before and after the read.
-fn read_unchanged(path: &Path, offset: u64, data: &mut [u8], stat: Option<&Stat>) -> bool {
-    open_unchanged(path, stat)
-        .is_some_and(|file| file.read_exact_at(data, offset).is_ok() && unchanged(&file, stat))
-}
-
-/// Whether `file` still has `stat` (always, when none is given).
-fn unchanged(file: &File, stat: Option<&Stat>) -> bool {
-    stat.is_none_or(|s| file.metadata().is_ok_and(|m| Stat::of(&m) == *s))
+/// Sends one store_batch of `batch`'s blocks, each read from its file only while the file
+/// still has the stat it was hashed with; files that changed go to `changed`, what was
+/// stored is counted in `sent`.
+fn send_batch(
+    api: &Api,
+    sources: &HashMap<BlockHash, Wanted>,
+    batch: &[BlockHash],
+    read: &mut Vec<u8>,
+    body: &mut Vec<u8>,
+    changed: &Mutex<Vec<PathBuf>>,
+    sent: &Mutex<UploadStats>,
+) -> Result<(), ApiError> {
+    let mut pieces = Vec::with_capacity(batch.len());
+    // Every piece's file and hashed stat.
+    let mut from: Vec<(&PathBuf, Option<&Stat>)> = Vec::new();
+    let mut used = 0;
+    for h in batch {
+        let (path, offset, len, stat) = &sources[h];
+        let source = if *len >= SENDFILE_BYTES_MIN {
+            open_unchanged(path, *stat).map(|file| Source::File {
+                file,
+                offset: *offset,
+            })
+        } else {
+            if read.len() < used + len {
+                read.resize(used + len, 0);
+            }
+            let at = used;
+            read_unchanged(path, *offset, &mut read[at..at + len], *stat).then(|| {
+                used += len;
+                Source::Read { at }
+            })
+        };
+        match source {
+            Some(source) => {
+                pieces.push(Piece {
+                    hash: *h,
+                    len: *len,
+                    source,
+                });
+                from.push((path, *stat));
+            }
+            None => mark_changed(changed, [path.clone()]),
+        }
+    }
+    if pieces.is_empty() {
+        return Ok(());
+    }
+    match api.store_pieces(&pieces, &read[..used], body) {
+        Ok(Sent::Stored) => {
+            // A file that changed while its blocks were sent is hashed
+            // again; the blocks the server verified and kept do no harm.
+            for (piece, (path, stat)) in pieces.iter().zip(&from) {
+                if let Source::File { file, .. } = &piece.source {
+                    if !unchanged(file, *stat) {
+                        mark_changed(changed, [(*path).clone()]);
+                    }
+                }
+            }
+            let mut st = sent.lock().unwrap_or_else(|e| e.into_inner());
+            st.blocks += pieces.len() as u64;
+            st.bytes += pieces.iter().map(|p| p.len as u64).sum::<u64>();
+        }
+        Ok(Sent::SourceShort) => {
+            mark_changed(changed, from.iter().map(|(p, _)| (*p).clone()));
+        }
+        // A file changed without changing its stat: the batch kept
+        // nothing, and its files are hashed again next round.
+        Err(ApiError::Server { code, .. }) if code == "hash_mismatch" => {
+            mark_changed(changed, from.iter().map(|(p, _)| (*p).clone()));
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(())
 }
 
 fn mark_changed(changed: &Mutex<Vec<PathBuf>>, paths: impl IntoIterator<Item = PathBuf>) {
@@ -344,20 +324,12 @@ fn commit_round(
     Ok(())
 }
 
-/// Reads `len` bytes at `offset` of `path` if they still hash to `hash`.
-pub fn read_block(path: &Path, offset: u64, len: usize, hash: &BlockHash) -> Option<Vec<u8>> {
-    let file = File::open(path).ok()?;
-    let mut data = vec![0u8; len];
-    file.read_exact_at(&mut data, offset).ok()?;
-    (BlockHash::of(&data) == *hash).then_some(data)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::Endpoint;
-    use crate::bulk::tests::{answer, request};
-    use crate::early::tests::{lately, Behaviour, BlockServer};
+    use crate::net::api::Endpoint;
+    use crate::net::bulk::tests::{answer, request};
+    use crate::transfer::early::tests::{lately, Behaviour, BlockServer};
     use holdall_proto::api::EntryKind;
     use holdall_proto::frame::decode_store_frames;
     use std::net::TcpListener;
@@ -467,7 +439,7 @@ mod tests {
         let (path, size) = (dir.join("f"), change.request.size);
         for (i, hash) in change.request.blocklist.iter().enumerate() {
             let offset = (i * BLOCK_BYTES_MAX) as u64;
-            early.offer(crate::scan::HashedBlock {
+            early.offer(crate::local::scan::HashedBlock {
                 path: &path,
                 offset,
                 len: (size - offset).min(BLOCK_BYTES_MAX as u64) as usize,

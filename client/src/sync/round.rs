@@ -15,20 +15,21 @@ use holdall_proto::limits::LIST_LIMIT_MAX;
 use holdall_proto::BlockHash;
 use tracing::{debug, info, warn};
 
-use crate::api::{Api, ApiError};
-use crate::early::{Early, StoredLately};
-use crate::place::{place_new, PlaceError};
-use crate::planner::{plan, settle_intents, Action, CopyNamer, Intent, Settled, Trees};
-use crate::prefetch::{PrefetchCache, Prefetcher};
-use crate::reconstruct::{build, BlockSources, Built, Fetch};
-use crate::scan::{
+use crate::local::place::{place_new, PlaceError};
+use crate::local::scan::{
     hashed_in_pieces, local_tree, now_ns, placed as placed_stat, unchanged, walk, HashedBlock,
-    LocalTree, OnBlock, ReadAt, Seen, Stat, STATE_DIR,
+    LocalTree, OnBlock, ReadAt, Seen, STATE_DIR,
 };
-use crate::state::{HashEntry, State};
-use crate::trash::Trash;
-use crate::tree::{same, Kind, Layout, Node, Place, RemoteNode, Tree};
-use crate::upload::{in_flight, upload, Change, Outcome};
+use crate::local::stat::{HashEntry, Stat};
+use crate::local::state::{Intent, State};
+use crate::local::trash::Trash;
+use crate::local::tree::{same, Kind, Layout, Node, Place, RemoteNode, Tree};
+use crate::net::api::{Api, ApiError};
+use crate::sync::planner::{plan, settle_intents, Action, CopyNamer, Settled, Trees};
+use crate::transfer::early::{Early, StoredLately};
+use crate::transfer::prefetch::{PrefetchCache, Prefetcher};
+use crate::transfer::reconstruct::{build, BlockSources, Built, Fetch};
+use crate::transfer::upload::{in_flight, upload, Change, Outcome};
 
 /// Files rebuilt per group: one filesystem sync before and one after their renames. Each
 /// sync costs 15–40 ms here whatever the group's size, and a crash mid-group loses little
@@ -173,7 +174,7 @@ impl Syncer {
         let mut state = State::open(&state_dir)?;
         let lock = lock(&state_dir)?;
         let api = api.with_device(&state.device()?);
-        let leftovers = crate::scan::leftovers(&root);
+        let leftovers = crate::local::scan::leftovers(&root);
         state.bind(api.url(), &account.user)?;
         let trash = Trash::open(&state_dir, &state, opts.trash_bytes_max)?;
         let rows = state

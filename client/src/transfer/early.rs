@@ -30,9 +30,9 @@ use std::time::{Duration, Instant};
 use holdall_proto::limits::BLOCK_BYTES_MAX;
 use holdall_proto::BlockHash;
 
-use crate::api::{Api, Sent};
-use crate::bulk::{Piece, Source};
-use crate::scan::HashedBlock;
+use crate::local::scan::HashedBlock;
+use crate::net::api::{Api, Sent};
+use crate::net::bulk::{Piece, Source};
 
 /// Blocks waiting to be sent, by (file, offset): lowest first.
 #[derive(Default)]
@@ -295,7 +295,7 @@ fn store(api: &Api, pieces: &[Piece], body: &mut Vec<u8>) -> Outcome {
     match api.store_pieces(pieces, &[], body) {
         Ok(Sent::Stored) => Outcome::Stored,
         Ok(Sent::SourceShort) => Outcome::Mismatch,
-        Err(crate::api::ApiError::Server { code, .. }) if code == "hash_mismatch" => {
+        Err(crate::net::api::ApiError::Server { code, .. }) if code == "hash_mismatch" => {
             Outcome::Mismatch
         }
         Err(e) => {
@@ -323,8 +323,8 @@ fn record(shared: &Shared, lately: &StoredLately, pieces: &[Piece]) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::api::Endpoint;
-    use crate::bulk::tests::{answer, request};
+    use crate::net::api::Endpoint;
+    use crate::net::bulk::tests::{answer, request};
     use holdall_proto::api::{
         CommitBatchRequest, CommitBatchResponse, CommitResult, StoreBatchResponse,
     };

@@ -13,8 +13,8 @@ use holdall_proto::api::{Cursors, Jid, NsId};
 use holdall_proto::BlockHash;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use crate::planner::Intent;
-use crate::tree::{Kind, Node, RemoteNode};
+use crate::local::stat::HashEntry;
+use crate::local::tree::{Kind, Node, RemoteNode};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -40,24 +40,15 @@ CREATE TABLE IF NOT EXISTS intents (
     blocklist BLOB NOT NULL, size INTEGER NOT NULL, mtime_ms INTEGER NOT NULL);
 ";
 
-/// What a file looked like when it was hashed: if size, mtime, ctime and inode still match,
-/// the blocklist still holds.
+/// A commit this client sent and has not recorded the answer of: what it asked a path to
+/// hold, over which row. Kept in the state before the commit is sent, removed with the
+/// answer; a crash or a lost answer leaves it for the next round to settle.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HashEntry {
-    /// Size in bytes.
-    pub size: u64,
-    /// Modification time, ns since the epoch.
-    pub mtime_ns: i64,
-    /// Status change time, ns since the epoch (0 in entries written before it was kept,
-    /// which therefore never match: those files are hashed once more).
-    pub ctime_ns: i64,
-    /// The file had changed just before it was read: read it again even if the stat
-    /// matches (see `scan`).
-    pub racy: bool,
-    /// Inode number.
-    pub inode: u64,
-    /// The file's blocklist.
-    pub blocklist: Vec<BlockHash>,
+pub struct Intent {
+    /// The row the commit replaced (`None`: the path had none).
+    pub parent_jid: Option<Jid>,
+    /// What the path was to hold (`None`: a deletion).
+    pub node: Option<Node>,
 }
 
 /// A file in the deleted-files cache (`.holdall/trash/<id>`).
@@ -253,13 +244,13 @@ impl State {
     }
 
     /// The synced tree.
-    pub fn synced(&self) -> Result<crate::tree::Tree<Node>> {
+    pub fn synced(&self) -> Result<crate::local::tree::Tree<Node>> {
         self.nodes("synced")
             .context("reading the synced tree from the state")
     }
 
     /// Every (lpath, node) row of `table` (`synced` or `deleting`).
-    fn nodes(&self, table: &str) -> Result<crate::tree::Tree<Node>> {
+    fn nodes(&self, table: &str) -> Result<crate::local::tree::Tree<Node>> {
         let mut stmt = self.conn.prepare(&format!(
             "SELECT lpath, kind, blocklist, size, mtime_ms FROM {table}"
         ))?;
@@ -316,13 +307,13 @@ impl State {
     }
 
     /// What the sync set out to delete locally and has not recorded as deleted.
-    pub fn deleting(&self) -> Result<crate::tree::Tree<Node>> {
+    pub fn deleting(&self) -> Result<crate::local::tree::Tree<Node>> {
         self.nodes("deleting")
             .context("reading the pending local deletions from the state")
     }
 
     /// Commits sent whose answers are not recorded yet.
-    pub fn intents(&self) -> Result<crate::tree::Tree<Intent>> {
+    pub fn intents(&self) -> Result<crate::local::tree::Tree<Intent>> {
         let mut stmt = self
             .conn
             .prepare("SELECT lpath, parent_jid, kind, blocklist, size, mtime_ms FROM intents")?;
@@ -649,7 +640,7 @@ mod tests {
         );
         assert_eq!(old.blocklist, vec![h]);
         assert!(!old.racy);
-        let now = crate::scan::Stat {
+        let now = crate::local::stat::Stat {
             size: 1,
             mtime_ns: 7,
             ctime_ns: 9,

@@ -19,10 +19,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
-use crate::bulk::{Body, Bulk, BulkError, Piece, Source};
-use crate::progress::Progress;
-use crate::retrieved::Retrieved;
-use crate::throttle::Throttle;
+use crate::net::bulk::{Body, Bulk, BulkError, Piece, Source};
+use crate::net::progress::Progress;
+use crate::net::retrieved::Retrieved;
+use crate::net::throttle::Throttle;
 
 /// A JSON answer larger than this is refused (a list of 10,000 entries with long blocklists
 /// stays well below it).
@@ -622,7 +622,7 @@ impl Api {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bulk::tests::request;
+    use crate::net::bulk::tests::request;
     use holdall_proto::BlockHash;
     use std::io::Write;
     use std::net::TcpListener;

@@ -14,17 +14,16 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use holdall_proto::{validate_path, BlockHash, ContentHasher};
 use tracing::warn;
 
-use crate::state::HashEntry;
-use crate::tree::{Node, Tree};
+use crate::local::stat::{HashEntry, Stat};
+use crate::local::tree::{Node, Tree};
+use crate::pool;
 
 /// The client's own folder inside the synced folder; never synced.
 pub const STATE_DIR: &str = ".holdall";
@@ -32,80 +31,6 @@ pub const STATE_DIR: &str = ".holdall";
 pub const TEMP_PREFIX: &str = ".holdall-tmp-";
 /// The ignore file's name (gitignore syntax), in any folder.
 pub const IGNORE_FILE: &str = ".holdallignore";
-
-/// What the walk saw of one file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stat {
-    /// Size in bytes.
-    pub size: u64,
-    /// Modification time, ns since the epoch.
-    pub mtime_ns: i64,
-    /// Status change time, ns since the epoch: moves on every write, rename or time change.
-    pub ctime_ns: i64,
-    /// Inode number.
-    pub inode: u64,
-}
-
-impl Stat {
-    /// Reads the stat of `meta`.
-    pub fn of(meta: &std::fs::Metadata) -> Stat {
-        Stat {
-            size: meta.len(),
-            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
-            inode: meta.ino(),
-        }
-    }
-
-    /// Whether this file has the stat a cached hash was taken with (it may still need
-    /// reading again if the entry is racy; see [`Stat::trusts`]).
-    pub fn matches(&self, h: &HashEntry) -> bool {
-        self.size == h.size
-            && self.mtime_ns == h.mtime_ns
-            && self.ctime_ns == h.ctime_ns
-            && self.inode == h.inode
-    }
-
-    /// Whether a cached hash describes this file without reading it again.
-    pub fn trusts(&self, h: &HashEntry) -> bool {
-        self.matches(h) && !h.racy
-    }
-
-    /// The cache entry saying this file holds `blocklist` (not racy).
-    pub fn entry(&self, blocklist: Vec<BlockHash>) -> HashEntry {
-        HashEntry {
-            size: self.size,
-            mtime_ns: self.mtime_ns,
-            ctime_ns: self.ctime_ns,
-            inode: self.inode,
-            racy: false,
-            blocklist,
-        }
-    }
-
-    /// Whether the file changed so shortly before `read_from_ns` (when its reading began,
-    /// ns since the epoch) that a change after the read could have left this stat as it is.
-    /// Filesystems stamp times from a clock that moves in ticks, and two writes within one
-    /// tick get the same times. Linux's local filesystems tick every few milliseconds; a
-    /// filesystem whose ctime has no fraction of a second ticks in seconds (or more: FAT's
-    /// two), so it gets the wide window.
-    pub fn racy(&self, read_from_ns: i64) -> bool {
-        let window_ns = if self.ctime_ns.rem_euclid(1_000_000_000) == 0 {
-            COARSE_RACY_NS
-        } else {
-            FINE_RACY_NS
-        };
-        self.ctime_ns > read_from_ns.saturating_sub(window_ns)
-    }
-}
-
-/// How long before its read a file on a filesystem with sub-second times must have last
-/// changed for its hash to be trusted later: several ticks of the slowest kernel clock
-/// (100 Hz).
-pub const FINE_RACY_NS: i64 = 50_000_000;
-
-/// The same for a filesystem whose times are whole seconds.
-pub const COARSE_RACY_NS: i64 = 3_000_000_000;
 
 /// Now, in ns since the epoch (the clock file times are stamped from).
 pub fn now_ns() -> i64 {
@@ -401,31 +326,31 @@ fn hash_all(
             Mutex::new((vec![None; blocks as usize], true))
         })
         .collect();
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..threads.max(1).min(jobs.len().max(1)) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(job) = jobs.get(i) else { break };
-                let (lpath, stat) = &todo[job.file];
-                let full: PathBuf = root.join(lpath);
-                if job.whole {
-                    *whole[job.file].lock().unwrap_or_else(|e| e.into_inner()) = hash_file(&full);
-                    continue;
-                }
-                let hashes = hash_piece(&full, stat, job.first_block, job.blocks, on_block);
-                let mut slot = pieces[job.file].lock().unwrap_or_else(|e| e.into_inner());
-                match hashes {
-                    Some(hashes) => {
-                        for (k, h) in hashes.into_iter().enumerate() {
-                            slot.0[job.first_block as usize + k] = Some(h);
-                        }
+    let hashed: Result<(), std::convert::Infallible> = pool::run(
+        &jobs,
+        threads,
+        || (),
+        |_, _, job| {
+            let (lpath, stat) = &todo[job.file];
+            let full: PathBuf = root.join(lpath);
+            if job.whole {
+                *whole[job.file].lock().unwrap_or_else(|e| e.into_inner()) = hash_file(&full);
+                return Ok(());
+            }
+            let hashes = hash_piece(&full, stat, job.first_block, job.blocks, on_block);
+            let mut slot = pieces[job.file].lock().unwrap_or_else(|e| e.into_inner());
+            match hashes {
+                Some(hashes) => {
+                    for (k, h) in hashes.into_iter().enumerate() {
+                        slot.0[job.first_block as usize + k] = Some(h);
                     }
-                    None => slot.1 = false,
                 }
-            });
-        }
-    });
+                None => slot.1 = false,
+            }
+            Ok(())
+        },
+    );
+    let Ok(()) = hashed;
     let mut out = Vec::with_capacity(todo.len());
     for (file, (lpath, stat)) in todo.iter().enumerate() {
         if !in_pieces(stat) {
@@ -548,6 +473,7 @@ pub fn unchanged(path: &Path, stat: &Stat) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::local::stat::COARSE_RACY_NS;
 
     /// Reading at `now_ns`, every changed file.
     fn read_at(now_ns: i64) -> ReadAt {
@@ -739,24 +665,6 @@ mod tests {
         // A ctime after the scan's clock (the clock was set back) does not hold it back.
         let back = scan(ctime_ns - 1);
         assert!(back.unsettled.is_empty() && back.nodes.contains_key("f"));
-    }
-
-    #[test]
-    fn the_racy_window_follows_the_filesystems_time_resolution() {
-        let stat = |ctime_ns| Stat {
-            size: 1,
-            mtime_ns: 0,
-            ctime_ns,
-            inode: 1,
-        };
-        let fine_ns = 1_700_000_000_123_456_789;
-        assert!(stat(fine_ns).racy(fine_ns + FINE_RACY_NS - 1));
-        assert!(!stat(fine_ns).racy(fine_ns + FINE_RACY_NS));
-        assert!(stat(fine_ns).racy(fine_ns - 1), "changed during the read");
-        let whole_s = 1_700_000_000_000_000_000;
-        assert!(stat(whole_s).racy(whole_s + FINE_RACY_NS));
-        assert!(stat(whole_s).racy(whole_s + COARSE_RACY_NS - 1));
-        assert!(!stat(whole_s).racy(whole_s + COARSE_RACY_NS));
     }
 
     #[test]

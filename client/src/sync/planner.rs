@@ -15,9 +15,8 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use holdall_proto::api::Jid;
-
-use crate::tree::{same, Kind, Node, RemoteNode, Tree};
+use crate::local::state::Intent;
+use crate::local::tree::{same, Kind, Node, RemoteNode, Tree};
 
 /// One thing to do for one path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,17 +94,6 @@ impl CopyNamer {
             n += 1;
         }
     }
-}
-
-/// A commit this client sent and has not recorded the answer of: what it asked a path to
-/// hold, over which row. Kept in the state before the commit is sent, removed with the
-/// answer; a crash or a lost answer leaves it for the next round to settle.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Intent {
-    /// The row the commit replaced (`None`: the path had none).
-    pub parent_jid: Option<Jid>,
-    /// What the path was to hold (`None`: a deletion).
-    pub node: Option<Node>,
 }
 
 /// How a round settles an intent.
@@ -264,8 +252,7 @@ fn keep_folders_in_use(t: &Trees<'_>, mut actions: Vec<Action>) -> Vec<Action> {
 }
 
 #[cfg(test)]
-#[path = "planner_sim.rs"]
-mod sim;
+mod simulation_tests;
 
 #[cfg(test)]
 mod tests {

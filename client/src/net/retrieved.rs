@@ -14,7 +14,7 @@ use holdall_proto::frame::{
 };
 use holdall_proto::BlockHash;
 
-use crate::direct::{Payload, ALIGN_BYTES, DIRECT_BYTES_MIN};
+use crate::local::direct::{Payload, ALIGN_BYTES, DIRECT_BYTES_MIN};
 
 /// One frame of the answer.
 #[derive(Debug, Clone, Copy)]
@@ -273,8 +273,8 @@ mod tests {
         assert_eq!(frames[0].payload.data(), &new[..]);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        let mut scratch = crate::direct::Scratch::default();
-        crate::direct::write_block(&path, frames[0].payload, 0, &mut scratch).unwrap();
+        let mut scratch = crate::local::direct::Scratch::default();
+        crate::local::direct::write_block(&path, frames[0].payload, 0, &mut scratch).unwrap();
         let back = std::fs::read(&path).unwrap();
         assert_eq!(&back[..new.len()], &new[..]);
         assert!(

@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 use holdall_proto::BlockHash;
 
 use super::{plan, settle_intents, Action, CopyNamer, Intent, Settled, Trees};
-use crate::tree::{Kind, Node, RemoteNode, Tree};
+use crate::local::tree::{Kind, Node, RemoteNode, Tree};
 
 /// Seeds a test run takes unless told otherwise.
 const SEEDS_DEFAULT: u64 = 300;

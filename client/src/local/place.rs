@@ -8,8 +8,8 @@ use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+
+use crate::pool;
 
 /// Below this many files, placing them on the calling thread is cheaper than threads.
 const THREADED_FILES_MIN: usize = 64;
@@ -74,30 +74,7 @@ pub fn place_new(moves: &[(PathBuf, PathBuf)], threads: usize) -> Vec<Result<(),
     if moves.len() < THREADED_FILES_MIN || threads <= 1 {
         return moves.iter().map(|(f, t)| rename_new(f, t)).collect();
     }
-    let next = AtomicUsize::new(0);
-    let outcomes: Mutex<Vec<(usize, Result<(), PlaceError>)>> =
-        Mutex::new(Vec::with_capacity(moves.len()));
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                let mut mine = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((from, to)) = moves.get(i) else {
-                        break;
-                    };
-                    mine.push((i, rename_new(from, to)));
-                }
-                outcomes
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend(mine);
-            });
-        }
-    });
-    let mut outcomes = outcomes.into_inner().unwrap_or_else(|e| e.into_inner());
-    outcomes.sort_by_key(|(i, _)| *i);
-    outcomes.into_iter().map(|(_, r)| r).collect()
+    pool::map(moves, threads, |(from, to)| rename_new(from, to))
 }
 
 #[cfg(test)]

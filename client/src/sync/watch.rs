@@ -11,8 +11,8 @@ use holdall_proto::api::{Cursors, LongpollRequest};
 use notify::{RecursiveMode, Watcher};
 use tracing::{info, warn};
 
-use crate::scan::{STATE_DIR, TEMP_PREFIX};
-use crate::sync::{log_round, Syncer};
+use crate::local::scan::{STATE_DIR, TEMP_PREFIX};
+use crate::sync::round::{log_round, Syncer};
 
 /// A full rescan at least this often, in case an inotify event was missed.
 const RESCAN_PERIOD: Duration = Duration::from_secs(600);

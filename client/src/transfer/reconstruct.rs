@@ -22,13 +22,15 @@ use holdall_proto::frame::RetrieveStatus;
 use holdall_proto::limits::{BLOCK_BYTES_MAX, RETRIEVE_HASHES_MAX};
 use holdall_proto::BlockHash;
 
-use crate::api::{Api, ApiError};
-use crate::direct::{self, Payload, Scratch, DIRECT_BYTES_MIN};
-use crate::prefetch::{PrefetchCache, Prepared};
-use crate::retrieved::Retrieved;
-use crate::scan::{Stat, TEMP_PREFIX};
-use crate::tree::Node;
-use crate::upload::read_block;
+use crate::local::direct::{self, Payload, Scratch, DIRECT_BYTES_MIN};
+use crate::local::read::read_block;
+use crate::local::scan::TEMP_PREFIX;
+use crate::local::stat::Stat;
+use crate::local::tree::Node;
+use crate::net::api::{Api, ApiError};
+use crate::net::retrieved::Retrieved;
+use crate::pool;
+use crate::transfer::prefetch::{PrefetchCache, Prepared};
 
 /// One file to rebuild.
 #[derive(Debug, Clone)]
@@ -351,91 +353,15 @@ pub fn build(
     let request_bytes_max = (wanted_bytes / (REQUESTS_PER_FETCHER * fetchers as u64))
         .clamp(REQUEST_BYTES_MIN, batch_bytes_max.max(REQUEST_BYTES_MIN));
     let requests = pack_requests(fetches, &owner_order, request_bytes_max);
-    let next = AtomicUsize::new(0);
-    let outcome: Mutex<Found> = Mutex::new(Found::default());
-    let failure: Mutex<Option<ApiError>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..fetchers.min(requests.len().max(1)) {
-            s.spawn(|| {
-                let mut scratch = Scratch::default();
-                let mut body = Retrieved::default();
-                loop {
-                    if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
-                        break;
-                    }
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((request, payload)) = requests.get(n) else {
-                        break;
-                    };
-                    match api.retrieve_batch(request, *payload, &mut body) {
-                        Ok(()) => {}
-                        Err(e) => {
-                            *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
-                            break;
-                        }
-                    };
-                    let mut local = Found::default();
-                    let mut answered = 0usize;
-                    for frame in body.frames() {
-                        answered += 1;
-                        let Some(targets) = wanted.get(&frame.hash) else {
-                            continue;
-                        };
-                        let data = frame.payload.data();
-                        let ok =
-                            frame.status == RetrieveStatus::Ok && BlockHash::of(data) == frame.hash;
-                        if ok {
-                            local.stats.fetched_blocks += 1;
-                            local.stats.fetched_bytes += data.len() as u64;
-                        }
-                        for &(i, offset) in targets {
-                            let written = match ok {
-                                false => Err(format!(
-                                    "block {} came back {:?}",
-                                    frame.hash, frame.status
-                                )),
-                                true => files.write(i, frame.payload, offset, &mut scratch),
-                            };
-                            if let Err(e) = written {
-                                local.failed.insert(i);
-                                local.errors.push((i, e));
-                            }
-                        }
-                    }
-                    if let Some(e) = body.damage() {
-                        local
-                            .errors
-                            .push((usize::MAX, format!("bad retrieve answer: {e}")));
-                    }
-                    let asked: usize = request.items.iter().map(|i| i.hashes.len()).sum();
-                    if answered < asked {
-                        for item in &request.items {
-                            for h in &item.hashes {
-                                for &(i, _) in wanted.get(h).into_iter().flatten() {
-                                    local.failed.insert(i);
-                                }
-                            }
-                        }
-                        local
-                            .errors
-                            .push((usize::MAX, format!("{answered} of {asked} blocks answered")));
-                    }
-                    let mut all = outcome.lock().unwrap_or_else(|e| e.into_inner());
-                    all.failed.extend(local.failed);
-                    all.errors.extend(local.errors);
-                    all.stats.fetched_blocks += local.stats.fetched_blocks;
-                    all.stats.fetched_bytes += local.stats.fetched_bytes;
-                }
-            });
+    let found = match fetch(api, &requests, fetchers, &wanted, &files) {
+        Ok(found) => found,
+        Err(e) => {
+            for t in &files.paths {
+                let _ = std::fs::remove_file(t);
+            }
+            return Err(e);
         }
-    });
-    let found = outcome.into_inner().unwrap_or_else(|e| e.into_inner());
-    if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        for t in &files.paths {
-            let _ = std::fs::remove_file(t);
-        }
-        return Err(e);
-    }
+    };
     failed.extend(found.failed);
     errors.extend(found.errors.into_iter().filter(|(i, _)| *i != usize::MAX));
     stats.fetched_blocks = found.stats.fetched_blocks;
@@ -480,6 +406,88 @@ pub fn build(
         errors,
         stats,
     })
+}
+
+/// Sends `requests` on up to `fetchers` threads and writes each answered block into the
+/// files that want it; the first failed request stops the others.
+fn fetch(
+    api: &Api,
+    requests: &[(RetrieveBatchRequest, u64)],
+    fetchers: usize,
+    wanted: &HashMap<BlockHash, Vec<(usize, u64)>>,
+    files: &TempFiles,
+) -> Result<Found, ApiError> {
+    let outcome: Mutex<Found> = Mutex::new(Found::default());
+    pool::run(
+        requests,
+        fetchers,
+        || (Scratch::default(), Retrieved::default()),
+        |(scratch, body), _, (request, payload)| {
+            api.retrieve_batch(request, *payload, body)?;
+            let local = write_answer(body, request, wanted, files, scratch);
+            let mut all = outcome.lock().unwrap_or_else(|e| e.into_inner());
+            all.failed.extend(local.failed);
+            all.errors.extend(local.errors);
+            all.stats.fetched_blocks += local.stats.fetched_blocks;
+            all.stats.fetched_bytes += local.stats.fetched_bytes;
+            Ok(())
+        },
+    )?;
+    Ok(outcome.into_inner().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Verifies each block of one retrieve answer and writes it where `wanted` says; what
+/// failed, including blocks the answer left out.
+fn write_answer(
+    body: &Retrieved,
+    request: &RetrieveBatchRequest,
+    wanted: &HashMap<BlockHash, Vec<(usize, u64)>>,
+    files: &TempFiles,
+    scratch: &mut Scratch,
+) -> Found {
+    let mut local = Found::default();
+    let mut answered = 0usize;
+    for frame in body.frames() {
+        answered += 1;
+        let Some(targets) = wanted.get(&frame.hash) else {
+            continue;
+        };
+        let data = frame.payload.data();
+        let ok = frame.status == RetrieveStatus::Ok && BlockHash::of(data) == frame.hash;
+        if ok {
+            local.stats.fetched_blocks += 1;
+            local.stats.fetched_bytes += data.len() as u64;
+        }
+        for &(i, offset) in targets {
+            let written = match ok {
+                false => Err(format!("block {} came back {:?}", frame.hash, frame.status)),
+                true => files.write(i, frame.payload, offset, scratch),
+            };
+            if let Err(e) = written {
+                local.failed.insert(i);
+                local.errors.push((i, e));
+            }
+        }
+    }
+    if let Some(e) = body.damage() {
+        local
+            .errors
+            .push((usize::MAX, format!("bad retrieve answer: {e}")));
+    }
+    let asked: usize = request.items.iter().map(|i| i.hashes.len()).sum();
+    if answered < asked {
+        for item in &request.items {
+            for h in &item.hashes {
+                for &(i, _) in wanted.get(h).into_iter().flatten() {
+                    local.failed.insert(i);
+                }
+            }
+        }
+        local
+            .errors
+            .push((usize::MAX, format!("{answered} of {asked} blocks answered")));
+    }
+    local
 }
 
 /// Groups the wanted blocks into retrieve_batch requests: items per file, payloads up to

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use holdall_proto::BlockHash;
 
-use crate::state::{State, TrashEntry};
+use crate::local::state::{State, TrashEntry};
 
 /// The cache's folder and entries.
 pub struct Trash {

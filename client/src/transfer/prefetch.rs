@@ -29,9 +29,9 @@ use holdall_proto::limits::BLOCK_BYTES_MAX;
 use holdall_proto::BlockHash;
 use tracing::{debug, info, warn};
 
-use crate::api::Api;
-use crate::direct::{self, Payload, Scratch, DIRECT_BYTES_MIN};
-use crate::retrieved::Retrieved;
+use crate::local::direct::{self, Payload, Scratch, DIRECT_BYTES_MIN};
+use crate::net::api::Api;
+use crate::net::retrieved::Retrieved;
 
 /// Folder of the cache inside the state folder.
 pub const PREFETCH_DIR: &str = "prefetch";

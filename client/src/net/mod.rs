@@ -1,0 +1,9 @@
+//! Talking to holdalld: the typed protocol calls, the bulk transfer connection under them,
+//! retrieve answers parsed in place, bandwidth caps and progress. Uses `local` only for the
+//! aligned payload buffers that downloads write from.
+
+pub mod api;
+pub mod bulk;
+pub mod progress;
+pub mod retrieved;
+pub mod throttle;
