@@ -1,24 +1,23 @@
 //! holdalld, the Holdall server: `holdalld serve` runs it; `holdalld demo` exercises the
 //! storage engine alone.
 
-mod access;
-mod admin;
-mod blocks;
+mod auth;
 mod body;
-mod commit;
 mod config;
 mod demo;
 mod directory;
+mod handlers;
 mod http;
-mod list;
 mod mesh;
 mod metrics;
 mod pieces;
 mod recent;
-mod retrieve;
+mod reply;
+mod request;
 mod routes;
 mod serve;
 mod shard;
+mod start;
 mod uploads;
 mod waiters;
 

@@ -1,7 +1,8 @@
 //! The channel mesh between shards: work on data another shard owns is sent to that shard as
 //! a task, which runs there with that shard's state and answers through a oneshot channel
 //! (the way Seastar's `submit_to` works). A shard never touches another shard's data
-//! directly; buffers travel inside the task, never copied.
+//! directly; buffers travel inside the task, never copied. Generic over the shard state it
+//! carries tasks for, so it knows nothing of what a shard holds.
 
 use std::future::Future;
 use std::rc::Rc;
@@ -9,12 +10,23 @@ use std::rc::Rc;
 use futures::channel::{mpsc, oneshot};
 use futures::SinkExt;
 
-use crate::routes::ApiError;
-use crate::shard::Shard;
+/// Why a task did not reach its shard or came back without an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    /// There is no shard of that number.
+    #[error("no shard {0}")]
+    NoShard(usize),
+    /// Its inbox is closed: the shard has stopped.
+    #[error("shard {0} is not answering")]
+    NotAnswering(usize),
+    /// The shard dropped the task before answering.
+    #[error("shard {0} dropped the request")]
+    Dropped(usize),
+}
 
 /// A task for another shard. It is called in arrival order on the target's inbox loop, so
 /// work done before its first await (replication, for one) keeps the senders' order.
-pub type Task = Box<dyn FnOnce(&Rc<Shard>) + Send>;
+pub type Task<S> = Box<dyn FnOnce(&Rc<S>) + Send>;
 
 /// Messages a shard's inbox holds before senders wait.
 const INBOX_MESSAGES_MAX: usize = 1024;
@@ -23,7 +35,7 @@ const INBOX_MESSAGES_MAX: usize = 1024;
 /// used: its join handshake sometimes never completed here (all shards waiting in `join`),
 /// and these channels need no handshake. A task woken from another thread is woken through
 /// glommio's cross-thread wake path.
-pub fn build(shards: usize) -> (Vec<Mesh>, Vec<mpsc::Receiver<Task>>) {
+pub fn build<S>(shards: usize) -> (Vec<Mesh<S>>, Vec<mpsc::Receiver<Task<S>>>) {
     let (senders, inboxes): (Vec<_>, Vec<_>) = (0..shards)
         .map(|_| mpsc::channel(INBOX_MESSAGES_MAX))
         .unzip();
@@ -36,26 +48,22 @@ pub fn build(shards: usize) -> (Vec<Mesh>, Vec<mpsc::Receiver<Task>>) {
 }
 
 /// A shard's way to every other shard's inbox.
-pub struct Mesh {
-    peers: Vec<mpsc::Sender<Task>>,
+pub struct Mesh<S> {
+    peers: Vec<mpsc::Sender<Task<S>>>,
 }
 
-impl Mesh {
+impl<S: 'static> Mesh<S> {
     /// Runs `work` on shard `to` and returns its answer. `work` is called on arrival; the
     /// future it returns runs as a task of its own there.
-    pub async fn submit<T, W, F>(&self, to: usize, work: W) -> Result<T, ApiError>
+    pub async fn submit<T, W, F>(&self, to: usize, work: W) -> Result<T, MeshError>
     where
         T: Send + 'static,
-        W: FnOnce(&Rc<Shard>) -> F + Send + 'static,
+        W: FnOnce(&Rc<S>) -> F + Send + 'static,
         F: Future<Output = T> + 'static,
     {
-        let mut sender = self
-            .peers
-            .get(to)
-            .cloned()
-            .ok_or_else(|| ApiError::internal(format!("no shard {to}")))?;
+        let mut sender = self.peers.get(to).cloned().ok_or(MeshError::NoShard(to))?;
         let (reply, answer) = oneshot::channel();
-        let task: Task = Box::new(move |shard: &Rc<Shard>| {
+        let task: Task<S> = Box::new(move |shard: &Rc<S>| {
             let fut = work(shard);
             glommio::spawn_local(async move {
                 let _ = reply.send(fut.await);
@@ -65,9 +73,7 @@ impl Mesh {
         sender
             .send(task)
             .await
-            .map_err(|_| ApiError::unavailable(format!("shard {to} is not answering")))?;
-        answer
-            .await
-            .map_err(|_| ApiError::unavailable(format!("shard {to} dropped the request")))
+            .map_err(|_| MeshError::NotAnswering(to))?;
+        answer.await.map_err(|_| MeshError::Dropped(to))
     }
 }

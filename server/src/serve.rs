@@ -16,29 +16,15 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::metrics::ShardMetrics;
 use crate::shard::Shard;
+use crate::start::{step, StartProgress, StartStep};
 
 /// How long in-progress requests may take to finish after a stop signal.
 const GRACE: Duration = Duration::from_secs(10);
 
 type Ready = Result<(Vec<JournalRecord>, SocketAddr), String>;
 
-/// What a starting shard is doing, for the warning when it takes long.
-pub struct StartProgress {
-    step: std::sync::Mutex<&'static str>,
-    /// The shard thread's id, 0 until it runs.
-    tid: std::sync::atomic::AtomicI32,
-}
-
-/// Shared between a starting shard and the main thread.
-pub type StartStep = Arc<StartProgress>;
-
 /// How often the main thread says which step a shard that is not ready yet is at.
 const START_REPORT: Duration = Duration::from_secs(10);
-
-/// Sets a starting shard's current step.
-pub fn step(at: &StartStep, what: &'static str) {
-    *at.step.lock().unwrap_or_else(|e| e.into_inner()) = what;
-}
 
 /// Runs the server until SIGTERM or SIGINT; exits cleanly after in-progress requests end.
 pub fn run(cfg: Config) -> Result<()> {
@@ -159,8 +145,8 @@ async fn shard_main(
     cfg: Config,
     init: Option<(Vec<JournalRecord>, SocketAddr)>,
     (mesh, mut inbox): (
-        crate::mesh::Mesh,
-        futures::channel::mpsc::Receiver<crate::mesh::Task>,
+        crate::mesh::Mesh<Shard>,
+        futures::channel::mpsc::Receiver<crate::mesh::Task<Shard>>,
     ),
     all_metrics: Arc<Vec<Arc<ShardMetrics>>>,
     stop: Arc<AtomicBool>,

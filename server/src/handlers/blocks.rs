@@ -14,7 +14,8 @@ use hyper::{Request, Response, StatusCode};
 
 use crate::body::Body;
 use crate::pieces::FrameSplitter;
-use crate::routes::{json, read_chunks, ApiError};
+use crate::reply::{json, ApiError};
+use crate::request::read_chunks;
 use crate::shard::{shard_of_block, verify, Blocks, Shard};
 
 /// Room for frame headers on top of the payload limit: 36 bytes a frame, so about 116,000

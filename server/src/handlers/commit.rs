@@ -24,8 +24,9 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use crate::body::Body;
-use crate::routes::{json, read_json, uploader_of, ApiError};
-use crate::shard::{journal_error, shard_of_block, shard_of_namespace, Seen, Shard};
+use crate::reply::{json, ApiError};
+use crate::request::{read_json, uploader_of};
+use crate::shard::{shard_of_block, shard_of_namespace, Seen, Shard};
 
 /// Largest body of one commit: a blocklist of about 500,000 blocks (a 2 TiB file).
 const COMMIT_BODY_BYTES_MAX: usize = 32 << 20;
@@ -103,7 +104,7 @@ async fn run(
     uploader: Uploader,
     requests: Vec<CommitRequest>,
 ) -> Result<Vec<Answer>, ApiError> {
-    let namespaces = crate::access::namespaces_of(&shard.directory.borrow(), user);
+    let namespaces = crate::handlers::access::namespaces_of(&shard.directory.borrow(), user);
     let mut answers: Vec<Option<Answer>> = (0..requests.len()).map(|_| None).collect();
     let mut commits = Vec::with_capacity(requests.len());
     for (i, r) in requests.into_iter().enumerate() {
@@ -116,8 +117,8 @@ async fn run(
             mtime_ms: r.mtime_ms,
             parent_jid: r.parent_jid,
         };
-        let checked =
-            crate::access::check(&namespaces, c.ns).and_then(|()| c.check_shape().map_err(invalid));
+        let checked = crate::handlers::access::check(&namespaces, c.ns)
+            .and_then(|()| c.check_shape().map_err(invalid));
         match checked {
             Ok(()) => commits.push((i, c)),
             Err(e) => answers[i] = Some(Err(e)),
@@ -295,7 +296,11 @@ async fn commit_here(
     }
     let (indexes, commits): (Vec<usize>, Vec<Commit>) = ready.into_iter().unzip();
     let keys: Vec<(NsId, String)> = commits.iter().map(|c| (c.ns, c.path.clone())).collect();
-    let outcomes = shard.journal.commit(commits).await.map_err(journal_error)?;
+    let outcomes = shard
+        .journal
+        .commit(commits)
+        .await
+        .map_err(ApiError::from)?;
     let mut committed = HashSet::new();
     for ((i, (ns, path)), outcome) in indexes.into_iter().zip(keys).zip(outcomes) {
         let answer = match outcome {

@@ -27,8 +27,9 @@ use hyper::{Request, Response, StatusCode};
 
 use crate::body::Body;
 use crate::pieces::Pieces;
-use crate::routes::{read_json, ApiError};
-use crate::shard::{block_error, shard_of_block, shard_of_namespace, Shard};
+use crate::reply::ApiError;
+use crate::request::read_json;
+use crate::shard::{shard_of_block, shard_of_namespace, Shard};
 
 /// Largest retrieve_batch body: 10,000 hashes with their items' paths.
 const RETRIEVE_BODY_BYTES_MAX: usize = 8 << 20;
@@ -143,9 +144,9 @@ async fn retrieve(
     items: Vec<RetrieveItem>,
     wait: Duration,
 ) -> Result<Vec<(BlockHash, RetrieveStatus, Option<Pieces>)>, ApiError> {
-    let namespaces = crate::access::namespaces_of(&shard.directory.borrow(), user);
+    let namespaces = crate::handlers::access::namespaces_of(&shard.directory.borrow(), user);
     for item in &items {
-        crate::access::check(&namespaces, item.ns)?;
+        crate::handlers::access::check(&namespaces, item.ns)?;
     }
     let mut by_owner: BTreeMap<usize, Vec<(usize, RetrieveItem)>> = BTreeMap::new();
     for (i, item) in items.iter().enumerate() {
@@ -286,7 +287,7 @@ async fn fetch_here(
                 // A damaged record (counted and logged by the log, dropped from its index) is
                 // a block this server no longer has: the others of the batch are served.
                 Ok(false) | Err(BlockLogError::Corrupt { .. }) => return Ok((slot, None)),
-                Err(e) => return Err(block_error(e)),
+                Err(e) => return Err(e.into()),
             }
             read_bytes.set(read_bytes.get() + out.len());
             if read_bytes.get() > BATCH_BYTES_DEFAULT {

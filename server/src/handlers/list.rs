@@ -25,7 +25,8 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use crate::body::Body;
-use crate::routes::{json, read_json, uploader_of, ApiError};
+use crate::reply::{json, ApiError};
+use crate::request::{read_json, uploader_of};
 use crate::shard::{shard_of_namespace, Seen, Shard};
 
 /// Largest list or longpoll body: cursors of thousands of namespaces.
@@ -54,10 +55,10 @@ fn check_cursors(shard: &Shard, user: &User, cursors: &Cursors) -> Result<(), Ap
             format!("name 1 to {CURSORS_MAX} namespaces in cursors"),
         ));
     }
-    let namespaces = crate::access::namespaces_of(&shard.directory.borrow(), user);
+    let namespaces = crate::handlers::access::namespaces_of(&shard.directory.borrow(), user);
     cursors
         .keys()
-        .try_for_each(|ns| crate::access::check(&namespaces, *ns))
+        .try_for_each(|ns| crate::handlers::access::check(&namespaces, *ns))
 }
 
 /// `POST /v1/list`.

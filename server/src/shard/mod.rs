@@ -9,16 +9,20 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use holdall_engine::block_log::PutOutcome;
 use holdall_engine::block_log::{BlockLog, BlockLogConfig};
-use holdall_engine::block_log::{BlockLogError, PutOutcome};
-use holdall_engine::journal::{Journal, JournalConfig, JournalError};
+use holdall_engine::journal::{Journal, JournalConfig};
 use holdall_engine::journal_record::{JournalRecord, UserId};
 use holdall_engine::prefetch::{PrefetchConfig, PrefetchTable, Uploader};
-use holdall_engine::sfj::{RecordInvalid, State};
+use holdall_engine::sfj::State;
 use holdall_engine::store_key::StoreKey;
 use holdall_proto::api::{Jid, NsId};
 use holdall_proto::BlockHash;
-use hyper::StatusCode;
+
+mod directory_change;
+mod error;
+
+pub use error::ShardError;
 
 use crate::config::Config;
 use crate::directory::DirectoryOp;
@@ -26,7 +30,7 @@ use crate::mesh::Mesh;
 use crate::metrics::{EngineGauges, ShardMetrics};
 use crate::pieces::Pieces;
 use crate::recent::RecentBlocks;
-use crate::routes::ApiError;
+use crate::start::{step, StartStep};
 use crate::uploads::Uploads;
 use crate::waiters::Waiters;
 
@@ -73,7 +77,7 @@ pub struct Shard {
     /// changes never share one.
     next_ids: Cell<(u64, u64)>,
     /// The way to the other shards, once joined.
-    pub mesh: OnceCell<Mesh>,
+    pub mesh: OnceCell<Mesh<Shard>>,
     /// Prefetch entries of the namespaces this shard owns.
     pub prefetch: RefCell<PrefetchTable>,
     /// Who uploaded which of this shard's blocks lately.
@@ -113,9 +117,8 @@ impl Shard {
         directory_journal: Option<Journal>,
         all_metrics: Arc<Vec<Arc<ShardMetrics>>>,
         stop: Arc<AtomicBool>,
-        at: &crate::serve::StartStep,
+        at: &StartStep,
     ) -> Result<Rc<Shard>> {
-        use crate::serve::step;
         let (shards, data) = (cfg.shards, cfg.data.as_path());
         let key = Rc::new(StoreKey::load_or_create(&data.join("store.key"))?);
         let root = data.join(format!("shard-{id}"));
@@ -190,7 +193,7 @@ impl Shard {
     }
 
     /// Runs `work` on shard `to` (in place when that is this shard) and returns its answer.
-    pub async fn submit_to<T, W, F>(self: &Rc<Self>, to: usize, work: W) -> Result<T, ApiError>
+    pub async fn submit_to<T, W, F>(self: &Rc<Self>, to: usize, work: W) -> Result<T, ShardError>
     where
         T: Send + 'static,
         W: FnOnce(&Rc<Shard>) -> F + Send + 'static,
@@ -199,18 +202,15 @@ impl Shard {
         if to == self.id {
             return Ok(work(self).await);
         }
-        self.mesh
-            .get()
-            .ok_or_else(|| ApiError::unavailable("the shards are still starting"))?
-            .submit(to, work)
-            .await
+        let mesh = self.mesh.get().ok_or(ShardError::Starting)?;
+        Ok(mesh.submit(to, work).await?)
     }
 
     /// Asks shard 0 to change the directory.
-    pub async fn directory_op(self: &Rc<Self>, op: DirectoryOp) -> Result<Vec<u64>, ApiError> {
+    pub async fn directory_op(self: &Rc<Self>, op: DirectoryOp) -> Result<Vec<u64>, ShardError> {
         self.submit_to(0, move |s| {
             let s = s.clone();
-            async move { crate::admin::apply(&s, op).await }
+            async move { s.apply_directory_op(op).await }
         })
         .await?
     }
@@ -219,7 +219,7 @@ impl Shard {
     pub async fn replicate_all(
         self: &Rc<Self>,
         records: Vec<JournalRecord>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ShardError> {
         let waits: Vec<_> = (0..self.shards)
             .filter(|&to| to != self.id)
             .map(|to| {
@@ -240,17 +240,14 @@ impl Shard {
     }
 
     /// Makes sure a namespace exists in this shard's journal.
-    pub async fn ensure_namespace(&self, record: JournalRecord) -> Result<(), ApiError> {
+    pub async fn ensure_namespace(&self, record: JournalRecord) -> Result<(), ShardError> {
         let JournalRecord::Namespace { id, .. } = &record else {
-            return Err(ApiError::internal("not a namespace record"));
+            return Err(ShardError::Internal("not a namespace record".into()));
         };
         if self.journal.state().namespace(*id).is_some() {
             return Ok(());
         }
-        self.journal
-            .append(vec![record])
-            .await
-            .map_err(|e| ApiError::unavailable(format!("recording the namespace: {e}")))
+        Ok(self.journal.append(vec![record]).await?)
     }
 
     /// Stores verified blocks this shard owns and resolves once they are durable; records
@@ -259,14 +256,13 @@ impl Shard {
         &self,
         blocks: Blocks,
         uploader: UserId,
-    ) -> Result<Vec<PutOutcome>, ApiError> {
+    ) -> Result<Vec<PutOutcome>, ShardError> {
         let puts = blocks
             .iter()
             .map(|(hash, data)| self.blocks.put_pieces(*hash, data.parts(), false));
         let outcomes: Vec<PutOutcome> = futures::future::join_all(puts)
             .await
             .into_iter()
-            .map(|r| r.map_err(block_error))
             .collect::<Result<_, _>>()?;
         let now = Instant::now();
         let mut uploads = self.uploads.borrow_mut();
@@ -323,46 +319,4 @@ pub fn verify(blocks: &Blocks) -> Option<BlockHash> {
         .iter()
         .find(|(hash, data)| data.hash() != *hash)
         .map(|(hash, _)| *hash)
-}
-
-/// The HTTP view of a block log failure.
-pub fn block_error(e: BlockLogError) -> ApiError {
-    match e {
-        BlockLogError::Io {
-            kind: std::io::ErrorKind::StorageFull,
-            message,
-            ..
-        } => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "disk_full", message),
-        BlockLogError::TooLarge(n) => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("a block of {n} bytes is over 4 MiB"),
-        ),
-        other => ApiError::unavailable(other.to_string()),
-    }
-}
-
-/// The HTTP view of a journal failure.
-pub fn journal_error(e: JournalError) -> ApiError {
-    match e {
-        JournalError::Invalid(RecordInvalid::NameTaken(name)) => ApiError::new(
-            StatusCode::CONFLICT,
-            "name_taken",
-            format!("a user named {name:?} exists"),
-        ),
-        JournalError::Invalid(RecordInvalid::MountTaken { path, .. }) => ApiError::new(
-            StatusCode::CONFLICT,
-            "mount_conflict",
-            format!("the user already has {path:?} or that namespace mounted"),
-        ),
-        JournalError::Invalid(other) => {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid", other.to_string())
-        }
-        JournalError::Io {
-            kind: std::io::ErrorKind::StorageFull,
-            message,
-            ..
-        } => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "disk_full", message),
-        other => ApiError::unavailable(other.to_string()),
-    }
 }

@@ -6,7 +6,7 @@ use holdall_engine::sfj::{State, User};
 use holdall_proto::api::NsId;
 use hyper::StatusCode;
 
-use crate::routes::ApiError;
+use crate::reply::ApiError;
 
 /// The namespaces `user` can read and write: the root first, then the mounts.
 pub fn namespaces_of(directory: &State, user: &User) -> Vec<NsId> {

@@ -4,7 +4,6 @@
 
 use std::rc::Rc;
 
-use holdall_engine::journal_record::{JournalRecord, NamespaceKind};
 use holdall_engine::sfj::{valid_user_name, User};
 use holdall_proto::api::{
     AddMemberRequest, CreateNamespaceRequest, CreateNamespaceResponse, CreateUserRequest,
@@ -15,9 +14,10 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use crate::body::Body;
-use crate::directory::{mount_clash, new_token, token_sha256, DirectoryOp};
-use crate::routes::{json, read_json, ApiError};
-use crate::shard::{journal_error, shard_of_namespace, Shard};
+use crate::directory::{new_token, token_sha256, DirectoryOp};
+use crate::reply::{json, ApiError};
+use crate::request::read_json;
+use crate::shard::{shard_of_namespace, Shard};
 
 /// Largest JSON body of an admin call.
 const ADMIN_BODY_BYTES_MAX: usize = 64 * 1024;
@@ -166,97 +166,4 @@ pub async fn add_member(
         StatusCode::OK,
         &serde_json::json!({"ns": ns, "user": target.name, "mount_path": body.mount_path}),
     ))
-}
-
-/// Carries out `op` on shard 0: checks, writes the directory, replicates, and makes sure a
-/// new namespace exists on its owner shard.
-pub async fn apply(shard: &Rc<Shard>, op: DirectoryOp) -> Result<Vec<u64>, ApiError> {
-    let directory = shard
-        .directory_journal
-        .as_ref()
-        .ok_or_else(|| ApiError::internal("directory changes go to shard 0"))?;
-    let (records, new_ns, reply) = match op {
-        DirectoryOp::CreateUser { name, token_sha256 } => {
-            let (user, ns) = (shard.next_user_id(), shard.next_ns_id());
-            let namespace = JournalRecord::Namespace {
-                id: ns,
-                owner: user,
-                kind: NamespaceKind::Root,
-            };
-            let records = vec![
-                namespace.clone(),
-                JournalRecord::User {
-                    id: user,
-                    name,
-                    root_ns: ns,
-                    admin: false,
-                },
-                JournalRecord::Token { user, token_sha256 },
-            ];
-            (records, Some(namespace), vec![user, ns])
-        }
-        DirectoryOp::CreateShared { owner, mount_path } => {
-            if mount_clash(shard.directory.borrow().mounts(owner), 0, &mount_path) {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "mount_conflict",
-                    format!("{mount_path:?} overlaps a mount"),
-                ));
-            }
-            let ns = shard.next_ns_id();
-            let namespace = JournalRecord::Namespace {
-                id: ns,
-                owner,
-                kind: NamespaceKind::Shared,
-            };
-            let records = vec![
-                namespace.clone(),
-                JournalRecord::Mount {
-                    user: owner,
-                    ns,
-                    path: mount_path,
-                },
-            ];
-            (records, Some(namespace), vec![ns])
-        }
-        DirectoryOp::AddMember {
-            ns,
-            user,
-            mount_path,
-        } => {
-            if mount_clash(shard.directory.borrow().mounts(user), ns, &mount_path) {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "mount_conflict",
-                    format!("the user already has namespace {ns} or something at {mount_path:?} mounted"),
-                ));
-            }
-            (
-                vec![JournalRecord::Mount {
-                    user,
-                    ns,
-                    path: mount_path,
-                }],
-                None,
-                vec![],
-            )
-        }
-    };
-    directory
-        .append(records.clone())
-        .await
-        .map_err(journal_error)?;
-    shard.replicate_all(records).await?;
-    if let Some(record) = new_ns {
-        let JournalRecord::Namespace { id, .. } = record else {
-            unreachable!("a namespace record")
-        };
-        shard
-            .submit_to(shard_of_namespace(id, shard.shards), move |s| {
-                let s = s.clone();
-                async move { s.ensure_namespace(record).await }
-            })
-            .await??;
-    }
-    Ok(reply)
 }

@@ -1,0 +1,31 @@
+//! Authentication: the bearer token of a request, looked up by its SHA-256 in the shard's
+//! directory replica.
+
+use holdall_engine::sfj::User;
+use hyper::body::Incoming;
+use hyper::header::AUTHORIZATION;
+use hyper::{Request, StatusCode};
+
+use crate::directory::token_sha256;
+use crate::reply::ApiError;
+use crate::shard::Shard;
+
+/// The user whose token the request carries; 401 without one or with an unknown one.
+pub fn authenticate(shard: &Shard, req: &Request<Incoming>) -> Result<User, ApiError> {
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .ok_or_else(|| unauthorized("missing Authorization: Bearer <token>"))?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthorized("Authorization must be 'Bearer <token>'"))?;
+    shard
+        .directory
+        .borrow()
+        .user_by_token(&token_sha256(token.trim()))
+        .cloned()
+        .ok_or_else(|| unauthorized("unknown token"))
+}

@@ -1,0 +1,35 @@
+//! `GET /v1/account`: who the token belongs to, their mounts and the server's limits.
+
+use holdall_engine::sfj::User;
+use holdall_proto::api::{AccountResponse, Limits, Mount};
+use holdall_proto::limits::{BATCH_BYTES_DEFAULT, BLOCK_BYTES_MAX};
+use hyper::{Response, StatusCode};
+
+use crate::body::Body;
+use crate::reply::json;
+use crate::shard::Shard;
+
+/// The account of `user`.
+pub fn account(shard: &Shard, user: &User) -> Response<Body> {
+    let directory = shard.directory.borrow();
+    let body = AccountResponse {
+        user: user.name.clone(),
+        root_ns: user.root_ns,
+        mounts: directory
+            .mounts(user.id)
+            .iter()
+            .map(|(ns, path)| Mount {
+                ns: *ns,
+                path: path.clone(),
+            })
+            .collect(),
+        limits: Limits {
+            block_bytes_max: BLOCK_BYTES_MAX as u64,
+            batch_bytes_max: BATCH_BYTES_DEFAULT as u64,
+            prefetch_ttl_s: shard
+                .streaming
+                .then(|| shard.prefetch.borrow().ttl().as_secs()),
+        },
+    };
+    json(StatusCode::OK, &body)
+}

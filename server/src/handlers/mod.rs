@@ -1,0 +1,10 @@
+//! The handlers, one module per group of routes. Each reads its request (`request`),
+//! checks access, does its work through the shard, and answers (`reply`).
+
+pub mod access;
+pub mod account;
+pub mod admin;
+pub mod blocks;
+pub mod commit;
+pub mod list;
+pub mod retrieve;
