@@ -24,7 +24,7 @@ mkdir -p "$w/a"
 head -c 1073741824 /dev/urandom >"$w/a/big"
 sync
 start=$(date +%s.%N)
-HOLDALL_LOG=warn,holdall::sync=debug,holdall::upload=debug taskset -c 1 "$client" sync --once "$w/a" \
+HOLDALL_LOG=warn,holdall::sync=debug,holdall::transfer::upload=debug taskset -c 1 "$client" sync --once "$w/a" \
   2>"$w/a.log"
 end=$(date +%s.%N)
 echo "A up: $(echo "$end - $start" | bc) s ($client)"

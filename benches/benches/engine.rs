@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use holdall_benches::payload;
-use holdall_engine::block_index::{BlockIndex, Location};
+use holdall_engine::block_log::index::{BlockIndex, Location};
 use holdall_engine::block_log::{BlockLog, BlockLogConfig};
+use holdall_engine::journal::record::{JournalRecord, NamespaceKind};
+use holdall_engine::journal::state::Commit;
 use holdall_engine::journal::{Journal, JournalConfig};
-use holdall_engine::journal_record::{JournalRecord, NamespaceKind};
 use holdall_engine::prefetch::{PrefetchConfig, PrefetchTable, Uploader};
 use holdall_engine::runtime;
-use holdall_engine::sfj::Commit;
 use holdall_engine::store_key::StoreKey;
 use holdall_proto::api::EntryKind;
 use holdall_proto::limits::BLOCK_BYTES_MAX;

@@ -6,12 +6,12 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use holdall_engine::block_index::{BlockIndex, Location};
+use holdall_engine::block_log::index::{BlockIndex, Location};
 use holdall_engine::block_log::{BlockLog, BlockLogConfig, BlockLogStats};
+use holdall_engine::journal::record::{JournalRecord, NamespaceKind};
+use holdall_engine::journal::state::{Commit, CommitOutcome};
 use holdall_engine::journal::{Journal, JournalConfig};
-use holdall_engine::journal_record::{JournalRecord, NamespaceKind};
 use holdall_engine::prefetch::{PrefetchConfig, PrefetchTable, Uploader};
-use holdall_engine::sfj::{Commit, CommitOutcome};
 use holdall_engine::store_key::StoreKey;
 use holdall_proto::api::EntryKind;
 use holdall_proto::limits::BLOCK_BYTES_MAX;

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::Instant;
 
-use holdall_engine::dma;
+use holdall_engine::storage::dma::DmaStorage;
+use holdall_engine::storage::{self, OpenMode, Storage};
 use holdall_proto::limits::BLOCK_BYTES_MAX;
 use holdall_proto::BlockHash;
 
@@ -38,13 +39,14 @@ pub fn aes_gcm_gbps(total_bytes: usize) -> f64 {
 /// GB/s writing `total_bytes` sequentially in 4 MiB O_DIRECT writes, two in flight, then one
 /// fdatasync; and GB/s reading it back the same way. Must run inside an executor.
 pub async fn odirect_gbps(dir: &Path, total_bytes: usize) -> std::io::Result<(f64, f64)> {
-    dma::probe_device(dir).await?;
+    let medium = DmaStorage;
+    medium.create_dir(dir).await?;
     let path = dir.join("limits.probe");
-    let file = dma::open_rw(&path, true).await?;
+    let file = medium.open(&path, OpenMode::Create).await?;
     let n = total_bytes / BLOCK_BYTES_MAX;
-    let bufs: Vec<Rc<dma::DmaBuffer>> = (0..2)
+    let bufs: Vec<Rc<storage::DmaBuffer>> = (0..2)
         .map(|i| {
-            let mut b = dma::alloc_buffer(BLOCK_BYTES_MAX);
+            let mut b = storage::alloc_buffer(BLOCK_BYTES_MAX);
             b.as_bytes_mut()
                 .copy_from_slice(&crate::payload(i, BLOCK_BYTES_MAX));
             Rc::new(b)
@@ -52,26 +54,26 @@ pub async fn odirect_gbps(dir: &Path, total_bytes: usize) -> std::io::Result<(f6
         .collect();
     let t = Instant::now();
     for pair in (0..n).collect::<Vec<_>>().chunks(2) {
-        let writes = pair
-            .iter()
-            .map(|&i| dma::write_all_at(&file, bufs[i % 2].clone(), (i * BLOCK_BYTES_MAX) as u64));
+        let writes = pair.iter().map(|&i| {
+            storage::write_all_at(&*file, bufs[i % 2].clone(), (i * BLOCK_BYTES_MAX) as u64)
+        });
         for r in futures::future::join_all(writes).await {
             r?;
         }
     }
-    dma::sync(&file).await?;
+    file.sync().await?;
     let write = (n * BLOCK_BYTES_MAX) as f64 / t.elapsed().as_secs_f64() / 1e9;
     let t = Instant::now();
     for pair in (0..n).collect::<Vec<_>>().chunks(2) {
-        let reads = pair
-            .iter()
-            .map(|&i| dma::read_exact_at(&file, (i * BLOCK_BYTES_MAX) as u64, BLOCK_BYTES_MAX));
+        let reads = pair.iter().map(|&i| {
+            storage::read_exact_at(&*file, (i * BLOCK_BYTES_MAX) as u64, BLOCK_BYTES_MAX)
+        });
         for r in futures::future::join_all(reads).await {
             r?;
         }
     }
     let read = (n * BLOCK_BYTES_MAX) as f64 / t.elapsed().as_secs_f64() / 1e9;
-    file.close().await.map_err(std::io::Error::from)?;
+    drop(file);
     std::fs::remove_file(&path)?;
     Ok((write, read))
 }

@@ -174,7 +174,7 @@ fn a_large_file_goes_up_while_it_is_hashed_and_only_once() {
     write(&a, "big.bin", &data);
     let out = a
         .command(&["sync", "--once"])
-        .env("HOLDALL_LOG", "warn,holdall::upload=debug")
+        .env("HOLDALL_LOG", "warn,holdall::transfer::upload=debug")
         .arg(&a.dir)
         .output()
         .unwrap();

@@ -15,7 +15,7 @@ use hashbrown::{HashMap, HashSet};
 use holdall_proto::api::NsId;
 use holdall_proto::BlockHash;
 
-use crate::journal_record::UserId;
+use crate::journal::record::UserId;
 
 /// Bytes charged per entry on top of its path and blocklist.
 const ENTRY_OVERHEAD_BYTES: usize = 128;

@@ -190,7 +190,7 @@ async fn build(dir: &Path, blocks: &[Vec<u8>]) -> (PathBuf, Vec<u8>, Vec<(usize,
     let mut records = Vec::new();
     let mut offset = 4096;
     while offset < bytes.len() {
-        let h = holdall_engine::block_record::decode_header(&bytes[offset..]).unwrap();
+        let h = holdall_engine::block_log::record::decode_header(&bytes[offset..]).unwrap();
         records.push((offset, h.record_len()));
         offset += h.record_len();
     }
@@ -323,7 +323,7 @@ fn corruption_in_a_sealed_segment_is_detected_at_read() {
 
 #[test]
 fn a_forged_record_inside_a_plain_payload_is_never_indexed() {
-    use holdall_engine::block_record::{encode_record, record_len, stored_len, HEADER_BYTES};
+    use holdall_engine::block_log::record::{encode_record, record_len, stored_len, HEADER_BYTES};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     runtime::run(async move {

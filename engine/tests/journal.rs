@@ -4,10 +4,10 @@
 use std::path::Path;
 use std::rc::Rc;
 
+use holdall_engine::journal::record::{JournalRecord, NamespaceKind};
+use holdall_engine::journal::state::{Commit, CommitOutcome, RecordInvalid};
 use holdall_engine::journal::{Journal, JournalConfig, JournalError};
-use holdall_engine::journal_record::{JournalRecord, NamespaceKind};
 use holdall_engine::runtime;
-use holdall_engine::sfj::{Commit, CommitOutcome, RecordInvalid};
 use holdall_proto::api::EntryKind;
 use holdall_proto::BlockHash;
 

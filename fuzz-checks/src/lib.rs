@@ -6,7 +6,8 @@
 //! Each function panics (which the fuzzer reports) when a property fails, and returns
 //! whether the input was accepted (so tests can tell that valid inputs get past the checks).
 
-use holdall_engine::{block_record, journal_record, segment_hint};
+use holdall_engine::block_log::{hint as segment_hint, record as block_record};
+use holdall_engine::journal::record as journal_record;
 use holdall_proto::api::{
     AddMemberRequest, CommitBatchRequest, CommitRequest, CreateNamespaceRequest, CreateUserRequest,
     ListRequest, LongpollRequest, RetrieveBatchRequest,

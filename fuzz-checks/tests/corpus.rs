@@ -7,9 +7,10 @@
 
 use std::path::PathBuf;
 
-use holdall_engine::journal_record::{self, JournalRecord, Row};
-use holdall_engine::segment_hint::{self, HintEntry};
-use holdall_engine::{block_record, block_record::SEGMENT_HEADER_BYTES};
+use holdall_engine::block_log::hint::{self as segment_hint, HintEntry};
+use holdall_engine::block_log::record as block_record;
+use holdall_engine::block_log::record::SEGMENT_HEADER_BYTES;
+use holdall_engine::journal::record::{self as journal_record, JournalRecord, Row};
 use holdall_fuzz_checks::TARGETS;
 use holdall_proto::api::EntryKind;
 use holdall_proto::frame::{encode_retrieve_frame, encode_store_frame, RetrieveStatus};

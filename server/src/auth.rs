@@ -1,7 +1,7 @@
 //! Authentication: the bearer token of a request, looked up by its SHA-256 in the shard's
 //! directory replica.
 
-use holdall_engine::sfj::User;
+use holdall_engine::journal::state::User;
 use hyper::body::Incoming;
 use hyper::header::AUTHORIZATION;
 use hyper::{Request, StatusCode};

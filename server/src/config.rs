@@ -1,6 +1,7 @@
 //! `holdalld serve` settings: flags, environment variables, a TOML file, defaults, in that
 //! order of precedence; and the layout pinned in the data folder.
 
+use holdall_engine::storage::Storage;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -193,7 +194,9 @@ fn resolve_layout(data: &Path, requested: Option<usize>) -> Result<usize> {
                 .and_then(|f| f.sync_all())
                 .with_context(|| format!("syncing {}", tmp.display()))?;
             std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-            holdall_engine::dma::sync_dir(data).context("syncing the data folder")?;
+            holdall_engine::storage::dma::DmaStorage
+                .sync_dir(data)
+                .context("syncing the data folder")?;
             Ok(shards)
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 use holdall_engine::block_log::{BlockLog, BlockLogConfig};
+use holdall_engine::journal::record::{JournalRecord, NamespaceKind};
+use holdall_engine::journal::state::{Commit, CommitOutcome};
 use holdall_engine::journal::{Journal, JournalConfig};
-use holdall_engine::journal_record::{JournalRecord, NamespaceKind};
-use holdall_engine::sfj::{Commit, CommitOutcome};
 use holdall_engine::store_key::StoreKey;
 use holdall_proto::api::EntryKind;
 use holdall_proto::limits::BLOCK_BYTES_MAX;

@@ -2,13 +2,14 @@
 //! shard 0 (`DATA/directory/`). Every shard keeps a read-only replica (an `sfj::State` built
 //! from the directory's records) to authenticate requests without a cross-shard hop.
 
+use holdall_engine::storage::Storage;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use holdall_engine::journal::record::{JournalRecord, NamespaceKind};
 use holdall_engine::journal::{Journal, JournalConfig};
-use holdall_engine::journal_record::{JournalRecord, NamespaceKind};
 use ring::rand::{SecureRandom, SystemRandom};
 use sha2::{Digest, Sha256};
 
@@ -56,7 +57,9 @@ pub async fn ensure_admin(directory: &Journal, data: &Path) -> Result<()> {
         .and_then(|()| f.sync_all())
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-    holdall_engine::dma::sync_dir(data).context("syncing the data folder")?;
+    holdall_engine::storage::dma::DmaStorage
+        .sync_dir(data)
+        .context("syncing the data folder")?;
     // The token file is written first: a crash before the records are durable leaves a token
     // nobody accepts, and the next start makes a new one.
     directory

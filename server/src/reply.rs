@@ -5,8 +5,8 @@ use std::io::ErrorKind;
 
 use bytes::Bytes;
 use holdall_engine::block_log::BlockLogError;
+use holdall_engine::journal::state::RecordInvalid;
 use holdall_engine::journal::JournalError;
-use holdall_engine::sfj::RecordInvalid;
 use holdall_proto::api::ErrorBody;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};

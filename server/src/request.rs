@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use holdall_engine::journal::state::User;
 use holdall_engine::prefetch::Uploader;
-use holdall_engine::sfj::User;
 use holdall_proto::api::DEVICE_HEADER;
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use glommio::net::TcpListener;
-use holdall_engine::journal_record::JournalRecord;
+use holdall_engine::journal::record::JournalRecord;
 use holdall_engine::runtime;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing::{info, warn};

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
-use holdall_engine::journal_record::UserId;
+use holdall_engine::journal::record::UserId;
 use holdall_proto::BlockHash;
 
 /// One shard's upload records.

@@ -2,7 +2,7 @@
 //! shared namespace mounted in it. Checked on the shard that took the request, against its
 //! directory replica, before any work is sent elsewhere.
 
-use holdall_engine::sfj::{State, User};
+use holdall_engine::journal::state::{State, User};
 use holdall_proto::api::NsId;
 use hyper::StatusCode;
 

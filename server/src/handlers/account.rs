@@ -1,6 +1,6 @@
 //! `GET /v1/account`: who the token belongs to, their mounts and the server's limits.
 
-use holdall_engine::sfj::User;
+use holdall_engine::journal::state::User;
 use holdall_proto::api::{AccountResponse, Limits, Mount};
 use holdall_proto::limits::{BATCH_BYTES_DEFAULT, BLOCK_BYTES_MAX};
 use hyper::{Response, StatusCode};

@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use holdall_engine::sfj::{valid_user_name, User};
+use holdall_engine::journal::state::{valid_user_name, User};
 use holdall_proto::api::{
     AddMemberRequest, CreateNamespaceRequest, CreateNamespaceResponse, CreateUserRequest,
     CreateUserResponse,

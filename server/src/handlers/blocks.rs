@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use holdall_engine::block_log::PutOutcome;
-use holdall_engine::sfj::User;
+use holdall_engine::journal::state::User;
 use holdall_proto::api::StoreBatchResponse;
 use holdall_proto::frame::FrameError;
 use holdall_proto::limits::BATCH_BYTES_DEFAULT;

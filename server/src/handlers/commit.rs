@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
 use std::time::Instant;
 
+use holdall_engine::journal::state::{Commit, CommitInvalid, CommitOutcome, Pending, User};
 use holdall_engine::prefetch::{Uploader, Upsert};
-use holdall_engine::sfj::{Commit, CommitInvalid, CommitOutcome, Pending, User};
 use holdall_proto::api::{
     CommitBatchRequest, CommitBatchResponse, CommitRequest, CommitResult, EntryKind, NsId,
 };

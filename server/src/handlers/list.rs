@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 use futures::future::Either;
+use holdall_engine::journal::state::User;
 use holdall_engine::prefetch::Uploader;
-use holdall_engine::sfj::User;
 use holdall_proto::api::{
     Cursors, Jid, ListEntry, ListRequest, ListResponse, LongpollRequest, LongpollResponse, NsId,
     PrefetchEntry,

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use futures::future::Either;
 use futures::StreamExt;
 use holdall_engine::block_log::BlockLogError;
-use holdall_engine::sfj::User;
+use holdall_engine::journal::state::User;
 use holdall_proto::api::{EntryKind, Jid, NsId, RetrieveBatchRequest, RetrieveItem};
 use holdall_proto::frame::{retrieve_frame_header, RetrieveStatus};
 use holdall_proto::limits::{BATCH_BYTES_DEFAULT, RETRIEVE_HASHES_MAX, RETRIEVE_WAIT_MS_MAX};

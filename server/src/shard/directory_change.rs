@@ -3,7 +3,7 @@
 
 use std::rc::Rc;
 
-use holdall_engine::journal_record::{JournalRecord, NamespaceKind};
+use holdall_engine::journal::record::{JournalRecord, NamespaceKind};
 
 use super::{shard_of_namespace, Shard, ShardError};
 use crate::directory::{mount_clash, DirectoryOp};

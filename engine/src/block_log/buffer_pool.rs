@@ -7,8 +7,8 @@
 
 use std::cell::RefCell;
 
-use crate::block_record::RECORD_BYTES_MAX;
-use crate::dma::DmaBuffer;
+use crate::block_log::record::RECORD_BYTES_MAX;
+use glommio::io::DmaBuffer;
 
 /// Reuses full-record DMA buffers; bounded by `buffers_max` kept idle.
 pub struct BufferPool {
@@ -33,7 +33,7 @@ impl BufferPool {
                 return b;
             }
         }
-        crate::dma::alloc_buffer(len)
+        crate::storage::alloc_buffer(len)
     }
 
     /// Returns a buffer for reuse; buffers of other sizes, or beyond the bound, are freed.

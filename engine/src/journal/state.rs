@@ -11,7 +11,7 @@ use holdall_proto::api::{EntryKind, Jid, NsId};
 use holdall_proto::content_hash::block_count;
 use holdall_proto::{validate_path, BlockHash, PathError};
 
-use crate::journal_record::{JournalRecord, NamespaceKind, Row, UserId};
+use crate::journal::record::{JournalRecord, NamespaceKind, Row, UserId};
 
 /// A commit asked of the journal.
 #[derive(Debug, Clone, PartialEq, Eq)]

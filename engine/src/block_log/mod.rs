@@ -1,5 +1,5 @@
 //! The block log: one per shard, an append-only set of segment files holding encrypted,
-//! checksummed block records (see [`crate::block_record`]), with an in-memory index.
+//! checksummed block records (see [`crate::block_log::record`]), with an in-memory index.
 //!
 //! Writes go through one flusher task per log. A `put` encodes (and encrypts) its record on
 //! the caller's task, then queues it; the flusher takes everything queued (up to
@@ -10,6 +10,11 @@
 //! Bytes that were acknowledged are never written again: a failed burst leaves the segment's
 //! end where it was (the next burst overwrites the unacknowledged bytes), and records are
 //! never rewritten in place.
+
+pub mod buffer_pool;
+pub mod hint;
+pub mod index;
+pub mod record;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -25,19 +30,19 @@ use holdall_proto::limits::BLOCK_BYTES_MAX;
 use holdall_proto::BlockHash;
 use tracing::{info, warn};
 
-use crate::block_index::{BlockIndex, Location};
-use crate::block_record::{
-    self, decode_header, decode_segment_header, encode_record, encode_segment_header, record_len,
+use crate::block_log::buffer_pool::BufferPool;
+use crate::block_log::hint::HintEntry;
+use crate::block_log::index::{BlockIndex, Location};
+use crate::block_log::record::{
+    decode_header, decode_segment_header, encode_record, encode_segment_header, record_len,
     stored_len, RecordError, HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
-use crate::buffer_pool::BufferPool;
-use crate::dma::{self, DmaBuffer, DmaFile};
-use crate::segment_hint::{self, HintEntry};
+use crate::storage::{self, dma::DmaStorage, OpenMode, Storage, StorageFile};
 use crate::store_key::{KeyError, StoreKey};
 use crate::ALIGN_BYTES;
+use glommio::io::DmaBuffer;
 
 /// Settings of one block log.
-#[derive(Debug)]
 pub struct BlockLogConfig {
     /// Folder of the segment files.
     pub dir: PathBuf,
@@ -54,6 +59,8 @@ pub struct BlockLogConfig {
     /// The active segment's hint is rewritten each time this many bytes were appended, so
     /// that a restart checks payloads only of what came after (at most this much).
     pub hint_interval_bytes: u64,
+    /// The medium the segments and hints live on.
+    pub storage: Rc<dyn Storage>,
 }
 
 impl BlockLogConfig {
@@ -68,6 +75,7 @@ impl BlockLogConfig {
             queue_records_max: 64,
             pool_buffers_max: 16,
             hint_interval_bytes: 64 << 20,
+            storage: Rc::new(DmaStorage),
         }
     }
 }
@@ -189,7 +197,7 @@ fn coalesce(run: &mut Vec<DmaBuffer>, bytes: usize) -> Rc<DmaBuffer> {
     if run.len() == 1 {
         return Rc::new(run.pop().expect("one record"));
     }
-    let mut out = dma::alloc_buffer(bytes);
+    let mut out = storage::alloc_buffer(bytes);
     let mut at = 0;
     for b in run.drain(..) {
         out.as_bytes_mut()[at..at + b.len()].copy_from_slice(b.as_bytes());
@@ -206,7 +214,7 @@ struct WriteRequest {
 
 struct Active {
     id: u32,
-    file: Rc<DmaFile>,
+    file: Rc<dyn StorageFile>,
     len: u64,
     hints: Vec<HintEntry>,
     /// Bytes covered by the hint file on disk.
@@ -214,6 +222,7 @@ struct Active {
 }
 
 struct Inner {
+    storage: Rc<dyn Storage>,
     dir: PathBuf,
     segment_bytes_max: u64,
     flush_bytes_max: usize,
@@ -221,7 +230,7 @@ struct Inner {
     key: Option<Rc<StoreKey>>,
     index: RefCell<BlockIndex>,
     pending: RefCell<HashMap<BlockHash, Vec<Waiter>>>,
-    files: RefCell<BTreeMap<u32, Rc<DmaFile>>>,
+    files: RefCell<BTreeMap<u32, Rc<dyn StorageFile>>>,
     active: RefCell<Active>,
     pool: BufferPool,
     stats: RefCell<BlockLogStats>,
@@ -242,8 +251,8 @@ fn hint_path(dir: &Path, id: u32) -> PathBuf {
     dir.join(format!("seg-{id:010}.hint"))
 }
 
-fn segment_ids(dir: &Path) -> Result<Vec<u32>, BlockLogError> {
-    let numbers = crate::numbered_files(dir, "seg-", ".hblk")
+fn segment_ids(storage: &dyn Storage, dir: &Path) -> Result<Vec<u32>, BlockLogError> {
+    let numbers = storage::numbered_files(storage, dir, "seg-", ".hblk")
         .map_err(io_err(format!("listing {}", dir.display())))?;
     // Ids are written as u32; a larger number is not a segment of ours.
     Ok(numbers
@@ -274,46 +283,50 @@ impl BlockLog {
     /// scans the active segment, cuts a torn tail, and starts the flusher.
     pub async fn open(config: BlockLogConfig) -> Result<BlockLog, BlockLogError> {
         let dir = config.dir.clone();
-        std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
-        dma::probe_device(&dir)
+        let storage = config.storage.clone();
+        storage
+            .create_dir(&dir)
             .await
-            .map_err(io_err(format!("probing {}", dir.display())))?;
+            .map_err(io_err(format!("creating {}", dir.display())))?;
         let fingerprint = config.key.as_ref().map_or(0, |k| k.fingerprint());
         let mut stats = BlockLogStats::default();
         let mut index = BlockIndex::new();
         let mut files = BTreeMap::new();
-        let mut ids = segment_ids(&dir)?;
+        let mut ids = segment_ids(&*storage, &dir)?;
         let last = ids.pop();
 
         for &id in &ids {
-            let Some(file) = open_sealed(&dir, id, fingerprint, &mut stats).await? else {
+            let Some(file) = open_sealed(&*storage, &dir, id, fingerprint, &mut stats).await?
+            else {
                 continue;
             };
-            let size = dma::size(&file).await.map_err(io_err("segment size"))?;
-            let entries = match load_hint(&dir, id, size) {
+            let size = file.size().await.map_err(io_err("segment size"))?;
+            let entries = match load_hint(&*storage, &dir, id, size) {
                 Some(hint) if hint.segment_len == size => hint.entries,
                 _ => {
-                    let scan = scan_segment(&file, id, SEGMENT_HEADER_BYTES, size, false).await?;
+                    let scan = scan_segment(&*file, id, SEGMENT_HEADER_BYTES, size, false).await?;
                     stats.corrupt_records += scan.corrupt_records;
-                    write_hint(&dir, id, scan.valid_len, &scan.entries)?;
+                    write_hint(&*storage, &dir, id, scan.valid_len, &scan.entries)?;
                     scan.entries
                 }
             };
             for e in entries {
                 index.insert(e.hash, location(id, e.offset, e.record_len as u64));
             }
-            files.insert(id, Rc::new(file));
+            files.insert(id, file);
         }
 
         let active = match last {
-            Some(id) => open_active(&dir, id, fingerprint, &mut stats, &mut index).await?,
+            Some(id) => {
+                open_active(&*storage, &dir, id, fingerprint, &mut stats, &mut index).await?
+            }
             None => None,
         };
         let active = match active {
             Some(active) => active,
             None => {
                 let id = last.map_or(1, |l| l + 1);
-                create_segment(&dir, id, fingerprint).await?
+                create_segment(&*storage, &dir, id, fingerprint).await?
             }
         };
         files.insert(active.id, active.file.clone());
@@ -327,6 +340,7 @@ impl BlockLog {
         );
 
         let inner = Rc::new(Inner {
+            storage,
             dir,
             segment_bytes_max: config.segment_bytes_max,
             flush_bytes_max: config.flush_bytes_max,
@@ -446,11 +460,11 @@ impl BlockLog {
             .expect("indexed blocks live in open segments");
         let offset = loc.offset_pages as u64 * ALIGN_BYTES;
         let len = loc.len_pages as usize * ALIGN_BYTES as usize;
-        let record = dma::read_exact_at(&file, offset, len)
+        let record = storage::read_exact_at(&*file, offset, len)
             .await
             .map_err(io_err(format!("reading segment {}", loc.segment)))?;
         let key = inner.key.as_deref();
-        match block_record::open_record(&record, hash, key, out) {
+        match record::open_record(&record, hash, key, out) {
             Ok(()) => {
                 inner.stats.borrow_mut().gets += 1;
                 Ok(true)
@@ -544,11 +558,17 @@ impl Inner {
                 }
                 continue;
             }
-            self.write_group(id, &file, start, group).await;
+            self.write_group(id, &*file, start, group).await;
         }
     }
 
-    async fn write_group(&self, id: u32, file: &DmaFile, start: u64, group: Vec<WriteRequest>) {
+    async fn write_group(
+        &self,
+        id: u32,
+        file: &dyn StorageFile,
+        start: u64,
+        group: Vec<WriteRequest>,
+    ) {
         let mut offset = start;
         let mut placed = Vec::with_capacity(group.len());
         let mut writes = Vec::new();
@@ -583,7 +603,7 @@ impl Inner {
         let mut result = futures::future::join_all(
             writes
                 .iter()
-                .map(|(at, buf)| dma::write_all_at(file, buf.clone(), *at)),
+                .map(|(at, buf)| storage::write_all_at(file, buf.clone(), *at)),
         )
         .await
         .into_iter()
@@ -592,7 +612,8 @@ impl Inner {
         .map_err(io_err(format!("writing segment {id}")));
         if result.is_ok() {
             let t = Instant::now();
-            result = dma::sync(file)
+            result = file
+                .sync()
                 .await
                 .map_err(io_err(format!("syncing segment {id}")));
             let mut stats = self.stats.borrow_mut();
@@ -643,7 +664,13 @@ impl Inner {
         if active.len < active.hinted_len + self.hint_interval_bytes {
             return;
         }
-        match write_hint(&self.dir, active.id, active.len, &active.hints) {
+        match write_hint(
+            &*self.storage,
+            &self.dir,
+            active.id,
+            active.len,
+            &active.hints,
+        ) {
             Ok(()) => active.hinted_len = active.len,
             Err(e) => warn!(error = %e, "cannot checkpoint the active segment's hint"),
         }
@@ -655,9 +682,9 @@ impl Inner {
             let a = self.active.borrow();
             (a.id, a.len, a.hints.clone())
         };
-        write_hint(&self.dir, id, len, &hints)?;
+        write_hint(&*self.storage, &self.dir, id, len, &hints)?;
         let fingerprint = self.key.as_ref().map_or(0, |k| k.fingerprint());
-        let next = create_segment(&self.dir, id + 1, fingerprint).await?;
+        let next = create_segment(&*self.storage, &self.dir, id + 1, fingerprint).await?;
         self.files.borrow_mut().insert(next.id, next.file.clone());
         *self.active.borrow_mut() = next;
         self.stats.borrow_mut().segments += 1;
@@ -666,10 +693,10 @@ impl Inner {
     }
 }
 
-fn load_hint(dir: &Path, id: u32, segment_size: u64) -> Option<segment_hint::Hint> {
+fn load_hint(storage: &dyn Storage, dir: &Path, id: u32, segment_size: u64) -> Option<hint::Hint> {
     let path = hint_path(dir, id);
-    let bytes = std::fs::read(&path).ok()?;
-    match segment_hint::decode(&bytes) {
+    let bytes = storage.read_file(&path).ok()?;
+    match hint::decode(&bytes) {
         Ok(h) if h.segment_id == id as u64 && h.segment_len <= segment_size => Some(h),
         Ok(_) => {
             warn!(path = %path.display(), "hint does not match its segment; scanning instead");
@@ -682,25 +709,26 @@ fn load_hint(dir: &Path, id: u32, segment_size: u64) -> Option<segment_hint::Hin
     }
 }
 
-fn write_hint(dir: &Path, id: u32, len: u64, entries: &[HintEntry]) -> Result<(), BlockLogError> {
-    use std::io::Write;
+fn write_hint(
+    storage: &dyn Storage,
+    dir: &Path,
+    id: u32,
+    len: u64,
+    entries: &[HintEntry],
+) -> Result<(), BlockLogError> {
     let path = hint_path(dir, id);
-    let tmp = path.with_extension("hint.tmp");
-    let bytes = segment_hint::encode(id as u64, len, entries);
-    let ctx = format!("writing {}", path.display());
-    let mut f = std::fs::File::create(&tmp).map_err(io_err(ctx.clone()))?;
-    f.write_all(&bytes).map_err(io_err(ctx.clone()))?;
-    f.sync_all().map_err(io_err(ctx.clone()))?;
-    std::fs::rename(&tmp, &path).map_err(io_err(ctx.clone()))?;
-    dma::sync_dir(dir).map_err(io_err(ctx))
+    let bytes = hint::encode(id as u64, len, entries);
+    storage::replace_file(storage, &path, &bytes)
+        .map_err(io_err(format!("writing {}", path.display())))
 }
 
 async fn read_segment_header(
-    file: &DmaFile,
+    file: &dyn StorageFile,
     id: u32,
     fingerprint: u64,
 ) -> Result<Result<(), RecordError>, BlockLogError> {
-    let page = dma::read_at(file, 0, SEGMENT_HEADER_BYTES as usize)
+    let page = file
+        .read_at(0, SEGMENT_HEADER_BYTES as usize)
         .await
         .map_err(io_err(format!("reading segment {id}")))?;
     Ok(match decode_segment_header(&page) {
@@ -716,16 +744,18 @@ async fn read_segment_header(
 }
 
 async fn open_sealed(
+    storage: &dyn Storage,
     dir: &Path,
     id: u32,
     fingerprint: u64,
     stats: &mut BlockLogStats,
-) -> Result<Option<DmaFile>, BlockLogError> {
+) -> Result<Option<Rc<dyn StorageFile>>, BlockLogError> {
     let path = segment_path(dir, id);
-    let file = dma::open_ro(&path)
+    let file = storage
+        .open(&path, OpenMode::Read)
         .await
         .map_err(io_err(format!("opening {}", path.display())))?;
-    if let Err(e) = read_segment_header(&file, id, fingerprint).await? {
+    if let Err(e) = read_segment_header(&*file, id, fingerprint).await? {
         warn!(path = %path.display(), error = %e, "segment header is damaged; its blocks are treated as missing");
         stats.corrupt_records += 1;
         return Ok(None);
@@ -734,6 +764,7 @@ async fn open_sealed(
 }
 
 async fn open_active(
+    storage: &dyn Storage,
     dir: &Path,
     id: u32,
     fingerprint: u64,
@@ -741,16 +772,19 @@ async fn open_active(
     index: &mut BlockIndex,
 ) -> Result<Option<Active>, BlockLogError> {
     let path = segment_path(dir, id);
-    let file = dma::open_rw(&path, false)
+    let file = storage
+        .open(&path, OpenMode::ReadWrite)
         .await
         .map_err(io_err(format!("opening {}", path.display())))?;
-    let size = dma::size(&file).await.map_err(io_err("segment size"))?;
-    if let Err(e) = read_segment_header(&file, id, fingerprint).await? {
+    let size = file.size().await.map_err(io_err("segment size"))?;
+    if let Err(e) = read_segment_header(&*file, id, fingerprint).await? {
         if size <= SEGMENT_HEADER_BYTES {
             // Created but its header never became durable: nothing in it was acknowledged.
             drop(file);
-            std::fs::remove_file(&path).map_err(io_err(format!("removing {}", path.display())))?;
-            return Ok(Some(create_segment(dir, id, fingerprint).await?));
+            storage
+                .remove(&path)
+                .map_err(io_err(format!("removing {}", path.display())))?;
+            return Ok(Some(create_segment(storage, dir, id, fingerprint).await?));
         }
         warn!(path = %path.display(), error = %e, "active segment header is damaged; its blocks are treated as missing");
         stats.corrupt_records += 1;
@@ -758,11 +792,11 @@ async fn open_active(
     }
     // A checkpoint hint covers a prefix that was durable when it was written; only what
     // follows it can hold a torn write, so only that is read and checked in full.
-    let (mut entries, from) = match load_hint(dir, id, size) {
+    let (mut entries, from) = match load_hint(storage, dir, id, size) {
         Some(hint) => (hint.entries, hint.segment_len),
         None => (Vec::new(), SEGMENT_HEADER_BYTES),
     };
-    let mut scan = scan_segment(&file, id, from, size, true).await?;
+    let mut scan = scan_segment(&*file, id, from, size, true).await?;
     entries.append(&mut scan.entries);
     scan.entries = entries;
     stats.corrupt_records += scan.corrupt_records;
@@ -775,7 +809,8 @@ async fn open_active(
         );
         stats.torn_tail_cuts += 1;
         stats.torn_tail_bytes += size - scan.valid_len;
-        dma::truncate(&path, scan.valid_len)
+        storage
+            .truncate(&path, scan.valid_len)
             .map_err(io_err(format!("cutting {}", path.display())))?;
     }
     for e in &scan.entries {
@@ -783,7 +818,7 @@ async fn open_active(
     }
     Ok(Some(Active {
         id,
-        file: Rc::new(file),
+        file,
         len: scan.valid_len,
         hints: scan.entries,
         hinted_len: from,
@@ -795,10 +830,10 @@ const SCAN_WINDOW_BYTES: usize = 8 << 20;
 
 /// Sequential reads of a segment in large windows.
 struct Window<'a> {
-    file: &'a DmaFile,
+    file: &'a dyn StorageFile,
     file_len: u64,
     start: u64,
-    data: Option<dma::ReadResult>,
+    data: Option<storage::ReadBuf>,
 }
 
 impl Window<'_> {
@@ -810,7 +845,7 @@ impl Window<'_> {
         if !covered {
             let rest = crate::align_up(self.file_len.saturating_sub(offset)) as usize;
             let want = SCAN_WINDOW_BYTES.min(rest).max(len);
-            self.data = Some(dma::read_at(self.file, offset, want).await?);
+            self.data = Some(self.file.read_at(offset, want).await?);
             self.start = offset;
         }
         let d = self.data.as_ref().expect("window read");
@@ -831,7 +866,7 @@ impl Window<'_> {
 /// record is damage in the middle: counted as corrupt and skipped. Bad bytes with nothing
 /// good after them are the torn tail, left out of `valid_len`.
 async fn scan_segment(
-    file: &DmaFile,
+    file: &dyn StorageFile,
     id: u32,
     from: u64,
     size: u64,
@@ -871,8 +906,8 @@ async fn scan_segment(
                 .get(offset, len as usize)
                 .await
                 .map_err(io_err(ctx()))?;
-            let good = block_record::check_payload(&header, record).is_ok()
-                && (!resync_in_clear || block_record::payload_matches_name(&header, record));
+            let good = record::check_payload(&header, record).is_ok()
+                && (!resync_in_clear || record::payload_matches_name(&header, record));
             if !good {
                 in_bad_run = true;
                 offset += if resync_in_clear { ALIGN_BYTES } else { len };
@@ -900,22 +935,28 @@ async fn scan_segment(
     Ok(scan)
 }
 
-async fn create_segment(dir: &Path, id: u32, fingerprint: u64) -> Result<Active, BlockLogError> {
+async fn create_segment(
+    storage: &dyn Storage,
+    dir: &Path,
+    id: u32,
+    fingerprint: u64,
+) -> Result<Active, BlockLogError> {
     let path = segment_path(dir, id);
     let ctx = format!("creating {}", path.display());
-    let file = dma::open_rw(&path, true)
+    let file = storage
+        .open(&path, OpenMode::Create)
         .await
         .map_err(io_err(ctx.clone()))?;
-    let mut page = dma::alloc_buffer(SEGMENT_HEADER_BYTES as usize);
+    let mut page = storage::alloc_buffer(SEGMENT_HEADER_BYTES as usize);
     encode_segment_header(page.as_bytes_mut(), id as u64, fingerprint);
-    dma::write_all_at(&file, Rc::new(page), 0)
+    storage::write_all_at(&*file, Rc::new(page), 0)
         .await
         .map_err(io_err(ctx.clone()))?;
-    dma::sync(&file).await.map_err(io_err(ctx.clone()))?;
-    dma::sync_dir(dir).map_err(io_err(ctx))?;
+    file.sync().await.map_err(io_err(ctx.clone()))?;
+    storage.sync_dir(dir).map_err(io_err(ctx))?;
     Ok(Active {
         id,
-        file: Rc::new(file),
+        file,
         len: SEGMENT_HEADER_BYTES,
         hints: Vec::new(),
         hinted_len: SEGMENT_HEADER_BYTES,

@@ -1,7 +1,7 @@
 //! The journal file of one shard: the durable home of the SFJ and of users, tokens,
 //! namespaces and mounts.
 //!
-//! `journal-NNNNNNNNNN.hjnl` files hold records (see [`crate::journal_record`]) appended by
+//! `journal-NNNNNNNNNN.hjnl` files hold records (see [`crate::journal::record`]) appended by
 //! one flusher task. Commits queued while a write is on its way are checked together against
 //! the state, written as one burst padded to 4096 bytes with O_DIRECT, and made durable by
 //! one fdatasync; only then does the in-memory [`State`] change and do the callers hear back.
@@ -13,8 +13,10 @@
 //! journal. Journal files are never deleted: they are the full history, and a restart can
 //! fall back to them if a snapshot is damaged.
 
+pub mod record;
+pub mod state;
+
 use std::cell::{Ref, RefCell};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
@@ -24,9 +26,9 @@ use futures::FutureExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use tracing::{info, warn};
 
-use crate::dma::{self, DmaFile};
-use crate::journal_record::{self, JournalRecord, MAGIC};
-use crate::sfj::{Commit, CommitOutcome, Pending, RecordInvalid, State};
+use crate::journal::record::{JournalRecord, MAGIC};
+use crate::journal::state::{Commit, CommitOutcome, Pending, RecordInvalid, State};
+use crate::storage::{self, dma::DmaStorage, OpenMode, Storage, StorageFile};
 use crate::{align_up, ALIGN_BYTES};
 
 const SNAPSHOT_MAGIC: [u8; 4] = *b"HSNP";
@@ -38,7 +40,7 @@ const GROUP_COMMITS_MAX: usize = 16_384;
 const READ_CHUNK_BYTES: usize = 8 << 20;
 
 /// Settings of one journal.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct JournalConfig {
     /// Folder of the journal and snapshot files.
     pub dir: PathBuf,
@@ -46,6 +48,8 @@ pub struct JournalConfig {
     pub snapshot_after_bytes: u64,
     /// Most requests queued for the flusher; further callers wait.
     pub queue_max: usize,
+    /// The medium the journal and snapshot files live on.
+    pub storage: Rc<dyn Storage>,
 }
 
 impl JournalConfig {
@@ -55,6 +59,7 @@ impl JournalConfig {
             dir: dir.into(),
             snapshot_after_bytes: 64 << 20,
             queue_max: 1024,
+            storage: Rc::new(DmaStorage),
         }
     }
 }
@@ -128,12 +133,13 @@ enum Request {
 
 struct ActiveFile {
     generation: u64,
-    file: Rc<DmaFile>,
+    file: Rc<dyn StorageFile>,
     /// Where the next burst goes; always a multiple of 4096.
     end: u64,
 }
 
 struct Inner {
+    storage: Rc<dyn Storage>,
     dir: PathBuf,
     snapshot_after_bytes: u64,
     state: RefCell<State>,
@@ -156,8 +162,14 @@ fn snapshot_path(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("snap-{generation:010}.hsnp"))
 }
 
-fn generations(dir: &Path, prefix: &str, suffix: &str) -> Result<Vec<u64>, JournalError> {
-    crate::numbered_files(dir, prefix, suffix).map_err(io_err(format!("listing {}", dir.display())))
+fn generations(
+    storage: &dyn Storage,
+    dir: &Path,
+    prefix: &str,
+    suffix: &str,
+) -> Result<Vec<u64>, JournalError> {
+    storage::numbered_files(storage, dir, prefix, suffix)
+        .map_err(io_err(format!("listing {}", dir.display())))
 }
 
 /// What parsing a journal file found.
@@ -183,7 +195,7 @@ fn parse(bytes: &[u8]) -> Parsed {
             at = align_up(at as u64 + 1) as usize;
             continue;
         }
-        match journal_record::decode(&bytes[at..]) {
+        match record::decode(&bytes[at..]) {
             Ok((record, len)) => {
                 p.records.push(record);
                 at += len;
@@ -211,7 +223,7 @@ fn next_good_record(bytes: &[u8], from: usize) -> Option<usize> {
     while at + 4 <= bytes.len() {
         let rel = bytes[at..].windows(4).position(|w| w == MAGIC)?;
         at += rel;
-        if journal_record::decode(&bytes[at..]).is_ok() {
+        if record::decode(&bytes[at..]).is_ok() {
             return Some(at);
         }
         at += 1;
@@ -219,12 +231,12 @@ fn next_good_record(bytes: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-async fn read_all(file: &DmaFile, len: u64) -> std::io::Result<Vec<u8>> {
+async fn read_all(file: &dyn StorageFile, len: u64) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(len as usize);
     let mut pos = 0u64;
     while pos < len {
         let want = READ_CHUNK_BYTES.min(align_up(len - pos) as usize);
-        let chunk = dma::read_at(file, pos, want).await?;
+        let chunk = file.read_at(pos, want).await?;
         if chunk.is_empty() {
             break;
         }
@@ -244,7 +256,7 @@ fn encode_snapshot(state: &State, generation: u64) -> Vec<u8> {
     out.extend_from_slice(&0u64.to_le_bytes());
     let mut count = 0u64;
     for r in state.snapshot_records() {
-        journal_record::encode(&r, &mut out);
+        record::encode(&r, &mut out);
         count += 1;
     }
     out[16..24].copy_from_slice(&count.to_le_bytes());
@@ -269,7 +281,7 @@ fn decode_snapshot(bytes: &[u8], generation: u64) -> Option<State> {
     let mut records = Vec::with_capacity(count.min(1 << 24) as usize);
     let mut at = SNAPSHOT_HEAD_BYTES;
     while at < body.len() {
-        let (record, len) = journal_record::decode(&body[at..]).ok()?;
+        let (record, len) = record::decode(&body[at..]).ok()?;
         records.push(record);
         at += len;
     }
@@ -286,14 +298,15 @@ impl Journal {
     /// replays the journal files after it, cuts a torn tail, and starts the flusher.
     pub async fn open(config: JournalConfig) -> Result<Journal, JournalError> {
         let dir = config.dir.clone();
-        std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
-        dma::probe_device(&dir)
+        let storage = config.storage.clone();
+        storage
+            .create_dir(&dir)
             .await
-            .map_err(io_err(format!("probing {}", dir.display())))?;
+            .map_err(io_err(format!("creating {}", dir.display())))?;
         let mut stats = JournalStats::default();
-        let (mut state, base, damaged_snapshots) = load_newest_snapshot(&dir)?;
+        let (mut state, base, damaged_snapshots) = load_newest_snapshot(&*storage, &dir)?;
         stats.corrupt_records += damaged_snapshots;
-        let journals: Vec<u64> = generations(&dir, "journal-", ".hjnl")?
+        let journals: Vec<u64> = generations(&*storage, &dir, "journal-", ".hjnl")?
             .into_iter()
             .filter(|&g| g > base)
             .collect();
@@ -302,11 +315,12 @@ impl Journal {
             let last = i + 1 == journals.len();
             let path = journal_path(&dir, generation);
             let ctx = format!("reading {}", path.display());
-            let file = dma::open_rw(&path, false)
+            let file = storage
+                .open(&path, OpenMode::ReadWrite)
                 .await
                 .map_err(io_err(ctx.clone()))?;
-            let len = dma::size(&file).await.map_err(io_err(ctx.clone()))?;
-            let bytes = read_all(&file, len).await.map_err(io_err(ctx.clone()))?;
+            let len = file.size().await.map_err(io_err(ctx.clone()))?;
+            let bytes = read_all(&*file, len).await.map_err(io_err(ctx.clone()))?;
             let parsed = parse(&bytes);
             stats.corrupt_records += parsed.corrupt_records;
             stats.records_replayed += parsed.records.len() as u64;
@@ -318,7 +332,9 @@ impl Journal {
                     stats.torn_tail_cuts += 1;
                     stats.torn_tail_bytes += tail.len() as u64;
                     stats.corrupt_records += 1;
-                    dma::truncate(&path, parsed.valid_end as u64).map_err(io_err(ctx))?;
+                    storage
+                        .truncate(&path, parsed.valid_end as u64)
+                        .map_err(io_err(ctx))?;
                 } else {
                     warn!(path = %path.display(), "damaged end of a sealed journal file; left out");
                     stats.corrupt_records += 1;
@@ -327,14 +343,14 @@ impl Journal {
             if last {
                 active = Some(ActiveFile {
                     generation,
-                    file: Rc::new(file),
+                    file,
                     end: align_up(parsed.valid_end as u64),
                 });
             }
         }
         let active = match active {
             Some(a) => a,
-            None => create_journal(&dir, base + 1).await?,
+            None => create_journal(&*storage, &dir, base + 1).await?,
         };
         stats.generation = active.generation;
         info!(
@@ -345,6 +361,7 @@ impl Journal {
             "journal open"
         );
         let inner = Rc::new(Inner {
+            storage,
             dir,
             snapshot_after_bytes: config.snapshot_after_bytes,
             state: RefCell::new(state),
@@ -406,11 +423,19 @@ impl Journal {
 
 /// The newest snapshot that checks out, its generation, and how many newer ones did not
 /// (each counted as a damaged record).
-fn load_newest_snapshot(dir: &Path) -> Result<(State, u64, u64), JournalError> {
+fn load_newest_snapshot(
+    storage: &dyn Storage,
+    dir: &Path,
+) -> Result<(State, u64, u64), JournalError> {
     let mut damaged = 0;
-    for generation in generations(dir, "snap-", ".hsnp")?.into_iter().rev() {
+    for generation in generations(storage, dir, "snap-", ".hsnp")?
+        .into_iter()
+        .rev()
+    {
         let path = snapshot_path(dir, generation);
-        let bytes = std::fs::read(&path).map_err(io_err(format!("reading {}", path.display())))?;
+        let bytes = storage
+            .read_file(&path)
+            .map_err(io_err(format!("reading {}", path.display())))?;
         match decode_snapshot(&bytes, generation) {
             Some(state) => return Ok((state, generation, damaged)),
             None => {
@@ -422,16 +447,21 @@ fn load_newest_snapshot(dir: &Path) -> Result<(State, u64, u64), JournalError> {
     Ok((State::default(), 0, damaged))
 }
 
-async fn create_journal(dir: &Path, generation: u64) -> Result<ActiveFile, JournalError> {
+async fn create_journal(
+    storage: &dyn Storage,
+    dir: &Path,
+    generation: u64,
+) -> Result<ActiveFile, JournalError> {
     let path = journal_path(dir, generation);
     let ctx = format!("creating {}", path.display());
-    let file = dma::open_rw(&path, true)
+    let file = storage
+        .open(&path, OpenMode::Create)
         .await
         .map_err(io_err(ctx.clone()))?;
-    dma::sync_dir(dir).map_err(io_err(ctx))?;
+    storage.sync_dir(dir).map_err(io_err(ctx))?;
     Ok(ActiveFile {
         generation,
-        file: Rc::new(file),
+        file,
         end: 0,
     })
 }
@@ -534,10 +564,10 @@ impl Inner {
     async fn write(&self, records: &[JournalRecord]) -> Result<(), JournalError> {
         let mut bytes = Vec::new();
         for r in records {
-            journal_record::encode(r, &mut bytes);
+            record::encode(r, &mut bytes);
         }
         let padded = align_up(bytes.len() as u64) as usize;
-        let mut buf = dma::alloc_buffer(padded);
+        let mut buf = storage::alloc_buffer(padded);
         buf.as_bytes_mut()[..bytes.len()].copy_from_slice(&bytes);
         buf.as_bytes_mut()[bytes.len()..].fill(0);
         // Only the flusher task writes or replaces the active file, so these stay valid
@@ -548,11 +578,11 @@ impl Inner {
         };
         debug_assert_eq!(end % ALIGN_BYTES, 0);
         let ctx = || format!("writing journal {generation}");
-        dma::write_all_at(&file, Rc::new(buf), end)
+        storage::write_all_at(&*file, Rc::new(buf), end)
             .await
             .map_err(io_err(ctx()))?;
         let t = Instant::now();
-        dma::sync(&file).await.map_err(io_err(ctx()))?;
+        file.sync().await.map_err(io_err(ctx()))?;
         self.active.borrow_mut().end = end + padded as u64;
         let mut s = self.stats.borrow_mut();
         s.fsync_nanos += t.elapsed().as_nanos() as u64;
@@ -572,19 +602,14 @@ impl Inner {
         }
         let bytes = encode_snapshot(&self.state.borrow(), generation);
         let path = snapshot_path(&self.dir, generation);
-        let tmp = path.with_extension("hsnp.tmp");
-        let ctx = format!("writing {}", path.display());
-        let mut f = std::fs::File::create(&tmp).map_err(io_err(ctx.clone()))?;
-        f.write_all(&bytes).map_err(io_err(ctx.clone()))?;
-        f.sync_all().map_err(io_err(ctx.clone()))?;
-        std::fs::rename(&tmp, &path).map_err(io_err(ctx.clone()))?;
-        dma::sync_dir(&self.dir).map_err(io_err(ctx))?;
-        let next = create_journal(&self.dir, generation + 1).await?;
+        storage::replace_file(&*self.storage, &path, &bytes)
+            .map_err(io_err(format!("writing {}", path.display())))?;
+        let next = create_journal(&*self.storage, &self.dir, generation + 1).await?;
         *self.active.borrow_mut() = next;
         // Older snapshots are derivable from the journal files; keep the previous one only.
-        for old in generations(&self.dir, "snap-", ".hsnp")? {
+        for old in generations(&*self.storage, &self.dir, "snap-", ".hsnp")? {
             if old + 1 < generation {
-                let _ = std::fs::remove_file(snapshot_path(&self.dir, old));
+                let _ = self.storage.remove(&snapshot_path(&self.dir, old));
             }
         }
         let mut s = self.stats.borrow_mut();

@@ -15,7 +15,7 @@
 
 use holdall_proto::BlockHash;
 
-use crate::block_record::SEGMENT_HEADER_BYTES;
+use crate::block_log::record::SEGMENT_HEADER_BYTES;
 use crate::ALIGN_BYTES;
 
 const MAGIC: [u8; 4] = *b"HHNT";
