@@ -6,6 +6,8 @@
 //! Each function panics (which the fuzzer reports) when a property fails, and returns
 //! whether the input was accepted (so tests can tell that valid inputs get past the checks).
 
+pub mod crash;
+
 use holdall_engine::block_log::{hint as segment_hint, record as block_record};
 use holdall_engine::journal::record as journal_record;
 use holdall_proto::api::{

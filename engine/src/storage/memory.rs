@@ -38,6 +38,8 @@ struct Faults {
     /// The sync (1-based) at which the medium crashes: it and everything after fail.
     crash_at_sync: Option<u64>,
     crashed: bool,
+    /// An operation was refused by the countdown.
+    refused: bool,
 }
 
 #[derive(Debug, Default)]
@@ -78,6 +80,12 @@ impl MemStorage {
     /// Whether the medium has crashed.
     pub fn crashed(&self) -> bool {
         self.inner.borrow().faults.crashed
+    }
+
+    /// Whether a fault struck: the medium crashed or refused an operation.
+    pub fn faulted(&self) -> bool {
+        let f = &self.inner.borrow().faults;
+        f.crashed || f.refused
     }
 
     /// Syncs so far (file syncs, directory syncs, small-file writes).
@@ -133,10 +141,13 @@ impl MemStorage {
             }
         }
         match &mut f.ops_left {
-            Some(0) => Err(io::Error::new(
-                f.kind.unwrap_or(io::ErrorKind::Other),
-                "injected I/O failure",
-            )),
+            Some(0) => {
+                f.refused = true;
+                Err(io::Error::new(
+                    f.kind.unwrap_or(io::ErrorKind::Other),
+                    "injected I/O failure",
+                ))
+            }
             Some(n) => {
                 *n -= 1;
                 Ok(())

@@ -1,9 +1,11 @@
-//! Crash consistency at every sync point, in process: the real block log and journal run
-//! over the in-memory medium, which crashes at the N-th sync (N = 1, 2, … until a run
-//! finishes without reaching it). What the crash left, with unsynced pages kept or lost at
-//! random, is opened again and must hold every acknowledged write, byte for byte, and
-//! nothing damaged; the reopened store must take new writes. A second pass fails I/O on a
-//! countdown instead: every failure is a clear error, and what was acknowledged stays.
+//! Crash and I/O-fault runs of the real block log and journal over the in-memory medium,
+//! shared by the exhaustive tests (`tests/crash.rs`: a crash at every sync point, failures
+//! on every countdown) and the `storage_faults` fuzz target (any point, any seed).
+//!
+//! A run puts a workload until the fault stops it, then opens what a crash would leave
+//! (unsynced pages kept or lost as a seed decides) and checks that every acknowledged write
+//! is there byte for byte, that nothing it holds is damaged, and that the store takes new
+//! writes. Each check panics on a broken promise.
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
@@ -19,13 +21,107 @@ use holdall_engine::store_key::StoreKey;
 use holdall_proto::api::EntryKind;
 use holdall_proto::BlockHash;
 
-/// Sync points tried at most, per store; each run of the workloads below has fewer.
-const SYNC_POINTS_MAX: u64 = 600;
-/// Crash images opened per sync point, each with other unsynced pages kept.
-const SEEDS_PER_POINT: u64 = 3;
+/// What goes wrong in a run.
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// The medium crashes at this sync (1-based).
+    CrashAtSync(u64),
+    /// After this many operations, every one fails with this kind.
+    FailAfter(u64, ErrorKind),
+}
+
+impl Fault {
+    fn arm(self, m: &MemStorage) {
+        match self {
+            Fault::CrashAtSync(n) => m.crash_at_sync(n),
+            Fault::FailAfter(ops, kind) => m.fail_after(ops, kind),
+        }
+    }
+}
+
+/// Puts `blocks` workload blocks with `fault` armed, then checks each crash image `seeds`
+/// names. False when the workload finished before the fault struck.
+pub async fn block_log_run(fault: Fault, blocks: usize, seeds: &[u64]) -> bool {
+    let m = MemStorage::new();
+    fault.arm(&m);
+    let acked = match BlockLog::open(block_config(&m)).await {
+        Ok(log) => {
+            let acked = put_blocks(&log, blocks).await;
+            log.close().await;
+            acked
+        }
+        Err(_) => BTreeMap::new(),
+    };
+    if !m.faulted() {
+        assert_eq!(acked.len(), blocks, "no fault, every block acknowledged");
+        return false;
+    }
+    for &seed in seeds {
+        check_blocks(m.after_crash(seed), &acked, blocks).await;
+    }
+    true
+}
+
+/// Commits `rounds` workload rounds with `fault` armed, then checks each crash image
+/// `seeds` names. False when the workload finished before the fault struck.
+pub async fn journal_run(fault: Fault, rounds: usize, seeds: &[u64]) -> bool {
+    let m = MemStorage::new();
+    fault.arm(&m);
+    let committed = match Journal::open(journal_config(&m)).await {
+        Ok(j) => {
+            let committed = commit_versions(&j, rounds).await;
+            j.close().await;
+            committed
+        }
+        Err(_) => Committed::default(),
+    };
+    if !m.faulted() {
+        assert_eq!(
+            committed.acked.len(),
+            PATHS.min(rounds * 2),
+            "no fault, every path acknowledged"
+        );
+        return false;
+    }
+    for &seed in seeds {
+        check_journal(m.after_crash(seed), &committed).await;
+    }
+    true
+}
+
+/// The `storage_faults` fuzz target: the first byte picks the store and the kind of fault,
+/// the next two the sync point or countdown, the next eight the crash image's seed.
+pub fn storage_faults(data: &[u8]) -> bool {
+    let [pick, a, b, rest @ ..] = data else {
+        return false;
+    };
+    let at = u16::from_le_bytes([*a, *b]) as u64 % 400;
+    let mut seed = [0u8; 8];
+    for (s, d) in seed.iter_mut().zip(rest) {
+        *s = *d;
+    }
+    let seed = u64::from_le_bytes(seed);
+    let pick = *pick;
+    let fault = match pick & 2 {
+        0 => Fault::CrashAtSync(at + 1),
+        _ => Fault::FailAfter(at, ErrorKind::StorageFull),
+    };
+    runtime::run(async move {
+        match pick & 1 {
+            0 => block_log_run(fault, 30, &[seed]).await,
+            _ => journal_run(fault, 40, &[seed]).await,
+        }
+    })
+}
+
+/// Paths the journal workload commits versions of.
+const PATHS: usize = 5;
 
 fn block_config(m: &MemStorage) -> BlockLogConfig {
-    let mut c = BlockLogConfig::new("/data/blocks", Some(Rc::new(StoreKey::from_bytes(&[7; 32]))));
+    let mut c = BlockLogConfig::new(
+        "/data/blocks",
+        Some(Rc::new(StoreKey::from_bytes(&[7; 32]))),
+    );
     // Small segments and frequent hint checkpoints, so that rolls, sealed hints and the
     // active segment's checkpoint all happen many times in a short workload.
     c.segment_bytes_max = 96 << 10;
@@ -72,7 +168,10 @@ async fn check_blocks(m: MemStorage, acked: &BTreeMap<BlockHash, Vec<u8>>, count
         .expect("a crashed block log opens");
     let mut out = Vec::new();
     for (hash, data) in acked {
-        assert!(log.get(hash, &mut out).await.unwrap(), "acknowledged block {hash} lost");
+        assert!(
+            log.get(hash, &mut out).await.unwrap(),
+            "acknowledged block {hash} lost"
+        );
         assert_eq!(&out, data, "acknowledged block {hash} changed");
     }
     for i in 0..count {
@@ -89,56 +188,6 @@ async fn check_blocks(m: MemStorage, acked: &BTreeMap<BlockHash, Vec<u8>>, count
     assert!(log.get(&BlockHash::of(&fresh), &mut out).await.unwrap());
     assert_eq!(out, fresh);
     log.close().await;
-}
-
-#[test]
-fn the_block_log_keeps_every_acknowledged_block_across_a_crash_at_any_sync() {
-    const BLOCKS: usize = 40;
-    runtime::run(async {
-        for point in 1..=SYNC_POINTS_MAX {
-            let m = MemStorage::new();
-            m.crash_at_sync(point);
-            let acked = match BlockLog::open(block_config(&m)).await {
-                Ok(log) => {
-                    let acked = put_blocks(&log, BLOCKS).await;
-                    log.close().await;
-                    acked
-                }
-                Err(_) => BTreeMap::new(),
-            };
-            if !m.crashed() {
-                assert_eq!(acked.len(), BLOCKS, "no crash, every block acknowledged");
-                assert!(point > 20, "the workload reached only {point} sync points");
-                return;
-            }
-            for seed in 0..SEEDS_PER_POINT {
-                check_blocks(m.after_crash(point * 100 + seed), &acked, BLOCKS).await;
-            }
-        }
-        panic!("the workload still crashed after {SYNC_POINTS_MAX} sync points");
-    });
-}
-
-#[test]
-fn failing_block_io_is_an_error_and_loses_nothing_acknowledged() {
-    const BLOCKS: usize = 24;
-    runtime::run(async {
-        for ops in (0..400).step_by(7) {
-            let m = MemStorage::new();
-            m.fail_after(ops, ErrorKind::StorageFull);
-            let acked = match BlockLog::open(block_config(&m)).await {
-                Ok(log) => {
-                    let acked = put_blocks(&log, BLOCKS).await;
-                    log.close().await;
-                    acked
-                }
-                Err(_) => BTreeMap::new(),
-            };
-            // What was acknowledged is on the medium as the engine sees it; a restart (no
-            // more faults) reads it back.
-            check_blocks(m.after_crash(ops), &acked, BLOCKS).await;
-        }
-    });
 }
 
 fn journal_config(m: &MemStorage) -> JournalConfig {
@@ -195,7 +244,7 @@ async fn commit_versions(j: &Journal, rounds: usize) -> Committed {
     for v in 0..rounds {
         let commits: Vec<Commit> = (0..2)
             .map(|k| {
-                let p = (v * 2 + k) % 5;
+                let p = (v * 2 + k) % PATHS;
                 let parent = acked.get(&format!("dir/file-{p}.txt")).map(|(jid, _)| *jid);
                 version(p, v, parent)
             })
@@ -228,7 +277,9 @@ async fn check_journal(m: MemStorage, committed: &Committed) {
     let acked = &committed.acked;
     for (path, (jid, size)) in acked {
         let state = j.state();
-        let latest = state.latest(1, path).unwrap_or_else(|| panic!("{path} lost"));
+        let latest = state
+            .latest(1, path)
+            .unwrap_or_else(|| panic!("{path} lost"));
         let acknowledged = (latest.jid, latest.size) == (*jid, *size);
         let landed_unacknowledged = latest.jid > *jid
             && committed
@@ -250,51 +301,4 @@ async fn check_journal(m: MemStorage, committed: &Committed) {
         assert!(matches!(out[0], CommitOutcome::Ok { .. }), "{out:?}");
     }
     j.close().await;
-}
-
-#[test]
-fn the_journal_keeps_every_acknowledged_commit_across_a_crash_at_any_sync() {
-    const ROUNDS: usize = 60;
-    runtime::run(async {
-        for point in 1..=SYNC_POINTS_MAX {
-            let m = MemStorage::new();
-            m.crash_at_sync(point);
-            let acked = match Journal::open(journal_config(&m)).await {
-                Ok(j) => {
-                    let committed = commit_versions(&j, ROUNDS).await;
-                    j.close().await;
-                    committed
-                }
-                Err(_) => Committed::default(),
-            };
-            if !m.crashed() {
-                assert_eq!(acked.acked.len(), 5, "no crash, every path acknowledged");
-                assert!(point > 20, "the workload reached only {point} sync points");
-                return;
-            }
-            for seed in 0..SEEDS_PER_POINT {
-                check_journal(m.after_crash(point * 100 + seed), &acked).await;
-            }
-        }
-        panic!("the workload still crashed after {SYNC_POINTS_MAX} sync points");
-    });
-}
-
-#[test]
-fn failing_journal_io_is_an_error_and_loses_nothing_acknowledged() {
-    runtime::run(async {
-        for ops in (0..300).step_by(5) {
-            let m = MemStorage::new();
-            m.fail_after(ops, ErrorKind::Other);
-            let acked = match Journal::open(journal_config(&m)).await {
-                Ok(j) => {
-                    let committed = commit_versions(&j, 30).await;
-                    j.close().await;
-                    committed
-                }
-                Err(_) => Committed::default(),
-            };
-            check_journal(m.after_crash(ops), &acked).await;
-        }
-    });
 }
