@@ -7,6 +7,7 @@
 //! journal use glommio only for its local channels and tasks. No HTTP.
 
 pub mod block_log;
+pub mod group_commit;
 pub mod journal;
 pub mod prefetch;
 pub mod runtime;

@@ -1,0 +1,226 @@
+//! The write path: the flusher's side of the group commit. Records are laid back to back
+//! at the end of the active segment, runs of small ones gathered into one write, all writes
+//! issued at once, then one fdatasync; only then are the blocks indexed and their puts
+//! answered. Also hint checkpoints and segment rolls.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use glommio::io::DmaBuffer;
+use holdall_proto::BlockHash;
+use tracing::{info, warn};
+
+use super::recovery::{create_segment, write_hint};
+use super::{io_err, location, BlockLogError, Inner};
+use crate::block_log::hint::HintEntry;
+use crate::block_log::record::SEGMENT_HEADER_BYTES;
+use crate::group_commit::Member;
+use crate::storage::{self, StorageFile};
+
+/// Records up to this size are copied into one buffer with their neighbours and written
+/// together: one 4 KiB write per small block would cost a request each.
+const COALESCE_RECORD_BYTES_MAX: usize = 256 << 10;
+/// Size at which a run of small records is cut into its own write.
+const COALESCE_RUN_BYTES: usize = 4 << 20;
+
+/// Copies a run of records into one DMA buffer.
+fn coalesce(run: &mut Vec<DmaBuffer>, bytes: usize) -> Rc<DmaBuffer> {
+    if run.len() == 1 {
+        return Rc::new(run.pop().expect("one record"));
+    }
+    let mut out = storage::alloc_buffer(bytes);
+    let mut at = 0;
+    for b in run.drain(..) {
+        out.as_bytes_mut()[at..at + b.len()].copy_from_slice(b.as_bytes());
+        at += b.len();
+    }
+    debug_assert_eq!(at, bytes);
+    Rc::new(out)
+}
+
+pub(super) struct WriteRequest {
+    pub(super) hash: BlockHash,
+    pub(super) buf: DmaBuffer,
+}
+
+impl Member for WriteRequest {
+    fn weight(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn joins(&self, _first: &Self) -> bool {
+        true
+    }
+}
+
+impl Inner {
+    pub(super) fn resolve(&self, hash: &BlockHash, result: Result<(), BlockLogError>) {
+        let waiters = self.pending.borrow_mut().remove(hash).unwrap_or_default();
+        for w in waiters {
+            // A put whose caller went away no longer listens; that is fine.
+            let _ = w.send(result.clone());
+        }
+    }
+
+    /// Writes `batch` with as few bursts and fdatasyncs as segment boundaries allow.
+    pub(super) async fn flush(&self, batch: Vec<WriteRequest>) {
+        let mut rest = batch.into_iter().peekable();
+        while rest.peek().is_some() {
+            let (id, file, start) = {
+                let a = self.active.borrow();
+                (a.id, a.file.clone(), a.len)
+            };
+            let mut group = Vec::new();
+            let mut end = start;
+            while let Some(req) = rest.peek() {
+                let len = req.buf.len() as u64;
+                let empty = end == SEGMENT_HEADER_BYTES && group.is_empty();
+                if end + len > self.segment_bytes_max && !empty {
+                    break;
+                }
+                end += len;
+                group.push(rest.next().expect("peeked"));
+            }
+            if group.is_empty() {
+                if let Err(e) = self.roll_segment().await {
+                    warn!(error = %e, "cannot start a new segment");
+                    for req in rest.by_ref() {
+                        self.resolve(&req.hash, Err(e.clone()));
+                    }
+                }
+                continue;
+            }
+            self.write_group(id, &*file, start, group).await;
+        }
+    }
+
+    async fn write_group(
+        &self,
+        id: u32,
+        file: &dyn StorageFile,
+        start: u64,
+        group: Vec<WriteRequest>,
+    ) {
+        let mut offset = start;
+        let mut placed = Vec::with_capacity(group.len());
+        let mut writes = Vec::new();
+        let mut run: Vec<DmaBuffer> = Vec::new();
+        let mut run_start = start;
+        let mut run_bytes = 0usize;
+        for req in group {
+            let len = req.buf.len();
+            placed.push((req.hash, offset, len as u64));
+            if len <= COALESCE_RECORD_BYTES_MAX {
+                if run.is_empty() {
+                    run_start = offset;
+                }
+                run_bytes += len;
+                run.push(req.buf);
+                if run_bytes >= COALESCE_RUN_BYTES {
+                    writes.push((run_start, coalesce(&mut run, run_bytes)));
+                    run_bytes = 0;
+                }
+            } else {
+                if !run.is_empty() {
+                    writes.push((run_start, coalesce(&mut run, run_bytes)));
+                    run_bytes = 0;
+                }
+                writes.push((offset, Rc::new(req.buf)));
+            }
+            offset += len as u64;
+        }
+        if !run.is_empty() {
+            writes.push((run_start, coalesce(&mut run, run_bytes)));
+        }
+        let mut result = futures::future::join_all(
+            writes
+                .iter()
+                .map(|(at, buf)| storage::write_all_at(file, buf.clone(), *at)),
+        )
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>, _>>()
+        .map(|_| ())
+        .map_err(io_err(format!("writing segment {id}")));
+        if result.is_ok() {
+            let t = Instant::now();
+            result = file
+                .sync()
+                .await
+                .map_err(io_err(format!("syncing segment {id}")));
+            let mut stats = self.stats.borrow_mut();
+            stats.fsync_nanos += t.elapsed().as_nanos() as u64;
+            stats.flushes += 1;
+        }
+        for (_, buf) in writes {
+            if let Ok(buf) = Rc::try_unwrap(buf) {
+                self.pool.give(buf);
+            }
+        }
+        match &result {
+            Err(e) => {
+                warn!(error = %e, segment = id, "group commit failed; its puts fail and its bytes will be overwritten")
+            }
+            Ok(()) => {
+                let mut active = self.active.borrow_mut();
+                debug_assert_eq!((active.id, active.len), (id, start));
+                active.len = offset;
+                let mut index = self.index.borrow_mut();
+                let mut stats = self.stats.borrow_mut();
+                for &(hash, at, len) in &placed {
+                    let inserted = index.insert(hash, location(id, at, len));
+                    debug_assert!(inserted, "a pending block is never indexed twice");
+                    active.hints.push(HintEntry {
+                        hash,
+                        offset: at,
+                        record_len: len as u32,
+                    });
+                    stats.blocks += 1;
+                    stats.puts_stored += 1;
+                    stats.flushed_records += 1;
+                    stats.bytes_appended += len;
+                }
+            }
+        }
+        for (hash, _, _) in placed {
+            self.resolve(&hash, result.clone());
+        }
+        if result.is_ok() {
+            self.checkpoint_hint();
+        }
+    }
+
+    /// Rewrites the active segment's hint once enough was appended since the last one.
+    fn checkpoint_hint(&self) {
+        let mut active = self.active.borrow_mut();
+        if active.len < active.hinted_len + self.hint_interval_bytes {
+            return;
+        }
+        match write_hint(
+            &*self.storage,
+            &self.dir,
+            active.id,
+            active.len,
+            &active.hints,
+        ) {
+            Ok(()) => active.hinted_len = active.len,
+            Err(e) => warn!(error = %e, "cannot checkpoint the active segment's hint"),
+        }
+    }
+
+    /// Seals the active segment (writes its hint) and starts the next one.
+    async fn roll_segment(&self) -> Result<(), BlockLogError> {
+        let (id, len, hints) = {
+            let a = self.active.borrow();
+            (a.id, a.len, a.hints.clone())
+        };
+        write_hint(&*self.storage, &self.dir, id, len, &hints)?;
+        let fingerprint = self.key.as_ref().map_or(0, |k| k.fingerprint());
+        let next = create_segment(&*self.storage, &self.dir, id + 1, fingerprint).await?;
+        self.files.borrow_mut().insert(next.id, next.file.clone());
+        *self.active.borrow_mut() = next;
+        self.stats.borrow_mut().segments += 1;
+        info!(sealed = id, "block log segment sealed");
+        Ok(())
+    }
+}

@@ -1,0 +1,159 @@
+//! The flusher's side of the group commit: admin records alone, commits checked in order
+//! against the state and each other, one padded burst and one fdatasync per group, the
+//! state updated and callers answered only after it; snapshots when one is due.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use super::snapshot::encode_snapshot;
+use super::{create_journal, generations, io_err, snapshot_path, Inner, JournalError, Request};
+use crate::group_commit::Member;
+use crate::journal::record::{self, JournalRecord};
+use crate::journal::state::{CommitOutcome, Pending};
+use crate::storage;
+use crate::{align_up, ALIGN_BYTES};
+
+impl Member for Request {
+    fn weight(&self) -> usize {
+        match self {
+            Request::Commits { commits, .. } => commits.len(),
+            Request::Records { .. } => 1,
+        }
+    }
+
+    /// Commits share a group; admin records are written in a burst of their own.
+    fn joins(&self, first: &Self) -> bool {
+        matches!(
+            (first, self),
+            (Request::Commits { .. }, Request::Commits { .. })
+        )
+    }
+}
+
+impl Inner {
+    /// Writes one group: admin records alone, or every commit of the group in one burst;
+    /// then a snapshot if one is due.
+    pub(super) async fn flush(&self, mut group: Vec<Request>) {
+        if matches!(group.first(), Some(Request::Records { .. })) {
+            if let Some(Request::Records { records, done }) = group.pop() {
+                let _ = done.send(self.append_records(records).await);
+            }
+        } else {
+            self.commit_group(group).await;
+        }
+        if let Err(e) = self.snapshot_if_due().await {
+            warn!(error = %e, "snapshot failed; will retry after the next write");
+        }
+    }
+
+    async fn append_records(&self, records: Vec<JournalRecord>) -> Result<(), JournalError> {
+        self.state.borrow().check_records(&records)?;
+        self.write(&records).await?;
+        let mut state = self.state.borrow_mut();
+        for r in records {
+            state.apply(r);
+        }
+        Ok(())
+    }
+
+    async fn commit_group(&self, group: Vec<Request>) {
+        let mut rows = Vec::new();
+        let mut answers = Vec::with_capacity(group.len());
+        {
+            let state = self.state.borrow();
+            let mut pending = Pending::default();
+            for request in group {
+                let Request::Commits { commits, done } = request else {
+                    unreachable!("groups hold commits only");
+                };
+                let outcomes: Vec<CommitOutcome> = commits
+                    .iter()
+                    .map(|c| match state.check_commit(c, &mut pending) {
+                        Ok(row) => {
+                            let jid = row.jid;
+                            rows.push(JournalRecord::Row(row));
+                            CommitOutcome::Ok { jid }
+                        }
+                        Err(outcome) => outcome,
+                    })
+                    .collect();
+                answers.push((done, outcomes));
+            }
+        }
+        let result = if rows.is_empty() {
+            Ok(())
+        } else {
+            self.write(&rows).await
+        };
+        if result.is_ok() {
+            let mut state = self.state.borrow_mut();
+            for r in rows {
+                state.apply(r);
+            }
+        }
+        for (done, outcomes) in answers {
+            let _ = done.send(result.clone().map(|()| outcomes));
+        }
+    }
+
+    /// Writes `records` as one burst at the end of the active file and fdatasyncs it.
+    async fn write(&self, records: &[JournalRecord]) -> Result<(), JournalError> {
+        let mut bytes = Vec::new();
+        for r in records {
+            record::encode(r, &mut bytes);
+        }
+        let padded = align_up(bytes.len() as u64) as usize;
+        let mut buf = storage::alloc_buffer(padded);
+        buf.as_bytes_mut()[..bytes.len()].copy_from_slice(&bytes);
+        buf.as_bytes_mut()[bytes.len()..].fill(0);
+        // Only the flusher task writes or replaces the active file, so these stay valid
+        // across the awaits below.
+        let (generation, end, file) = {
+            let a = self.active.borrow();
+            (a.generation, a.end, a.file.clone())
+        };
+        debug_assert_eq!(end % ALIGN_BYTES, 0);
+        let ctx = || format!("writing journal {generation}");
+        storage::write_all_at(&*file, Rc::new(buf), end)
+            .await
+            .map_err(io_err(ctx()))?;
+        let t = Instant::now();
+        file.sync().await.map_err(io_err(ctx()))?;
+        self.active.borrow_mut().end = end + padded as u64;
+        let mut s = self.stats.borrow_mut();
+        s.fsync_nanos += t.elapsed().as_nanos() as u64;
+        s.flushes += 1;
+        s.records_written += records.len() as u64;
+        s.bytes_written += padded as u64;
+        Ok(())
+    }
+
+    async fn snapshot_if_due(&self) -> Result<(), JournalError> {
+        let (generation, end) = {
+            let a = self.active.borrow();
+            (a.generation, a.end)
+        };
+        if end < self.snapshot_after_bytes {
+            return Ok(());
+        }
+        let bytes = encode_snapshot(&self.state.borrow(), generation);
+        let path = snapshot_path(&self.dir, generation);
+        storage::replace_file(&*self.storage, &path, &bytes)
+            .map_err(io_err(format!("writing {}", path.display())))?;
+        let next = create_journal(&*self.storage, &self.dir, generation + 1).await?;
+        *self.active.borrow_mut() = next;
+        // Older snapshots are derivable from the journal files; keep the previous one only.
+        for old in generations(&*self.storage, &self.dir, "snap-", ".hsnp")? {
+            if old + 1 < generation {
+                let _ = self.storage.remove(&snapshot_path(&self.dir, old));
+            }
+        }
+        let mut s = self.stats.borrow_mut();
+        s.snapshots += 1;
+        s.generation = generation + 1;
+        info!(generation, bytes = bytes.len(), "journal snapshot written");
+        Ok(())
+    }
+}
