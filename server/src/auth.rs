@@ -23,8 +23,7 @@ pub fn authenticate(shard: &Shard, req: &Request<Incoming>) -> Result<User, ApiE
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| unauthorized("Authorization must be 'Bearer <token>'"))?;
     shard
-        .directory
-        .borrow()
+        .directory()
         .user_by_token(&token_sha256(token.trim()))
         .cloned()
         .ok_or_else(|| unauthorized("unknown token"))

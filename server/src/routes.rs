@@ -28,7 +28,7 @@ pub async fn handle(shard: Rc<Shard>, req: Request<Incoming>) -> Response<Body> 
     let bytes_out = hyper::body::Body::size_hint(response.body())
         .exact()
         .unwrap_or(0);
-    shard.metrics.record(
+    shard.metrics().record(
         route,
         response.status().as_u16(),
         started.elapsed(),
@@ -72,7 +72,7 @@ async fn dispatch(shard: &Rc<Shard>, req: Request<Incoming>) -> (Route, Response
         Route::Healthz => Ok(text(StatusCode::OK, "ok\n")),
         Route::Metrics => {
             shard.publish_gauges();
-            let mut r = text(StatusCode::OK, &crate::metrics::render(&shard.all_metrics));
+            let mut r = text(StatusCode::OK, &crate::metrics::render(shard.all_metrics()));
             r.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4"),

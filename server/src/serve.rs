@@ -195,7 +195,7 @@ async fn shard_main(
     )
     .await?;
     let _ = ready.send(Ok((records, addr)));
-    let _ = shard.mesh.set(mesh);
+    let _ = shard.join_mesh(mesh);
     {
         let shard = shard.clone();
         glommio::spawn_local(async move {

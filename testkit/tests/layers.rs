@@ -25,7 +25,10 @@ fn module_of(src: &Path, file: &Path) -> String {
         .components()
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
         .collect();
-    if matches!(parts.last().map(String::as_str), Some("mod" | "main" | "lib")) {
+    if matches!(
+        parts.last().map(String::as_str),
+        Some("mod" | "main" | "lib")
+    ) {
         parts.pop();
     }
     parts.join("::")
@@ -62,13 +65,21 @@ fn crate_paths(code: &str) -> Vec<Vec<String>> {
 }
 
 fn graph(krate: &str) -> Graph {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(krate).join("src");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(krate)
+        .join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     let texts: BTreeMap<String, String> = files
         .iter()
         .filter(|f| !f.to_string_lossy().ends_with("_tests.rs"))
-        .map(|f| (module_of(&src, f), code_of(&std::fs::read_to_string(f).unwrap())))
+        .map(|f| {
+            (
+                module_of(&src, f),
+                code_of(&std::fs::read_to_string(f).unwrap()),
+            )
+        })
         .collect();
     let mut g = Graph::new();
     for (module, code) in &texts {
@@ -123,9 +134,14 @@ fn cycle(g: &Graph) -> Option<Vec<String>> {
 
 #[test]
 fn no_crate_has_an_import_cycle() {
-    for krate in ["proto", "engine", "server", "client", "benches", "chaos", "testkit"] {
+    for krate in [
+        "proto", "engine", "server", "client", "benches", "chaos", "testkit",
+    ] {
         let g = graph(krate);
-        assert!(g.len() > 1 || krate == "testkit", "{krate}: no modules found");
+        assert!(
+            g.len() > 1 || krate == "testkit",
+            "{krate}: no modules found"
+        );
         if let Some(c) = cycle(&g) {
             panic!("{krate} has an import cycle: {}", c.join(" -> "));
         }

@@ -11,7 +11,7 @@ use crate::shard::Shard;
 
 /// The account of `user`.
 pub fn account(shard: &Shard, user: &User) -> Response<Body> {
-    let directory = shard.directory.borrow();
+    let directory = shard.directory();
     let body = AccountResponse {
         user: user.name.clone(),
         root_ns: user.root_ns,
@@ -26,9 +26,7 @@ pub fn account(shard: &Shard, user: &User) -> Response<Body> {
         limits: Limits {
             block_bytes_max: BLOCK_BYTES_MAX as u64,
             batch_bytes_max: BATCH_BYTES_DEFAULT as u64,
-            prefetch_ttl_s: shard
-                .streaming
-                .then(|| shard.prefetch.borrow().ttl().as_secs()),
+            prefetch_ttl_s: shard.streaming().then(|| shard.prefetch().ttl().as_secs()),
         },
     };
     json(StatusCode::OK, &body)

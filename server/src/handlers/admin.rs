@@ -67,11 +67,11 @@ fn check_mount_path(path: &str) -> Result<(), ApiError> {
 
 /// Refuses a mount path where the user's root already has something.
 async fn check_path_free(shard: &Rc<Shard>, user: &User, path: &str) -> Result<(), ApiError> {
-    let owner = shard_of_namespace(user.root_ns, shard.shards);
+    let owner = shard_of_namespace(user.root_ns, shard.shards());
     let (ns, path_owned) = (user.root_ns, path.to_owned());
     let in_use = shard
         .submit_to(owner, move |s| {
-            std::future::ready(s.journal.state().path_in_use(ns, &path_owned))
+            std::future::ready(s.journal().state().path_in_use(ns, &path_owned))
         })
         .await?;
     if in_use {
@@ -126,7 +126,7 @@ pub async fn add_member(
     let body: AddMemberRequest = read_json(req, ADMIN_BODY_BYTES_MAX).await?;
     check_mount_path(&body.mount_path)?;
     let target = {
-        let directory = shard.directory.borrow();
+        let directory = shard.directory();
         let namespace = directory
             .namespace(ns)
             .filter(|n| n.shared)

@@ -50,7 +50,7 @@ pub async fn store_batch(
     for (hash, pieces) in splitter.finish().map_err(frame_error)? {
         order.push(hash);
         by_owner
-            .entry(shard_of_block(&hash, shard.shards))
+            .entry(shard_of_block(&hash, shard.shards()))
             .or_default()
             .push((hash, pieces));
     }
@@ -90,14 +90,12 @@ pub async fn store_batch(
     // Uploads in progress stay young in the prefetch tables, so the bounds evict idle
     // entries first. The entries live on their namespaces' shards, unknown here: ask all.
     let arrived: Vec<BlockHash> = outcome.keys().copied().collect();
-    let shards = if shard.streaming { shard.shards } else { 0 };
+    let shards = if shard.streaming() { shard.shards() } else { 0 };
     let touches = (0..shards).map(|to| {
         let arrived = arrived.clone();
         shard.submit_to(to, move |s| {
             let now = std::time::Instant::now();
-            s.prefetch
-                .borrow_mut()
-                .touch_uploads(uploader, &arrived, now);
+            s.prefetch_mut().touch_uploads(uploader, &arrived, now);
             std::future::ready(())
         })
     });

@@ -104,7 +104,7 @@ async fn run(
     uploader: Uploader,
     requests: Vec<CommitRequest>,
 ) -> Result<Vec<Answer>, ApiError> {
-    let namespaces = crate::handlers::access::namespaces_of(&shard.directory.borrow(), user);
+    let namespaces = crate::handlers::access::namespaces_of(&shard.directory(), user);
     let mut answers: Vec<Option<Answer>> = (0..requests.len()).map(|_| None).collect();
     let mut commits = Vec::with_capacity(requests.len());
     for (i, r) in requests.into_iter().enumerate() {
@@ -141,7 +141,7 @@ async fn run(
             .copied()
             .collect();
         by_owner
-            .entry(shard_of_namespace(c.ns, shard.shards))
+            .entry(shard_of_namespace(c.ns, shard.shards()))
             .or_default()
             .push((i, c, need));
     }
@@ -175,14 +175,14 @@ async fn claimable(
     let mut ns_by_owner: BTreeMap<usize, Vec<NsId>> = BTreeMap::new();
     for &ns in namespaces {
         ns_by_owner
-            .entry(shard_of_namespace(ns, shard.shards))
+            .entry(shard_of_namespace(ns, shard.shards()))
             .or_default()
             .push(ns);
     }
     let referenced = ns_by_owner.into_iter().map(|(owner, list)| {
         let hashes = hashes.clone();
         shard.submit_to(owner, move |s| {
-            let state = s.journal.state();
+            let state = s.journal().state();
             let namespaces: Vec<_> = list.iter().filter_map(|ns| state.namespace(*ns)).collect();
             let found: Vec<BlockHash> = hashes
                 .into_iter()
@@ -194,7 +194,7 @@ async fn claimable(
     let mut by_block_owner: BTreeMap<usize, Vec<BlockHash>> = BTreeMap::new();
     for h in &hashes {
         by_block_owner
-            .entry(shard_of_block(h, shard.shards))
+            .entry(shard_of_block(h, shard.shards()))
             .or_default()
             .push(*h);
     }
@@ -204,10 +204,10 @@ async fn claimable(
     let stored = by_block_owner.into_iter().map(|(owner, list)| {
         shard.submit_to(owner, move |s| {
             let now = Instant::now();
-            let uploads = s.uploads.borrow();
+            let uploads = s.uploads();
             let found: Vec<(BlockHash, bool)> = list
                 .into_iter()
-                .filter(|h| s.blocks.contains(h))
+                .filter(|h| s.blocks().contains(h))
                 .map(|h| (h, uploads.uploaded_by(uploader, &h, now)))
                 .collect();
             std::future::ready(found)
@@ -245,7 +245,7 @@ async fn commit_here(
     let mut ready = Vec::new();
     let mut published = Vec::new();
     {
-        let state = shard.journal.state();
+        let state = shard.journal().state();
         for (i, c, need) in batch {
             if need.is_empty() {
                 ready.push((i, c));
@@ -261,12 +261,12 @@ async fn commit_here(
                     let live = state
                         .latest(c.ns, &c.path)
                         .is_some_and(|r| r.kind != EntryKind::Deleted);
-                    if shard.streaming
+                    if shard.streaming()
                         && c.kind == EntryKind::File
                         && c.size > BATCH_BYTES_DEFAULT as u64
                         && !live
                     {
-                        let upsert = shard.prefetch.borrow_mut().upsert(
+                        let upsert = shard.prefetch_mut().upsert(
                             c.ns,
                             &c.path,
                             c.blocklist.clone(),
@@ -287,8 +287,7 @@ async fn commit_here(
     }
     for ns in published {
         shard
-            .longpolls
-            .borrow_mut()
+            .longpolls_mut()
             .wake(&ns, |seen: &Seen| uploader.is_other_than(&seen.viewer));
     }
     if ready.is_empty() {
@@ -297,7 +296,7 @@ async fn commit_here(
     let (indexes, commits): (Vec<usize>, Vec<Commit>) = ready.into_iter().unzip();
     let keys: Vec<(NsId, String)> = commits.iter().map(|c| (c.ns, c.path.clone())).collect();
     let outcomes = shard
-        .journal
+        .journal()
         .commit(commits)
         .await
         .map_err(ApiError::from)?;
@@ -305,7 +304,7 @@ async fn commit_here(
     for ((i, (ns, path)), outcome) in indexes.into_iter().zip(keys).zip(outcomes) {
         let answer = match outcome {
             CommitOutcome::Ok { jid } => {
-                shard.prefetch.borrow_mut().remove(ns, &path);
+                shard.prefetch_mut().remove(ns, &path);
                 committed.insert(ns);
                 Ok(CommitResult::Ok { jid })
             }
@@ -314,8 +313,8 @@ async fn commit_here(
         };
         answers.push((i, answer));
     }
-    let state = shard.journal.state();
-    let mut longpolls = shard.longpolls.borrow_mut();
+    let state = shard.journal().state();
+    let mut longpolls = shard.longpolls_mut();
     for ns in committed {
         let last = state.namespace(ns).map_or(0, |n| n.last_jid());
         longpolls.wake(&ns, |seen: &Seen| seen.jid < last);

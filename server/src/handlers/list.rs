@@ -7,7 +7,6 @@
 //! and returns when any of them is woken by a commit or a new prefetch entry.
 
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
@@ -55,7 +54,7 @@ fn check_cursors(shard: &Shard, user: &User, cursors: &Cursors) -> Result<(), Ap
             format!("name 1 to {CURSORS_MAX} namespaces in cursors"),
         ));
     }
-    let namespaces = crate::handlers::access::namespaces_of(&shard.directory.borrow(), user);
+    let namespaces = crate::handlers::access::namespaces_of(&shard.directory(), user);
     cursors
         .keys()
         .try_for_each(|ns| crate::handlers::access::check(&namespaces, *ns))
@@ -82,7 +81,7 @@ pub async fn list(
     for (ns, cursor) in body.cursors {
         let prefetch_cursor = body.prefetch_cursors.get(&ns).copied().unwrap_or(0);
         let part = shard
-            .submit_to(shard_of_namespace(ns, shard.shards), move |s| {
+            .submit_to(shard_of_namespace(ns, shard.shards()), move |s| {
                 std::future::ready(list_here(s, ns, cursor, remaining, prefetch_cursor, viewer))
             })
             .await??;
@@ -104,7 +103,7 @@ fn list_here(
     prefetch_cursor: u64,
     viewer: Uploader,
 ) -> Result<Part, ApiError> {
-    let state = shard.journal.state();
+    let state = shard.journal().state();
     let page = state
         .list(ns, cursor, limit)
         .ok_or_else(|| ApiError::unavailable(format!("namespace {ns} is not on its shard")))?;
@@ -121,7 +120,7 @@ fn list_here(
             mtime_ms: r.mtime_ms,
         })
         .collect();
-    let mut table = shard.prefetch.borrow_mut();
+    let mut table = shard.prefetch_mut();
     let mut live: Vec<(u64, PrefetchEntry)> = table
         .entries_of(ns, Instant::now())
         .filter(|(_, e)| e.uploader.is_other_than(&viewer) && e.version > prefetch_cursor)
@@ -167,7 +166,7 @@ pub async fn longpoll(
             jid,
             prefetch: body.prefetch_cursors.get(&ns).copied().unwrap_or(0),
         };
-        shard.submit_to(shard_of_namespace(ns, shard.shards), move |s| {
+        shard.submit_to(shard_of_namespace(ns, shard.shards()), move |s| {
             std::future::ready(park_here(s, ns, seen))
         })
     });
@@ -178,9 +177,9 @@ pub async fn longpoll(
             None => return Ok(json(StatusCode::OK, &LongpollResponse { changes: true })),
         }
     }
-    shard.metrics.longpoll_parked(true);
+    shard.metrics().longpoll_parked(true);
     let changes = wait_any(shard, waits, Duration::from_secs(timeout_s.into())).await;
-    shard.metrics.longpoll_parked(false);
+    shard.metrics().longpoll_parked(false);
     Ok(json(StatusCode::OK, &LongpollResponse { changes }))
 }
 
@@ -191,22 +190,20 @@ fn park_here(
     seen: Seen,
 ) -> Result<Option<oneshot::Receiver<()>>, ApiError> {
     let last_jid = shard
-        .journal
+        .journal()
         .state()
         .namespace(ns)
         .ok_or_else(|| ApiError::unavailable(format!("namespace {ns} is not on its shard")))?
         .last_jid();
     let new_prefetch = shard
-        .prefetch
-        .borrow_mut()
+        .prefetch_mut()
         .entries_of(ns, Instant::now())
         .any(|(_, e)| e.uploader.is_other_than(&seen.viewer) && e.version > seen.prefetch);
     if last_jid > seen.jid || new_prefetch {
         return Ok(None);
     }
     shard
-        .longpolls
-        .borrow_mut()
+        .longpolls_mut()
         .park(ns, seen)
         .map(Some)
         .map_err(|_| ApiError::unavailable("too many longpolls are parked; retry later"))
@@ -218,7 +215,7 @@ async fn wait_any(shard: &Shard, waits: Vec<oneshot::Receiver<()>>, timeout: Dur
     let mut woken = futures::future::select_all(waits);
     loop {
         let now = Instant::now();
-        if now >= deadline || shard.stop.load(Ordering::Relaxed) {
+        if now >= deadline || shard.stopping() {
             return false;
         }
         let slice = glommio::timer::sleep((deadline - now).min(STOP_POLL));

@@ -144,14 +144,14 @@ async fn retrieve(
     items: Vec<RetrieveItem>,
     wait: Duration,
 ) -> Result<Vec<(BlockHash, RetrieveStatus, Option<Pieces>)>, ApiError> {
-    let namespaces = crate::handlers::access::namespaces_of(&shard.directory.borrow(), user);
+    let namespaces = crate::handlers::access::namespaces_of(&shard.directory(), user);
     for item in &items {
         crate::handlers::access::check(&namespaces, item.ns)?;
     }
     let mut by_owner: BTreeMap<usize, Vec<(usize, RetrieveItem)>> = BTreeMap::new();
     for (i, item) in items.iter().enumerate() {
         by_owner
-            .entry(shard_of_namespace(item.ns, shard.shards))
+            .entry(shard_of_namespace(item.ns, shard.shards()))
             .or_default()
             .push((i, item.clone()));
     }
@@ -177,7 +177,7 @@ async fn retrieve(
         for (hash, grant) in item.hashes.iter().zip(item_grants) {
             if matches!(grant, Grant::Row | Grant::Prefetch) {
                 reads
-                    .entry(shard_of_block(hash, shard.shards))
+                    .entry(shard_of_block(hash, shard.shards()))
                     .or_default()
                     .push((slots.len(), *hash, *grant == Grant::Prefetch));
             }
@@ -227,7 +227,7 @@ fn too_large() -> ApiError {
 fn grant_here(shard: &Shard, item: &RetrieveItem) -> Vec<Grant> {
     let refuse = |status| vec![Grant::Refused(status); item.hashes.len()];
     if item.prefetch {
-        let mut table = shard.prefetch.borrow_mut();
+        let mut table = shard.prefetch_mut();
         let Some(entry) = table.get(item.ns, &item.path, Instant::now()) else {
             return refuse(RetrieveStatus::NotEligible);
         };
@@ -240,7 +240,7 @@ fn grant_here(shard: &Shard, item: &RetrieveItem) -> Vec<Grant> {
             })
             .collect();
     }
-    let state = shard.journal.state();
+    let state = shard.journal().state();
     let row = match item.jid {
         Some(jid) => state.row(item.ns, jid).filter(|r| r.path == item.path),
         None => state.latest(item.ns, &item.path),
@@ -269,11 +269,11 @@ async fn fetch_here(
     let reads = futures::stream::iter(list).map(|(slot, hash, may_wait)| {
         let read_bytes = &read_bytes;
         async move {
-            if may_wait && !shard.blocks.contains(&hash) {
+            if may_wait && !shard.blocks().contains(&hash) {
                 await_arrival(shard, hash, deadline).await;
             }
             // A block stored moments ago (a device streaming the upload) is still here.
-            let recent = shard.recent.borrow_mut().get(&hash);
+            let recent = shard.recent_mut().get(&hash);
             if let Some(data) = recent {
                 read_bytes.set(read_bytes.get() + data.len());
                 if read_bytes.get() > BATCH_BYTES_DEFAULT {
@@ -282,7 +282,7 @@ async fn fetch_here(
                 return Ok((slot, Some(data)));
             }
             let mut out = Vec::new();
-            match shard.blocks.get(&hash, &mut out).await {
+            match shard.blocks().get(&hash, &mut out).await {
                 Ok(true) => {}
                 // A damaged record (counted and logged by the log, dropped from its index) is
                 // a block this server no longer has: the others of the batch are served.
@@ -310,12 +310,12 @@ async fn await_arrival(shard: &Shard, hash: BlockHash, deadline: Instant) {
     if now >= deadline {
         return;
     }
-    let Ok(arrived) = shard.arrivals.borrow_mut().park(hash, ()) else {
+    let Ok(arrived) = shard.arrivals_mut().park(hash, ()) else {
         return;
     };
-    shard.metrics.pending_wait();
+    shard.metrics().pending_wait();
     let timeout = glommio::timer::sleep(deadline - now);
     if let Either::Right(_) = futures::future::select(arrived, Box::pin(timeout)).await {
-        shard.metrics.pending_wait_timed_out();
+        shard.metrics().pending_wait_timed_out();
     }
 }

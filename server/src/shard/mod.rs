@@ -1,10 +1,10 @@
 //! One shard: a pinned executor that alone owns its block log, its journal (the rows of the
 //! namespaces whose id maps to it) and its metrics, and keeps a replica of the directory.
 
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, Ref, RefCell, RefMut};
 use std::future::Future;
 use std::rc::Rc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -58,40 +58,40 @@ pub struct Seen {
 /// A shard's state, shared by its request tasks.
 pub struct Shard {
     /// This shard's index.
-    pub id: usize,
+    id: usize,
     /// Number of shards.
-    pub shards: usize,
+    shards: usize,
     /// Blocks whose hash maps to this shard.
-    pub blocks: BlockLog,
+    blocks: BlockLog,
     /// Rows of the namespaces that map to this shard.
-    pub journal: Journal,
+    journal: Journal,
     /// Read-only replica of the directory.
-    pub directory: RefCell<State>,
+    directory: RefCell<State>,
     /// This shard's counters.
-    pub metrics: Arc<ShardMetrics>,
+    metrics: Arc<ShardMetrics>,
     /// Every shard's counters, for `/metrics`.
-    pub all_metrics: Arc<Vec<Arc<ShardMetrics>>>,
+    all_metrics: Arc<Vec<Arc<ShardMetrics>>>,
     /// The directory journal: shard 0 only.
-    pub directory_journal: Option<Journal>,
+    directory_journal: Option<Journal>,
     /// Next user and namespace ids: shard 0 only, taken before any await so that concurrent
     /// changes never share one.
     next_ids: Cell<(u64, u64)>,
     /// The way to the other shards, once joined.
-    pub mesh: OnceCell<Mesh<Shard>>,
+    mesh: OnceCell<Mesh<Shard>>,
     /// Prefetch entries of the namespaces this shard owns.
-    pub prefetch: RefCell<PrefetchTable>,
+    prefetch: RefCell<PrefetchTable>,
     /// Who uploaded which of this shard's blocks lately.
-    pub uploads: RefCell<Uploads>,
+    uploads: RefCell<Uploads>,
     /// Longpolls parked on this shard's namespaces.
-    pub longpolls: RefCell<Waiters<NsId, Seen>>,
+    longpolls: RefCell<Waiters<NsId, Seen>>,
     /// Retrieves parked on this shard's blocks not uploaded yet.
-    pub arrivals: RefCell<Waiters<BlockHash, ()>>,
+    arrivals: RefCell<Waiters<BlockHash, ()>>,
     /// Whether large uploads publish prefetch entries.
-    pub streaming: bool,
+    streaming: bool,
     /// Large blocks of this shard stored lately, for devices streaming the upload.
-    pub recent: RefCell<RecentBlocks>,
+    recent: RefCell<RecentBlocks>,
     /// Set when the server is stopping: parked requests end early.
-    pub stop: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
 }
 
 /// The shard that owns block `hash`: its first 8 bytes, taken as a number, modulo the shard
@@ -176,6 +176,83 @@ impl Shard {
             recent: RefCell::new(RecentBlocks::new(cfg.recent_blocks)),
             stop,
         }))
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// Whether large uploads publish prefetch entries.
+    pub fn streaming(&self) -> bool {
+        self.streaming
+    }
+
+    /// Whether the server is stopping: parked requests end early.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Blocks whose hash maps to this shard.
+    pub fn blocks(&self) -> &BlockLog {
+        &self.blocks
+    }
+
+    /// Rows of the namespaces that map to this shard.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// The directory replica, read-only: only replication changes it. Do not hold it
+    /// across an `.await`.
+    pub fn directory(&self) -> Ref<'_, State> {
+        self.directory.borrow()
+    }
+
+    /// This shard's counters.
+    pub fn metrics(&self) -> &ShardMetrics {
+        &self.metrics
+    }
+
+    /// Every shard's counters, for `/metrics`.
+    pub fn all_metrics(&self) -> &[Arc<ShardMetrics>] {
+        &self.all_metrics
+    }
+
+    /// The prefetch entries of this shard's namespaces.
+    pub fn prefetch(&self) -> Ref<'_, PrefetchTable> {
+        self.prefetch.borrow()
+    }
+
+    /// The same, to change. Do not hold it across an `.await`.
+    pub fn prefetch_mut(&self) -> RefMut<'_, PrefetchTable> {
+        self.prefetch.borrow_mut()
+    }
+
+    /// Who uploaded which of this shard's blocks lately.
+    pub fn uploads(&self) -> Ref<'_, Uploads> {
+        self.uploads.borrow()
+    }
+
+    /// Longpolls parked on this shard's namespaces. Do not hold across an `.await`.
+    pub fn longpolls_mut(&self) -> RefMut<'_, Waiters<NsId, Seen>> {
+        self.longpolls.borrow_mut()
+    }
+
+    /// Retrieves parked on this shard's blocks not uploaded yet. Do not hold across an
+    /// `.await`.
+    pub fn arrivals_mut(&self) -> RefMut<'_, Waiters<BlockHash, ()>> {
+        self.arrivals.borrow_mut()
+    }
+
+    /// Large blocks stored lately. Do not hold across an `.await`.
+    pub fn recent_mut(&self) -> RefMut<'_, RecentBlocks> {
+        self.recent.borrow_mut()
+    }
+
+    /// Joins the mesh to the other shards, once; false if it was joined already.
+    pub fn join_mesh(&self, mesh: Mesh<Shard>) -> bool {
+        self.mesh.set(mesh).is_ok()
     }
 
     /// A fresh user id (shard 0).
