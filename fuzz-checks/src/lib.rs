@@ -19,6 +19,9 @@ use holdall_proto::frame::{
 };
 use holdall_proto::limits::{BATCH_BYTES_DEFAULT, BLOCK_BYTES_MAX};
 use holdall_proto::path::{parent, validate_path, validate_path_bytes};
+use holdall_proto::pieces::FrameSplitter;
+use holdall_proto::retrieved::Retrieved;
+use holdall_proto::BlockHash;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -35,6 +38,8 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("segment_hint", segment_hint),
     ("json_bodies", json_bodies),
     ("path", path),
+    ("store_stream", store_stream),
+    ("retrieve_stream", retrieve_stream),
 ];
 
 /// A store_batch body: frames decode within the payload bound, each re-encodes to exactly
@@ -72,6 +77,142 @@ pub fn retrieve_frames(body: &[u8]) -> bool {
     }
     assert_eq!(at, body.len(), "frames did not cover the body");
     true
+}
+
+/// Payload bound of the streaming targets: over one aligned block, small enough that a
+/// fresh answer buffer per input stays cheap.
+const STREAM_PAYLOAD_BYTES_MAX: u64 = 3 << 20;
+
+/// The chunk lengths a body is cut into: pseudo-random from `seed`, up to a bound the seed
+/// picks (one byte, around a frame header, a page, a socket read).
+fn chunk_lens(seed: u8, total: usize) -> Vec<usize> {
+    let max = [1, 3, 35, 36, 37, 512, 4096, 65_536][seed as usize % 8];
+    let mut rng = fastrand::Rng::with_seed(seed as u64);
+    let mut lens = Vec::new();
+    let mut left = total;
+    while left > 0 {
+        let n = rng.usize(1..=max).min(left);
+        lens.push(n);
+        left -= n;
+    }
+    lens
+}
+
+/// The production store_batch decoder (`FrameSplitter`, fed chunk by chunk as hyper hands
+/// the body over) against the whole-body decoder: the first input byte picks the chunking,
+/// the rest is the body. Both give the same blocks, or the same error. Accepted: a body
+/// that decodes.
+pub fn store_stream(data: &[u8]) -> bool {
+    let Some((&seed, body)) = data.split_first() else {
+        return false;
+    };
+    let whole: Result<Vec<(BlockHash, Vec<u8>)>, _> =
+        decode_store_frames(body, STREAM_PAYLOAD_BYTES_MAX)
+            .map(|f| f.map(|f| (f.hash, f.data.to_vec())))
+            .collect();
+    let bytes = bytes::Bytes::copy_from_slice(body);
+    let mut splitter = FrameSplitter::new(STREAM_PAYLOAD_BYTES_MAX);
+    let mut at = 0;
+    let mut pushed = Ok(());
+    for len in chunk_lens(seed, body.len()) {
+        pushed = splitter.push(bytes.slice(at..at + len));
+        at += len;
+        if pushed.is_err() {
+            break;
+        }
+    }
+    let streamed = pushed.and_then(|()| splitter.finish()).map(|blocks| {
+        blocks
+            .into_iter()
+            .map(|(hash, pieces)| {
+                assert_eq!(pieces.hash(), BlockHash::of_pieces(pieces.parts()));
+                (hash, pieces.into_iter().flat_map(|p| p.to_vec()).collect())
+            })
+            .collect::<Vec<_>>()
+    });
+    assert!(
+        streamed == whole,
+        "the streaming decoder disagrees: {} against {}",
+        summary(&streamed),
+        summary(&whole)
+    );
+    whole.is_ok()
+}
+
+/// Decoded blocks, short enough for a failure message: each block's length, or the error.
+fn summary<E: std::fmt::Display>(blocks: &Result<Vec<(BlockHash, Vec<u8>)>, E>) -> String {
+    match blocks {
+        Ok(b) => format!("{:?}", b.iter().map(|(_, d)| d.len()).collect::<Vec<_>>()),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+/// Hands out a body in the given read lengths, as a socket does.
+struct Reads<'a> {
+    body: &'a [u8],
+    lens: std::vec::IntoIter<usize>,
+}
+
+impl std::io::Read for Reads<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self
+            .lens
+            .next()
+            .unwrap_or(self.body.len())
+            .min(buf.len())
+            .min(self.body.len());
+        buf[..n].copy_from_slice(&self.body[..n]);
+        self.body = &self.body[n..];
+        Ok(n)
+    }
+}
+
+/// The production retrieve_batch decoder (`Retrieved`, reading from a socket) against the
+/// whole-body decoder: the same frames up to the first bad one, and damage exactly when the
+/// whole-body decoder finds an error, with its message. Accepted: an answer without damage.
+pub fn retrieve_stream(data: &[u8]) -> bool {
+    let Some((&seed, body)) = data.split_first() else {
+        return false;
+    };
+    let mut whole = Vec::new();
+    let mut error = None;
+    for frame in decode_retrieve_frames(body, STREAM_PAYLOAD_BYTES_MAX) {
+        match frame {
+            Ok(f) => whole.push((f.hash, f.status, f.data.to_vec())),
+            Err(e) => {
+                error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let mut reader = Reads {
+        body,
+        lens: chunk_lens(seed, body.len()).into_iter(),
+    };
+    let mut answer = Retrieved::default();
+    let mut moved = 0u64;
+    answer
+        .read_from(&mut reader, STREAM_PAYLOAD_BYTES_MAX, usize::MAX, |n| {
+            moved += n
+        })
+        .expect("a reader that never fails");
+    let streamed: Vec<_> = answer
+        .frames()
+        .map(|f| (f.hash, f.status, f.payload.data().to_vec()))
+        .collect();
+    assert_eq!(
+        streamed, whole,
+        "the streaming decoder disagrees on the frames"
+    );
+    assert_eq!(
+        answer.damage(),
+        error.as_deref(),
+        "the streaming decoder disagrees on damage"
+    );
+    if error.is_none() {
+        assert_eq!(moved, body.len() as u64, "every byte counted once");
+    }
+    error.is_none()
 }
 
 /// A journal record: decodes only within the input, and re-encodes to the same bytes.

@@ -39,6 +39,26 @@ fn valid_inputs(target: &str) -> Vec<Vec<u8>> {
             encode_retrieve_frame(&mut body, &h(b"c"), RetrieveStatus::NotFound, b"");
             vec![body]
         }
+        "store_stream" | "retrieve_stream" => {
+            let mut store = Vec::new();
+            encode_store_frame(&mut store, &h(b"one"), b"one");
+            encode_store_frame(&mut store, &h(b""), b"");
+            let page = vec![5u8; 4099];
+            encode_store_frame(&mut store, &h(&page), &page);
+            let mut retrieve = Vec::new();
+            encode_retrieve_frame(&mut retrieve, &h(&page), RetrieveStatus::Ok, &page);
+            encode_retrieve_frame(&mut retrieve, &h(b"b"), RetrieveStatus::Pending, b"");
+            encode_retrieve_frame(&mut retrieve, &h(b"a"), RetrieveStatus::Ok, b"a");
+            let body = if target == "store_stream" {
+                store
+            } else {
+                retrieve
+            };
+            // Every chunking the seed byte picks (large, aligned blocks: tests/streams.rs).
+            (0..8u8)
+                .map(|seed| [vec![seed], body.clone()].concat())
+                .collect()
+        }
         "journal_record" => {
             let records = [
                 JournalRecord::Row(Row {

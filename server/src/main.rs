@@ -10,7 +10,6 @@ mod handlers;
 mod http;
 mod mesh;
 mod metrics;
-mod pieces;
 mod recent;
 mod reply;
 mod request;

@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use hashbrown::HashMap;
 use holdall_proto::BlockHash;
 
-use crate::pieces::Pieces;
+use holdall_proto::pieces::Pieces;
 
 /// Smaller blocks are not kept: small files are not streamed, and a small block could keep
 /// a large body alive.

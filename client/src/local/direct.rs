@@ -19,12 +19,8 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use holdall_proto::limits::BLOCK_BYTES_MAX;
+use holdall_proto::payload::{Payload, ALIGN_BYTES};
 
-/// O_DIRECT's alignment of offsets, lengths and buffer addresses (the logical block size
-/// of every common disk is at most this).
-pub const ALIGN_BYTES: usize = 4096;
-/// Writes at least this long go around the page cache.
-pub const DIRECT_BYTES_MIN: usize = 1 << 20;
 /// How far behind the newest buffered write a large file's writeback is waited for.
 const WRITEBACK_WINDOW_BYTES: u64 = 32 << 20;
 
@@ -47,39 +43,6 @@ impl Scratch {
     }
 }
 
-/// A block's bytes on their way to a file, and, when they were received in place for it,
-/// the same bytes as O_DIRECT takes them (so they are written without a copy).
-#[derive(Debug, Clone, Copy)]
-pub struct Payload<'a> {
-    data: &'a [u8],
-    /// `data` followed by zeros up to the alignment, starting at an aligned address.
-    padded: Option<&'a [u8]>,
-}
-
-impl<'a> Payload<'a> {
-    /// Bytes anywhere in memory (copied to an aligned place if written directly).
-    pub fn plain(data: &'a [u8]) -> Payload<'a> {
-        Payload { data, padded: None }
-    }
-
-    /// The first `len` bytes of `padded`, which must start at an aligned address, be `len`
-    /// rounded up to the alignment long and hold zeros past `len`; None otherwise.
-    pub fn aligned(padded: &'a [u8], len: usize) -> Option<Payload<'a>> {
-        let fits = padded.as_ptr().align_offset(ALIGN_BYTES) == 0
-            && padded.len() == len.next_multiple_of(ALIGN_BYTES)
-            && padded[len..].iter().all(|&b| b == 0);
-        fits.then_some(Payload {
-            data: &padded[..len],
-            padded: Some(padded),
-        })
-    }
-
-    /// The bytes.
-    pub fn data(&self) -> &'a [u8] {
-        self.data
-    }
-}
-
 /// Writes `payload` at `offset` (a multiple of 4 MiB) of the file at `path`, creating it.
 /// Bytes past it up to the alignment are zeros until the file is cut to its length.
 pub fn write_block(
@@ -88,7 +51,7 @@ pub fn write_block(
     offset: u64,
     scratch: &mut Scratch,
 ) -> io::Result<()> {
-    let data = payload.data;
+    let data = payload.data();
     if data.len() > BLOCK_BYTES_MAX || !offset.is_multiple_of(ALIGN_BYTES as u64) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -103,7 +66,7 @@ pub fn write_block(
         .open(path);
     match direct {
         Ok(file) => {
-            let padded = match payload.padded {
+            let padded = match payload.padded() {
                 Some(p) => p,
                 None => scratch.aligned(data),
             };

@@ -21,8 +21,8 @@ use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 use crate::net::bulk::{Body, Bulk, BulkError, Piece, Source};
 use crate::net::progress::Progress;
-use crate::net::retrieved::Retrieved;
 use crate::net::throttle::Throttle;
+use holdall_proto::retrieved::Retrieved;
 
 /// A JSON answer larger than this is refused (a list of 10,000 entries with long blocklists
 /// stays well below it).

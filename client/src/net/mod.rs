@@ -5,5 +5,4 @@
 pub mod api;
 pub mod bulk;
 pub mod progress;
-pub mod retrieved;
 pub mod throttle;

@@ -29,9 +29,10 @@ use holdall_proto::limits::BLOCK_BYTES_MAX;
 use holdall_proto::BlockHash;
 use tracing::{debug, info, warn};
 
-use crate::local::direct::{self, Payload, Scratch, DIRECT_BYTES_MIN};
+use crate::local::direct::{self, Scratch};
 use crate::net::api::Api;
-use crate::net::retrieved::Retrieved;
+use holdall_proto::payload::{Payload, DIRECT_BYTES_MIN};
+use holdall_proto::retrieved::Retrieved;
 
 /// Folder of the cache inside the state folder.
 pub const PREFETCH_DIR: &str = "prefetch";

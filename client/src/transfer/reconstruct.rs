@@ -22,15 +22,16 @@ use holdall_proto::frame::RetrieveStatus;
 use holdall_proto::limits::{BLOCK_BYTES_MAX, RETRIEVE_HASHES_MAX};
 use holdall_proto::BlockHash;
 
-use crate::local::direct::{self, Payload, Scratch, DIRECT_BYTES_MIN};
+use crate::local::direct::{self, Scratch};
 use crate::local::read::read_block;
 use crate::local::scan::TEMP_PREFIX;
 use crate::local::stat::Stat;
 use crate::local::tree::Node;
 use crate::net::api::{Api, ApiError};
-use crate::net::retrieved::Retrieved;
 use crate::pool;
 use crate::transfer::prefetch::{PrefetchCache, Prepared};
+use holdall_proto::payload::{Payload, DIRECT_BYTES_MIN};
+use holdall_proto::retrieved::Retrieved;
 
 /// One file to rebuild.
 #[derive(Debug, Clone)]

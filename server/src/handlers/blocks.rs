@@ -13,10 +13,10 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use crate::body::Body;
-use crate::pieces::FrameSplitter;
 use crate::reply::{json, ApiError};
 use crate::request::read_chunks;
 use crate::shard::{shard_of_block, verify, Blocks, Shard};
+use holdall_proto::pieces::FrameSplitter;
 
 /// Room for frame headers on top of the payload limit: 36 bytes a frame, so about 116,000
 /// frames (many tiny blocks) fit.

@@ -26,10 +26,10 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 
 use crate::body::Body;
-use crate::pieces::Pieces;
 use crate::reply::ApiError;
 use crate::request::read_json;
 use crate::shard::{shard_of_block, shard_of_namespace, Shard};
+use holdall_proto::pieces::Pieces;
 
 /// Largest retrieve_batch body: 10,000 hashes with their items' paths.
 const RETRIEVE_BODY_BYTES_MAX: usize = 8 << 20;

@@ -28,11 +28,11 @@ use crate::config::Config;
 use crate::directory::DirectoryOp;
 use crate::mesh::Mesh;
 use crate::metrics::{EngineGauges, ShardMetrics};
-use crate::pieces::Pieces;
 use crate::recent::RecentBlocks;
 use crate::start::{step, StartStep};
 use crate::uploads::Uploads;
 use crate::waiters::Waiters;
+use holdall_proto::pieces::Pieces;
 
 /// Blocks in transit to their owner: slices of the request body, never copies.
 pub type Blocks = Vec<(BlockHash, Pieces)>;

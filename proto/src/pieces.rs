@@ -8,9 +8,9 @@
 //! log. Dropping a chunk soon lets hyper reuse its memory; held pieces (the recently stored
 //! blocks) keep only their own chunks alive.
 
+use crate::frame::{decode_store_header, FrameError, STORE_HEADER_BYTES};
+use crate::BlockHash;
 use bytes::Bytes;
-use holdall_proto::frame::{decode_store_header, FrameError, STORE_HEADER_BYTES};
-use holdall_proto::BlockHash;
 
 /// The bytes of one block, in order, as slices of the buffers they arrived in.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,6 +31,11 @@ impl Pieces {
     /// Bytes of the block.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Whether the block is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// The parts, in order.
@@ -75,7 +80,7 @@ enum Reading {
 }
 
 /// Cuts a store_batch body, fed chunk by chunk, into its blocks without copying payloads.
-/// Checks what [`holdall_proto::frame::decode_store_frames`] checks, with the same errors.
+/// Checks what [`crate::frame::decode_store_frames`] checks, with the same errors.
 pub struct FrameSplitter {
     reading: Reading,
     /// Offset in the body of the frame being read.
@@ -175,8 +180,8 @@ impl FrameSplitter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use holdall_proto::frame::{decode_store_frames, encode_store_frame};
-    use holdall_proto::limits::BATCH_BYTES_DEFAULT;
+    use crate::frame::{decode_store_frames, encode_store_frame};
+    use crate::limits::BATCH_BYTES_DEFAULT;
 
     const LIMIT: u64 = BATCH_BYTES_DEFAULT as u64;
 
@@ -258,7 +263,7 @@ mod tests {
     #[test]
     fn limits_are_the_whole_body_decoders() {
         let mut over_block = Vec::new();
-        over_block.extend_from_slice(&holdall_proto::frame::store_frame_header(
+        over_block.extend_from_slice(&crate::frame::store_frame_header(
             &BlockHash::of(b""),
             (4 << 20) + 1,
         ));

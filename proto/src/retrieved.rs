@@ -9,12 +9,9 @@
 
 use std::io::{self, Read};
 
-use holdall_proto::frame::{
-    decode_retrieve_header, FrameError, RetrieveStatus, RETRIEVE_HEADER_BYTES,
-};
-use holdall_proto::BlockHash;
-
-use crate::local::direct::{Payload, ALIGN_BYTES, DIRECT_BYTES_MIN};
+use crate::frame::{decode_retrieve_header, FrameError, RetrieveStatus, RETRIEVE_HEADER_BYTES};
+use crate::payload::{Payload, ALIGN_BYTES, DIRECT_BYTES_MIN};
+use crate::BlockHash;
 
 /// One frame of the answer.
 #[derive(Debug, Clone, Copy)]
@@ -187,8 +184,8 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use holdall_proto::frame::encode_retrieve_frame;
-    use holdall_proto::limits::{BATCH_BYTES_DEFAULT, BLOCK_BYTES_MAX};
+    use crate::frame::encode_retrieve_frame;
+    use crate::limits::{BATCH_BYTES_DEFAULT, BLOCK_BYTES_MAX};
 
     /// Hands out at most 7,001 bytes per read, as a socket does, then fails if told to.
     struct Trickle<'a> {
@@ -271,14 +268,14 @@ mod tests {
         let frames: Vec<Frame> = answer.frames().collect();
         assert_eq!(frames.len(), 1);
         assert_eq!(frames[0].payload.data(), &new[..]);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let mut scratch = crate::local::direct::Scratch::default();
-        crate::local::direct::write_block(&path, frames[0].payload, 0, &mut scratch).unwrap();
-        let back = std::fs::read(&path).unwrap();
-        assert_eq!(&back[..new.len()], &new[..]);
+        // What an O_DIRECT write takes: the block, then zeros to the alignment.
+        let padded = frames[0]
+            .payload
+            .padded()
+            .expect("a large block lands aligned");
+        assert_eq!(&padded[..new.len()], &new[..]);
         assert!(
-            back[new.len()..].iter().all(|&b| b == 0),
+            padded[new.len()..].iter().all(|&b| b == 0),
             "padding is zeros"
         );
     }
