@@ -334,6 +334,14 @@ impl State {
             .context("reading the commit intents from the state")
     }
 
+    /// Makes every later write fail, as a full or broken disk would.
+    #[cfg(test)]
+    pub fn refuse_writes_for_tests(&mut self) {
+        self.conn
+            .pragma_update(None, "query_only", true)
+            .expect("query_only");
+    }
+
     /// Runs `f` in one transaction.
     pub fn write<T>(&mut self, f: impl FnOnce(&Writer<'_>) -> Result<T>) -> Result<T> {
         let tx = self.conn.transaction()?;

@@ -3,7 +3,7 @@
 //! downloads, uploads — and record the results in the state, each step after the files it
 //! describes are durable.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use holdall_proto::limits::LIST_LIMIT_MAX;
 use holdall_proto::BlockHash;
 use tracing::{debug, info, warn};
 
+use crate::local::book::{Book, Entries};
 use crate::local::place::{place_new, PlaceError};
 use crate::local::scan::{
     hashed_in_pieces, local_tree, now_ns, placed as placed_stat, unchanged, walk, HashedBlock,
@@ -109,21 +110,18 @@ impl Report {
 pub struct Syncer {
     root: PathBuf,
     api: Api,
-    state: State,
+    /// Rows, merge base, hash cache and cursors, on disk and in memory.
+    book: Book,
     trash: Trash,
     opts: Options,
     layout: Layout,
     limits: Limits,
-    cursors: Cursors,
     /// Newest prefetch entry version listed per namespace.
     prefetch_cursors: Cursors,
     /// The streaming-sync cache, while a prefetcher runs.
     prefetch: Option<PrefetchCache>,
     /// Blocks early stores put on the server lately, across rounds.
     stored_lately: Arc<StoredLately>,
-    rows: HashMap<(NsId, String), RemoteNode>,
-    synced: Tree<Node>,
-    hashes: HashMap<String, HashEntry>,
     host: String,
     /// Temporary files of a stopped run: block sources for the first round, then deleted.
     leftovers: Vec<(PathBuf, Vec<BlockHash>, u64)>,
@@ -177,26 +175,17 @@ impl Syncer {
         let leftovers = crate::local::scan::leftovers(&root);
         state.bind(api.url(), &account.user)?;
         let trash = Trash::open(&state_dir, &state, opts.trash_bytes_max)?;
-        let rows = state
-            .remote_rows()?
-            .into_iter()
-            .map(|r| ((r.ns, r.path), r.node))
-            .collect();
         Ok(Syncer {
             layout: Layout {
                 root_ns: account.root_ns,
                 mounts: account.mounts,
             },
             limits: account.limits,
-            cursors: state.cursors()?,
             prefetch_cursors: Cursors::new(),
             prefetch: None,
             stored_lately: Arc::new(StoredLately::new(early_memory(&account.limits))),
-            synced: state.synced()?,
-            hashes: state.hashes()?,
-            rows,
             trash,
-            state,
+            book: Book::open(state)?,
             root,
             api,
             opts,
@@ -218,7 +207,7 @@ impl Syncer {
 
     /// The namespaces' cursors (for longpoll).
     pub fn cursors(&self) -> Cursors {
-        let mut c = self.cursors.clone();
+        let mut c = self.book.cursors().clone();
         for ns in self.layout.namespaces() {
             c.entry(ns).or_insert(0);
         }
@@ -279,38 +268,28 @@ impl Syncer {
             }
             self.prefetch_cursors
                 .extend(answer.prefetch_cursors.clone());
-            let rows = &mut self.rows;
-            self.state.write(|w| {
-                for e in &answer.entries {
-                    let key = (e.ns, e.path.clone());
-                    if e.kind == EntryKind::Deleted {
-                        rows.remove(&key);
-                        w.delete_remote(e.ns, &e.path)?;
-                        continue;
-                    }
-                    let node = RemoteNode {
-                        ns: e.ns,
-                        jid: e.jid,
-                        node: Node {
-                            kind: if e.kind == EntryKind::Dir {
-                                Kind::Dir
-                            } else {
-                                Kind::File
-                            },
-                            blocklist: e.blocklist.clone(),
-                            size: e.size,
-                            mtime_ms: e.mtime_ms,
+            let mut entries = Entries::new();
+            for e in &answer.entries {
+                let row = (e.kind != EntryKind::Deleted).then(|| RemoteNode {
+                    ns: e.ns,
+                    jid: e.jid,
+                    node: Node {
+                        kind: if e.kind == EntryKind::Dir {
+                            Kind::Dir
+                        } else {
+                            Kind::File
                         },
-                    };
-                    w.put_remote(e.ns, &e.path, &node)?;
-                    rows.insert(key, node);
-                }
-                for (ns, jid) in &answer.cursors {
-                    w.set_cursor(*ns, *jid)?;
-                }
-                Ok(())
-            })?;
-            self.cursors.extend(answer.cursors);
+                        blocklist: e.blocklist.clone(),
+                        size: e.size,
+                        mtime_ms: e.mtime_ms,
+                    },
+                });
+                entries.remote(e.ns, &e.path, row);
+            }
+            for (ns, jid) in &answer.cursors {
+                entries.cursor(*ns, *jid);
+            }
+            self.book.apply(entries)?;
             if !answer.has_more {
                 return Ok(());
             }
@@ -320,7 +299,7 @@ impl Syncer {
     /// The server's tree by local path, mount points included as folders.
     fn remote_tree(&self) -> (Tree<RemoteNode>, BTreeSet<String>) {
         let mut tree = Tree::new();
-        for ((ns, path), r) in &self.rows {
+        for ((ns, path), r) in self.book.rows() {
             if let Some(lpath) = self.layout.local(*ns, path) {
                 tree.insert(lpath, r.clone());
             }
@@ -347,7 +326,7 @@ impl Syncer {
         let hashes_a_large_file = seen.iter().any(|(p, s)| match s {
             Seen::File(stat) => {
                 hashed_in_pieces(stat.size)
-                    && !self.hashes.get(p).is_some_and(|h| stat.trusts(h))
+                    && !self.book.hashes().get(p).is_some_and(|h| stat.trusts(h))
                     && !read.too_recent(stat)
             }
             Seen::Dir => false,
@@ -356,7 +335,8 @@ impl Syncer {
             return None;
         }
         let known = self
-            .rows
+            .book
+            .rows()
             .values()
             .flat_map(|r| r.node.blocklist.iter().copied())
             .collect();
@@ -381,34 +361,21 @@ impl Syncer {
         let local = local_tree(
             &self.root,
             seen,
-            &self.hashes,
+            self.book.hashes(),
             self.opts.workers,
             read,
             on_block,
         );
-        let gone: Vec<String> = self
-            .hashes
-            .keys()
-            .filter(|p| !local.stats.contains_key(*p))
-            .cloned()
-            .collect();
-        if !local.hashed.is_empty() || !gone.is_empty() {
-            self.state.write(|w| {
-                for (p, h) in &local.hashed {
-                    w.put_hash(p, h)?;
-                }
-                for p in &gone {
-                    w.delete_hash(p)?;
-                }
-                Ok(())
-            })?;
-            for (p, h) in &local.hashed {
-                self.hashes.insert(p.clone(), h.clone());
-            }
-            for p in &gone {
-                self.hashes.remove(p);
+        let mut entries = Entries::new();
+        for (p, h) in &local.hashed {
+            entries.hash(p, Some(h.clone()));
+        }
+        for p in self.book.hashes().keys() {
+            if !local.stats.contains_key(p) {
+                entries.hash(p, None);
             }
         }
+        self.book.apply(entries)?;
         Ok(local)
     }
 
@@ -437,7 +404,7 @@ impl Syncer {
             &Trees {
                 local: &local.nodes,
                 remote: &remote,
-                synced: &self.synced,
+                synced: self.book.synced(),
                 mount_points: &mount_points,
                 unsettled: &local.unsettled,
             },
@@ -513,21 +480,11 @@ impl Syncer {
                 }
             }
         }
-        self.state.write(|w| {
-            for p in &adopt {
-                match remote.get(p) {
-                    Some(r) => w.put_synced(p, &r.node)?,
-                    None => w.delete_synced(p)?,
-                }
-            }
-            Ok(())
-        })?;
-        for p in adopt {
-            match remote.get(&p) {
-                Some(r) => self.synced.insert(p, r.node.clone()),
-                None => self.synced.remove(&p),
-            };
+        let mut entries = Entries::new();
+        for p in &adopt {
+            entries.synced(p, remote.get(p).map(|r| r.node.clone()));
         }
+        self.book.apply(entries)?;
         self.delete_locally(delete_local, local, report)?;
         self.make_dirs(make_dirs, report)?;
         self.download(downloads, local, remote, report)?;
@@ -584,14 +541,13 @@ impl Syncer {
         // Recorded first: after a crash before the state below, a path that no longer holds
         // what it held is known to be this deletion (or the user's new content), not a
         // deletion by the user to be sent to the server.
-        self.state.write(|w| {
-            for p in &paths {
-                if let Some(n) = local.nodes.get(p) {
-                    w.put_deleting(p, n)?;
-                }
+        let mut entries = Entries::new();
+        for p in &paths {
+            if let Some(n) = local.nodes.get(p) {
+                entries.deleting(p, Some(n.clone()));
             }
-            Ok(())
-        })?;
+        }
+        self.book.apply(entries)?;
         let paths_asked = paths.clone();
         let mut done = Vec::new();
         for p in paths {
@@ -611,10 +567,13 @@ impl Syncer {
                         // Edited since the scan: keep it; the next round sees the edit.
                         continue;
                     }
-                    match self
-                        .trash
-                        .keep(&mut self.state, &full, &node.blocklist, node.size, false)
-                    {
+                    match self.trash.keep(
+                        self.book.state_mut(),
+                        &full,
+                        &node.blocklist,
+                        node.size,
+                        false,
+                    ) {
                         Ok(()) => done.push(p),
                         Err(e) => report.errors.push((p, format!("{e:#}"))),
                     }
@@ -623,21 +582,14 @@ impl Syncer {
             }
         }
         report.deleted += done.len();
-        self.state.write(|w| {
-            for p in &done {
-                w.delete_synced(p)?;
-                w.delete_hash(p)?;
-            }
-            for p in &paths_asked {
-                w.delete_deleting(p)?;
-            }
-            Ok(())
-        })?;
-        for p in done {
-            self.synced.remove(&p);
-            self.hashes.remove(&p);
+        let mut entries = Entries::new();
+        for p in &done {
+            entries.synced(p, None).hash(p, None);
         }
-        Ok(())
+        for p in &paths_asked {
+            entries.deleting(p, None);
+        }
+        self.book.apply(entries)
     }
 
     fn make_dirs(&mut self, mut paths: Vec<String>, report: &mut Report) -> Result<()> {
@@ -649,16 +601,11 @@ impl Syncer {
                 Err(e) => report.errors.push((p, format!("creating the folder: {e}"))),
             }
         }
-        self.state.write(|w| {
-            for p in &done {
-                w.put_synced(p, &Node::dir())?;
-            }
-            Ok(())
-        })?;
-        for p in done {
-            self.synced.insert(p, Node::dir());
+        let mut entries = Entries::new();
+        for p in &done {
+            entries.synced(p, Some(Node::dir()));
         }
-        Ok(())
+        self.book.apply(entries)
     }
 
     /// Where blocks can be found locally: files whose blocklists are known, and the
@@ -776,10 +723,13 @@ impl Syncer {
                 let _ = std::fs::remove_file(&temp);
                 continue;
             }
-            if let Err(e) =
-                self.trash
-                    .keep(&mut self.state, &target, &node.blocklist, node.size, true)
-            {
+            if let Err(e) = self.trash.keep(
+                self.book.state_mut(),
+                &target,
+                &node.blocklist,
+                node.size,
+                true,
+            ) {
                 warn!(path = %f.lpath, error = %format!("{e:#}"), "could not keep the replaced file's blocks");
             }
             match std::fs::rename(&temp, &target) {
@@ -832,23 +782,15 @@ impl Syncer {
                 (i, entry)
             })
             .collect();
-        self.state.write(|w| {
-            for (i, entry) in &placed {
-                let f = &fetches[*i];
-                w.put_synced(&f.lpath, &f.node)?;
-                if let Some(entry) = entry {
-                    w.put_hash(&f.lpath, entry)?;
-                }
-            }
-            Ok(())
-        })?;
+        let mut entries = Entries::new();
         for (i, entry) in placed {
             let f = &fetches[i];
-            self.synced.insert(f.lpath.clone(), f.node.clone());
-            if let Some(entry) = entry {
-                self.hashes.insert(f.lpath.clone(), entry);
+            entries.synced(&f.lpath, Some(f.node.clone()));
+            if entry.is_some() {
+                entries.hash(&f.lpath, entry);
             }
         }
+        self.book.apply(entries)?;
         debug!(
             files = fetches.len(),
             built_ms,
@@ -865,21 +807,14 @@ impl Syncer {
     /// deleted, the merge base forgets it (gone: the server's version comes back; new
     /// content: both are kept). Where it still does, the planner decides again.
     fn settle_deletions(&mut self, local: &LocalTree) -> Result<()> {
-        let deleting = self.state.deleting()?;
-        if deleting.is_empty() {
-            return Ok(());
-        }
-        let synced = &mut self.synced;
-        self.state.write(|w| {
-            for (lpath, n) in &deleting {
-                w.delete_deleting(lpath)?;
-                if !same(local.nodes.get(lpath), Some(n)) {
-                    w.delete_synced(lpath)?;
-                    synced.remove(lpath);
-                }
+        let mut entries = Entries::new();
+        for (lpath, n) in &self.book.state().deleting()? {
+            entries.deleting(lpath, None);
+            if !same(local.nodes.get(lpath), Some(n)) {
+                entries.synced(lpath, None);
             }
-            Ok(())
-        })
+        }
+        self.book.apply(entries)
     }
 
     /// Commits this client sent without recording their answers (a crash, a lost answer):
@@ -887,27 +822,19 @@ impl Syncer {
     /// holds if that is what the commit asked for, and otherwise forgets the path (so the
     /// planner keeps both versions rather than guess).
     fn settle_intents(&mut self, remote: &Tree<RemoteNode>) -> Result<()> {
-        let settled = settle_intents(&self.state.intents()?, remote);
+        let settled = settle_intents(&self.book.state().intents()?, remote);
         if settled.is_empty() {
             return Ok(());
         }
-        let synced = &mut self.synced;
-        self.state.write(|w| {
-            for (lpath, how) in &settled {
-                w.delete_intent(lpath)?;
-                match how {
-                    Settled::Adopt(Some(n)) => {
-                        w.put_synced(lpath, n)?;
-                        synced.insert(lpath.clone(), n.clone());
-                    }
-                    Settled::Adopt(None) | Settled::Forget => {
-                        w.delete_synced(lpath)?;
-                        synced.remove(lpath);
-                    }
-                }
-            }
-            Ok(())
-        })?;
+        let mut entries = Entries::new();
+        for (lpath, how) in &settled {
+            entries.intent(lpath, None);
+            match how {
+                Settled::Adopt(Some(n)) => entries.synced(lpath, Some(n.clone())),
+                Settled::Adopt(None) | Settled::Forget => entries.synced(lpath, None),
+            };
+        }
+        self.book.apply(entries)?;
         info!(
             intents = settled.len(),
             "settled commits whose answers were not recorded"
@@ -927,20 +854,19 @@ impl Syncer {
         }
         // Recorded before anything is sent: if the answers are lost, the next round can
         // still tell this client's own commits from other devices' changes.
-        self.state.write(|w| {
-            for c in &changes {
-                let node = match c.request.kind {
-                    EntryKind::Deleted => None,
-                    _ => local.nodes.get(&c.lpath).cloned(),
-                };
-                let intent = Intent {
-                    parent_jid: c.request.parent_jid,
-                    node,
-                };
-                w.put_intent(&c.lpath, &intent)?;
-            }
-            Ok(())
-        })?;
+        let mut entries = Entries::new();
+        for c in &changes {
+            let node = match c.request.kind {
+                EntryKind::Deleted => None,
+                _ => local.nodes.get(&c.lpath).cloned(),
+            };
+            let intent = Intent {
+                parent_jid: c.request.parent_jid,
+                node,
+            };
+            entries.intent(&c.lpath, Some(intent));
+        }
+        self.book.apply(entries)?;
         // Folders before what they hold; deletions after everything else.
         changes.sort_by(|a, b| {
             let del = |c: &Change| c.request.kind == EntryKind::Deleted;
@@ -969,38 +895,31 @@ impl Syncer {
             }
         }
         report.committed += committed.len();
-        let rows = &mut self.rows;
-        let synced = &mut self.synced;
-        self.state.write(|w| {
-            for lpath in &answered {
-                w.delete_intent(lpath)?;
+        let mut entries = Entries::new();
+        for lpath in &answered {
+            entries.intent(lpath, None);
+        }
+        for (c, jid) in &committed {
+            let (ns, path) = (c.request.ns, &c.request.path);
+            if c.request.kind == EntryKind::Deleted {
+                entries.remote(ns, path, None).synced(&c.lpath, None);
+                continue;
             }
-            for (c, jid) in &committed {
-                let key = (c.request.ns, c.request.path.clone());
-                if c.request.kind == EntryKind::Deleted {
-                    w.delete_remote(key.0, &key.1)?;
-                    w.delete_synced(&c.lpath)?;
-                    rows.remove(&key);
-                    synced.remove(&c.lpath);
-                    continue;
-                }
-                let node = local
-                    .nodes
-                    .get(&c.lpath)
-                    .cloned()
-                    .ok_or_else(|| anyhow!("committed {} without a local node", c.lpath))?;
-                let r = RemoteNode {
-                    ns: key.0,
-                    jid: *jid,
-                    node: node.clone(),
-                };
-                w.put_remote(key.0, &key.1, &r)?;
-                w.put_synced(&c.lpath, &node)?;
-                rows.insert(key, r);
-                synced.insert(c.lpath.clone(), node);
-            }
-            Ok(())
-        })?;
+            let node = local
+                .nodes
+                .get(&c.lpath)
+                .cloned()
+                .ok_or_else(|| anyhow!("committed {} without a local node", c.lpath))?;
+            let row = RemoteNode {
+                ns,
+                jid: *jid,
+                node: node.clone(),
+            };
+            entries
+                .remote(ns, path, Some(row))
+                .synced(&c.lpath, Some(node));
+        }
+        self.book.apply(entries)?;
         match result {
             Ok(stats) => {
                 report.up_bytes += stats.bytes;
@@ -1018,7 +937,7 @@ impl Syncer {
             .prefetch
             .as_ref()
             .map(|c| (c.stats(), c.bytes(), c.followed()));
-        self.state.write(|w| {
+        self.book.state_mut().write(|w| {
             w.set_meta("last_round", &now)?;
             if let Some((stats, bytes, followed)) = prefetch {
                 w.set_meta("prefetch_followed", &followed.to_string())?;
