@@ -17,6 +17,7 @@ use holdall_engine::store_key::StoreKey;
 use holdall_proto::api::EntryKind;
 use holdall_proto::limits::BLOCK_BYTES_MAX;
 use holdall_proto::BlockHash;
+use holdall_proto::FileVersion;
 
 fn block_log(c: &mut Criterion) {
     let mut g = c.benchmark_group("block_log");
@@ -103,10 +104,12 @@ fn journal(c: &mut Criterion) {
                         .map(|i| Commit {
                             ns: 1,
                             path: format!("d{it}/f{i}"),
-                            kind: EntryKind::File,
-                            blocklist: vec![BlockHash::of(&[i as u8])],
-                            size: 10,
-                            mtime_ms: 0,
+                            version: FileVersion {
+                                kind: EntryKind::File,
+                                blocklist: vec![BlockHash::of(&[i as u8])],
+                                size: 10,
+                                mtime_ms: 0,
+                            },
                             parent_jid: None,
                         })
                         .collect();

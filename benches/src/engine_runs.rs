@@ -16,6 +16,7 @@ use holdall_engine::store_key::StoreKey;
 use holdall_proto::api::EntryKind;
 use holdall_proto::limits::BLOCK_BYTES_MAX;
 use holdall_proto::BlockHash;
+use holdall_proto::FileVersion;
 
 /// Result of a put-then-get run.
 #[derive(Debug, Clone, Copy)]
@@ -145,10 +146,12 @@ fn row_commit(i: usize) -> Commit {
     Commit {
         ns: 1,
         path: format!("folder{}/file{i}.txt", i % 100),
-        kind: EntryKind::File,
-        blocklist: vec![BlockHash::of(&(i as u64).to_le_bytes())],
-        size: 4096,
-        mtime_ms: 1_700_000_000_000,
+        version: FileVersion {
+            kind: EntryKind::File,
+            blocklist: vec![BlockHash::of(&(i as u64).to_le_bytes())],
+            size: 4096,
+            mtime_ms: 1_700_000_000_000,
+        },
         parent_jid: None,
     }
 }

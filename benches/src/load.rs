@@ -14,6 +14,7 @@ use holdall_proto::api::{
 use holdall_proto::frame::{decode_retrieve_frames, store_frame_header, RetrieveStatus};
 use holdall_proto::limits::{BATCH_BYTES_DEFAULT, BLOCK_BYTES_MAX};
 use holdall_proto::BlockHash;
+use holdall_proto::FileVersion;
 
 use crate::http_client::Conn;
 
@@ -143,10 +144,12 @@ pub fn commit_file(addr: &str, token: &str, ns: NsId, path: &str, blocks: &[Bloc
     let commit = CommitRequest {
         ns,
         path: path.into(),
-        kind: EntryKind::File,
-        blocklist: blocks.iter().map(|b| b.hash).collect(),
-        size: blocks.iter().map(|b| b.data.len() as u64).sum(),
-        mtime_ms: 0,
+        version: FileVersion {
+            kind: EntryKind::File,
+            blocklist: blocks.iter().map(|b| b.hash).collect(),
+            size: blocks.iter().map(|b| b.data.len() as u64).sum(),
+            mtime_ms: 0,
+        },
         parent_jid: None,
     };
     let body = serde_json::to_vec(&commit)?;

@@ -21,6 +21,7 @@ use holdall_proto::api::{
 use holdall_proto::frame::{decode_retrieve_frames, RetrieveStatus};
 use holdall_proto::limits::{BATCH_BYTES_DEFAULT, COMMIT_BATCH_MAX};
 use holdall_proto::BlockHash;
+use holdall_proto::FileVersion;
 
 use crate::daemon::{create_user, Daemon};
 use crate::ledger::{BlockSpec, Book, Reconciled};
@@ -225,7 +226,7 @@ fn check(addr: &str, s: &mut Store, summary: &mut Summary) -> Result<()> {
     ensure!(strangers.is_empty(), "rows nobody committed: {strangers:?}");
     for row in rows.values() {
         s.jid_floor = s.jid_floor.max(row.jid);
-        if row.kind != EntryKind::File || row.path.starts_with(PROBE_DIR) {
+        if row.version.kind != EntryKind::File || row.path.starts_with(PROBE_DIR) {
             continue;
         }
         let bytes = read_back(&mut conn, &s.token, row, &specs)
@@ -291,10 +292,12 @@ fn probe(
             .map(|h| CommitRequest {
                 ns: s.ns,
                 path: format!("{PROBE_DIR}{h}"),
-                kind: EntryKind::File,
-                blocklist: vec![*h],
-                size: specs[h].len as u64,
-                mtime_ms: 0,
+                version: FileVersion {
+                    kind: EntryKind::File,
+                    blocklist: vec![*h],
+                    size: specs[h].len as u64,
+                    mtime_ms: 0,
+                },
                 parent_jid: None,
             })
             .collect();
@@ -318,17 +321,19 @@ fn probe(
                 } => jid,
                 other => bail!(
                     "block {} that store_batch acknowledged: probe commit answered {other:?}",
-                    c.blocklist[0]
+                    c.version.blocklist[0]
                 ),
             };
             rows.push(ListEntry {
                 ns: c.ns,
                 jid,
                 path: c.path,
-                kind: c.kind,
-                blocklist: c.blocklist,
-                size: c.size,
-                mtime_ms: 0,
+                version: FileVersion {
+                    kind: c.version.kind,
+                    blocklist: c.version.blocklist,
+                    size: c.version.size,
+                    mtime_ms: 0,
+                },
             });
         }
     }
@@ -373,7 +378,7 @@ fn read_back(
     let mut bytes = 0;
     let mut batch: Vec<BlockHash> = Vec::new();
     let mut batch_bytes = 0usize;
-    let mut hashes: Vec<BlockHash> = row.blocklist.clone();
+    let mut hashes: Vec<BlockHash> = row.version.blocklist.clone();
     hashes.sort();
     hashes.dedup();
     for (i, hash) in hashes.iter().enumerate() {

@@ -45,7 +45,9 @@ pub struct Version {
 
 impl Version {
     fn matches(&self, row: &ListEntry) -> bool {
-        self.kind == row.kind && self.blocklist == row.blocklist && self.size == row.size
+        self.kind == row.version.kind
+            && self.blocklist == row.version.blocklist
+            && self.size == row.version.size
     }
 }
 
@@ -120,9 +122,9 @@ fn describe_row(row: Option<&ListEntry>) -> String {
         format!(
             "jid {} {:?} of {} bytes in {} blocks",
             r.jid,
-            r.kind,
-            r.size,
-            r.blocklist.len()
+            r.version.kind,
+            r.version.size,
+            r.version.blocklist.len()
         )
     })
 }
@@ -146,6 +148,7 @@ pub struct Book {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use holdall_proto::FileVersion;
 
     fn version(seed: u8) -> Version {
         Version {
@@ -160,10 +163,12 @@ mod tests {
             ns: 1,
             jid,
             path: "p".into(),
-            kind: v.kind,
-            blocklist: v.blocklist.clone(),
-            size: v.size,
-            mtime_ms: 0,
+            version: FileVersion {
+                kind: v.kind,
+                blocklist: v.blocklist.clone(),
+                size: v.size,
+                mtime_ms: 0,
+            },
         }
     }
 

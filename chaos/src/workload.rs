@@ -12,6 +12,7 @@ use holdall_proto::api::{CommitRequest, CommitResult, EntryKind, Jid, NsId, Stor
 use holdall_proto::frame::store_frame_header;
 use holdall_proto::limits::{BATCH_BYTES_DEFAULT, BLOCK_BYTES_MAX};
 use holdall_proto::BlockHash;
+use holdall_proto::FileVersion;
 
 use crate::ledger::{BlockSpec, Book, Version};
 
@@ -131,10 +132,12 @@ fn commit_version(
     let request = CommitRequest {
         ns: target.ns,
         path: path.to_string(),
-        kind: version.kind,
-        blocklist: version.blocklist.clone(),
-        size: version.size,
-        mtime_ms: 0,
+        version: FileVersion {
+            kind: version.kind,
+            blocklist: version.blocklist.clone(),
+            size: version.size,
+            mtime_ms: 0,
+        },
         parent_jid,
     };
     let body = serde_json::to_vec(&request)?;

@@ -14,10 +14,10 @@ use holdall_proto::api::{
     AddMemberRequest, CommitRequest, CommitResult, CreateNamespaceRequest, EntryKind,
 };
 use holdall_proto::limits::COMMIT_BATCH_MAX;
+use holdall_proto::FileVersion;
 
 use crate::local::scan::STATE_DIR;
 use crate::local::state::State;
-use crate::local::tree::Kind;
 use crate::net::api::Api;
 
 /// The synced folder holding `path`, and `path` relative to it.
@@ -60,7 +60,7 @@ pub fn share(api: &Api, path: &Path, user: &str, as_path: Option<&str>) -> Resul
         None => {
             let state = State::open(&root.join(STATE_DIR))?;
             let synced = state.synced()?;
-            if synced.get(&lpath).map(|n| n.kind) != Some(Kind::Dir) {
+            if synced.get(&lpath).map(|n| n.kind) != Some(EntryKind::Dir) {
                 bail!("{lpath} is not a synced folder yet: run `holdall sync --once` first");
             }
             let below = format!("{lpath}/");
@@ -84,10 +84,7 @@ pub fn share(api: &Api, path: &Path, user: &str, as_path: Option<&str>) -> Resul
                     Some(CommitRequest {
                         ns,
                         path: rel.to_string(),
-                        kind: r.node.node.entry_kind(),
-                        blocklist: r.node.node.blocklist.clone(),
-                        size: r.node.node.size,
-                        mtime_ms: r.node.node.mtime_ms,
+                        version: r.node.node.clone(),
                         parent_jid: None,
                     })
                 })
@@ -98,10 +95,12 @@ pub fn share(api: &Api, path: &Path, user: &str, as_path: Option<&str>) -> Resul
                 .map(|r| CommitRequest {
                     ns: account.root_ns,
                     path: r.path.clone(),
-                    kind: EntryKind::Deleted,
-                    blocklist: Vec::new(),
-                    size: 0,
-                    mtime_ms: 0,
+                    version: FileVersion {
+                        kind: EntryKind::Deleted,
+                        blocklist: Vec::new(),
+                        size: 0,
+                        mtime_ms: 0,
+                    },
                     parent_jid: Some(r.node.jid),
                 })
                 .collect();

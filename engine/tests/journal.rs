@@ -9,16 +9,18 @@ use holdall_engine::journal::state::{Commit, CommitOutcome, RecordInvalid};
 use holdall_engine::journal::{Journal, JournalConfig, JournalError};
 use holdall_engine::runtime;
 use holdall_proto::api::EntryKind;
-use holdall_proto::BlockHash;
+use holdall_proto::{BlockHash, FileVersion};
 
 fn file(ns: u64, path: &str, parent: Option<u64>) -> Commit {
     Commit {
         ns,
         path: path.into(),
-        kind: EntryKind::File,
-        blocklist: vec![BlockHash::of(path.as_bytes())],
-        size: 100,
-        mtime_ms: 1_700_000_000_000,
+        version: FileVersion {
+            kind: EntryKind::File,
+            blocklist: vec![BlockHash::of(path.as_bytes())],
+            size: 100,
+            mtime_ms: 1_700_000_000_000,
+        },
         parent_jid: parent,
     }
 }

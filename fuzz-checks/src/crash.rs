@@ -20,6 +20,7 @@ use holdall_engine::storage::memory::MemStorage;
 use holdall_engine::store_key::StoreKey;
 use holdall_proto::api::EntryKind;
 use holdall_proto::BlockHash;
+use holdall_proto::FileVersion;
 
 /// What goes wrong in a run.
 #[derive(Debug, Clone, Copy)]
@@ -219,10 +220,12 @@ fn version(p: usize, v: usize, parent: Option<u64>) -> Commit {
     Commit {
         ns: 1,
         path: format!("dir/file-{p}.txt"),
-        kind: EntryKind::File,
-        blocklist: vec![BlockHash::of(format!("{p}/{v}").as_bytes())],
-        size: (p * 1000 + v + 1) as u64,
-        mtime_ms: 1_700_000_000_000 + v as i64,
+        version: FileVersion {
+            kind: EntryKind::File,
+            blocklist: vec![BlockHash::of(format!("{p}/{v}").as_bytes())],
+            size: (p * 1000 + v + 1) as u64,
+            mtime_ms: 1_700_000_000_000 + v as i64,
+        },
         parent_jid: parent,
     }
 }
@@ -259,7 +262,7 @@ async fn commit_versions(j: &Journal, rounds: usize) -> Committed {
             let CommitOutcome::Ok { jid } = o else {
                 panic!("commit {} refused: {o:?}", c.path)
             };
-            acked.insert(c.path.clone(), (jid, c.size));
+            acked.insert(c.path.clone(), (jid, c.version.size));
         }
     }
     Committed {
@@ -280,17 +283,17 @@ async fn check_journal(m: MemStorage, committed: &Committed) {
         let latest = state
             .latest(1, path)
             .unwrap_or_else(|| panic!("{path} lost"));
-        let acknowledged = (latest.jid, latest.size) == (*jid, *size);
+        let acknowledged = (latest.jid, latest.version.size) == (*jid, *size);
         let landed_unacknowledged = latest.jid > *jid
             && committed
                 .unknown
                 .iter()
-                .any(|c| c.path == *path && c.size == latest.size);
+                .any(|c| c.path == *path && c.version.size == latest.version.size);
         assert!(
             acknowledged || landed_unacknowledged,
             "{path}: latest row ({}, {}) is neither the acknowledged ({jid}, {size}) nor in flight",
             latest.jid,
-            latest.size
+            latest.version.size
         );
     }
     if let Some(path) = acked.keys().next() {

@@ -15,6 +15,7 @@ use holdall_fuzz_checks::TARGETS;
 use holdall_proto::api::EntryKind;
 use holdall_proto::frame::{encode_retrieve_frame, encode_store_frame, RetrieveStatus};
 use holdall_proto::BlockHash;
+use holdall_proto::FileVersion;
 
 fn corpus_dir(target: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -65,10 +66,12 @@ fn valid_inputs(target: &str) -> Vec<Vec<u8>> {
                     ns: 7,
                     jid: 42,
                     path: "docs/a.txt".into(),
-                    kind: EntryKind::File,
-                    blocklist: vec![h(b"x"), h(b"y")],
-                    size: 4 * 1024 * 1024 + 1,
-                    mtime_ms: 1_700_000_000_000,
+                    version: FileVersion {
+                        kind: EntryKind::File,
+                        blocklist: vec![h(b"x"), h(b"y")],
+                        size: 4 * 1024 * 1024 + 1,
+                        mtime_ms: 1_700_000_000_000,
+                    },
                 }),
                 JournalRecord::User {
                     id: 3,

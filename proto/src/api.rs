@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::hash::BlockHash;
+use crate::version::FileVersion;
 
 /// Namespace id.
 pub type NsId = u64;
@@ -16,17 +17,7 @@ pub type Jid = u64;
 /// A client's last seen JID per namespace; on the wire a JSON object keyed by the ns as text.
 pub type Cursors = BTreeMap<NsId, Jid>;
 
-/// What an SFJ row says a path is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EntryKind {
-    /// A file with a blocklist.
-    File,
-    /// A folder.
-    Dir,
-    /// A tombstone: the path was deleted.
-    Deleted,
-}
+pub use crate::version::EntryKind;
 
 /// Body of every error response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,17 +74,9 @@ pub struct CommitRequest {
     pub ns: NsId,
     /// Path relative to the namespace root.
     pub path: String,
-    /// File, folder or deletion.
-    pub kind: EntryKind,
-    /// Block hashes of the file, in order; empty for folders, deletions and empty files.
-    #[serde(default)]
-    pub blocklist: Vec<BlockHash>,
-    /// File size in bytes; 0 for folders and deletions.
-    #[serde(default)]
-    pub size: u64,
-    /// Modification time, milliseconds since the Unix epoch.
-    #[serde(default)]
-    pub mtime_ms: i64,
+    /// What the path is to hold (`kind`, `blocklist`, `size`, `mtime_ms` in the body).
+    #[serde(flatten)]
+    pub version: FileVersion,
     /// The path's latest JID the client knows; `null` when it believes the path does not
     /// exist (or is deleted).
     pub parent_jid: Option<Jid>,
@@ -173,14 +156,9 @@ pub struct ListEntry {
     pub jid: Jid,
     /// Path relative to the namespace root.
     pub path: String,
-    /// File, folder or deletion.
-    pub kind: EntryKind,
-    /// Block hashes, in order.
-    pub blocklist: Vec<BlockHash>,
-    /// Size in bytes.
-    pub size: u64,
-    /// Modification time, ms since the epoch.
-    pub mtime_ms: i64,
+    /// What the row holds (`kind`, `blocklist`, `size`, `mtime_ms` in the body).
+    #[serde(flatten)]
+    pub version: FileVersion,
 }
 
 /// A blocklist of a file still being uploaded (streaming sync).
@@ -319,7 +297,7 @@ mod tests {
             "size": 0, "mtime_ms": 1700000000000i64, "parent_jid": null
         });
         let c: CommitRequest = serde_json::from_value(v.clone()).unwrap();
-        assert_eq!(c.kind, EntryKind::File);
+        assert_eq!(c.version.kind, EntryKind::File);
         assert_eq!(c.parent_jid, None);
         assert_eq!(serde_json::to_value(&c).unwrap(), v);
     }

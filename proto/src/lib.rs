@@ -12,7 +12,9 @@ pub mod path;
 pub mod payload;
 pub mod pieces;
 pub mod retrieved;
+pub mod version;
 
 pub use content_hash::{blocklist_of, content_hash, ContentHasher};
 pub use hash::{BlockHash, HashError};
 pub use path::{validate_path, PathError};
+pub use version::FileVersion;

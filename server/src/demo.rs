@@ -13,6 +13,7 @@ use holdall_engine::journal::{Journal, JournalConfig};
 use holdall_engine::store_key::StoreKey;
 use holdall_proto::api::EntryKind;
 use holdall_proto::limits::BLOCK_BYTES_MAX;
+use holdall_proto::FileVersion;
 use holdall_proto::{blocklist_of, content_hash::content_hash_of_blocklist};
 
 /// Runs the demo with a file of `mib` MiB in `data/demo/`.
@@ -54,10 +55,12 @@ pub async fn demo(data: PathBuf, mib: usize) -> Result<()> {
         .commit(vec![Commit {
             ns: 1,
             path: "demo.bin".into(),
-            kind: EntryKind::File,
-            blocklist: blocklist.clone(),
-            size: content.len() as u64,
-            mtime_ms: 0,
+            version: FileVersion {
+                kind: EntryKind::File,
+                blocklist: blocklist.clone(),
+                size: content.len() as u64,
+                mtime_ms: 0,
+            },
             parent_jid: parent,
         }])
         .await?;
@@ -78,7 +81,7 @@ pub async fn demo(data: PathBuf, mib: usize) -> Result<()> {
     ensure!(row.jid == jid, "row lost across reopen");
     let mut rebuilt = Vec::with_capacity(content.len());
     let mut block = Vec::new();
-    for hash in &row.blocklist {
+    for hash in &row.version.blocklist {
         ensure!(log.get(hash, &mut block).await?, "block {hash} lost");
         rebuilt.extend_from_slice(&block);
     }
@@ -93,7 +96,7 @@ pub async fn demo(data: PathBuf, mib: usize) -> Result<()> {
     );
     println!(
         "committed demo.bin as JID {jid}; content hash {}",
-        content_hash_of_blocklist(&row.blocklist)
+        content_hash_of_blocklist(&row.version.blocklist)
     );
     println!(
         "reopened {}: {} blocks, {} journal rows; file rebuilt byte for byte",

@@ -194,12 +194,12 @@ impl Book {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::local::tree::Kind;
+    use holdall_proto::api::EntryKind;
     use holdall_proto::BlockHash;
 
     fn file(s: &str) -> Node {
         Node {
-            kind: Kind::File,
+            kind: EntryKind::File,
             blocklist: vec![BlockHash::of(s.as_bytes())],
             size: s.len() as u64,
             mtime_ms: 1,

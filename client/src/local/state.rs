@@ -13,8 +13,10 @@ use holdall_proto::api::{Cursors, Jid, NsId};
 use holdall_proto::BlockHash;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
+use holdall_proto::api::EntryKind;
+
 use crate::local::stat::HashEntry;
-use crate::local::tree::{Kind, Node, RemoteNode};
+use crate::local::tree::{Node, RemoteNode};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -100,17 +102,19 @@ fn unblob(bytes: &[u8]) -> rusqlite::Result<Vec<BlockHash>> {
         .collect())
 }
 
-fn kind_code(kind: Kind) -> i64 {
+fn kind_code(kind: EntryKind) -> i64 {
     match kind {
-        Kind::File => 0,
-        Kind::Dir => 1,
+        EntryKind::File => 0,
+        EntryKind::Dir => 1,
+        EntryKind::Deleted => 2,
     }
 }
 
-fn kind_of(code: i64) -> rusqlite::Result<Kind> {
+fn kind_of(code: i64) -> rusqlite::Result<EntryKind> {
     match code {
-        0 => Ok(Kind::File),
-        1 => Ok(Kind::Dir),
+        0 => Ok(EntryKind::File),
+        1 => Ok(EntryKind::Dir),
+        2 => Ok(EntryKind::Deleted),
         _ => Err(rusqlite::Error::IntegralValueOutOfRange(0, code)),
     }
 }

@@ -6,65 +6,12 @@
 
 use std::collections::BTreeMap;
 
-use holdall_proto::api::{EntryKind, Jid, Mount, NsId};
-use holdall_proto::BlockHash;
+use holdall_proto::api::{Jid, Mount, NsId};
+use holdall_proto::FileVersion;
 
-/// A file or a folder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    /// A file with a blocklist.
-    File,
-    /// A folder.
-    Dir,
-}
-
-/// One side's view of a path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Node {
-    /// File or folder.
-    pub kind: Kind,
-    /// Block hashes of a file, in order; empty for folders and empty files.
-    pub blocklist: Vec<BlockHash>,
-    /// Size in bytes; 0 for folders.
-    pub size: u64,
-    /// Modification time, ms since the epoch (not part of the content).
-    pub mtime_ms: i64,
-}
-
-impl Node {
-    /// A folder.
-    pub fn dir() -> Node {
-        Node {
-            kind: Kind::Dir,
-            blocklist: Vec::new(),
-            size: 0,
-            mtime_ms: 0,
-        }
-    }
-
-    /// A file.
-    pub fn file(blocklist: Vec<BlockHash>, size: u64, mtime_ms: i64) -> Node {
-        Node {
-            kind: Kind::File,
-            blocklist,
-            size,
-            mtime_ms,
-        }
-    }
-
-    /// Same kind and same bytes (mtime aside).
-    pub fn same_content(&self, other: &Node) -> bool {
-        self.kind == other.kind && self.size == other.size && self.blocklist == other.blocklist
-    }
-
-    /// The protocol's kind.
-    pub fn entry_kind(&self) -> EntryKind {
-        match self.kind {
-            Kind::File => EntryKind::File,
-            Kind::Dir => EntryKind::Dir,
-        }
-    }
-}
+/// One side's view of a path: a file or a folder (a path with nothing has no node; the
+/// client never holds a deletion as a node).
+pub type Node = FileVersion;
 
 /// Two optional nodes hold the same content (both absent counts).
 pub fn same(a: Option<&Node>, b: Option<&Node>) -> bool {
@@ -183,6 +130,7 @@ mod tests {
 
     #[test]
     fn content_ignores_mtime() {
+        use holdall_proto::BlockHash;
         let h = BlockHash::of(b"x");
         let a = Node::file(vec![h], 1, 5);
         let b = Node::file(vec![h], 1, 9);

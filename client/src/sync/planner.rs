@@ -15,8 +15,10 @@
 
 use std::collections::{BTreeSet, HashSet};
 
+use holdall_proto::api::EntryKind;
+
 use crate::local::state::Intent;
-use crate::local::tree::{same, Kind, Node, RemoteNode, Tree};
+use crate::local::tree::{same, Node, RemoteNode, Tree};
 
 /// One thing to do for one path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,7 +187,7 @@ pub fn plan(t: &Trees<'_>, namer: &CopyNamer) -> Vec<Action> {
 fn apply_remote(path: &str, r: Option<&Node>) -> Action {
     match r {
         None => Action::DeleteLocal(path.to_string()),
-        Some(n) if n.kind == Kind::Dir => Action::MakeDir(path.to_string()),
+        Some(n) if n.kind == EntryKind::Dir => Action::MakeDir(path.to_string()),
         Some(_) => Action::Download(path.to_string()),
     }
 }
@@ -232,7 +234,9 @@ fn keep_folders_in_use(t: &Trees<'_>, mut actions: Vec<Action>) -> Vec<Action> {
     for a in &mut actions {
         match a {
             Action::DeleteLocal(p)
-                if t.local.get(p.as_str()).is_some_and(|n| n.kind == Kind::Dir)
+                if t.local
+                    .get(p.as_str())
+                    .is_some_and(|n| n.kind == EntryKind::Dir)
                     && has_below(&kept_locally, p) =>
             {
                 *a = Action::Upload(p.clone());
@@ -240,7 +244,7 @@ fn keep_folders_in_use(t: &Trees<'_>, mut actions: Vec<Action>) -> Vec<Action> {
             Action::DeleteRemote(p)
                 if t.remote
                     .get(p.as_str())
-                    .is_some_and(|n| n.node.kind == Kind::Dir)
+                    .is_some_and(|n| n.node.kind == EntryKind::Dir)
                     && has_below(&kept_remotely, p) =>
             {
                 *a = Action::MakeDir(p.clone());

@@ -13,6 +13,7 @@ use anyhow::{anyhow, Context, Result};
 use holdall_proto::api::{CommitRequest, Cursors, EntryKind, Limits, ListRequest, NsId};
 use holdall_proto::limits::LIST_LIMIT_MAX;
 use holdall_proto::BlockHash;
+use holdall_proto::FileVersion;
 use tracing::{debug, info, warn};
 
 use crate::local::book::{Book, Entries};
@@ -24,7 +25,7 @@ use crate::local::scan::{
 use crate::local::stat::{HashEntry, Stat};
 use crate::local::state::{Intent, State};
 use crate::local::trash::Trash;
-use crate::local::tree::{same, Kind, Layout, Node, Place, RemoteNode, Tree};
+use crate::local::tree::{same, Layout, Node, Place, RemoteNode, Tree};
 use crate::net::api::{Api, ApiError};
 use crate::sync::planner::{plan, settle_intents, Action, CopyNamer, Settled, Trees};
 use crate::transfer::early::{Early, StoredLately};
@@ -270,19 +271,10 @@ impl Syncer {
                 .extend(answer.prefetch_cursors.clone());
             let mut entries = Entries::new();
             for e in &answer.entries {
-                let row = (e.kind != EntryKind::Deleted).then(|| RemoteNode {
+                let row = (!e.version.is_deleted()).then(|| RemoteNode {
                     ns: e.ns,
                     jid: e.jid,
-                    node: Node {
-                        kind: if e.kind == EntryKind::Dir {
-                            Kind::Dir
-                        } else {
-                            Kind::File
-                        },
-                        blocklist: e.blocklist.clone(),
-                        size: e.size,
-                        mtime_ms: e.mtime_ms,
-                    },
+                    node: e.version.clone(),
                 });
                 entries.remote(e.ns, &e.path, row);
             }
@@ -503,25 +495,11 @@ impl Syncer {
             return None;
         };
         let parent_jid = remote.get(lpath).map(|r| r.jid);
-        let request = match node {
-            Some(n) => CommitRequest {
-                ns,
-                path,
-                kind: n.entry_kind(),
-                blocklist: n.blocklist.clone(),
-                size: n.size,
-                mtime_ms: n.mtime_ms,
-                parent_jid,
-            },
-            None => CommitRequest {
-                ns,
-                path,
-                kind: EntryKind::Deleted,
-                blocklist: Vec::new(),
-                size: 0,
-                mtime_ms: 0,
-                parent_jid,
-            },
+        let request = CommitRequest {
+            ns,
+            path,
+            version: node.cloned().unwrap_or_else(FileVersion::deleted),
+            parent_jid,
         };
         Some(Change {
             lpath: lpath.to_string(),
@@ -553,12 +531,12 @@ impl Syncer {
         for p in paths {
             let full = self.root.join(&p);
             match local.nodes.get(&p).map(|n| n.kind) {
-                Some(Kind::Dir) => match std::fs::remove_dir(&full) {
+                Some(EntryKind::Dir) => match std::fs::remove_dir(&full) {
                     Ok(()) => done.push(p),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => done.push(p),
                     Err(e) => report.errors.push((p, format!("removing the folder: {e}"))),
                 },
-                Some(Kind::File) => {
+                Some(EntryKind::File) => {
                     let (Some(stat), Some(node)) = (local.stats.get(&p), local.nodes.get(&p))
                     else {
                         continue;
@@ -578,7 +556,7 @@ impl Syncer {
                         Err(e) => report.errors.push((p, format!("{e:#}"))),
                     }
                 }
-                None => done.push(p),
+                Some(EntryKind::Deleted) | None => done.push(p),
             }
         }
         report.deleted += done.len();
@@ -613,7 +591,7 @@ impl Syncer {
     fn block_sources(&self, local: &LocalTree) -> BlockSources {
         let mut sources = BlockSources::default();
         for (p, n) in &local.nodes {
-            if n.kind == Kind::File {
+            if n.kind == EntryKind::File {
                 sources.add_file(self.root.join(p), &n.blocklist, n.size);
             }
         }
@@ -856,7 +834,7 @@ impl Syncer {
         // still tell this client's own commits from other devices' changes.
         let mut entries = Entries::new();
         for c in &changes {
-            let node = match c.request.kind {
+            let node = match c.request.version.kind {
                 EntryKind::Deleted => None,
                 _ => local.nodes.get(&c.lpath).cloned(),
             };
@@ -869,7 +847,7 @@ impl Syncer {
         self.book.apply(entries)?;
         // Folders before what they hold; deletions after everything else.
         changes.sort_by(|a, b| {
-            let del = |c: &Change| c.request.kind == EntryKind::Deleted;
+            let del = |c: &Change| c.request.version.kind == EntryKind::Deleted;
             (del(a), a.lpath.as_str()).cmp(&(del(b), b.lpath.as_str()))
         });
         let mut done = Vec::new();
@@ -901,7 +879,7 @@ impl Syncer {
         }
         for (c, jid) in &committed {
             let (ns, path) = (c.request.ns, &c.request.path);
-            if c.request.kind == EntryKind::Deleted {
+            if c.request.version.kind == EntryKind::Deleted {
                 entries.remote(ns, path, None).synced(&c.lpath, None);
                 continue;
             }

@@ -443,6 +443,7 @@ pub(crate) mod tests {
             .iter()
             .map(|c| {
                 let need: Vec<BlockHash> = c
+                    .version
                     .blocklist
                     .iter()
                     .filter(|h| !kept.0.contains(*h))

@@ -136,10 +136,10 @@ pub fn upload(
     let mut sources: HashMap<BlockHash, Wanted> = HashMap::new();
     for (change, need) in &waiting {
         let r = &change.request;
-        for (i, h) in r.blocklist.iter().enumerate() {
+        for (i, h) in r.version.blocklist.iter().enumerate() {
             if need.contains(h) && !sources.contains_key(h) {
                 let offset = i as u64 * BLOCK_BYTES_MAX as u64;
-                let len = (r.size - offset).min(BLOCK_BYTES_MAX as u64) as usize;
+                let len = (r.version.size - offset).min(BLOCK_BYTES_MAX as u64) as usize;
                 sources.insert(
                     *h,
                     (root.join(&change.lpath), offset, len, change.stat.as_ref()),
@@ -330,8 +330,8 @@ mod tests {
     use crate::net::api::Endpoint;
     use crate::net::bulk::tests::{answer, request};
     use crate::transfer::early::tests::{lately, Behaviour, BlockServer};
-    use holdall_proto::api::EntryKind;
     use holdall_proto::frame::decode_store_frames;
+    use holdall_proto::FileVersion;
     use std::net::TcpListener;
     use std::sync::Arc;
 
@@ -423,10 +423,7 @@ mod tests {
             request: CommitRequest {
                 ns: 1,
                 path: "f".into(),
-                kind: EntryKind::File,
-                blocklist,
-                size,
-                mtime_ms: 0,
+                version: FileVersion::file(blocklist, size, 0),
                 parent_jid: None,
             },
             stat: Some(Stat::of(&std::fs::metadata(dir.join("f")).unwrap())),
@@ -436,8 +433,8 @@ mod tests {
     /// Early senders to `fake`, offered every block of `change` (of the file `f` under `dir`).
     fn early_offering(fake: &BlockServer, dir: &Path, change: &Change) -> Early {
         let early = Early::start(fake.api.clone(), HashSet::new(), lately(), 8 << 20, 2);
-        let (path, size) = (dir.join("f"), change.request.size);
-        for (i, hash) in change.request.blocklist.iter().enumerate() {
+        let (path, size) = (dir.join("f"), change.request.version.size);
+        for (i, hash) in change.request.version.blocklist.iter().enumerate() {
             let offset = (i * BLOCK_BYTES_MAX) as u64;
             early.offer(crate::local::scan::HashedBlock {
                 path: &path,
@@ -457,7 +454,7 @@ mod tests {
         let (change, blocklist) = three_block_change(dir.path());
         let fake = BlockServer::start(Behaviour::default());
         let early = early_offering(&fake, dir.path(), &change);
-        let size = change.request.size;
+        let size = change.request.version.size;
         let stats = upload_committing(&fake, dir.path(), change, early);
         assert_eq!(sorted(fake.stores()), sorted(blocklist), "each block once");
         assert_eq!((stats.blocks, stats.bytes), (3, size));

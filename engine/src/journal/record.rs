@@ -19,7 +19,7 @@
 use holdall_proto::api::{EntryKind, Jid, NsId};
 use holdall_proto::limits::{BLOCK_BYTES_MAX, PATH_BYTES_MAX};
 use holdall_proto::path::validate_path_bytes;
-use holdall_proto::BlockHash;
+use holdall_proto::{BlockHash, FileVersion};
 
 /// Record magic.
 pub const MAGIC: [u8; 4] = *b"HJNL";
@@ -42,14 +42,8 @@ pub struct Row {
     pub jid: Jid,
     /// Path relative to the namespace root.
     pub path: String,
-    /// File, folder or deletion.
-    pub kind: EntryKind,
-    /// Block hashes of a file, in order.
-    pub blocklist: Vec<BlockHash>,
-    /// Size in bytes.
-    pub size: u64,
-    /// Modification time, ms since the epoch.
-    pub mtime_ms: i64,
+    /// What the path holds.
+    pub version: FileVersion,
 }
 
 /// Whether a namespace is a user's root or a shared folder.
@@ -145,12 +139,12 @@ pub fn encode(record: &JournalRecord, out: &mut Vec<u8>) {
         JournalRecord::Row(r) => {
             out.extend_from_slice(&r.ns.to_le_bytes());
             out.extend_from_slice(&r.jid.to_le_bytes());
-            out.push(kind_byte(r.kind));
-            out.extend_from_slice(&r.size.to_le_bytes());
-            out.extend_from_slice(&r.mtime_ms.to_le_bytes());
+            out.push(kind_byte(r.version.kind));
+            out.extend_from_slice(&r.version.size.to_le_bytes());
+            out.extend_from_slice(&r.version.mtime_ms.to_le_bytes());
             put_str(out, &r.path);
-            out.extend_from_slice(&(r.blocklist.len() as u32).to_le_bytes());
-            for h in &r.blocklist {
+            out.extend_from_slice(&(r.version.blocklist.len() as u32).to_le_bytes());
+            for h in &r.version.blocklist {
                 out.extend_from_slice(h.as_bytes());
             }
             1
@@ -316,10 +310,12 @@ pub fn decode(bytes: &[u8]) -> Result<(JournalRecord, usize), JournalRecordError
                 ns,
                 jid,
                 path,
-                kind,
-                blocklist,
-                size,
-                mtime_ms,
+                version: FileVersion {
+                    kind,
+                    blocklist,
+                    size,
+                    mtime_ms,
+                },
             })
         }
         2 => {
@@ -371,19 +367,23 @@ mod tests {
                 ns: 3,
                 jid: 9,
                 path: "docs/ünï.txt".into(),
-                kind: EntryKind::File,
-                blocklist: vec![BlockHash::of(b"a"), BlockHash::of(b"b")],
-                size: BLOCK_BYTES_MAX as u64 + 1,
-                mtime_ms: -5,
+                version: FileVersion {
+                    kind: EntryKind::File,
+                    blocklist: vec![BlockHash::of(b"a"), BlockHash::of(b"b")],
+                    size: BLOCK_BYTES_MAX as u64 + 1,
+                    mtime_ms: -5,
+                },
             }),
             JournalRecord::Row(Row {
                 ns: 3,
                 jid: 10,
                 path: "d".into(),
-                kind: EntryKind::Dir,
-                blocklist: vec![],
-                size: 0,
-                mtime_ms: 1,
+                version: FileVersion {
+                    kind: EntryKind::Dir,
+                    blocklist: vec![],
+                    size: 0,
+                    mtime_ms: 1,
+                },
             }),
             JournalRecord::User {
                 id: 1,

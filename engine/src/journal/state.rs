@@ -9,7 +9,7 @@ use hashbrown::HashMap;
 
 use holdall_proto::api::{EntryKind, Jid, NsId};
 use holdall_proto::content_hash::block_count;
-use holdall_proto::{validate_path, BlockHash, PathError};
+use holdall_proto::{validate_path, BlockHash, FileVersion, PathError};
 
 use crate::journal::record::{JournalRecord, NamespaceKind, Row, UserId};
 
@@ -20,14 +20,8 @@ pub struct Commit {
     pub ns: NsId,
     /// Path relative to the namespace root.
     pub path: String,
-    /// File, folder or deletion.
-    pub kind: EntryKind,
-    /// Block hashes of a file.
-    pub blocklist: Vec<BlockHash>,
-    /// Size in bytes.
-    pub size: u64,
-    /// Modification time, ms since the epoch.
-    pub mtime_ms: i64,
+    /// What the path is to hold.
+    pub version: FileVersion,
     /// The path's latest JID as the committer knows it; `None`: the path must not exist or
     /// be deleted.
     pub parent_jid: Option<Jid>,
@@ -38,19 +32,19 @@ impl Commit {
     /// of a file (folders and deletions have neither).
     pub fn check_shape(&self) -> Result<(), CommitInvalid> {
         validate_path(&self.path)?;
-        match self.kind {
+        match self.version.kind {
             EntryKind::File => {
-                let expected = block_count(self.size);
-                if self.blocklist.len() as u64 != expected {
+                let expected = block_count(self.version.size);
+                if self.version.blocklist.len() as u64 != expected {
                     return Err(CommitInvalid::BlocklistDoesNotFitSize {
-                        blocks: self.blocklist.len(),
+                        blocks: self.version.blocklist.len(),
                         expected,
-                        size: self.size,
+                        size: self.version.size,
                     });
                 }
             }
             kind => {
-                if !self.blocklist.is_empty() || self.size != 0 {
+                if !self.version.blocklist.is_empty() || self.version.size != 0 {
                     return Err(CommitInvalid::NotAFile(kind));
                 }
             }
@@ -223,7 +217,7 @@ impl Namespace {
         if let Some(old) = self.latest.insert(row.path.clone(), row.jid) {
             if let Ok(i) = self.position(old) {
                 if let Some(old_row) = self.rows[i].1.take() {
-                    for hash in &old_row.blocklist {
+                    for hash in &old_row.version.blocklist {
                         if let hashbrown::hash_map::Entry::Occupied(mut e) =
                             self.blocks.entry(*hash)
                         {
@@ -237,7 +231,7 @@ impl Namespace {
                 self.live -= 1;
             }
         }
-        for hash in &row.blocklist {
+        for hash in &row.version.blocklist {
             *self.blocks.entry(*hash).or_default() += 1;
         }
         self.rows.push((row.jid, Some(row)));
@@ -333,7 +327,8 @@ impl State {
         let below = format!("{path}/");
         n.latest.iter().any(|(p, &jid)| {
             (p == path || p.starts_with(&below))
-                && n.row(jid).is_some_and(|r| r.kind != EntryKind::Deleted)
+                && n.row(jid)
+                    .is_some_and(|r| r.version.kind != EntryKind::Deleted)
         })
     }
 
@@ -391,7 +386,7 @@ impl State {
                 .latest
                 .get(&c.path)
                 .and_then(|&jid| ns.row(jid))
-                .map(|r| (r.jid, r.kind)),
+                .map(|r| (r.jid, r.version.kind)),
         };
         let parent_ok = match (c.parent_jid, current) {
             (None, None) => true,
@@ -407,15 +402,12 @@ impl State {
         let last = pending.last_jid.get(&c.ns).copied().unwrap_or(ns.last_jid);
         let jid = last + 1;
         pending.last_jid.insert(c.ns, jid);
-        pending.latest.insert(key, (jid, c.kind));
+        pending.latest.insert(key, (jid, c.version.kind));
         Ok(Row {
             ns: c.ns,
             jid,
             path: c.path.clone(),
-            kind: c.kind,
-            blocklist: c.blocklist.clone(),
-            size: c.size,
-            mtime_ms: c.mtime_ms,
+            version: c.version.clone(),
         })
     }
 
@@ -649,10 +641,12 @@ mod tests {
         Commit {
             ns,
             path: path.into(),
-            kind: EntryKind::File,
-            blocklist: vec![BlockHash::of(path.as_bytes())],
-            size: 10,
-            mtime_ms: 0,
+            version: FileVersion {
+                kind: EntryKind::File,
+                blocklist: vec![BlockHash::of(path.as_bytes())],
+                size: 10,
+                mtime_ms: 0,
+            },
             parent_jid: parent,
         }
     }
@@ -686,9 +680,7 @@ mod tests {
         );
         assert_eq!(commit(&mut s, &file(1, "a", Some(1))), Ok(2));
         let del = Commit {
-            kind: EntryKind::Deleted,
-            blocklist: vec![],
-            size: 0,
+            version: FileVersion::deleted(),
             ..file(1, "a", Some(2))
         };
         assert_eq!(commit(&mut s, &del), Ok(3));
@@ -708,11 +700,13 @@ mod tests {
     fn block_references_follow_live_rows() {
         let mut s = state_with_ns(1);
         let shared = BlockHash::of(b"shared");
-        let with = |path: &str, blocks: Vec<BlockHash>, parent| Commit {
-            size: (blocks.len() as u64).saturating_sub(1) * BLOCK_BYTES_MAX as u64
-                + u64::from(!blocks.is_empty()),
-            blocklist: blocks,
-            ..file(1, path, parent)
+        let with = |path: &str, blocks: Vec<BlockHash>, parent| {
+            let size = (blocks.len() as u64).saturating_sub(1) * BLOCK_BYTES_MAX as u64
+                + u64::from(!blocks.is_empty());
+            Commit {
+                version: FileVersion::file(blocks, size, 0),
+                ..file(1, path, parent)
+            }
         };
         let only_a = BlockHash::of(b"a");
         commit(&mut s, &with("a", vec![only_a, shared], None)).unwrap();
@@ -724,9 +718,7 @@ mod tests {
         assert!(!s.namespace(1).unwrap().references(&only_a));
         assert!(ns(&s));
         let del = Commit {
-            kind: EntryKind::Deleted,
-            blocklist: vec![],
-            size: 0,
+            version: FileVersion::deleted(),
             ..file(1, "b", Some(2))
         };
         commit(&mut s, &del).unwrap();
@@ -748,23 +740,26 @@ mod tests {
             CommitInvalid::BadPath(PathError::DotDot)
         );
         assert!(matches!(
-            bad(Commit {
-                size: BLOCK_BYTES_MAX as u64 + 1,
-                ..file(1, "a", None)
+            bad({
+                let mut c = file(1, "a", None);
+                c.version.size = BLOCK_BYTES_MAX as u64 + 1;
+                c
             }),
             CommitInvalid::BlocklistDoesNotFitSize { expected: 2, .. }
         ));
         assert!(matches!(
-            bad(Commit {
-                size: 0,
-                ..file(1, "a", None)
+            bad({
+                let mut c = file(1, "a", None);
+                c.version.size = 0;
+                c
             }),
             CommitInvalid::BlocklistDoesNotFitSize { expected: 0, .. }
         ));
         assert_eq!(
-            bad(Commit {
-                kind: EntryKind::Dir,
-                ..file(1, "a", None)
+            bad({
+                let mut c = file(1, "a", None);
+                c.version.kind = EntryKind::Dir;
+                c
             }),
             CommitInvalid::NotAFile(EntryKind::Dir)
         );
@@ -844,9 +839,7 @@ mod tests {
         commit(&mut s, &file(1, "docs/a.txt", None)).unwrap();
         let jid = commit(&mut s, &file(1, "gone", None)).unwrap();
         let del = Commit {
-            kind: EntryKind::Deleted,
-            blocklist: vec![],
-            size: 0,
+            version: FileVersion::deleted(),
             ..file(1, "gone", Some(jid))
         };
         commit(&mut s, &del).unwrap();

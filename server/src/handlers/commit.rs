@@ -111,10 +111,7 @@ async fn run(
         let c = Commit {
             ns: r.ns,
             path: r.path,
-            kind: r.kind,
-            blocklist: r.blocklist,
-            size: r.size,
-            mtime_ms: r.mtime_ms,
+            version: r.version,
             parent_jid: r.parent_jid,
         };
         let checked = crate::handlers::access::check(&namespaces, c.ns)
@@ -126,7 +123,7 @@ async fn run(
     }
     let hashes: Vec<BlockHash> = commits
         .iter()
-        .flat_map(|(_, c)| c.blocklist.iter().copied())
+        .flat_map(|(_, c)| c.version.blocklist.iter().copied())
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
@@ -135,6 +132,7 @@ async fn run(
     for (i, c) in commits {
         let mut seen = HashSet::new();
         let need: Vec<BlockHash> = c
+            .version
             .blocklist
             .iter()
             .filter(|h| !claimable.contains(*h) && seen.insert(**h))
@@ -260,17 +258,17 @@ async fn commit_here(
                 Ok(_) => {
                     let live = state
                         .latest(c.ns, &c.path)
-                        .is_some_and(|r| r.kind != EntryKind::Deleted);
+                        .is_some_and(|r| r.version.kind != EntryKind::Deleted);
                     if shard.streaming()
-                        && c.kind == EntryKind::File
-                        && c.size > BATCH_BYTES_DEFAULT as u64
+                        && c.version.kind == EntryKind::File
+                        && c.version.size > BATCH_BYTES_DEFAULT as u64
                         && !live
                     {
                         let upsert = shard.prefetch_mut().upsert(
                             c.ns,
                             &c.path,
-                            c.blocklist.clone(),
-                            c.size,
+                            c.version.blocklist.clone(),
+                            c.version.size,
                             uploader,
                             now,
                         );

@@ -114,10 +114,7 @@ fn list_here(
             ns,
             jid: r.jid,
             path: r.path.clone(),
-            kind: r.kind,
-            blocklist: r.blocklist.clone(),
-            size: r.size,
-            mtime_ms: r.mtime_ms,
+            version: r.version.clone(),
         })
         .collect();
     let mut table = shard.prefetch_mut();

@@ -245,12 +245,12 @@ fn grant_here(shard: &Shard, item: &RetrieveItem) -> Vec<Grant> {
         Some(jid) => state.row(item.ns, jid).filter(|r| r.path == item.path),
         None => state.latest(item.ns, &item.path),
     };
-    let Some(row) = row.filter(|r| r.kind == EntryKind::File) else {
+    let Some(row) = row.filter(|r| r.version.kind == EntryKind::File) else {
         return refuse(RetrieveStatus::NotFound);
     };
     item.hashes
         .iter()
-        .map(|h| match row.blocklist.contains(h) {
+        .map(|h| match row.version.blocklist.contains(h) {
             true => Grant::Row,
             false => Grant::Refused(RetrieveStatus::NotFound),
         })

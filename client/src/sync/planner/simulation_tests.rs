@@ -19,7 +19,8 @@ use std::collections::BTreeSet;
 use holdall_proto::BlockHash;
 
 use super::{plan, settle_intents, Action, CopyNamer, Intent, Settled, Trees};
-use crate::local::tree::{Kind, Node, RemoteNode, Tree};
+use crate::local::tree::{Node, RemoteNode, Tree};
+use holdall_proto::api::EntryKind;
 
 /// Seeds a test run takes unless told otherwise.
 const SEEDS_DEFAULT: u64 = 300;
@@ -162,7 +163,7 @@ fn make_parents(disk: &mut Tree<Node>, path: &str) -> bool {
     }
     for dir in dirs.into_iter().rev() {
         match disk.get(&dir) {
-            Some(n) if n.kind == Kind::File => return false,
+            Some(n) if n.kind == EntryKind::File => return false,
             Some(_) => {}
             None => {
                 disk.insert(dir, Node::dir());
@@ -222,7 +223,7 @@ impl Sim {
         let ids: Vec<u64> = self.clients[who]
             .disk
             .iter()
-            .filter(|(p, n)| n.kind == Kind::File && (*p == path || is_under(p, path)))
+            .filter(|(p, n)| n.kind == EntryKind::File && (*p == path || is_under(p, path)))
             .map(|(_, n)| n.size)
             .collect();
         self.superseded.extend(ids);
@@ -233,7 +234,7 @@ impl Sim {
         let existing_files: Vec<String> = self.clients[who]
             .disk
             .iter()
-            .filter(|(_, n)| n.kind == Kind::File)
+            .filter(|(_, n)| n.kind == EntryKind::File)
             .map(|(p, _)| p.clone())
             .collect();
         let existing: Vec<String> = self.clients[who].disk.keys().cloned().collect();
@@ -245,7 +246,7 @@ impl Sim {
                 };
                 let Some(path) = path else { return };
                 let disk = &mut self.clients[who].disk;
-                if disk.get(&path).is_some_and(|n| n.kind == Kind::Dir)
+                if disk.get(&path).is_some_and(|n| n.kind == EntryKind::Dir)
                     || !make_parents(disk, &path)
                 {
                     return;
@@ -273,8 +274,9 @@ impl Sim {
                 };
                 let disk = &mut self.clients[who].disk;
                 let to = match disk[&from].kind {
-                    Kind::File => self.rng.pick(&FILE_PATHS),
-                    Kind::Dir => self.rng.pick(&DIR_PATHS),
+                    EntryKind::File => self.rng.pick(&FILE_PATHS),
+                    EntryKind::Dir => self.rng.pick(&DIR_PATHS),
+                    EntryKind::Deleted => None,
                 };
                 let Some(to) = to.map(|t| t.to_string()) else {
                     return;
@@ -413,8 +415,8 @@ impl Sim {
                     "skipped"
                 } else if !make_parents(&mut c.disk, p) {
                     "blocked by a file"
-                } else if c.disk.get(p).is_some_and(|n| n.kind == Kind::Dir)
-                    && r.node.kind == Kind::File
+                } else if c.disk.get(p).is_some_and(|n| n.kind == EntryKind::Dir)
+                    && r.node.kind == EntryKind::File
                 {
                     "blocked by a folder"
                 } else {
@@ -555,7 +557,7 @@ impl Sim {
         }
         let kept: BTreeSet<u64> = server
             .values()
-            .filter(|n| n.kind == Kind::File)
+            .filter(|n| n.kind == EntryKind::File)
             .map(|n| n.size)
             .collect();
         for id in self.written.difference(&self.superseded) {
