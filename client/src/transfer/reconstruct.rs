@@ -267,11 +267,49 @@ pub fn build(
     fetches: &[Fetch],
     sources: &BlockSources,
 ) -> Result<Built, ApiError> {
-    let mut stats = DownloadStats::default();
-    let mut failed: BTreeSet<usize> = BTreeSet::new();
-    let mut errors: Vec<(usize, String)> = Vec::new();
+    let mut found = Found::default();
+    let (temps, in_place) = prepare_temps(root, fetches, sources, &mut found);
+    let files = TempFiles::new(fetches, temps, &in_place);
+    let (wanted, owner_order) = write_local_blocks(fetches, sources, &files, &in_place, &mut found);
+    // Several requests per fetcher even when everything would fit in one: each fetcher
+    // writes the files its answer holds, so one big request would create them all on one
+    // thread while the others wait.
+    let wanted_bytes: u64 = owner_order.iter().map(|(_, _, len)| len).sum();
+    let fetchers = (workers * FETCHERS_PER_WORKER)
+        .min(FETCHERS_MAX)
+        .max(workers)
+        .max(1);
+    let request_bytes_max = (wanted_bytes / (REQUESTS_PER_FETCHER * fetchers as u64))
+        .clamp(REQUEST_BYTES_MIN, batch_bytes_max.max(REQUEST_BYTES_MIN));
+    let requests = pack_requests(fetches, &owner_order, request_bytes_max);
+    let fetched = match fetch(api, &requests, fetchers, &wanted, &files) {
+        Ok(fetched) => fetched,
+        Err(e) => {
+            for t in &files.paths {
+                let _ = std::fs::remove_file(t);
+            }
+            return Err(e);
+        }
+    };
+    found.failed.extend(fetched.failed);
+    // Errors of no file (a bad answer) only explain the files that failed with them.
+    found
+        .errors
+        .extend(fetched.errors.into_iter().filter(|(i, _)| *i != usize::MAX));
+    found.stats.fetched_blocks = fetched.stats.fetched_blocks;
+    found.stats.fetched_bytes = fetched.stats.fetched_bytes;
+    Ok(finish(&files, fetches.len(), found))
+}
+
+/// Each fetch's temporary path, its folder made; a file streaming sync assembled becomes
+/// the temporary file as it is, and the blocks it already holds are returned per fetch.
+fn prepare_temps(
+    root: &Path,
+    fetches: &[Fetch],
+    sources: &BlockSources,
+    found: &mut Found,
+) -> (Vec<PathBuf>, HashMap<usize, Vec<bool>>) {
     let mut temps = Vec::with_capacity(fetches.len());
-    // Per fetch, the blocks already in its temporary file (streaming sync put them there).
     let mut in_place: HashMap<usize, Vec<bool>> = HashMap::new();
     let mut dirs_made: BTreeSet<PathBuf> = BTreeSet::new();
     for (i, f) in fetches.iter().enumerate() {
@@ -283,17 +321,17 @@ pub fn build(
                     dirs_made.insert(dir);
                 }
                 Err(e) => {
-                    failed.insert(i);
-                    errors.push((i, format!("creating {}: {e}", dir.display())));
+                    found.failed.insert(i);
+                    found
+                        .errors
+                        .push((i, format!("creating {}: {e}", dir.display())));
                 }
             }
         }
-        // A file streaming sync assembled becomes the temporary file as it is; only the
-        // blocks it lacks are filled in.
         if let Some(Prepared { part, have }) = sources.prebuilt(f) {
             match std::fs::rename(&part, &temp) {
                 Ok(()) => {
-                    stats.prefetched_blocks += have.iter().filter(|h| **h).count() as u64;
+                    found.stats.prefetched_blocks += have.iter().filter(|h| **h).count() as u64;
                     in_place.insert(i, have);
                 }
                 Err(e) => {
@@ -304,14 +342,26 @@ pub fn build(
         }
         temps.push(temp);
     }
-    let files = TempFiles::new(fetches, temps, &in_place);
+    (temps, in_place)
+}
+
+/// Blocks wanted from the server, by hash, with where each goes.
+type Wanted = HashMap<BlockHash, Vec<(usize, u64)>>;
+
+/// Writes the blocks found locally; returns the rest, each wanted block once with the
+/// fetch that first wants it and its length, in fetch order.
+fn write_local_blocks(
+    fetches: &[Fetch],
+    sources: &BlockSources,
+    files: &TempFiles,
+    in_place: &HashMap<usize, Vec<bool>>,
+    found: &mut Found,
+) -> (Wanted, Vec<(usize, BlockHash, u64)>) {
     let mut scratch = Scratch::default();
-    // Blocks found locally are written now; the rest are wanted from the server.
-    let mut wanted: HashMap<BlockHash, Vec<(usize, u64)>> = HashMap::new();
-    // Each wanted block once, with the fetch that first wants it and its length.
+    let mut wanted: Wanted = HashMap::new();
     let mut owner_order: Vec<(usize, BlockHash, u64)> = Vec::new();
     for (i, f) in fetches.iter().enumerate() {
-        if failed.contains(&i) {
+        if found.failed.contains(&i) {
             continue;
         }
         let have = in_place.get(&i);
@@ -324,62 +374,42 @@ pub fn build(
                 targets.push((i, offset));
                 continue;
             }
-            match sources.read(h) {
-                Some((data, prefetched)) => {
-                    if prefetched {
-                        stats.prefetched_blocks += 1;
-                    } else {
-                        stats.reused_blocks += 1;
-                    }
-                    if let Err(e) = files.write(i, Payload::plain(&data), offset, &mut scratch) {
-                        failed.insert(i);
-                        errors.push((i, e));
-                    }
-                }
-                None => {
-                    wanted.insert(*h, vec![(i, offset)]);
-                    owner_order.push((i, *h, block_len(f.node.size, j) as u64));
-                }
+            let Some((data, prefetched)) = sources.read(h) else {
+                wanted.insert(*h, vec![(i, offset)]);
+                owner_order.push((i, *h, block_len(f.node.size, j) as u64));
+                continue;
+            };
+            match prefetched {
+                true => found.stats.prefetched_blocks += 1,
+                false => found.stats.reused_blocks += 1,
+            }
+            if let Err(e) = files.write(i, Payload::plain(&data), offset, &mut scratch) {
+                found.failed.insert(i);
+                found.errors.push((i, e));
             }
         }
     }
-    // Several requests per fetcher even when everything would fit in one: each fetcher
-    // writes the files its answer holds, so one big request would create them all on one
-    // thread while the others wait.
-    let wanted_bytes: u64 = owner_order.iter().map(|(_, _, len)| len).sum();
-    let fetchers = (workers * FETCHERS_PER_WORKER)
-        .min(FETCHERS_MAX)
-        .max(workers)
-        .max(1);
-    let request_bytes_max = (wanted_bytes / (REQUESTS_PER_FETCHER * fetchers as u64))
-        .clamp(REQUEST_BYTES_MIN, batch_bytes_max.max(REQUEST_BYTES_MIN));
-    let requests = pack_requests(fetches, &owner_order, request_bytes_max);
-    let found = match fetch(api, &requests, fetchers, &wanted, &files) {
-        Ok(found) => found,
-        Err(e) => {
-            for t in &files.paths {
-                let _ = std::fs::remove_file(t);
-            }
-            return Err(e);
-        }
-    };
-    failed.extend(found.failed);
-    errors.extend(found.errors.into_iter().filter(|(i, _)| *i != usize::MAX));
-    stats.fetched_blocks = found.stats.fetched_blocks;
-    stats.fetched_bytes = found.stats.fetched_bytes;
+    (wanted, owner_order)
+}
+
+/// Finishes every file that did not fail (those no block write touched get their length
+/// and mtime now) and removes the others; one error per failed file.
+fn finish(files: &TempFiles, count: usize, mut found: Found) -> Built {
     let mut built = Vec::new();
-    for i in 0..fetches.len() {
-        let finished = match failed.contains(&i) {
+    for i in 0..count {
+        let finished = match found.failed.contains(&i) {
             true => None,
             false => match files.finish_untouched(i) {
                 Err(e) => {
-                    errors.push((i, e));
+                    found.errors.push((i, e));
                     None
                 }
                 Ok(()) => {
                     let stat = files.finished[i].get().cloned();
                     if stat.is_none() {
-                        errors.push((i, "the rebuilt file was not finished".into()));
+                        found
+                            .errors
+                            .push((i, "the rebuilt file was not finished".into()));
                     }
                     stat
                 }
@@ -388,25 +418,23 @@ pub fn build(
         match finished {
             Some(stat) => built.push((i, files.paths[i].clone(), stat)),
             None => {
-                failed.insert(i);
+                found.failed.insert(i);
                 let _ = std::fs::remove_file(&files.paths[i]);
             }
         }
     }
-    if !failed.is_empty() && errors.is_empty() {
-        errors.push((
-            *failed.iter().next().unwrap_or(&0),
-            "not all blocks arrived".into(),
-        ));
+    if !found.failed.is_empty() && found.errors.is_empty() {
+        let first = *found.failed.iter().next().unwrap_or(&0);
+        found.errors.push((first, "not all blocks arrived".into()));
     }
     // One error per file: its blocks tend to fail alike (a full disk).
-    errors.sort_by_key(|(i, _)| *i);
-    errors.dedup_by_key(|(i, _)| *i);
-    Ok(Built {
+    found.errors.sort_by_key(|(i, _)| *i);
+    found.errors.dedup_by_key(|(i, _)| *i);
+    Built {
         files: built,
-        errors,
-        stats,
-    })
+        errors: found.errors,
+        stats: found.stats,
+    }
 }
 
 /// Sends `requests` on up to `fetchers` threads and writes each answered block into the
@@ -415,7 +443,7 @@ fn fetch(
     api: &Api,
     requests: &[(RetrieveBatchRequest, u64)],
     fetchers: usize,
-    wanted: &HashMap<BlockHash, Vec<(usize, u64)>>,
+    wanted: &Wanted,
     files: &TempFiles,
 ) -> Result<Found, ApiError> {
     let outcome: Mutex<Found> = Mutex::new(Found::default());
