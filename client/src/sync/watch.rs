@@ -12,7 +12,8 @@ use notify::{RecursiveMode, Watcher};
 use tracing::{info, warn};
 
 use crate::local::scan::{STATE_DIR, TEMP_PREFIX};
-use crate::sync::round::{log_round, Syncer};
+use crate::net::api::Api;
+use crate::sync::round::{log_round, Report, Syncer};
 
 /// A full rescan at least this often, in case an inotify event was missed.
 const RESCAN_PERIOD: Duration = Duration::from_secs(600);
@@ -50,25 +51,7 @@ fn ours(root: &Path, path: &Path) -> bool {
 pub fn run(mut syncer: Syncer) -> Result<()> {
     let root = syncer.root().to_path_buf();
     let (tx, rx) = mpsc::channel::<Wake>();
-    let local_tx = tx.clone();
-    let watch_root = root.clone();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(e) = event {
-            // Opening or reading a file is no change (and the scan itself opens folders: a
-            // round would wake the next one forever).
-            if matches!(e.kind, notify::EventKind::Access(_)) {
-                return;
-            }
-            if e.paths.iter().any(|p| !ours(&watch_root, p)) {
-                let _ = local_tx.send(Wake::Disk);
-            }
-        }
-    })
-    .context("starting the file watcher")?;
-    watcher
-        .watch(&root, RecursiveMode::Recursive)
-        .with_context(|| format!("watching {}", root.display()))?;
-
+    let _watcher = watch_disk(&root, tx.clone())?;
     // Streaming sync: threads fetching blocks of uploads still in progress elsewhere.
     let nudge_tx = Mutex::new(tx.clone());
     let nudge = Arc::new(move || {
@@ -80,66 +63,19 @@ pub fn run(mut syncer: Syncer) -> Result<()> {
     if let Some(prefetcher) = syncer.start_streaming(nudge)? {
         std::thread::spawn(move || prefetcher.run());
     }
-
-    // Row cursors and prefetch cursors as the last round left them, and how many rounds
-    // have ended (the longpoll waits for the next one after it reported news).
-    type Seen = (Cursors, Cursors, u64);
-    let cursors: Arc<(Mutex<Seen>, Condvar)> = Arc::new((
+    let cursors: Shared = Arc::new((
         Mutex::new((syncer.cursors(), syncer.prefetch_cursors(), 0)),
         Condvar::new(),
     ));
     {
         let (api, cursors, tx) = (syncer.api().clone(), cursors.clone(), tx.clone());
-        std::thread::spawn(move || {
-            let mut backoff = Duration::from_secs(1);
-            loop {
-                let (rows, prefetch, rounds) =
-                    cursors.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                let request = LongpollRequest {
-                    cursors: rows,
-                    timeout_s: Some(LONGPOLL_S),
-                    prefetch_cursors: prefetch,
-                };
-                match api.longpoll(&request) {
-                    Ok(answer) => {
-                        backoff = Duration::from_secs(1);
-                        if answer.changes && tx.send(Wake::Server).is_err() {
-                            return;
-                        }
-                        if answer.changes {
-                            // Asking again before a round has moved the cursors would
-                            // only hear the same news. Wait for the round's end, not a
-                            // fixed time: a fixed 500 ms could hide the next news (an
-                            // upload's commit, say) for up to that long.
-                            let seen = cursors.0.lock().unwrap_or_else(|e| e.into_inner());
-                            let _ = cursors
-                                .1
-                                .wait_timeout_while(seen, ROUND_WAIT_MAX, |s| s.2 == rounds);
-                        }
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "longpoll failed; retrying");
-                        std::thread::sleep(backoff);
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
-                    }
-                }
-            }
-        });
+        std::thread::spawn(move || longpoll_loop(&api, &cursors, &tx));
     }
-
     info!(folder = %root.display(), "syncing; stop with Ctrl-C");
     let mut backoff = Duration::from_secs(1);
     loop {
-        let started = Instant::now();
-        let woke = match syncer.round() {
+        let woke = match run_round(&mut syncer, &cursors, backoff)? {
             Ok(report) => {
-                log_round(&report, started.elapsed());
-                syncer.record(Some(&report), None)?;
-                {
-                    let mut seen = cursors.0.lock().unwrap_or_else(|e| e.into_inner());
-                    *seen = (syncer.cursors(), syncer.prefetch_cursors(), seen.2 + 1);
-                }
-                cursors.1.notify_all();
                 backoff = Duration::from_secs(1);
                 // Files still changing (or changed too lately to read) are looked at again
                 // once they may have settled, or at the next disk change.
@@ -151,10 +87,7 @@ pub fn run(mut syncer: Syncer) -> Result<()> {
                     rx.recv_timeout(RESCAN_PERIOD).ok()
                 }
             }
-            Err(e) => {
-                let message = format!("{e:#}");
-                warn!(error = %message, retry_in_s = backoff.as_secs(), "sync round failed");
-                syncer.record(None, Some(&message))?;
+            Err(()) => {
                 let woke = rx.recv_timeout(backoff).ok();
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 woke
@@ -164,5 +97,96 @@ pub fn run(mut syncer: Syncer) -> Result<()> {
             std::thread::sleep(DEBOUNCE);
         }
         while rx.try_recv().is_ok() {}
+    }
+}
+
+/// Row cursors and prefetch cursors as the last round left them, and how many rounds have
+/// ended (the longpoll waits for the next one after it reported news).
+type Shared = Arc<(Mutex<(Cursors, Cursors, u64)>, Condvar)>;
+
+/// Watches the folder: any change outside the state folder and temporary files wakes a
+/// round. The watcher runs while the returned value lives.
+fn watch_disk(root: &Path, tx: mpsc::Sender<Wake>) -> Result<notify::RecommendedWatcher> {
+    let watch_root = root.to_path_buf();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(e) = event {
+            // Opening or reading a file is no change (and the scan itself opens folders: a
+            // round would wake the next one forever).
+            if matches!(e.kind, notify::EventKind::Access(_)) {
+                return;
+            }
+            if e.paths.iter().any(|p| !ours(&watch_root, p)) {
+                let _ = tx.send(Wake::Disk);
+            }
+        }
+    })
+    .context("starting the file watcher")?;
+    watcher
+        .watch(root, RecursiveMode::Recursive)
+        .with_context(|| format!("watching {}", root.display()))?;
+    Ok(watcher)
+}
+
+/// Asks the server for news past the last round's cursors, for ever; news wakes a round.
+fn longpoll_loop(api: &Api, cursors: &Shared, tx: &mpsc::Sender<Wake>) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let (rows, prefetch, rounds) = cursors.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let request = LongpollRequest {
+            cursors: rows,
+            timeout_s: Some(LONGPOLL_S),
+            prefetch_cursors: prefetch,
+        };
+        match api.longpoll(&request) {
+            Ok(answer) => {
+                backoff = Duration::from_secs(1);
+                if answer.changes && tx.send(Wake::Server).is_err() {
+                    return;
+                }
+                if answer.changes {
+                    // Asking again before a round has moved the cursors would only hear the
+                    // same news. Wait for the round's end, not a fixed time: a fixed 500 ms
+                    // could hide the next news (an upload's commit, say) for up to that long.
+                    let seen = cursors.0.lock().unwrap_or_else(|e| e.into_inner());
+                    let _ = cursors
+                        .1
+                        .wait_timeout_while(seen, ROUND_WAIT_MAX, |s| s.2 == rounds);
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "longpoll failed; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// One round, logged and recorded, its cursors handed to the longpoll; `Err(())` when the
+/// round failed (recorded too; the next try comes after `backoff`). An error only if the
+/// state cannot be written.
+fn run_round(
+    syncer: &mut Syncer,
+    cursors: &Shared,
+    backoff: Duration,
+) -> Result<Result<Report, ()>> {
+    let started = Instant::now();
+    match syncer.round() {
+        Ok(report) => {
+            log_round(&report, started.elapsed());
+            syncer.record(Some(&report), None)?;
+            {
+                let mut seen = cursors.0.lock().unwrap_or_else(|e| e.into_inner());
+                *seen = (syncer.cursors(), syncer.prefetch_cursors(), seen.2 + 1);
+            }
+            cursors.1.notify_all();
+            Ok(Ok(report))
+        }
+        Err(e) => {
+            let message = format!("{e:#}");
+            warn!(error = %message, retry_in_s = backoff.as_secs(), "sync round failed");
+            syncer.record(None, Some(&message))?;
+            Ok(Err(()))
+        }
     }
 }

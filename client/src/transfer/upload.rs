@@ -108,83 +108,14 @@ pub fn upload(
     commit_round(api, changes, done, &mut waiting)?;
     let first_commit_ms = started.elapsed().as_millis();
     if let Some(early) = early {
-        let needed: HashSet<BlockHash> = waiting
-            .iter()
-            .flat_map(|(_, n)| n.iter().copied())
-            .collect();
-        early.keep_only(&needed);
-        // A block stored before the commit was sent and asked for all the same was
-        // forgotten by the server (its upload record expired): that one goes up again.
-        let stored = early.finish();
-        let late: HashSet<BlockHash> = stored
-            .iter()
-            .filter(|s| s.at > started)
-            .map(|s| s.hash)
-            .collect();
-        for (_, need) in &mut waiting {
-            need.retain(|h| !late.contains(h));
-        }
-        tracing::debug!(before_commit = stored.len() - late.len(), "early stores");
-        stats.early_blocks = stored.len() as u64;
-        stats.blocks += stored.len() as u64;
-        stats.bytes += stored.iter().map(|s| s.len as u64).sum::<u64>();
+        claim_early(early, started, &mut waiting, &mut stats);
     }
     if waiting.is_empty() {
         return Ok(stats);
     }
-    // Blocks wanted, each read from one place.
-    let mut sources: HashMap<BlockHash, Wanted> = HashMap::new();
-    for (change, need) in &waiting {
-        let r = &change.request;
-        for (i, h) in r.version.blocklist.iter().enumerate() {
-            if need.contains(h) && !sources.contains_key(h) {
-                let offset = i as u64 * BLOCK_BYTES_MAX as u64;
-                let len = (r.version.size - offset).min(BLOCK_BYTES_MAX as u64) as usize;
-                sources.insert(
-                    *h,
-                    (root.join(&change.lpath), offset, len, change.stat.as_ref()),
-                );
-            }
-        }
-    }
-    let mut batches: Vec<Vec<BlockHash>> = Vec::new();
-    let mut current: Vec<BlockHash> = Vec::new();
-    let mut current_bytes = 0u64;
-    let mut ordered: Vec<(&BlockHash, &Wanted)> = sources.iter().collect();
-    ordered.sort_by(|a, b| (&a.1 .0, a.1 .1).cmp(&(&b.1 .0, b.1 .1)));
-    for (h, (_, _, len, _)) in ordered {
-        if current_bytes + *len as u64 > batch_bytes_max && !current.is_empty() {
-            batches.push(std::mem::take(&mut current));
-            current_bytes = 0;
-        }
-        current.push(*h);
-        current_bytes += *len as u64;
-    }
-    if !current.is_empty() {
-        batches.push(current);
-    }
-    let workers = in_flight(api, workers);
-    let changed: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-    let sent = Mutex::new(UploadStats::default());
-    // Small blocks are read (from files whose stat is the hashed one before and after the
-    // read) into a thread's `read` buffer; large ones are sent from their open files. Both
-    // buffers only grow: zeroing them before reading over them was a pass over every byte
-    // uploaded. `body` is the request for a server behind TLS.
-    let stored = pool::run(
-        &batches,
-        workers,
-        || (Vec::<u8>::new(), Vec::<u8>::new()),
-        |(read, body), _, batch| send_batch(api, &sources, batch, read, body, &changed, &sent),
-    );
-    let st = sent.into_inner().unwrap_or_else(|e| e.into_inner());
-    stats.blocks += st.blocks;
-    stats.bytes += st.bytes;
-    stored?;
-    let changed: std::collections::HashSet<PathBuf> = changed
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner())
-        .into_iter()
-        .collect();
+    let sources = sources_of(root, &waiting);
+    let batches = batches_of(&sources, batch_bytes_max);
+    let changed = store_all(api, workers, &sources, &batches, &mut stats)?;
     let mut again = Vec::new();
     for (change, _) in waiting {
         if changed.contains(&root.join(&change.lpath)) {
@@ -214,6 +145,112 @@ pub fn upload(
         done.push((change, Outcome::Refused(message)));
     }
     Ok(stats)
+}
+
+/// Waits for the early senders, once the first commit said which blocks it needs: those
+/// they stored after the commit was sent are not sent again.
+fn claim_early(
+    early: Early,
+    started: std::time::Instant,
+    waiting: &mut [(Change, Vec<BlockHash>)],
+    stats: &mut UploadStats,
+) {
+    let needed: HashSet<BlockHash> = waiting
+        .iter()
+        .flat_map(|(_, n)| n.iter().copied())
+        .collect();
+    early.keep_only(&needed);
+    // A block stored before the commit was sent and asked for all the same was
+    // forgotten by the server (its upload record expired): that one goes up again.
+    let stored = early.finish();
+    let late: HashSet<BlockHash> = stored
+        .iter()
+        .filter(|s| s.at > started)
+        .map(|s| s.hash)
+        .collect();
+    for (_, need) in waiting.iter_mut() {
+        need.retain(|h| !late.contains(h));
+    }
+    tracing::debug!(before_commit = stored.len() - late.len(), "early stores");
+    stats.early_blocks = stored.len() as u64;
+    stats.blocks += stored.len() as u64;
+    stats.bytes += stored.iter().map(|s| s.len as u64).sum::<u64>();
+}
+
+/// Each wanted block once, with the file, offset, length and hashed stat it is read from.
+fn sources_of<'a>(
+    root: &Path,
+    waiting: &'a [(Change, Vec<BlockHash>)],
+) -> HashMap<BlockHash, Wanted<'a>> {
+    let mut sources: HashMap<BlockHash, Wanted> = HashMap::new();
+    for (change, need) in waiting {
+        let r = &change.request;
+        for (i, h) in r.version.blocklist.iter().enumerate() {
+            if need.contains(h) && !sources.contains_key(h) {
+                let offset = i as u64 * BLOCK_BYTES_MAX as u64;
+                let len = (r.version.size - offset).min(BLOCK_BYTES_MAX as u64) as usize;
+                sources.insert(
+                    *h,
+                    (root.join(&change.lpath), offset, len, change.stat.as_ref()),
+                );
+            }
+        }
+    }
+    sources
+}
+
+/// The blocks in store_batch requests of at most `batch_bytes_max`, in file order.
+fn batches_of(sources: &HashMap<BlockHash, Wanted>, batch_bytes_max: u64) -> Vec<Vec<BlockHash>> {
+    let mut batches: Vec<Vec<BlockHash>> = Vec::new();
+    let mut current: Vec<BlockHash> = Vec::new();
+    let mut current_bytes = 0u64;
+    let mut ordered: Vec<(&BlockHash, &Wanted)> = sources.iter().collect();
+    ordered.sort_by(|a, b| (&a.1 .0, a.1 .1).cmp(&(&b.1 .0, b.1 .1)));
+    for (h, (_, _, len, _)) in ordered {
+        if current_bytes + *len as u64 > batch_bytes_max && !current.is_empty() {
+            batches.push(std::mem::take(&mut current));
+            current_bytes = 0;
+        }
+        current.push(*h);
+        current_bytes += *len as u64;
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
+}
+
+/// Sends every batch on up to the upload's requests in flight; the paths of files that
+/// changed since they were hashed.
+fn store_all(
+    api: &Api,
+    workers: usize,
+    sources: &HashMap<BlockHash, Wanted>,
+    batches: &[Vec<BlockHash>],
+    stats: &mut UploadStats,
+) -> Result<HashSet<PathBuf>, ApiError> {
+    let workers = in_flight(api, workers);
+    let changed: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    let sent = Mutex::new(UploadStats::default());
+    // Small blocks are read (from files whose stat is the hashed one before and after the
+    // read) into a thread's `read` buffer; large ones are sent from their open files. Both
+    // buffers only grow: zeroing them before reading over them was a pass over every byte
+    // uploaded. `body` is the request for a server behind TLS.
+    let stored = pool::run(
+        batches,
+        workers,
+        || (Vec::<u8>::new(), Vec::<u8>::new()),
+        |(read, body), _, batch| send_batch(api, sources, batch, read, body, &changed, &sent),
+    );
+    let st = sent.into_inner().unwrap_or_else(|e| e.into_inner());
+    stats.blocks += st.blocks;
+    stats.bytes += st.bytes;
+    stored?;
+    Ok(changed
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .collect())
 }
 
 /// Sends one store_batch of `batch`'s blocks, each read from its file only while the file
