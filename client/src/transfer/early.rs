@@ -66,7 +66,7 @@ impl StoredLately {
     }
 
     /// Whether `hash` was stored within `keep` of `now`.
-    fn holds(&self, hash: &BlockHash, now: Instant) -> bool {
+    pub(crate) fn holds(&self, hash: &BlockHash, now: Instant) -> bool {
         self.map()
             .get(hash)
             .is_some_and(|at| now.duration_since(*at) < self.keep)

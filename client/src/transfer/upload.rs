@@ -367,6 +367,7 @@ mod tests {
     use crate::net::api::Endpoint;
     use crate::net::bulk::tests::{answer, request};
     use crate::transfer::early::tests::{lately, Behaviour, BlockServer};
+    use crate::transfer::early::StoredLately;
     use holdall_proto::frame::decode_store_frames;
     use holdall_proto::FileVersion;
     use std::net::TcpListener;
@@ -469,7 +470,17 @@ mod tests {
 
     /// Early senders to `fake`, offered every block of `change` (of the file `f` under `dir`).
     fn early_offering(fake: &BlockServer, dir: &Path, change: &Change) -> Early {
-        let early = Early::start(fake.api.clone(), HashSet::new(), lately(), 8 << 20, 2);
+        early_offering_with(fake, dir, change, lately())
+    }
+
+    /// The same, remembering what went up in `lately`.
+    fn early_offering_with(
+        fake: &BlockServer,
+        dir: &Path,
+        change: &Change,
+        lately: Arc<StoredLately>,
+    ) -> Early {
+        let early = Early::start(fake.api.clone(), HashSet::new(), lately, 8 << 20, 2);
         let (path, size) = (dir.join("f"), change.request.version.size);
         for (i, hash) in change.request.version.blocklist.iter().enumerate() {
             let offset = (i * BLOCK_BYTES_MAX) as u64;
@@ -507,10 +518,15 @@ mod tests {
             forget_at_first_commit: true,
             ..Behaviour::default()
         });
-        let early = early_offering(&fake, dir.path(), &change);
+        let stored = lately();
+        let early = early_offering_with(&fake, dir.path(), &change, stored.clone());
+        // Until the senders have the server's answers, not just until the server has the
+        // blocks: a store answered after the upload started counts as sent after the
+        // commit, and is not sent again.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while fake.stores().len() < 3 {
-            assert!(std::time::Instant::now() < deadline, "early stores went up");
+        let now = std::time::Instant::now;
+        while !blocklist.iter().all(|h| stored.holds(h, now())) {
+            assert!(now() < deadline, "early stores went up");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         upload_committing(&fake, dir.path(), change, early);
