@@ -53,6 +53,48 @@ impl Member for WriteRequest {
     }
 }
 
+/// A record's block, offset and length in its segment.
+type Placed = (BlockHash, u64, u64);
+/// A buffer and where it is written.
+type Write = (u64, Rc<DmaBuffer>);
+
+/// Lays a group's records out back to back from `start`: where each goes, the writes
+/// (runs of small records gathered into one buffer), and the segment's new end.
+fn lay_out(start: u64, group: Vec<WriteRequest>) -> (Vec<Placed>, Vec<Write>, u64) {
+    let mut offset = start;
+    let mut placed = Vec::with_capacity(group.len());
+    let mut writes = Vec::new();
+    let mut run: Vec<DmaBuffer> = Vec::new();
+    let mut run_start = start;
+    let mut run_bytes = 0usize;
+    for req in group {
+        let len = req.buf.len();
+        placed.push((req.hash, offset, len as u64));
+        if len <= COALESCE_RECORD_BYTES_MAX {
+            if run.is_empty() {
+                run_start = offset;
+            }
+            run_bytes += len;
+            run.push(req.buf);
+            if run_bytes >= COALESCE_RUN_BYTES {
+                writes.push((run_start, coalesce(&mut run, run_bytes)));
+                run_bytes = 0;
+            }
+        } else {
+            if !run.is_empty() {
+                writes.push((run_start, coalesce(&mut run, run_bytes)));
+                run_bytes = 0;
+            }
+            writes.push((offset, Rc::new(req.buf)));
+        }
+        offset += len as u64;
+    }
+    if !run.is_empty() {
+        writes.push((run_start, coalesce(&mut run, run_bytes)));
+    }
+    (placed, writes, offset)
+}
+
 impl Inner {
     pub(super) fn resolve(&self, hash: &BlockHash, result: Result<(), BlockLogError>) {
         let waiters = self.pending.borrow_mut().remove(hash).unwrap_or_default();
@@ -101,57 +143,8 @@ impl Inner {
         start: u64,
         group: Vec<WriteRequest>,
     ) {
-        let mut offset = start;
-        let mut placed = Vec::with_capacity(group.len());
-        let mut writes = Vec::new();
-        let mut run: Vec<DmaBuffer> = Vec::new();
-        let mut run_start = start;
-        let mut run_bytes = 0usize;
-        for req in group {
-            let len = req.buf.len();
-            placed.push((req.hash, offset, len as u64));
-            if len <= COALESCE_RECORD_BYTES_MAX {
-                if run.is_empty() {
-                    run_start = offset;
-                }
-                run_bytes += len;
-                run.push(req.buf);
-                if run_bytes >= COALESCE_RUN_BYTES {
-                    writes.push((run_start, coalesce(&mut run, run_bytes)));
-                    run_bytes = 0;
-                }
-            } else {
-                if !run.is_empty() {
-                    writes.push((run_start, coalesce(&mut run, run_bytes)));
-                    run_bytes = 0;
-                }
-                writes.push((offset, Rc::new(req.buf)));
-            }
-            offset += len as u64;
-        }
-        if !run.is_empty() {
-            writes.push((run_start, coalesce(&mut run, run_bytes)));
-        }
-        let mut result = futures::future::join_all(
-            writes
-                .iter()
-                .map(|(at, buf)| storage::write_all_at(file, buf.clone(), *at)),
-        )
-        .await
-        .into_iter()
-        .collect::<Result<Vec<()>, _>>()
-        .map(|_| ())
-        .map_err(io_err(format!("writing segment {id}")));
-        if result.is_ok() {
-            let t = Instant::now();
-            result = file
-                .sync()
-                .await
-                .map_err(io_err(format!("syncing segment {id}")));
-            let mut stats = self.stats.borrow_mut();
-            stats.fsync_nanos += t.elapsed().as_nanos() as u64;
-            stats.flushes += 1;
-        }
+        let (placed, writes, end) = lay_out(start, group);
+        let result = self.write_and_sync(id, file, &writes).await;
         for (_, buf) in writes {
             if let Ok(buf) = Rc::try_unwrap(buf) {
                 self.pool.give(buf);
@@ -161,32 +154,60 @@ impl Inner {
             Err(e) => {
                 warn!(error = %e, segment = id, "group commit failed; its puts fail and its bytes will be overwritten")
             }
-            Ok(()) => {
-                let mut active = self.active.borrow_mut();
-                debug_assert_eq!((active.id, active.len), (id, start));
-                active.len = offset;
-                let mut index = self.index.borrow_mut();
-                let mut stats = self.stats.borrow_mut();
-                for &(hash, at, len) in &placed {
-                    let inserted = index.insert(hash, location(id, at, len));
-                    debug_assert!(inserted, "a pending block is never indexed twice");
-                    active.hints.push(HintEntry {
-                        hash,
-                        offset: at,
-                        record_len: len as u32,
-                    });
-                    stats.blocks += 1;
-                    stats.puts_stored += 1;
-                    stats.flushed_records += 1;
-                    stats.bytes_appended += len;
-                }
-            }
+            Ok(()) => self.index_durable(id, start, end, &placed),
         }
         for (hash, _, _) in placed {
             self.resolve(&hash, result.clone());
         }
         if result.is_ok() {
             self.checkpoint_hint();
+        }
+    }
+
+    /// Issues every write of a group at once, then one fdatasync.
+    async fn write_and_sync(
+        &self,
+        id: u32,
+        file: &dyn StorageFile,
+        writes: &[Write],
+    ) -> Result<(), BlockLogError> {
+        let writes = writes
+            .iter()
+            .map(|(at, buf)| storage::write_all_at(file, buf.clone(), *at));
+        for r in futures::future::join_all(writes).await {
+            r.map_err(io_err(format!("writing segment {id}")))?;
+        }
+        let t = Instant::now();
+        let synced = file
+            .sync()
+            .await
+            .map_err(io_err(format!("syncing segment {id}")));
+        let mut stats = self.stats.borrow_mut();
+        stats.fsync_nanos += t.elapsed().as_nanos() as u64;
+        stats.flushes += 1;
+        synced
+    }
+
+    /// After the group's fdatasync: the segment ends at `end`, its blocks are indexed and
+    /// listed for the hint.
+    fn index_durable(&self, id: u32, start: u64, end: u64, placed: &[Placed]) {
+        let mut active = self.active.borrow_mut();
+        debug_assert_eq!((active.id, active.len), (id, start));
+        active.len = end;
+        let mut index = self.index.borrow_mut();
+        let mut stats = self.stats.borrow_mut();
+        for &(hash, at, len) in placed {
+            let inserted = index.insert(hash, location(id, at, len));
+            debug_assert!(inserted, "a pending block is never indexed twice");
+            active.hints.push(HintEntry {
+                hash,
+                offset: at,
+                record_len: len as u32,
+            });
+            stats.blocks += 1;
+            stats.puts_stored += 1;
+            stats.flushed_records += 1;
+            stats.bytes_appended += len;
         }
     }
 
