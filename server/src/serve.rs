@@ -33,7 +33,6 @@ pub fn run(cfg: Config) -> Result<()> {
         .context("installing signal handlers")?;
     let all_metrics: Arc<Vec<Arc<ShardMetrics>>> =
         Arc::new((0..cfg.shards).map(|_| Arc::default()).collect());
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (meshes, inboxes) = crate::mesh::build(cfg.shards);
     let mut wiring = meshes.into_iter().zip(inboxes);
     let mut handles = Vec::new();
@@ -44,60 +43,17 @@ pub fn run(cfg: Config) -> Result<()> {
             step: std::sync::Mutex::new("starting its executor"),
             tid: std::sync::atomic::AtomicI32::new(0),
         });
-        let (cfg2, stop2, metrics2, init2, at2) = (
-            cfg.clone(),
-            stop.clone(),
-            all_metrics.clone(),
-            init.clone(),
-            at.clone(),
-        );
-        let mesh2 = wiring.next().expect("one mesh end per shard");
-        let handle = runtime::builder(&format!("shard-{id}"), Some(id % cores))
-            .spawn(move || async move {
-                let result = shard_main(
-                    id,
-                    cfg2,
-                    init2,
-                    mesh2,
-                    metrics2,
-                    stop2.clone(),
-                    (&ready_tx, &at2),
-                )
-                .await;
-                if let Err(e) = &result {
-                    // Before ready this fails the start; after it, it stops the server.
-                    let _ = ready_tx.send(Err(format!("{e:#}")));
-                    stop2.store(true, Ordering::Relaxed);
-                }
-                result
-            })
-            .map_err(std::io::Error::from)
-            .with_context(|| format!("starting shard {id}"))?;
-        handles.push(handle);
-        let started = std::time::Instant::now();
-        let ready = loop {
-            match ready_rx.recv_timeout(START_REPORT) {
-                Ok(ready) => break ready,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    // Start-up once stalled with the shard parked in io_uring_enter while
-                    // its heartbeat looked alive; a debugger's interruption freed it. So a
-                    // slow shard is interrupted too (harmless if it is just busy).
-                    let tid = at.tid.load(Ordering::Relaxed);
-                    let nudged = tid != 0 && holdall_engine::watchdog::nudge(tid);
-                    warn!(
-                        shard = id,
-                        waited_s = started.elapsed().as_secs(),
-                        step = *at.step.lock().unwrap_or_else(|e| e.into_inner()),
-                        nudged,
-                        "shard not ready yet"
-                    )
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    bail!("shard {id} ended before it was ready")
-                }
-            }
+        let start = ShardStart {
+            id,
+            cfg: cfg.clone(),
+            init: init.clone(),
+            mesh: wiring.next().expect("one mesh end per shard"),
+            metrics: all_metrics.clone(),
+            stop: stop.clone(),
+            at: at.clone(),
         };
-        match ready {
+        handles.push(spawn_shard(start, ready_tx)?);
+        match wait_ready(id, &ready_rx, &at)? {
             Ok(x) => init = Some(x),
             Err(e) => {
                 stop.store(true, Ordering::Relaxed);
@@ -123,6 +79,84 @@ pub fn run(cfg: Config) -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     stop.store(true, Ordering::Relaxed);
+    join_shards(handles)
+}
+
+/// What a shard's thread needs to start.
+struct ShardStart {
+    id: usize,
+    cfg: Config,
+    /// The directory's records and the address, from shard 0 (None for shard 0 itself).
+    init: Option<(Vec<JournalRecord>, SocketAddr)>,
+    mesh: (
+        crate::mesh::Mesh<Shard>,
+        futures::channel::mpsc::Receiver<crate::mesh::Task<Shard>>,
+    ),
+    metrics: Arc<Vec<Arc<ShardMetrics>>>,
+    stop: Arc<AtomicBool>,
+    at: StartStep,
+}
+
+type ShardHandle = glommio::ExecutorJoinHandle<Result<()>>;
+
+/// Starts shard `start.id` on its own pinned executor thread; it says on `ready` when it
+/// listens, or why it could not start.
+fn spawn_shard(start: ShardStart, ready: mpsc::Sender<Ready>) -> Result<ShardHandle> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let id = start.id;
+    runtime::builder(&format!("shard-{id}"), Some(id % cores))
+        .spawn(move || async move {
+            let stop = start.stop.clone();
+            let result = shard_main(
+                id,
+                start.cfg,
+                start.init,
+                start.mesh,
+                start.metrics,
+                start.stop,
+                (&ready, &start.at),
+            )
+            .await;
+            if let Err(e) = &result {
+                // Before ready this fails the start; after it, it stops the server.
+                let _ = ready.send(Err(format!("{e:#}")));
+                stop.store(true, Ordering::Relaxed);
+            }
+            result
+        })
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("starting shard {id}"))
+}
+
+/// Waits for shard `id` to be ready, saying every few seconds which step it is at.
+fn wait_ready(id: usize, ready: &mpsc::Receiver<Ready>, at: &StartStep) -> Result<Ready> {
+    let started = std::time::Instant::now();
+    loop {
+        match ready.recv_timeout(START_REPORT) {
+            Ok(ready) => return Ok(ready),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // Start-up once stalled with the shard parked in io_uring_enter while its
+                // heartbeat looked alive; a debugger's interruption freed it. So a slow
+                // shard is interrupted too (harmless if it is just busy).
+                let tid = at.tid.load(Ordering::Relaxed);
+                let nudged = tid != 0 && holdall_engine::watchdog::nudge(tid);
+                warn!(
+                    shard = id,
+                    waited_s = started.elapsed().as_secs(),
+                    step = *at.step.lock().unwrap_or_else(|e| e.into_inner()),
+                    nudged,
+                    "shard not ready yet"
+                )
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                bail!("shard {id} ended before it was ready")
+            }
+        }
+    }
+}
+
+/// Waits for every shard to end; the last failure, if any.
+fn join_shards(handles: Vec<ShardHandle>) -> Result<()> {
     let mut failed = None;
     for (id, h) in handles.into_iter().enumerate() {
         match h.join() {
