@@ -128,7 +128,7 @@ enum AdminCommand {
 }
 
 /// Twice the cores, 4–16: transfers wait on the network and the disks as much as on a core
-/// (on 2 cores, 4 requests in flight stored a 1 GiB file in 1.75 s against 2.6 s with 2).
+/// (docs/DECISIONS.md, "Tuning").
 fn default_workers() -> usize {
     std::thread::available_parallelism()
         .map_or(4, |n| n.get() * 2)

@@ -1,11 +1,9 @@
 //! Writes of large blocks that bypass the page cache (O_DIRECT).
 //!
 //! A rebuilt file is flushed before it is renamed into place anyway, so caching its bytes
-//! buys nothing, and writing a large file through the page cache was the slowest part of a
-//! download on the test machine: writing 1 GiB took from 0.25 s to 4.6 s from run to run
-//! (the kernel's copy into freshly allocated cache pages is slow in this VM, and throttling
-//! follows once dirty pages pile up), against about 0.7 s with O_DIRECT from a buffer that
-//! is reused. Blocks sit at multiples of 4 MiB in their file,
+//! buys nothing, and writing a large file through the page cache was the slowest and least
+//! steady part of a download (the copy into fresh cache pages, then dirty-page throttling;
+//! docs/DECISIONS.md). Blocks sit at multiples of 4 MiB in their file,
 //! so every block is aligned; a short last block is padded to the alignment and the file is
 //! cut to its length when it is finished.
 //!

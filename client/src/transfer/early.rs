@@ -1,8 +1,7 @@
 //! Early stores: the blocks of a large file go up while the scan is still hashing it.
 //!
 //! Without them a large file is hashed, committed, and only then sent, so the hash pass
-//! (0.4 s for 1 GiB on all cores) and the upload (1.2 s of the server verifying and
-//! writing) add up. The hashing threads offer each block of a file hashed in pieces as soon
+//! and the upload (the server verifying and writing) add up. The hashing threads offer each block of a file hashed in pieces as soon
 //! as it is hashed; sender threads store the offered blocks, lowest file offset first (the
 //! order a device streaming the upload fetches in), in batches of up to the server's
 //! `batch_bytes_max`.

@@ -49,13 +49,12 @@ const REQUEST_BLOCKS_MAX: usize = 1;
 /// Prefetch requests in flight at once: several, so that blocks are on the wire (or waited
 /// for at the server) while earlier ones are verified and written. With one, each block's
 /// local work adds to the link's time and a downloader on a link as fast as the uploader's
-/// falls further behind with every block; with two, a downloader on loopback still held
-/// only 144 of a 1 GiB file's 256 blocks when the upload ended (four: 208–233).
+/// falls further behind with every block; four keep a downloader on loopback close behind
+/// (docs/DECISIONS.md, "Tuning").
 const REQUESTS_IN_FLIGHT: usize = 4;
 /// Under a `--down-limit` the budget is the bottleneck and two requests keep it busy; more
 /// only queue on it, and what is queued when the commit lands is the tail the user waits
-/// for (four made the 100 MB equal-link cell of the streaming experiment 1.71× instead of
-/// 1.86×).
+/// for.
 const REQUESTS_IN_FLIGHT_LIMITED: usize = 2;
 /// Longest a build waits for a block the prefetcher is fetching right now.
 const IN_FLIGHT_WAIT: Duration = Duration::from_secs(10);

@@ -60,8 +60,7 @@ const REQUESTS_PER_FETCHER: u64 = 4;
 /// Fetching threads (each with one retrieve_batch request at a time) per `--workers`, and
 /// at most, unless more workers were asked for. A fetcher verifies and writes each answer
 /// before it asks again, so with one per worker the server's disk waited between a
-/// worker's requests; a deeper queue of O_DIRECT reads also reads faster on the test
-/// machine. B's `--once` after A's 1 GiB: 1.55–2.05 s with four, 1.35–1.48 s with eight.
+/// worker's requests; a deeper queue of O_DIRECT reads also reads faster.
 const FETCHERS_PER_WORKER: usize = 2;
 const FETCHERS_MAX: usize = 8;
 /// The smallest retrieve_batch payload the build splits down to.
@@ -148,9 +147,8 @@ struct Found {
     stats: DownloadStats,
 }
 
-/// The temporary files of a build. None is kept open: holding thousands of descriptors
-/// made every further open cost about 0.4 ms on the test machines (10,000 small files: 4 s
-/// of opens). A write opens its file (creating it), and the write that completes a file
+/// The temporary files of a build. None is kept open: with thousands of descriptors held,
+/// every further open got slower (seconds of opens for 10,000 small files). A write opens its file (creating it), and the write that completes a file
 /// also sets its length and mtime, so a one-block file costs one open.
 struct TempFiles {
     paths: Vec<PathBuf>,

@@ -66,15 +66,12 @@ pub struct UploadStats {
 
 /// store_batch requests in flight under an `--up-limit`: the budget is the bottleneck and
 /// two keep it busy; more only wait on it and may leave in another order than the file's,
-/// which is the order a device streaming the upload fetches in (four made the streaming
-/// experiment's 100 MB cell 1.51× instead of 1.73×).
+/// which is the order a device streaming the upload fetches in.
 const LIMITED_IN_FLIGHT: usize = 2;
 /// store_batch requests in flight per worker otherwise: each waits for the server's flush
-/// to disk before it is answered, so with one per worker (four on two cores) the three
-/// processes of a 1 GiB sync on one machine all waited on the disk at times (0.6–0.8
-/// core-seconds of iowait per GiB); eight cut that to 0.3 and the sync from 2.86 s to
-/// 2.57–2.64 s, while sixteen sent blocks out of file order faster than a device streaming
-/// the upload fetched them.
+/// to disk before it is answered, so with one per worker the processes of a sync on one
+/// machine all waited on the disk at times; four per worker sent blocks out of file order
+/// faster than a device streaming the upload fetched them (docs/DECISIONS.md, "Tuning").
 const IN_FLIGHT_PER_WORKER: usize = 2;
 /// The most store_batch requests in flight.
 const IN_FLIGHT_MAX: usize = 8;
