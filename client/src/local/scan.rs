@@ -290,28 +290,7 @@ fn hash_all(
         "pieces are whole blocks"
     );
     let in_pieces = |st: &Stat| hashed_in_pieces(st.size);
-    let mut jobs = Vec::new();
-    for (file, (_, stat)) in todo.iter().enumerate() {
-        if !in_pieces(stat) {
-            jobs.push(Job {
-                file,
-                first_block: 0,
-                blocks: 0,
-                whole: true,
-            });
-            continue;
-        }
-        let blocks = stat.size.div_ceil(block);
-        let per_piece = piece_bytes / block;
-        for first_block in (0..blocks).step_by(per_piece as usize) {
-            jobs.push(Job {
-                file,
-                first_block,
-                blocks: per_piece.min(blocks - first_block),
-                whole: false,
-            });
-        }
-    }
+    let jobs = jobs_of(todo, piece_bytes);
     // Per file: its result (whole files), or its block hashes so far and whether it held
     // still (pieces).
     let whole: Vec<Mutex<Hashed>> = todo.iter().map(|_| Mutex::new(None)).collect();
@@ -351,9 +330,49 @@ fn hash_all(
         },
     );
     let Ok(()) = hashed;
+    collect(root, todo, whole, pieces)
+}
+
+/// The hashing jobs of `todo`: a whole file each for small files, pieces of
+/// `piece_bytes` for those hashed in pieces.
+fn jobs_of(todo: &[(String, Stat)], piece_bytes: u64) -> Vec<Job> {
+    let block = holdall_proto::limits::BLOCK_BYTES_MAX as u64;
+    let mut jobs = Vec::new();
+    for (file, (_, stat)) in todo.iter().enumerate() {
+        if !hashed_in_pieces(stat.size) {
+            jobs.push(Job {
+                file,
+                first_block: 0,
+                blocks: 0,
+                whole: true,
+            });
+            continue;
+        }
+        let blocks = stat.size.div_ceil(block);
+        let per_piece = piece_bytes / block;
+        for first_block in (0..blocks).step_by(per_piece as usize) {
+            jobs.push(Job {
+                file,
+                first_block,
+                blocks: per_piece.min(blocks - first_block),
+                whole: false,
+            });
+        }
+    }
+    jobs
+}
+
+/// Each file's blocklist from its job results: a file hashed in pieces counts only if every
+/// piece held still and the file still has the stat they saw.
+fn collect(
+    root: &Path,
+    todo: &[(String, Stat)],
+    whole: Vec<Mutex<Hashed>>,
+    pieces: Vec<Mutex<(Vec<Option<BlockHash>>, bool)>>,
+) -> Vec<Hashed> {
     let mut out = Vec::with_capacity(todo.len());
     for (file, (lpath, stat)) in todo.iter().enumerate() {
-        if !in_pieces(stat) {
+        if !hashed_in_pieces(stat.size) {
             out.push(whole[file].lock().unwrap_or_else(|e| e.into_inner()).take());
             continue;
         }
