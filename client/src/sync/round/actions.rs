@@ -402,31 +402,8 @@ impl Syncer {
             }
         }
         report.committed += committed.len();
-        let mut entries = Entries::new();
-        for lpath in &answered {
-            entries.intent(lpath, None);
-        }
-        for (c, jid) in &committed {
-            let (ns, path) = (c.request.ns, &c.request.path);
-            if c.request.version.kind == EntryKind::Deleted {
-                entries.remote(ns, path, None).synced(&c.lpath, None);
-                continue;
-            }
-            let node = local
-                .nodes
-                .get(&c.lpath)
-                .cloned()
-                .ok_or_else(|| anyhow!("committed {} without a local node", c.lpath))?;
-            let row = RemoteNode {
-                ns,
-                jid: *jid,
-                node: node.clone(),
-            };
-            entries
-                .remote(ns, path, Some(row))
-                .synced(&c.lpath, Some(node));
-        }
-        self.book.apply(entries)?;
+        self.book
+            .apply(committed_entries(&answered, &committed, local)?)?;
         match result {
             Ok(stats) => {
                 report.up_bytes += stats.bytes;
@@ -435,4 +412,38 @@ impl Syncer {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// What the answers of commits change in the books: their intents are settled, and each
+/// committed path's row and merge base are what it committed.
+fn committed_entries(
+    answered: &[String],
+    committed: &[(Change, u64)],
+    local: &LocalTree,
+) -> Result<Entries> {
+    let mut entries = Entries::new();
+    for lpath in answered {
+        entries.intent(lpath, None);
+    }
+    for (c, jid) in committed {
+        let (ns, path) = (c.request.ns, &c.request.path);
+        if c.request.version.kind == EntryKind::Deleted {
+            entries.remote(ns, path, None).synced(&c.lpath, None);
+            continue;
+        }
+        let node = local
+            .nodes
+            .get(&c.lpath)
+            .cloned()
+            .ok_or_else(|| anyhow!("committed {} without a local node", c.lpath))?;
+        let row = RemoteNode {
+            ns,
+            jid: *jid,
+            node: node.clone(),
+        };
+        entries
+            .remote(ns, path, Some(row))
+            .synced(&c.lpath, Some(node));
+    }
+    Ok(entries)
 }
