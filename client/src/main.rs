@@ -144,21 +144,57 @@ fn hash_file(path: &Path) -> Result<String> {
     Ok(content_hash_of_blocklist(&blocklist).to_hex())
 }
 
+/// `holdall hash`: each file's content hash; true when every file could be read.
+fn hash_files(files: &[PathBuf]) -> bool {
+    let mut ok = true;
+    for f in files {
+        match hash_file(f) {
+            Ok(h) => println!("{h}  {}", f.display()),
+            Err(e) => {
+                eprintln!("holdall: {e:#}");
+                ok = false;
+            }
+        }
+    }
+    ok
+}
+
+/// `holdall sync`: until Ctrl-C, or with `once` rounds until the folder and the server
+/// agree; true when nothing failed.
+fn sync_folder(dir: &Path, connect: &Connect, opts: Options, once: bool) -> Result<bool> {
+    let api = connect
+        .api()?
+        .with_progress(net::progress::Progress::on_stderr());
+    let mut syncer = Syncer::open(dir, api, opts)?;
+    if !once {
+        sync::watch::run(syncer)?;
+        return Ok(true);
+    }
+    let report = syncer.until_agreed()?;
+    for (p, e) in &report.errors {
+        eprintln!("holdall: not synced: {p}: {e}");
+    }
+    let outcome = match report.errors.len() {
+        0 => "in sync".to_string(),
+        n => format!("not in sync: {n} path(s) failed"),
+    };
+    eprintln!(
+        "holdall: {outcome} ({} committed, {} downloaded, {} deleted, {} conflicts; \
+         {} bytes up, {} bytes down, {} blocks reused)",
+        report.committed,
+        report.downloaded,
+        report.deleted,
+        report.conflicts,
+        report.up_bytes,
+        report.down_bytes,
+        report.reused_blocks
+    );
+    Ok(report.errors.is_empty())
+}
+
 fn run(command: Command) -> Result<bool> {
     match command {
-        Command::Hash { files } => {
-            let mut ok = true;
-            for f in &files {
-                match hash_file(f) {
-                    Ok(h) => println!("{h}  {}", f.display()),
-                    Err(e) => {
-                        eprintln!("holdall: {e:#}");
-                        ok = false;
-                    }
-                }
-            }
-            Ok(ok)
-        }
+        Command::Hash { files } => Ok(hash_files(&files)),
         Command::Sync {
             dir,
             once,
@@ -178,34 +214,7 @@ fn run(command: Command) -> Result<bool> {
                     false => sync::watch::QUIET,
                 },
             };
-            let api = connect
-                .api()?
-                .with_progress(net::progress::Progress::on_stderr());
-            let mut syncer = Syncer::open(&dir, api, opts)?;
-            if !once {
-                sync::watch::run(syncer)?;
-                return Ok(true);
-            }
-            let report = syncer.until_agreed()?;
-            for (p, e) in &report.errors {
-                eprintln!("holdall: not synced: {p}: {e}");
-            }
-            let outcome = match report.errors.len() {
-                0 => "in sync".to_string(),
-                n => format!("not in sync: {n} path(s) failed"),
-            };
-            eprintln!(
-                "holdall: {outcome} ({} committed, {} downloaded, {} deleted, {} conflicts; \
-                 {} bytes up, {} bytes down, {} blocks reused)",
-                report.committed,
-                report.downloaded,
-                report.deleted,
-                report.conflicts,
-                report.up_bytes,
-                report.down_bytes,
-                report.reused_blocks
-            );
-            Ok(report.errors.is_empty())
+            sync_folder(&dir, &connect, opts, once)
         }
         Command::Status { dir } => status::print(&dir),
         Command::Share {
