@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
 use std::time::Instant;
 
-use holdall_engine::journal::state::{Commit, CommitInvalid, CommitOutcome, Pending, User};
+use holdall_engine::journal::state::{Commit, CommitInvalid, CommitOutcome, Pending, State, User};
 use holdall_engine::prefetch::{Uploader, Upsert};
 use holdall_proto::api::{
     CommitBatchRequest, CommitBatchResponse, CommitRequest, CommitResult, EntryKind, NsId,
@@ -256,26 +256,8 @@ async fn commit_here(
                 Err(CommitOutcome::Invalid(e)) => Err(invalid(e)),
                 Err(CommitOutcome::Ok { .. }) => Err(ApiError::internal("a check committed")),
                 Ok(_) => {
-                    let live = state
-                        .latest(c.ns, &c.path)
-                        .is_some_and(|r| r.version.kind != EntryKind::Deleted);
-                    if shard.streaming()
-                        && c.version.kind == EntryKind::File
-                        && c.version.size > BATCH_BYTES_DEFAULT as u64
-                        && !live
-                    {
-                        let upsert = shard.prefetch_mut().upsert(
-                            c.ns,
-                            &c.path,
-                            c.version.blocklist.clone(),
-                            c.version.size,
-                            uploader,
-                            now,
-                        );
-                        // A refresh (a retried commit) is no news to anyone.
-                        if matches!(upsert, Upsert::Inserted | Upsert::Replaced) {
-                            published.push(c.ns);
-                        }
+                    if publish_upload(shard, &state, &c, uploader, now) {
+                        published.push(c.ns);
                     }
                     Ok(CommitResult::NeedBlocks { need })
                 }
@@ -291,6 +273,48 @@ async fn commit_here(
     if ready.is_empty() {
         return Ok(answers);
     }
+    answers.extend(commit_ready(shard, ready).await?);
+    Ok(answers)
+}
+
+/// Publishes a prefetch entry for a commit that misses blocks when it is a large new file
+/// (streaming sync); whether that is news to the namespace's other readers.
+fn publish_upload(
+    shard: &Shard,
+    state: &State,
+    c: &Commit,
+    uploader: Uploader,
+    now: Instant,
+) -> bool {
+    let live = state
+        .latest(c.ns, &c.path)
+        .is_some_and(|r| r.version.kind != EntryKind::Deleted);
+    if shard.streaming()
+        && c.version.kind == EntryKind::File
+        && c.version.size > BATCH_BYTES_DEFAULT as u64
+        && !live
+    {
+        let upsert = shard.prefetch_mut().upsert(
+            c.ns,
+            &c.path,
+            c.version.blocklist.clone(),
+            c.version.size,
+            uploader,
+            now,
+        );
+        // A refresh (a retried commit) is no news to anyone.
+        return matches!(upsert, Upsert::Inserted | Upsert::Replaced);
+    }
+    false
+}
+
+/// Commits the batch's commits that miss no blocks in one journal group; each one's
+/// answer, and longpolls of the namespaces that moved woken.
+async fn commit_ready(
+    shard: &Rc<Shard>,
+    ready: Vec<(usize, Commit)>,
+) -> Result<Vec<(usize, Answer)>, ApiError> {
+    let mut answers = Vec::with_capacity(ready.len());
     let (indexes, commits): (Vec<usize>, Vec<Commit>) = ready.into_iter().unzip();
     let keys: Vec<(NsId, String)> = commits.iter().map(|c| (c.ns, c.path.clone())).collect();
     let outcomes = shard

@@ -8,6 +8,14 @@ use holdall_engine::journal::record::{JournalRecord, NamespaceKind};
 use super::{shard_of_namespace, Shard, ShardError};
 use crate::directory::{mount_clash, DirectoryOp};
 
+/// What a directory change writes: its records, the namespace it creates (if any), and
+/// the ids it answers with.
+struct Change {
+    records: Vec<JournalRecord>,
+    new_ns: Option<JournalRecord>,
+    reply: Vec<u64>,
+}
+
 impl Shard {
     /// Carries out `op` on shard 0: checks, writes the directory, replicates, and makes sure a
     /// new namespace exists on its owner shard.
@@ -19,6 +27,30 @@ impl Shard {
             .directory_journal
             .as_ref()
             .ok_or_else(|| ShardError::Internal("directory changes go to shard 0".into()))?;
+        let Change {
+            records,
+            new_ns,
+            reply,
+        } = self.change_of(op)?;
+        directory.append(records.clone()).await?;
+        self.replicate_all(records).await?;
+        if let Some(record) = new_ns {
+            let JournalRecord::Namespace { id, .. } = record else {
+                return Err(ShardError::Internal(
+                    "a new namespace is a namespace record".into(),
+                ));
+            };
+            self.submit_to(shard_of_namespace(id, self.shards), move |s| {
+                let s = s.clone();
+                async move { s.ensure_namespace(record).await }
+            })
+            .await??;
+        }
+        Ok(reply)
+    }
+
+    /// The records `op` writes, checked against the directory, with fresh ids taken.
+    fn change_of(&self, op: DirectoryOp) -> Result<Change, ShardError> {
         let (records, new_ns, reply) = match op {
             DirectoryOp::CreateUser { name, token_sha256 } => {
                 let (user, ns) = (self.next_user_id(), self.next_ns_id());
@@ -80,20 +112,10 @@ impl Shard {
                 )
             }
         };
-        directory.append(records.clone()).await?;
-        self.replicate_all(records).await?;
-        if let Some(record) = new_ns {
-            let JournalRecord::Namespace { id, .. } = record else {
-                return Err(ShardError::Internal(
-                    "a new namespace is a namespace record".into(),
-                ));
-            };
-            self.submit_to(shard_of_namespace(id, self.shards), move |s| {
-                let s = s.clone();
-                async move { s.ensure_namespace(record).await }
-            })
-            .await??;
-        }
-        Ok(reply)
+        Ok(Change {
+            records,
+            new_ns,
+            reply,
+        })
     }
 }
