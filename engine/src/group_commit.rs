@@ -6,7 +6,6 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::rc::Rc;
 
 use futures::FutureExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
@@ -38,7 +37,7 @@ impl<R: Member + 'static> GroupCommit<R> {
         Fut: Future<Output = ()> + 'static,
     {
         let (tx, rx) = local_channel::new_bounded(queue_max.max(1));
-        let task = crate::runtime::spawn_urgent(run(rx, weight_max, Rc::new(flush)));
+        let task = crate::runtime::spawn_urgent(run(rx, weight_max, flush));
         GroupCommit {
             tx,
             flusher: RefCell::new(Some(task)),
@@ -61,7 +60,7 @@ impl<R: Member + 'static> GroupCommit<R> {
     }
 }
 
-async fn run<R, F, Fut>(rx: LocalReceiver<R>, weight_max: usize, flush: Rc<F>)
+async fn run<R, F, Fut>(rx: LocalReceiver<R>, weight_max: usize, flush: F)
 where
     R: Member,
     F: Fn(Vec<R>) -> Fut,
@@ -100,6 +99,7 @@ where
 mod tests {
     use super::*;
     use std::cell::RefCell;
+    use std::rc::Rc;
 
     struct Req(usize, bool);
 

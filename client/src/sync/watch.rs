@@ -75,7 +75,7 @@ pub fn run(mut syncer: Syncer) -> Result<()> {
     let mut backoff = Duration::from_secs(1);
     loop {
         let woke = match run_round(&mut syncer, &cursors, backoff)? {
-            Ok(report) => {
+            Some(report) => {
                 backoff = Duration::from_secs(1);
                 // Files still changing (or changed too lately to read) are looked at again
                 // once they may have settled, or at the next disk change.
@@ -87,7 +87,7 @@ pub fn run(mut syncer: Syncer) -> Result<()> {
                     rx.recv_timeout(RESCAN_PERIOD).ok()
                 }
             }
-            Err(()) => {
+            None => {
                 let woke = rx.recv_timeout(backoff).ok();
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 woke
@@ -162,14 +162,10 @@ fn longpoll_loop(api: &Api, cursors: &Shared, tx: &mpsc::Sender<Wake>) {
     }
 }
 
-/// One round, logged and recorded, its cursors handed to the longpoll; `Err(())` when the
+/// One round, logged and recorded, its cursors handed to the longpoll; `None` when the
 /// round failed (recorded too; the next try comes after `backoff`). An error only if the
 /// state cannot be written.
-fn run_round(
-    syncer: &mut Syncer,
-    cursors: &Shared,
-    backoff: Duration,
-) -> Result<Result<Report, ()>> {
+fn run_round(syncer: &mut Syncer, cursors: &Shared, backoff: Duration) -> Result<Option<Report>> {
     let started = Instant::now();
     match syncer.round() {
         Ok(report) => {
@@ -180,13 +176,13 @@ fn run_round(
                 *seen = (syncer.cursors(), syncer.prefetch_cursors(), seen.2 + 1);
             }
             cursors.1.notify_all();
-            Ok(Ok(report))
+            Ok(Some(report))
         }
         Err(e) => {
             let message = format!("{e:#}");
             warn!(error = %message, retry_in_s = backoff.as_secs(), "sync round failed");
             syncer.record(None, Some(&message))?;
-            Ok(Err(()))
+            Ok(None)
         }
     }
 }

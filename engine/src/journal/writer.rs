@@ -37,6 +37,7 @@ impl Inner {
     /// then a snapshot if one is due.
     pub(super) async fn flush(&self, mut group: Vec<Request>) {
         if matches!(group.first(), Some(Request::Records { .. })) {
+            debug_assert_eq!(group.len(), 1, "admin records are a group of their own");
             if let Some(Request::Records { records, done }) = group.pop() {
                 let _ = done.send(self.append_records(records).await);
             }
