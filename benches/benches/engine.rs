@@ -111,6 +111,7 @@ fn journal(c: &mut Criterion) {
                                 mtime_ms: 0,
                             },
                             parent_jid: None,
+                            author: Default::default(),
                         })
                         .collect();
                     j.commit(batch).await.unwrap();

@@ -153,6 +153,7 @@ fn row_commit(i: usize) -> Commit {
             mtime_ms: 1_700_000_000_000,
         },
         parent_jid: None,
+        author: Default::default(),
     }
 }
 

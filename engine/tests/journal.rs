@@ -22,6 +22,7 @@ fn file(ns: u64, path: &str, parent: Option<u64>) -> Commit {
             mtime_ms: 1_700_000_000_000,
         },
         parent_jid: parent,
+        author: Default::default(),
     }
 }
 

@@ -227,6 +227,7 @@ fn version(p: usize, v: usize, parent: Option<u64>) -> Commit {
             mtime_ms: 1_700_000_000_000 + v as i64,
         },
         parent_jid: parent,
+        author: Default::default(),
     }
 }
 

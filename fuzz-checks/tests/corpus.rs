@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use holdall_engine::block_log::hint::{self as segment_hint, HintEntry};
 use holdall_engine::block_log::record as block_record;
 use holdall_engine::block_log::record::SEGMENT_HEADER_BYTES;
-use holdall_engine::journal::record::{self as journal_record, JournalRecord, Row};
+use holdall_engine::journal::record::{self as journal_record, Author, JournalRecord, Row, RowAt};
 use holdall_fuzz_checks::TARGETS;
 use holdall_proto::api::EntryKind;
 use holdall_proto::frame::{encode_retrieve_frame, encode_store_frame, RetrieveStatus};
@@ -72,6 +72,19 @@ fn valid_inputs(target: &str) -> Vec<Vec<u8>> {
                         size: 4 * 1024 * 1024 + 1,
                         mtime_ms: 1_700_000_000_000,
                     },
+                    committed_ms: 1_800_000_000_000,
+                    author: Author {
+                        user: 3,
+                        device: "phone".into(),
+                    },
+                    prev: Some(RowAt {
+                        generation: 2,
+                        offset: 4096,
+                    }),
+                    at: Some(RowAt {
+                        generation: 3,
+                        offset: 16,
+                    }),
                 }),
                 JournalRecord::User {
                     id: 3,
@@ -85,14 +98,23 @@ fn valid_inputs(target: &str) -> Vec<Vec<u8>> {
                     path: "Shared".into(),
                 },
             ];
-            records
+            let mut inputs: Vec<Vec<u8>> = records
                 .iter()
                 .map(|r| {
                     let mut out = Vec::new();
                     journal_record::encode(r, &mut out);
                     out
                 })
-                .collect()
+                .collect();
+            let mut located = Vec::new();
+            journal_record::encode_located(&records[0], &mut located);
+            inputs.push(located);
+            if let JournalRecord::Row(row) = &records[0] {
+                let mut earlier = Vec::new();
+                journal_record::encode(&JournalRecord::Earlier(row.clone()), &mut earlier);
+                inputs.push(earlier);
+            }
+            inputs
         }
         "block_record" => {
             let payload = b"a block's bytes";

@@ -62,6 +62,7 @@ pub async fn demo(data: PathBuf, mib: usize) -> Result<()> {
                 mtime_ms: 0,
             },
             parent_jid: parent,
+            author: Default::default(),
         }])
         .await?;
     let CommitOutcome::Ok { jid } = outcome[0] else {

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use holdall_engine::journal::record::Author;
 use holdall_engine::journal::state::User;
 use holdall_engine::prefetch::Uploader;
 use holdall_proto::api::DEVICE_HEADER;
@@ -36,6 +37,20 @@ pub fn uploader_of(user: &User, req: &Request<Incoming>) -> Result<Uploader, Api
         // 0 means "not named", so a named device never maps to it.
         device: u64::from_le_bytes(first).max(1),
     })
+}
+
+/// Who a commit is by: the user and the device name the request gave (checked by
+/// [`uploader_of`] first).
+pub fn author_of(user: &User, req: &Request<Incoming>) -> Author {
+    Author {
+        user: user.id,
+        device: req
+            .headers()
+            .get(DEVICE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+    }
 }
 
 /// Slowest average rate a body may arrive at (after the first client timeout), so a client

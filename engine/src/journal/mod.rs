@@ -10,9 +10,10 @@
 //! Once a journal file passes `snapshot_after_bytes`, the state is written to
 //! `snap-NNNNNNNNNN.hsnp` (the latest row of each path plus every user, token, namespace and
 //! mount) and a new journal file begins, so a restart reads one snapshot and one short
-//! journal. Journal files are never deleted: they are the full history, and a restart can
-//! fall back to them if a snapshot is damaged.
+//! journal. Every row records where its path's previous row is, so a path's history is read
+//! back from the files (`history`), never held in memory.
 
+mod history;
 pub mod record;
 mod replay;
 mod snapshot;
@@ -31,6 +32,7 @@ use crate::group_commit::GroupCommit;
 use crate::journal::record::JournalRecord;
 use crate::journal::state::{Commit, CommitOutcome, RecordInvalid, State};
 use crate::storage::{self, dma::DmaStorage, OpenMode, Storage, StorageFile};
+pub use history::History;
 use replay::{parse, read_all};
 use snapshot::load_newest_snapshot;
 
@@ -197,7 +199,7 @@ impl Journal {
                 .map_err(io_err(ctx.clone()))?;
             let len = file.size().await.map_err(io_err(ctx.clone()))?;
             let bytes = read_all(&*file, len).await.map_err(io_err(ctx.clone()))?;
-            let parsed = parse(&bytes);
+            let parsed = parse(&bytes, generation);
             stats.corrupt_records += parsed.corrupt_records;
             stats.records_replayed += parsed.records.len() as u64;
             state.apply_all(parsed.records);

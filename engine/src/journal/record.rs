@@ -5,8 +5,9 @@
 //!
 //! ```text
 //! 0   4  magic "HJNL"
-//! 4   1  format version (1)
-//! 5   1  record type: 1 row, 2 user, 3 token, 4 namespace, 5 mount
+//! 4   1  format version (2; version-1 records are read as well)
+//! 5   1  record type: 1 row, 2 user, 3 token, 4 namespace, 5 mount, 6 located row
+//!        (snapshots only), 7 earlier row
 //! 6   2  reserved, zero
 //! 8   4  body length
 //! 12  4  CRC32 of bytes 0..12 and the body
@@ -23,15 +24,40 @@ use holdall_proto::{BlockHash, FileVersion};
 
 /// Record magic.
 pub const MAGIC: [u8; 4] = *b"HJNL";
-/// Format version.
-pub const VERSION: u8 = 1;
+/// Format version written.
+pub const VERSION: u8 = 2;
+/// The first version: rows without commit time, author or previous version.
+pub const VERSION_1: u8 = 1;
+/// Longest device name a row records, in bytes.
+pub const DEVICE_BYTES_MAX: usize = 128;
 /// Bytes of a record header.
 pub const HEADER_BYTES: usize = 16;
-/// Largest body: a row of a 4 TiB file (a million hashes) with the longest path.
-pub const BODY_BYTES_MAX: usize = 64 + PATH_BYTES_MAX + 32 * (1 << 20);
+/// Largest body: a located row of a 4 TiB file (a million hashes) with the longest path
+/// and device name.
+pub const BODY_BYTES_MAX: usize = 128 + PATH_BYTES_MAX + DEVICE_BYTES_MAX + 32 * (1 << 20);
 
 /// User id.
 pub type UserId = u64;
+
+/// Where a record is in the journal files: the file's generation and the record's byte
+/// offset in it. Generations start at 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RowAt {
+    /// Journal file generation.
+    pub generation: u64,
+    /// Byte offset of the record in that file.
+    pub offset: u64,
+}
+
+/// Who committed a row: the user and the device name they gave (`Holdall-Device`). Rows
+/// of version 1 have neither (user 0, empty device).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Author {
+    /// The committing user; 0 when unknown.
+    pub user: UserId,
+    /// The device name given, at most [`DEVICE_BYTES_MAX`] bytes; empty when none.
+    pub device: String,
+}
 
 /// One version of one path in one namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +70,16 @@ pub struct Row {
     pub path: String,
     /// What the path holds.
     pub version: FileVersion,
+    /// The server's clock when the row was committed, ms since the epoch; 0 when unknown
+    /// (rows of version 1).
+    pub committed_ms: u64,
+    /// Who committed it.
+    pub author: Author,
+    /// Where the path's previous row is in the journal files: the history chain.
+    pub prev: Option<RowAt>,
+    /// Where this row is in the journal files. Not part of a row record's body: the reader
+    /// knows it from the record's position, and snapshots write it (type 6).
+    pub at: Option<RowAt>,
 }
 
 /// Whether a namespace is a user's root or a shared folder.
@@ -58,8 +94,12 @@ pub enum NamespaceKind {
 /// Everything the journal persists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JournalRecord {
-    /// An SFJ row.
+    /// An SFJ row. Encoded as type 1 without its location, or as type 6 with it.
     Row(Row),
+    /// A copy of a path's latest row whose own record has no known location (it came from
+    /// a version-1 snapshot), written just before the row that supersedes it so that row's
+    /// history chain can point at it. Not a new version: the state ignores it.
+    Earlier(Row),
     /// A user.
     User {
         /// Id.
@@ -131,23 +171,61 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// Appends the encoding of `record` to `out`.
+fn put_at(out: &mut Vec<u8>, at: Option<RowAt>) {
+    let at = at.unwrap_or(RowAt {
+        generation: 0,
+        offset: 0,
+    });
+    out.extend_from_slice(&at.generation.to_le_bytes());
+    out.extend_from_slice(&at.offset.to_le_bytes());
+}
+
+/// A row's body: the version-1 fields, then commit time, author and previous row.
+fn put_row(out: &mut Vec<u8>, r: &Row) {
+    out.extend_from_slice(&r.ns.to_le_bytes());
+    out.extend_from_slice(&r.jid.to_le_bytes());
+    out.push(kind_byte(r.version.kind));
+    out.extend_from_slice(&r.version.size.to_le_bytes());
+    out.extend_from_slice(&r.version.mtime_ms.to_le_bytes());
+    put_str(out, &r.path);
+    out.extend_from_slice(&(r.version.blocklist.len() as u32).to_le_bytes());
+    for h in &r.version.blocklist {
+        out.extend_from_slice(h.as_bytes());
+    }
+    out.extend_from_slice(&r.committed_ms.to_le_bytes());
+    out.extend_from_slice(&r.author.user.to_le_bytes());
+    debug_assert!(r.author.device.len() <= DEVICE_BYTES_MAX);
+    put_str(out, &r.author.device);
+    put_at(out, r.prev);
+}
+
+/// Appends the encoding of `record` to `out`; a row as type 1, without its location.
 pub fn encode(record: &JournalRecord, out: &mut Vec<u8>) {
+    encode_as(record, false, out)
+}
+
+/// Appends the encoding of `record` to `out`, a row with its location (type 6): what a
+/// snapshot holds.
+pub fn encode_located(record: &JournalRecord, out: &mut Vec<u8>) {
+    encode_as(record, true, out)
+}
+
+fn encode_as(record: &JournalRecord, located: bool, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0u8; HEADER_BYTES]);
     let ty = match record {
+        JournalRecord::Row(r) if located => {
+            put_at(out, r.at);
+            put_row(out, r);
+            6
+        }
         JournalRecord::Row(r) => {
-            out.extend_from_slice(&r.ns.to_le_bytes());
-            out.extend_from_slice(&r.jid.to_le_bytes());
-            out.push(kind_byte(r.version.kind));
-            out.extend_from_slice(&r.version.size.to_le_bytes());
-            out.extend_from_slice(&r.version.mtime_ms.to_le_bytes());
-            put_str(out, &r.path);
-            out.extend_from_slice(&(r.version.blocklist.len() as u32).to_le_bytes());
-            for h in &r.version.blocklist {
-                out.extend_from_slice(h.as_bytes());
-            }
+            put_row(out, r);
             1
+        }
+        JournalRecord::Earlier(r) => {
+            put_row(out, r);
+            7
         }
         JournalRecord::User {
             id,
@@ -239,6 +317,15 @@ impl<'a> Body<'a> {
             .map(str::to_owned)
             .map_err(|_| JournalRecordError::Body("name is not UTF-8"))
     }
+    fn at(&mut self) -> Result<Option<RowAt>, JournalRecordError> {
+        let generation = self.u64()?;
+        let offset = self.u64()?;
+        match (generation, offset) {
+            (0, 0) => Ok(None),
+            (0, _) => Err(JournalRecordError::Body("location in generation 0")),
+            _ => Ok(Some(RowAt { generation, offset })),
+        }
+    }
     fn end(self) -> Result<(), JournalRecordError> {
         if self.0.is_empty() {
             Ok(())
@@ -246,6 +333,60 @@ impl<'a> Body<'a> {
             Err(JournalRecordError::Body("bytes after the last field"))
         }
     }
+}
+
+/// A row's body: the version-1 fields, and from version 2 commit time, author and the
+/// previous row's location.
+fn row(b: &mut Body<'_>, version: u8) -> Result<Row, JournalRecordError> {
+    let ns = b.u64()?;
+    let jid = b.u64()?;
+    let kind = match b.u8()? {
+        0 => EntryKind::File,
+        1 => EntryKind::Dir,
+        2 => EntryKind::Deleted,
+        _ => return Err(JournalRecordError::Body("unknown entry kind")),
+    };
+    let size = b.u64()?;
+    let mtime_ms = b.u64()? as i64;
+    let path = b.path()?;
+    let count = b.u32()? as usize;
+    if count as u64 != size.div_ceil(BLOCK_BYTES_MAX as u64) {
+        return Err(JournalRecordError::Body("block count does not fit size"));
+    }
+    let hashes = b.take(
+        count
+            .checked_mul(32)
+            .ok_or(JournalRecordError::Body("count"))?,
+    )?;
+    let blocklist = hashes
+        .chunks_exact(32)
+        .map(|h| BlockHash(h.try_into().expect("32 bytes")))
+        .collect();
+    let mut row = Row {
+        ns,
+        jid,
+        path,
+        version: FileVersion {
+            kind,
+            blocklist,
+            size,
+            mtime_ms,
+        },
+        committed_ms: 0,
+        author: Author::default(),
+        prev: None,
+        at: None,
+    };
+    if version >= VERSION {
+        row.committed_ms = b.u64()?;
+        row.author.user = b.u64()?;
+        row.author.device = b.name()?;
+        if row.author.device.len() > DEVICE_BYTES_MAX {
+            return Err(JournalRecordError::Body("device name too long"));
+        }
+        row.prev = b.at()?;
+    }
+    Ok(row)
 }
 
 /// Decodes the record at the start of `bytes`; returns it and the bytes it took.
@@ -270,8 +411,9 @@ pub fn decode(bytes: &[u8]) -> Result<(JournalRecord, usize), JournalRecordError
     if crc.finalize().to_le_bytes() != bytes[12..16] {
         return Err(JournalRecordError::Crc);
     }
-    if bytes[4] != VERSION {
-        return Err(JournalRecordError::Version(bytes[4]));
+    let version = bytes[4];
+    if version != VERSION && version != VERSION_1 {
+        return Err(JournalRecordError::Version(version));
     }
     // Reserved for later versions: a record of this version has them zero.
     if bytes[6..8] != [0, 0] {
@@ -281,43 +423,16 @@ pub fn decode(bytes: &[u8]) -> Result<(JournalRecord, usize), JournalRecordError
     }
     let mut b = Body(&bytes[HEADER_BYTES..total]);
     let record = match bytes[5] {
-        1 => {
-            let ns = b.u64()?;
-            let jid = b.u64()?;
-            let kind = match b.u8()? {
-                0 => EntryKind::File,
-                1 => EntryKind::Dir,
-                2 => EntryKind::Deleted,
-                _ => return Err(JournalRecordError::Body("unknown entry kind")),
-            };
-            let size = b.u64()?;
-            let mtime_ms = b.u64()? as i64;
-            let path = b.path()?;
-            let count = b.u32()? as usize;
-            if count as u64 != size.div_ceil(BLOCK_BYTES_MAX as u64) {
-                return Err(JournalRecordError::Body("block count does not fit size"));
-            }
-            let hashes = b.take(
-                count
-                    .checked_mul(32)
-                    .ok_or(JournalRecordError::Body("count"))?,
-            )?;
-            let blocklist = hashes
-                .chunks_exact(32)
-                .map(|h| BlockHash(h.try_into().expect("32 bytes")))
-                .collect();
-            JournalRecord::Row(Row {
-                ns,
-                jid,
-                path,
-                version: FileVersion {
-                    kind,
-                    blocklist,
-                    size,
-                    mtime_ms,
-                },
-            })
+        1 => JournalRecord::Row(row(&mut b, version)?),
+        6 if version >= VERSION => {
+            let at = b
+                .at()?
+                .ok_or(JournalRecordError::Body("located row without a location"))?;
+            let mut row = row(&mut b, version)?;
+            row.at = Some(at);
+            JournalRecord::Row(row)
         }
+        7 if version >= VERSION => JournalRecord::Earlier(row(&mut b, version)?),
         2 => {
             let id = b.u64()?;
             let root_ns = b.u64()?;
@@ -373,6 +488,16 @@ mod tests {
                     size: BLOCK_BYTES_MAX as u64 + 1,
                     mtime_ms: -5,
                 },
+                committed_ms: 1_800_000_000_123,
+                author: Author {
+                    user: 2,
+                    device: "laptop".into(),
+                },
+                prev: Some(RowAt {
+                    generation: 4,
+                    offset: 8208,
+                }),
+                at: None,
             }),
             JournalRecord::Row(Row {
                 ns: 3,
@@ -384,6 +509,10 @@ mod tests {
                     size: 0,
                     mtime_ms: 1,
                 },
+                committed_ms: 0,
+                author: Author::default(),
+                prev: None,
+                at: None,
             }),
             JournalRecord::User {
                 id: 1,
@@ -405,17 +534,77 @@ mod tests {
                 ns: 4,
                 path: "Shared/Team".into(),
             },
+            JournalRecord::Earlier(Row {
+                ns: 3,
+                jid: 2,
+                path: "old".into(),
+                version: FileVersion::file(vec![BlockHash::of(b"o")], 1, 3),
+                committed_ms: 0,
+                author: Author::default(),
+                prev: None,
+                at: None,
+            }),
         ]
+    }
+
+    fn located(mut r: JournalRecord) -> JournalRecord {
+        if let JournalRecord::Row(row) = &mut r {
+            row.at = Some(RowAt {
+                generation: 7,
+                offset: 4096 + 16,
+            });
+        }
+        r
+    }
+
+    /// A row as a version-1 binary wrote it: no time, author or previous row.
+    fn encode_v1_row(r: &Row) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(&JournalRecord::Row(r.clone()), &mut out);
+        let tail = 8 + 8 + 2 + r.author.device.len() + 16;
+        out.truncate(out.len() - tail);
+        let body_len = (out.len() - HEADER_BYTES) as u32;
+        out[4] = VERSION_1;
+        out[8..12].copy_from_slice(&body_len.to_le_bytes());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&out[0..12]);
+        crc.update(&out[HEADER_BYTES..]);
+        out[12..16].copy_from_slice(&crc.finalize().to_le_bytes());
+        out
+    }
+
+    /// Every sample encoded every way it can be: as is, located, and rows as version 1.
+    fn encodings() -> Vec<(JournalRecord, Vec<u8>)> {
+        let mut out = Vec::new();
+        for r in samples() {
+            let mut buf = Vec::new();
+            encode(&r, &mut buf);
+            out.push((r.clone(), buf));
+            if let JournalRecord::Row(row) = &r {
+                let l = located(r.clone());
+                let mut buf = Vec::new();
+                encode_located(&l, &mut buf);
+                out.push((l, buf));
+                let old = Row {
+                    committed_ms: 0,
+                    author: Author::default(),
+                    prev: None,
+                    ..row.clone()
+                };
+                out.push((JournalRecord::Row(old.clone()), encode_v1_row(row)));
+            }
+        }
+        out
     }
 
     #[test]
     fn round_trip_every_type() {
         let mut buf = Vec::new();
-        for r in samples() {
-            encode(&r, &mut buf);
+        for (_, bytes) in encodings() {
+            buf.extend_from_slice(&bytes);
         }
         let mut at = 0;
-        for r in samples() {
+        for (r, _) in encodings() {
             let (got, len) = decode(&buf[at..]).unwrap();
             assert_eq!(got, r);
             at += len;
@@ -424,10 +613,37 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_row_reads_without_time_author_or_history() {
+        let JournalRecord::Row(row) = samples().remove(0) else {
+            unreachable!()
+        };
+        let (got, _) = decode(&encode_v1_row(&row)).unwrap();
+        let JournalRecord::Row(got) = got else {
+            panic!("{got:?}")
+        };
+        assert_eq!(got.version, row.version);
+        assert_eq!((got.committed_ms, got.prev), (0, None));
+        assert_eq!(got.author, Author::default());
+    }
+
+    #[test]
+    fn a_located_row_only_exists_from_version_2() {
+        let mut buf = Vec::new();
+        encode_located(&located(samples().remove(0)), &mut buf);
+        buf[4] = VERSION_1;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&buf[0..12]);
+        crc.update(&buf[HEADER_BYTES..]);
+        buf[12..16].copy_from_slice(&crc.finalize().to_le_bytes());
+        assert_eq!(
+            decode(&buf),
+            Err(JournalRecordError::Body("unknown record type"))
+        );
+    }
+
+    #[test]
     fn every_truncation_and_bit_flip_is_refused() {
-        for r in samples() {
-            let mut buf = Vec::new();
-            encode(&r, &mut buf);
+        for (r, buf) in encodings() {
             for cut in 0..buf.len() {
                 assert!(decode(&buf[..cut]).is_err(), "{r:?} cut {cut}");
             }

@@ -5,7 +5,7 @@ use tracing::warn;
 
 use super::JournalRecord;
 use crate::align_up;
-use crate::journal::record::{self, MAGIC};
+use crate::journal::record::{self, RowAt, MAGIC};
 use crate::storage::StorageFile;
 
 /// Bytes read from a journal file per read at open.
@@ -19,10 +19,11 @@ pub(super) struct Parsed {
     pub(super) corrupt_records: u64,
 }
 
-/// Parses journal bytes: zero bytes where a record would start are padding (skip to the next
-/// page); a bad record followed by a good one is damage, skipped and counted; bad bytes with
-/// nothing good after them end the parse (the torn tail).
-pub(super) fn parse(bytes: &[u8]) -> Parsed {
+/// Parses the bytes of journal file `generation`: zero bytes where a record would start are
+/// padding (skip to the next page); a bad record followed by a good one is damage, skipped
+/// and counted; bad bytes with nothing good after them end the parse (the torn tail). Rows
+/// come out with their location.
+pub(super) fn parse(bytes: &[u8], generation: u64) -> Parsed {
     let mut p = Parsed {
         records: Vec::new(),
         valid_end: 0,
@@ -35,7 +36,13 @@ pub(super) fn parse(bytes: &[u8]) -> Parsed {
             continue;
         }
         match record::decode(&bytes[at..]) {
-            Ok((record, len)) => {
+            Ok((mut record, len)) => {
+                if let JournalRecord::Row(row) = &mut record {
+                    row.at = Some(RowAt {
+                        generation,
+                        offset: at as u64,
+                    });
+                }
                 p.records.push(record);
                 at += len;
                 p.valid_end = at;

@@ -6,12 +6,14 @@ use std::path::Path;
 use tracing::warn;
 
 use super::{generations, io_err, snapshot_path, JournalError};
-use crate::journal::record;
+use crate::journal::record::{self, JournalRecord};
 use crate::journal::state::State;
 use crate::storage::Storage;
 
 const SNAPSHOT_MAGIC: [u8; 4] = *b"HSNP";
-const SNAPSHOT_VERSION: u8 = 1;
+/// Version 2 holds rows with their locations (type 6); version 1 is read as well.
+const SNAPSHOT_VERSION: u8 = 2;
+const SNAPSHOT_VERSION_1: u8 = 1;
 const SNAPSHOT_HEAD_BYTES: usize = 24;
 
 pub(super) fn encode_snapshot(state: &State, generation: u64) -> Vec<u8> {
@@ -23,7 +25,10 @@ pub(super) fn encode_snapshot(state: &State, generation: u64) -> Vec<u8> {
     out.extend_from_slice(&0u64.to_le_bytes());
     let mut count = 0u64;
     for r in state.snapshot_records() {
-        record::encode(&r, &mut out);
+        match &r {
+            JournalRecord::Row(row) if row.at.is_some() => record::encode_located(&r, &mut out),
+            _ => record::encode(&r, &mut out),
+        }
         count += 1;
     }
     out[16..24].copy_from_slice(&count.to_le_bytes());
@@ -39,7 +44,7 @@ pub(super) fn decode_snapshot(bytes: &[u8], generation: u64) -> Option<State> {
     let (body, crc) = bytes.split_at(bytes.len() - 4);
     if crc32fast::hash(body).to_le_bytes() != crc
         || body[0..4] != SNAPSHOT_MAGIC
-        || body[4] != SNAPSHOT_VERSION
+        || !(body[4] == SNAPSHOT_VERSION || body[4] == SNAPSHOT_VERSION_1)
         || u64::from_le_bytes(body[8..16].try_into().ok()?) != generation
     {
         return None;

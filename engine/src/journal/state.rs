@@ -11,7 +11,7 @@ use holdall_proto::api::{EntryKind, Jid, NsId};
 use holdall_proto::content_hash::block_count;
 use holdall_proto::{validate_path, BlockHash, FileVersion, PathError};
 
-use crate::journal::record::{JournalRecord, NamespaceKind, Row, UserId};
+use crate::journal::record::{Author, JournalRecord, NamespaceKind, Row, UserId};
 
 /// A commit asked of the journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +25,8 @@ pub struct Commit {
     /// The path's latest JID as the committer knows it; `None`: the path must not exist or
     /// be deleted.
     pub parent_jid: Option<Jid>,
+    /// Who commits it.
+    pub author: Author,
 }
 
 impl Commit {
@@ -270,6 +272,17 @@ pub struct State {
 pub struct Pending {
     last_jid: HashMap<NsId, Jid>,
     latest: HashMap<(NsId, String), (Jid, EntryKind)>,
+    committed_ms: u64,
+}
+
+impl Pending {
+    /// A group committed at `committed_ms` (the server's clock, ms since the epoch).
+    pub fn at(committed_ms: u64) -> Pending {
+        Pending {
+            committed_ms,
+            ..Pending::default()
+        }
+    }
 }
 
 /// Whether `name` may name a user: 1 to 64 characters, no `/` and no control characters.
@@ -408,6 +421,10 @@ impl State {
             jid,
             path: c.path.clone(),
             version: c.version.clone(),
+            committed_ms: pending.committed_ms,
+            author: c.author.clone(),
+            prev: None,
+            at: None,
         })
     }
 
@@ -429,7 +446,9 @@ impl State {
     ) -> Result<(), RecordInvalid> {
         let earlier_has = |f: &dyn Fn(&JournalRecord) -> bool| earlier.iter().any(|e| f(e));
         match r {
-            JournalRecord::Row(_) => return Err(RecordInvalid::RowNotAllowed),
+            JournalRecord::Row(_) | JournalRecord::Earlier(_) => {
+                return Err(RecordInvalid::RowNotAllowed)
+            }
             JournalRecord::User { id, name, .. } => {
                 if self.users.contains_key(id)
                     || earlier_has(&|e| matches!(e, JournalRecord::User { id: i, .. } if i == id))
@@ -514,6 +533,7 @@ impl State {
     pub fn apply(&mut self, record: JournalRecord) {
         let ok = match record {
             JournalRecord::Row(row) => self.apply_row(row),
+            JournalRecord::Earlier(_) => true,
             JournalRecord::User {
                 id,
                 name,
@@ -648,6 +668,7 @@ mod tests {
                 mtime_ms: 0,
             },
             parent_jid: parent,
+            author: Author::default(),
         }
     }
 

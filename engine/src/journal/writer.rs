@@ -10,10 +10,60 @@ use tracing::{info, warn};
 use super::snapshot::encode_snapshot;
 use super::{create_journal, generations, io_err, snapshot_path, Inner, JournalError, Request};
 use crate::group_commit::Member;
-use crate::journal::record::{self, JournalRecord};
-use crate::journal::state::{CommitOutcome, Pending};
+use hashbrown::HashMap;
+use holdall_proto::api::NsId;
+
+use crate::journal::record::{self, JournalRecord, RowAt};
+use crate::journal::state::{CommitOutcome, Pending, State};
 use crate::storage;
 use crate::{align_up, ALIGN_BYTES};
+
+/// The server's clock in ms since the epoch: rows' commit time.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Encodes a burst that starts at byte `end` of journal file `generation`. Each row gets its
+/// location and, as `prev`, its path's previous row: one earlier in this burst, else the
+/// state's latest; a latest row without a location (from a version-1 snapshot) is first
+/// written again as an [`JournalRecord::Earlier`] copy so the chain has somewhere to point.
+fn encode_burst(
+    state: &State,
+    generation: u64,
+    end: u64,
+    records: &mut [JournalRecord],
+) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut placed: HashMap<(NsId, String), RowAt> = HashMap::new();
+    let here = |bytes: &Vec<u8>| RowAt {
+        generation,
+        offset: end + bytes.len() as u64,
+    };
+    for r in records.iter_mut() {
+        if let JournalRecord::Row(row) = r {
+            let key = (row.ns, row.path.clone());
+            row.prev = match placed.get(&key) {
+                Some(&at) => Some(at),
+                None => match state.latest(row.ns, &row.path) {
+                    Some(latest) if latest.at.is_some() => latest.at,
+                    Some(latest) => {
+                        let at = here(&bytes);
+                        record::encode(&JournalRecord::Earlier(latest.clone()), &mut bytes);
+                        Some(at)
+                    }
+                    None => None,
+                },
+            };
+            let at = here(&bytes);
+            row.at = Some(at);
+            placed.insert(key, at);
+        }
+        record::encode(r, &mut bytes);
+    }
+    bytes
+}
 
 impl Member for Request {
     fn weight(&self) -> usize {
@@ -51,7 +101,8 @@ impl Inner {
 
     async fn append_records(&self, records: Vec<JournalRecord>) -> Result<(), JournalError> {
         self.state.borrow().check_records(&records)?;
-        self.write(&records).await?;
+        let mut records = records;
+        self.write(&mut records).await?;
         let mut state = self.state.borrow_mut();
         for r in records {
             state.apply(r);
@@ -64,7 +115,7 @@ impl Inner {
         let mut answers = Vec::with_capacity(group.len());
         {
             let state = self.state.borrow();
-            let mut pending = Pending::default();
+            let mut pending = Pending::at(now_ms());
             for request in group {
                 let Request::Commits { commits, done } = request else {
                     unreachable!("groups hold commits only");
@@ -86,7 +137,7 @@ impl Inner {
         let result = if rows.is_empty() {
             Ok(())
         } else {
-            self.write(&rows).await
+            self.write(&mut rows).await
         };
         if result.is_ok() {
             let mut state = self.state.borrow_mut();
@@ -99,16 +150,9 @@ impl Inner {
         }
     }
 
-    /// Writes `records` as one burst at the end of the active file and fdatasyncs it.
-    async fn write(&self, records: &[JournalRecord]) -> Result<(), JournalError> {
-        let mut bytes = Vec::new();
-        for r in records {
-            record::encode(r, &mut bytes);
-        }
-        let padded = align_up(bytes.len() as u64) as usize;
-        let mut buf = storage::alloc_buffer(padded);
-        buf.as_bytes_mut()[..bytes.len()].copy_from_slice(&bytes);
-        buf.as_bytes_mut()[bytes.len()..].fill(0);
+    /// Writes `records` as one burst at the end of the active file and fdatasyncs it; rows
+    /// come back located and chained to their paths' previous rows.
+    async fn write(&self, records: &mut [JournalRecord]) -> Result<(), JournalError> {
         // Only the flusher task writes or replaces the active file, so these stay valid
         // across the awaits below.
         let (generation, end, file) = {
@@ -116,6 +160,11 @@ impl Inner {
             (a.generation, a.end, a.file.clone())
         };
         debug_assert_eq!(end % ALIGN_BYTES, 0);
+        let bytes = encode_burst(&self.state.borrow(), generation, end, records);
+        let padded = align_up(bytes.len() as u64) as usize;
+        let mut buf = storage::alloc_buffer(padded);
+        buf.as_bytes_mut()[..bytes.len()].copy_from_slice(&bytes);
+        buf.as_bytes_mut()[bytes.len()..].fill(0);
         let ctx = || format!("writing journal {generation}");
         storage::write_all_at(&*file, Rc::new(buf), end)
             .await

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
 use std::time::Instant;
 
+use holdall_engine::journal::record::Author;
 use holdall_engine::journal::state::{Commit, CommitInvalid, CommitOutcome, Pending, State, User};
 use holdall_engine::prefetch::{Uploader, Upsert};
 use holdall_proto::api::{
@@ -25,7 +26,7 @@ use hyper::{Request, Response, StatusCode};
 
 use crate::body::Body;
 use crate::reply::{json, ApiError};
-use crate::request::{read_json, uploader_of};
+use crate::request::{author_of, read_json, uploader_of};
 use crate::shard::{shard_of_block, shard_of_namespace, Seen, Shard};
 
 /// Largest body of one commit: a blocklist of about 500,000 blocks (a 2 TiB file).
@@ -43,8 +44,9 @@ pub async fn commit(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let uploader = uploader_of(user, &req)?;
+    let author = author_of(user, &req);
     let body: CommitRequest = read_json(req, COMMIT_BODY_BYTES_MAX).await?;
-    let answer = run(shard, user, uploader, vec![body])
+    let answer = run(shard, user, (uploader, author), vec![body])
         .await?
         .pop()
         .ok_or_else(|| ApiError::internal("no answer to the commit"))??;
@@ -62,6 +64,7 @@ pub async fn commit_batch(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let uploader = uploader_of(user, &req)?;
+    let author = author_of(user, &req);
     let body: CommitBatchRequest = read_json(req, COMMIT_BATCH_BODY_BYTES_MAX).await?;
     if body.commits.len() > COMMIT_BATCH_MAX {
         return Err(ApiError::new(
@@ -73,7 +76,7 @@ pub async fn commit_batch(
             ),
         ));
     }
-    let results = run(shard, user, uploader, body.commits)
+    let results = run(shard, user, (uploader, author), body.commits)
         .await?
         .into_iter()
         .map(|a| {
@@ -101,7 +104,7 @@ fn invalid(e: CommitInvalid) -> ApiError {
 async fn run(
     shard: &Rc<Shard>,
     user: &User,
-    uploader: Uploader,
+    (uploader, author): (Uploader, Author),
     requests: Vec<CommitRequest>,
 ) -> Result<Vec<Answer>, ApiError> {
     let namespaces = crate::handlers::access::namespaces_of(&shard.directory(), user);
@@ -113,6 +116,7 @@ async fn run(
             path: r.path,
             version: r.version,
             parent_jid: r.parent_jid,
+            author: author.clone(),
         };
         let checked = crate::handlers::access::check(&namespaces, c.ns)
             .and_then(|()| c.check_shape().map_err(invalid));

@@ -1,0 +1,116 @@
+//! A path's versions, newest first: the latest row from memory, every older one read back
+//! from the journal files by following each row's `prev` location. Nothing of the history
+//! is kept in memory beyond the latest row of each path.
+
+use holdall_proto::api::NsId;
+use tracing::warn;
+
+use super::{io_err, journal_path, Journal, JournalError};
+use crate::journal::record::{self, JournalRecord, Row, RowAt, HEADER_BYTES};
+use crate::storage::OpenMode;
+use crate::{align_up, ALIGN_BYTES};
+
+/// Bytes read first for a row: most rows (a path and a few hashes) fit.
+const FIRST_READ_BYTES: u64 = 8192;
+
+/// A walk down one path's history; see [`Journal::history`].
+pub struct History<'j> {
+    journal: &'j Journal,
+    ns: NsId,
+    path: String,
+    next: Next,
+    /// The JID last returned: each older row must have a smaller one, so a damaged chain
+    /// cannot loop.
+    below: u64,
+}
+
+enum Next {
+    Latest,
+    At(RowAt),
+    End,
+}
+
+impl Journal {
+    /// A walk over the versions of `path` in `ns`, newest first, deletions included. It
+    /// ends where the chain does: at the path's first row, at a journal file that was
+    /// removed (its rows were outside retention), or at a record that does not check out.
+    pub fn history(&self, ns: NsId, path: &str) -> History<'_> {
+        History {
+            journal: self,
+            ns,
+            path: path.to_owned(),
+            next: Next::Latest,
+            below: u64::MAX,
+        }
+    }
+
+    /// Reads the row record at `at`. `Ok(None)` if its file is gone.
+    async fn read_row_at(&self, at: RowAt) -> Result<Option<Row>, JournalError> {
+        let path = journal_path(&self.inner.dir, at.generation);
+        let ctx = format!("reading history in {}", path.display());
+        let file = match self.inner.storage.open(&path, OpenMode::Read).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(ctx)(e)),
+        };
+        let size = file.size().await.map_err(io_err(ctx.clone()))?;
+        let page = at.offset - at.offset % ALIGN_BYTES;
+        let skip = (at.offset - page) as usize;
+        let mut want = align_up(skip as u64 + HEADER_BYTES as u64).max(FIRST_READ_BYTES);
+        loop {
+            let len = want.min(size.saturating_sub(page));
+            let bytes = file
+                .read_at(page, len as usize)
+                .await
+                .map_err(io_err(ctx.clone()))?;
+            let bytes = bytes.get(skip..).unwrap_or_default();
+            match record::decode(bytes) {
+                Ok((JournalRecord::Row(row) | JournalRecord::Earlier(row), _)) => {
+                    return Ok(Some(row))
+                }
+                Err(record::JournalRecordError::Truncated) if len == want => {
+                    let body = bytes
+                        .get(8..12)
+                        .map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
+                    let need = align_up(skip as u64 + HEADER_BYTES as u64 + u64::from(body));
+                    if need <= want || body as usize > record::BODY_BYTES_MAX {
+                        return Ok(None);
+                    }
+                    want = need;
+                }
+                Ok(_) | Err(_) => return Ok(None),
+            }
+        }
+    }
+}
+
+impl History<'_> {
+    /// The next older version, or `None` at the end of the chain.
+    pub async fn next(&mut self) -> Result<Option<Row>, JournalError> {
+        let row = match std::mem::replace(&mut self.next, Next::End) {
+            Next::End => return Ok(None),
+            Next::Latest => self.journal.state().latest(self.ns, &self.path).cloned(),
+            Next::At(at) => {
+                let row = self.journal.read_row_at(at).await?;
+                match row {
+                    Some(r) if r.ns == self.ns && r.path == self.path && r.jid < self.below => {
+                        Some(Row { at: Some(at), ..r })
+                    }
+                    Some(r) => {
+                        warn!(ns = self.ns, path = %self.path, generation = at.generation, offset = at.offset, found = %r.path, jid = r.jid, "history chain points at another path's row or a newer one");
+                        self.journal.inner.stats.borrow_mut().corrupt_records += 1;
+                        None
+                    }
+                    None => None,
+                }
+            }
+        };
+        if let Some(r) = &row {
+            self.below = r.jid;
+            if let Some(prev) = r.prev {
+                self.next = Next::At(prev);
+            }
+        }
+        Ok(row)
+    }
+}

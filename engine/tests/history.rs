@@ -1,0 +1,187 @@
+//! Version history read back from the journal files: every version of a path newest first,
+//! across snapshots, journal files and reopens, with commit time and author; and a data
+//! folder written by a version-1 binary (tests/fixtures/journal-v1) opening unchanged.
+
+use std::path::Path;
+
+use holdall_engine::journal::record::{Author, JournalRecord, NamespaceKind, Row};
+use holdall_engine::journal::state::Commit;
+use holdall_engine::journal::{Journal, JournalConfig};
+use holdall_engine::runtime;
+use holdall_proto::api::EntryKind;
+use holdall_proto::{BlockHash, FileVersion};
+
+fn version(path: &str, content: &str, parent: Option<u64>, device: &str) -> Commit {
+    Commit {
+        ns: 1,
+        path: path.into(),
+        version: FileVersion::file(
+            vec![BlockHash::of(content.as_bytes())],
+            content.len() as u64,
+            7,
+        ),
+        parent_jid: parent,
+        author: Author {
+            user: 1,
+            device: device.into(),
+        },
+    }
+}
+
+fn deletion(path: &str, parent: u64) -> Commit {
+    Commit {
+        version: FileVersion::deleted(),
+        ..version(path, "", Some(parent), "")
+    }
+}
+
+async fn open(dir: &Path, snapshot_after_bytes: u64) -> Journal {
+    let mut c = JournalConfig::new(dir);
+    c.snapshot_after_bytes = snapshot_after_bytes;
+    Journal::open(c).await.unwrap()
+}
+
+async fn history(j: &Journal, path: &str) -> Vec<Row> {
+    let mut walk = j.history(1, path);
+    let mut out = Vec::new();
+    while let Some(row) = walk.next().await.unwrap() {
+        out.push(row);
+    }
+    out
+}
+
+async fn commit_one(j: &Journal, c: Commit) -> u64 {
+    match j.commit(vec![c]).await.unwrap().pop() {
+        Some(holdall_engine::journal::state::CommitOutcome::Ok { jid }) => jid,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn jids(rows: &[Row]) -> Vec<u64> {
+    rows.iter().map(|r| r.jid).collect()
+}
+
+#[test]
+fn every_version_reads_back_newest_first_across_snapshots_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    runtime::run(async move {
+        // Small snapshots: the versions spread over many journal files and snapshots.
+        let j = open(&path, 8192).await;
+        j.append(vec![JournalRecord::Namespace {
+            id: 1,
+            owner: 1,
+            kind: NamespaceKind::Root,
+        }])
+        .await
+        .unwrap();
+        let mut parent = None;
+        let mut expected = Vec::new();
+        for v in 0..40 {
+            let jid = commit_one(&j, version("a", &format!("a{v}"), parent, "laptop")).await;
+            // Other paths between the versions, and two versions of one path in one group.
+            commit_one(&j, version(&format!("other{v}"), "x", None, "phone")).await;
+            parent = Some(jid);
+            expected.push(jid);
+        }
+        let both = j
+            .commit(vec![
+                version("a", "g1", parent, "desk"),
+                version("a", "g2", parent.map(|p| p + 2), "desk"),
+            ])
+            .await
+            .unwrap();
+        assert!(both
+            .iter()
+            .all(|o| matches!(o, holdall_engine::journal::state::CommitOutcome::Ok { .. })));
+        let last = j.state().latest(1, "a").unwrap().jid;
+        expected.extend([last - 1, last]);
+        let gone = commit_one(&j, deletion("a", last)).await;
+        expected.push(gone);
+        expected.reverse();
+        assert!(j.stats().snapshots > 3, "the test spans snapshots");
+
+        let rows = history(&j, "a").await;
+        assert_eq!(jids(&rows), expected);
+        assert_eq!(rows[0].version.kind, EntryKind::Deleted);
+        assert_eq!(rows[1].version.blocklist, vec![BlockHash::of(b"g2")]);
+        assert_eq!(rows[2].version.blocklist, vec![BlockHash::of(b"g1")]);
+        assert_eq!(
+            rows.last().unwrap().version.blocklist,
+            vec![BlockHash::of(b"a0")]
+        );
+        assert!(rows.iter().all(|r| r.committed_ms > 1_700_000_000_000));
+        assert!(rows
+            .windows(2)
+            .all(|w| w[0].committed_ms >= w[1].committed_ms));
+        assert_eq!(rows[1].author.device, "desk");
+        assert_eq!(rows[5].author.device, "laptop");
+        assert_eq!(history(&j, "never").await.len(), 0);
+        j.close().await;
+
+        let j = open(&path, 8192).await;
+        assert_eq!(history(&j, "a").await, rows, "the same after a reopen");
+        j.close().await;
+    });
+}
+
+fn copy_fixture(to: &Path) {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/journal-v1");
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn a_version_1_journal_opens_unchanged_and_its_rows_join_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    copy_fixture(&path);
+    runtime::run(async move {
+        // Written by a version-1 binary: "a" three times, "b" then deleted, "c", folder "d";
+        // snapshots after journal files 2 and 3.
+        let j = open(&path, 8192).await;
+        {
+            let state = j.state();
+            let a = state.latest(1, "a").unwrap();
+            assert_eq!((a.jid, a.committed_ms), (5, 0));
+            assert_eq!(a.author, Author::default());
+            assert_eq!(a.version.blocklist, vec![BlockHash::of(b"a3")]);
+            assert_eq!(
+                state.latest(1, "b").unwrap().version.kind,
+                EntryKind::Deleted
+            );
+            assert_eq!(state.latest(1, "d").unwrap().version.kind, EntryKind::Dir);
+            assert_eq!(state.namespace(1).unwrap().last_jid(), 7);
+            assert_eq!(state.user_by_name("ann").unwrap().id, 1);
+        }
+        assert_eq!(
+            jids(&history(&j, "a").await),
+            [5],
+            "version 1 kept no chain"
+        );
+        let new = commit_one(&j, version("a", "a4", Some(5), "laptop")).await;
+        assert_eq!(new, 8);
+        let rows = history(&j, "a").await;
+        assert_eq!(jids(&rows), [8, 5], "the old latest row is history now");
+        assert_eq!(rows[1].version.blocklist, vec![BlockHash::of(b"a3")]);
+        assert_eq!(rows[1].committed_ms, 0);
+        j.close().await;
+
+        let j = open(&path, 8192).await;
+        assert_eq!(history(&j, "a").await, rows);
+        // Enough writes for a version-2 snapshot; the chain survives it.
+        let mut parent = 8;
+        for v in 5..60 {
+            parent = commit_one(&j, version("a", &format!("a{v}"), Some(parent), "")).await;
+        }
+        assert!(j.stats().snapshots > 0);
+        j.close().await;
+        let j = open(&path, 8192).await;
+        let rows = history(&j, "a").await;
+        assert_eq!(rows.len(), 57);
+        assert_eq!(jids(&rows[55..]), [8, 5]);
+        j.close().await;
+    });
+}
