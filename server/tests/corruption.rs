@@ -104,12 +104,11 @@ fn damaged_blocks_and_rows_are_found_counted_and_never_served() {
     );
     assert!(server.terminate().success());
 
-    // Garbage after the journal's last record (a torn write): cut at open, counted; new
-    // commits and everything before it are kept.
+    // Garbage after the journal's last burst (a torn write, which starts on a fresh page as
+    // every burst does): cut at open, counted; new commits and everything before it are kept.
     let mut bytes = std::fs::read(&journal).unwrap();
-    let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
-    bytes.truncate(end);
-    bytes.extend_from_slice(b"HJNL\x01\x01 torn write");
+    assert_eq!(bytes.len() % 4096, 0, "bursts are padded to pages");
+    bytes.extend_from_slice(b"HJNL\x02\x01 torn write");
     std::fs::write(&journal, bytes).unwrap();
     let server = Server::start(&data, 1);
     assert_eq!(metric(&server, "holdall_journal_torn_tail_cuts_total"), 1);
