@@ -185,3 +185,44 @@ fn a_version_1_journal_opens_unchanged_and_its_rows_join_the_history() {
         j.close().await;
     });
 }
+
+async fn retained_jids(j: &Journal, path: &str, cutoff_ms: u64) -> Vec<u64> {
+    let mut walk = j.retained_history(1, path, cutoff_ms);
+    let mut out = Vec::new();
+    while let Some(row) = walk.next().await.unwrap() {
+        out.push(row.jid);
+    }
+    out
+}
+
+#[test]
+fn retention_keeps_the_latest_row_and_what_was_superseded_since_the_cutoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    runtime::run(async move {
+        let j = open(&path, 1 << 20).await;
+        j.append(vec![JournalRecord::Namespace {
+            id: 1,
+            owner: 1,
+            kind: NamespaceKind::Root,
+        }])
+        .await
+        .unwrap();
+        let mut parent = None;
+        for v in 0..4 {
+            parent = Some(commit_one(&j, version("a", &format!("a{v}"), parent, "")).await);
+            // Distinct commit times, so each cutoff below splits the versions.
+            glommio::timer::sleep(std::time::Duration::from_millis(3)).await;
+        }
+        let rows = history(&j, "a").await;
+        let times: Vec<u64> = rows.iter().map(|r| r.committed_ms).collect();
+        assert!(times.windows(2).all(|w| w[0] > w[1]), "{times:?}");
+        // Version i (newest first) was superseded at times[i - 1].
+        assert_eq!(retained_jids(&j, "a", 0).await, jids(&rows));
+        assert_eq!(retained_jids(&j, "a", times[1]).await, jids(&rows[..3]));
+        assert_eq!(retained_jids(&j, "a", times[1] + 1).await, jids(&rows[..2]));
+        assert_eq!(retained_jids(&j, "a", u64::MAX).await, jids(&rows[..1]));
+        assert!(retained_jids(&j, "never", 0).await.is_empty());
+        j.close().await;
+    });
+}

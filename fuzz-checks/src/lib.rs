@@ -12,7 +12,8 @@ use holdall_engine::block_log::{hint as segment_hint, record as block_record};
 use holdall_engine::journal::record as journal_record;
 use holdall_proto::api::{
     AddMemberRequest, CommitBatchRequest, CommitRequest, CreateNamespaceRequest, CreateUserRequest,
-    ListRequest, LongpollRequest, RetrieveBatchRequest,
+    DeletedRequest, HistoryRequest, ListRequest, LongpollRequest, RestoreRequest,
+    RetrieveBatchRequest,
 };
 use holdall_proto::frame::{
     decode_retrieve_frames, decode_store_frames, encode_retrieve_frame, encode_store_frame,
@@ -285,6 +286,9 @@ pub fn json_bodies(bytes: &[u8]) -> bool {
         round_trip::<CreateUserRequest>(bytes),
         round_trip::<CreateNamespaceRequest>(bytes),
         round_trip::<AddMemberRequest>(bytes),
+        round_trip::<HistoryRequest>(bytes),
+        round_trip::<RestoreRequest>(bytes),
+        round_trip::<DeletedRequest>(bytes),
     ]
     .contains(&true)
 }

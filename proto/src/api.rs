@@ -357,3 +357,112 @@ mod tests {
         assert!(serde_json::from_value::<EntryKind>(json!("symlink")).is_err());
     }
 }
+
+/// Body of `POST /v1/history`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryRequest {
+    /// Namespace.
+    pub ns: NsId,
+    /// Path relative to the namespace root.
+    pub path: String,
+    /// Most versions in the answer [default 100, at most 1000].
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// Only versions with a lower JID: the last JID of the previous page.
+    #[serde(default)]
+    pub before_jid: Option<Jid>,
+}
+
+/// One version in a history answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryVersion {
+    /// The row's JID.
+    pub jid: Jid,
+    /// `kind`, `blocklist`, `size`, `mtime_ms`.
+    #[serde(flatten)]
+    pub version: FileVersion,
+    /// The server's clock at commit, ms since the epoch; null for rows written before
+    /// rows recorded it.
+    pub committed_ms: Option<u64>,
+    /// Dropbox content hash of a file version; null for folders and deletions.
+    pub content_hash: Option<BlockHash>,
+    /// Name of the committing user, when known.
+    pub user: Option<String>,
+    /// The `Holdall-Device` name the commit gave, when any.
+    pub device: Option<String>,
+}
+
+/// Answer to `POST /v1/history`: newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryResponse {
+    /// Versions still within retention, deletions included.
+    pub versions: Vec<HistoryVersion>,
+    /// Older retained versions remain: ask again with `before_jid`.
+    pub has_more: bool,
+}
+
+/// Body of `POST /v1/restore`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// Namespace.
+    pub ns: NsId,
+    /// Path relative to the namespace root.
+    pub path: String,
+    /// The version to bring back.
+    pub jid: Jid,
+    /// If given, the path's latest JID as the caller knows it (409 otherwise).
+    #[serde(default)]
+    pub parent_jid: Option<Jid>,
+}
+
+/// Answer to `POST /v1/restore`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreResponse {
+    /// `"ok"`.
+    pub status: String,
+    /// The new row's JID.
+    pub jid: Jid,
+}
+
+/// Body of `POST /v1/deleted`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeletedRequest {
+    /// Namespace.
+    pub ns: NsId,
+    /// A folder: only paths under it [default: the whole namespace].
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Most entries [default 100, at most 1000].
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// Only paths sorting after this one: the last path of the previous page.
+    #[serde(default)]
+    pub after_path: Option<String>,
+}
+
+/// A deleted file that can still be brought back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedEntry {
+    /// Path relative to the namespace root.
+    pub path: String,
+    /// JID of the deletion.
+    pub deleted_jid: Jid,
+    /// When it was deleted, ms since the epoch; null when not recorded.
+    pub deleted_ms: Option<u64>,
+    /// JID of the last version before the deletion: restore it to undelete.
+    pub last_jid: Jid,
+    /// Its size.
+    pub size: u64,
+}
+
+/// Answer to `POST /v1/deleted`, by path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedResponse {
+    /// Deleted files still restorable.
+    pub entries: Vec<DeletedEntry>,
+    /// More remain.
+    pub has_more: bool,
+}

@@ -23,7 +23,8 @@ pub struct ServeArgs {
     #[arg(long, env = "HOLDALL_SHARDS")]
     pub shards: Option<usize>,
     /// TOML file with any of the keys `data`, `listen`, `shards`, `prefetch_ttl_s`,
-    /// `prefetch_entries_max`, `streaming`, `recent_blocks`, `client_timeout_s`.
+    /// `prefetch_entries_max`, `streaming`, `recent_blocks`, `client_timeout_s`,
+    /// `history_retention`.
     #[arg(long, env = "HOLDALL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Seconds a prefetch entry (and a user's proof of upload) lives [default: 600].
@@ -43,6 +44,10 @@ pub struct ServeArgs {
     /// stream the upload; 0 keeps none [default: 32].
     #[arg(long, env = "HOLDALL_RECENT_BLOCKS")]
     pub recent_blocks: Option<usize>,
+    /// How long a version stays restorable after a newer version or a deletion replaced
+    /// it: a number with `s`, `m`, `h` or `d` [default: 30d].
+    #[arg(long, env = "HOLDALL_HISTORY_RETENTION")]
+    pub history_retention: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -56,6 +61,7 @@ struct FileConfig {
     streaming: Option<bool>,
     recent_blocks: Option<usize>,
     client_timeout_s: Option<u64>,
+    history_retention: Option<String>,
 }
 
 /// Resolved settings.
@@ -77,6 +83,8 @@ pub struct Config {
     pub recent_blocks: usize,
     /// How long a client may stall a request head, a body or a response.
     pub client_timeout: Duration,
+    /// How long a superseded version stays restorable.
+    pub history_retention: Duration,
 }
 
 /// Default client timeout.
@@ -88,6 +96,31 @@ pub const PREFETCH_TTL_S_DEFAULT: u64 = 600;
 /// Default of recently stored large blocks kept per shard: 128 MiB of 4 MiB blocks, enough
 /// for a device streaming an upload to trail it by a few seconds.
 pub const RECENT_BLOCKS_DEFAULT: usize = 32;
+
+/// Default history retention: Dropbox's 30 days.
+pub const HISTORY_RETENTION_DEFAULT: &str = "30d";
+
+/// A duration written as a whole number and a unit: `90s`, `15m`, `12h`, `30d`.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let text = text.trim();
+    let split = text.len().saturating_sub(1);
+    let (number, unit) = text.split_at(split);
+    let seconds_per = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!("{text:?}: a duration ends in s, m, h or d (as in 30d)"),
+    };
+    let n: u64 = number
+        .parse()
+        .with_context(|| format!("{text:?}: a duration is a whole number and a unit"))?;
+    let seconds = n
+        .checked_mul(seconds_per)
+        .filter(|&s| s <= 100 * 365 * 86_400)
+        .with_context(|| format!("{text:?}: at most 100 years"))?;
+    Ok(Duration::from_secs(seconds))
+}
 
 /// The default listen address.
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:8340";
@@ -149,6 +182,13 @@ impl Config {
         if recent_blocks > 4096 {
             bail!("recent_blocks must be 0 to 4096, not {recent_blocks}");
         }
+        let history_retention = parse_duration(
+            args.history_retention
+                .as_deref()
+                .or(file.history_retention.as_deref())
+                .unwrap_or(HISTORY_RETENTION_DEFAULT),
+        )
+        .context("history_retention")?;
         Ok(Config {
             data,
             listen,
@@ -158,6 +198,7 @@ impl Config {
             streaming: args.streaming.or(file.streaming).unwrap_or(true),
             recent_blocks,
             client_timeout: Duration::from_secs(client_timeout_s),
+            history_retention,
         })
     }
 }
@@ -231,6 +272,7 @@ mod tests {
         assert_eq!(c.data, data);
         assert_eq!(c.prefetch_ttl, Duration::from_secs(PREFETCH_TTL_S_DEFAULT));
         assert!(c.streaming);
+        assert_eq!(c.history_retention, Duration::from_secs(30 * 86_400));
         // The data folder remembers its shard count.
         let c = Config::resolve(ServeArgs {
             data: Some(data.clone()),
@@ -251,5 +293,19 @@ mod tests {
             ..ServeArgs::default()
         })
         .is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("12h").unwrap(), Duration::from_secs(43_200));
+        assert_eq!(
+            parse_duration("30d").unwrap(),
+            Duration::from_secs(2_592_000)
+        );
+        for bad in ["", "30", "d", "1.5h", "-1d", "3w", "99999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -34,12 +34,18 @@ pub enum Route {
     RetrieveBatch,
     /// `GET /v1/blocks/{hash}`.
     Blocks,
+    /// `POST /v1/history`.
+    History,
+    /// `POST /v1/restore`.
+    Restore,
+    /// `POST /v1/deleted`.
+    Deleted,
     /// Anything else.
     Other,
 }
 
 impl Route {
-    const ALL: [Route; 14] = [
+    const ALL: [Route; 17] = [
         Route::Healthz,
         Route::Metrics,
         Route::Account,
@@ -53,6 +59,9 @@ impl Route {
         Route::Longpoll,
         Route::RetrieveBatch,
         Route::Blocks,
+        Route::History,
+        Route::Restore,
+        Route::Deleted,
         Route::Other,
     ];
 
@@ -71,6 +80,9 @@ impl Route {
             Route::Longpoll => "longpoll",
             Route::RetrieveBatch => "retrieve_batch",
             Route::Blocks => "blocks",
+            Route::History => "history",
+            Route::Restore => "restore",
+            Route::Deleted => "deleted",
             Route::Other => "other",
         }
     }

@@ -10,7 +10,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use crate::auth::authenticate;
 use crate::body::Body;
-use crate::handlers::{account, admin, blocks, commit, list, retrieve};
+use crate::handlers::{account, admin, blocks, commit, history, list, retrieve};
 use crate::metrics::Route;
 use crate::reply::{method_not_allowed, text, ApiError};
 use crate::shard::Shard;
@@ -56,6 +56,9 @@ async fn dispatch(shard: &Rc<Shard>, req: Request<Incoming>) -> (Route, Response
         ["v1", "longpoll"] => (Route::Longpoll, Method::POST),
         ["v1", "retrieve_batch"] => (Route::RetrieveBatch, Method::POST),
         ["v1", "blocks", _] => (Route::Blocks, Method::GET),
+        ["v1", "history"] => (Route::History, Method::POST),
+        ["v1", "restore"] => (Route::Restore, Method::POST),
+        ["v1", "deleted"] => (Route::Deleted, Method::POST),
         _ => {
             let e = ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -95,6 +98,9 @@ async fn dispatch(shard: &Rc<Shard>, req: Request<Incoming>) -> (Route, Response
                 Route::Blocks => {
                     retrieve::get_block(shard, &user, segments[2], req.uri().query()).await
                 }
+                Route::History => history::history(shard, &user, req).await,
+                Route::Restore => history::restore(shard, &user, req).await,
+                Route::Deleted => history::deleted(shard, &user, req).await,
                 Route::Healthz | Route::Metrics | Route::Other => {
                     Err(ApiError::internal("route dispatched twice"))
                 }

@@ -1,6 +1,11 @@
 //! A path's versions, newest first: the latest row from memory, every older one read back
 //! from the journal files by following each row's `prev` location. Nothing of the history
 //! is kept in memory beyond the latest row of each path.
+//!
+//! Retention: the latest row is always kept; an older version is kept while the row that
+//! superseded it (the next newer one, a version or a deletion) is younger than the
+//! retention. The walk stops at the first version outside it: everything older was
+//! superseded earlier still.
 
 use holdall_proto::api::NsId;
 use tracing::warn;
@@ -24,6 +29,22 @@ pub struct History<'j> {
     below: u64,
 }
 
+/// A walk down one path's history that stops at the first version outside retention; see
+/// [`Journal::retained_history`].
+pub struct Retained<'j> {
+    walk: History<'j>,
+    cutoff_ms: u64,
+    /// Commit time of the row last returned: when the next one was superseded.
+    superseded_ms: Option<u64>,
+}
+
+/// Whether a version superseded at `superseded_ms` (`None`: it is the latest) is still
+/// within retention, given `cutoff_ms` (now less the retention). A time of 0 is unknown
+/// (a version-1 row) and keeps the version.
+pub fn retained(superseded_ms: Option<u64>, cutoff_ms: u64) -> bool {
+    superseded_ms.is_none_or(|ms| ms == 0 || ms >= cutoff_ms)
+}
+
 enum Next {
     Latest,
     At(RowAt),
@@ -41,6 +62,16 @@ impl Journal {
             path: path.to_owned(),
             next: Next::Latest,
             below: u64::MAX,
+        }
+    }
+
+    /// Like [`Journal::history`], but ending before the first version superseded before
+    /// `cutoff_ms` (ms since the epoch).
+    pub fn retained_history(&self, ns: NsId, path: &str, cutoff_ms: u64) -> Retained<'_> {
+        Retained {
+            walk: self.history(ns, path),
+            cutoff_ms,
+            superseded_ms: None,
         }
     }
 
@@ -110,6 +141,20 @@ impl History<'_> {
             if let Some(prev) = r.prev {
                 self.next = Next::At(prev);
             }
+        }
+        Ok(row)
+    }
+}
+
+impl Retained<'_> {
+    /// The next older version still within retention, or `None`.
+    pub async fn next(&mut self) -> Result<Option<Row>, JournalError> {
+        if !retained(self.superseded_ms, self.cutoff_ms) {
+            return Ok(None);
+        }
+        let row = self.walk.next().await?;
+        if let Some(r) = &row {
+            self.superseded_ms = Some(r.committed_ms);
         }
         Ok(row)
     }

@@ -32,7 +32,7 @@ use crate::group_commit::GroupCommit;
 use crate::journal::record::JournalRecord;
 use crate::journal::state::{Commit, CommitOutcome, RecordInvalid, State};
 use crate::storage::{self, dma::DmaStorage, OpenMode, Storage, StorageFile};
-pub use history::History;
+pub use history::{retained, History, Retained};
 use replay::{parse, read_all};
 use snapshot::load_newest_snapshot;
 

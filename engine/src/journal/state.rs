@@ -191,6 +191,11 @@ impl Namespace {
         self.blocks.contains_key(hash)
     }
 
+    /// The latest row of every path, deletions included, in JID order.
+    pub fn latest_rows(&self) -> impl Iterator<Item = &Row> {
+        self.live_rows_after(0)
+    }
+
     /// Distinct blocks listed by live rows.
     pub fn blocks_referenced(&self) -> usize {
         self.blocks.len()

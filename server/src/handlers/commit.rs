@@ -314,7 +314,7 @@ fn publish_upload(
 
 /// Commits the batch's commits that miss no blocks in one journal group; each one's
 /// answer, and longpolls of the namespaces that moved woken.
-async fn commit_ready(
+pub(crate) async fn commit_ready(
     shard: &Rc<Shard>,
     ready: Vec<(usize, Commit)>,
 ) -> Result<Vec<(usize, Answer)>, ApiError> {

@@ -6,5 +6,6 @@ pub mod account;
 pub mod admin;
 pub mod blocks;
 pub mod commit;
+pub mod history;
 pub mod list;
 pub mod retrieve;

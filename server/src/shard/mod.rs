@@ -88,6 +88,8 @@ pub struct Shard {
     arrivals: RefCell<Waiters<BlockHash, ()>>,
     /// Whether large uploads publish prefetch entries.
     streaming: bool,
+    /// How long a superseded version stays restorable.
+    history_retention: std::time::Duration,
     /// Large blocks of this shard stored lately, for devices streaming the upload.
     recent: RefCell<RecentBlocks>,
     /// Set when the server is stopping: parked requests end early.
@@ -173,6 +175,7 @@ impl Shard {
             longpolls: RefCell::new(Waiters::new(LONGPOLLS_MAX)),
             arrivals: RefCell::new(Waiters::new(ARRIVAL_WAITERS_MAX)),
             streaming: cfg.streaming,
+            history_retention: cfg.history_retention,
             recent: RefCell::new(RecentBlocks::new(cfg.recent_blocks)),
             stop,
         }))
@@ -186,6 +189,11 @@ impl Shard {
     /// Whether large uploads publish prefetch entries.
     pub fn streaming(&self) -> bool {
         self.streaming
+    }
+
+    /// How long a superseded version stays restorable.
+    pub fn history_retention(&self) -> std::time::Duration {
+        self.history_retention
     }
 
     /// Whether the server is stopping: parked requests end early.

@@ -1,0 +1,290 @@
+//! Version history on the real holdalld: `history`, `restore` and `deleted` over HTTP, with
+//! commit time and device, across a restart, with access checked, conflicts refused, and
+//! versions outside `--history-retention` gone.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{block, create_user, fetch_block, hex, post, request_with, store_block, Server};
+
+/// Commits a one-block file (or a deletion when `b` is `None`) from device `device`.
+fn commit(
+    server: &Server,
+    token: &str,
+    ns: u64,
+    path: &str,
+    b: Option<&[u8]>,
+    parent: Option<u64>,
+) -> u64 {
+    let version = match b {
+        Some(b) => json!({"kind": "file", "blocklist": hex(&[b.to_vec()]),
+            "size": b.len(), "mtime_ms": 1000}),
+        None => json!({"kind": "deleted", "blocklist": [], "size": 0, "mtime_ms": 0}),
+    };
+    let mut body = json!({"ns": ns, "path": path, "parent_jid": parent});
+    body.as_object_mut()
+        .unwrap()
+        .extend(version.as_object().unwrap().clone());
+    let r = request_with(
+        &server.addr,
+        "POST",
+        "/v1/commit",
+        Some(token),
+        &[("Holdall-Device", "laptop")],
+        body.to_string().as_bytes(),
+    );
+    let v = r.json();
+    assert_eq!((r.status, v["status"].as_str()), (200, Some("ok")), "{v}");
+    v["jid"].as_u64().unwrap()
+}
+
+fn history(server: &Server, token: &str, body: Value) -> (Vec<u64>, Value) {
+    let (status, v) = post(server, "/v1/history", token, body);
+    assert_eq!(status, 200, "{v}");
+    let jids = v["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["jid"].as_u64().unwrap())
+        .collect();
+    (jids, v)
+}
+
+fn deleted_paths(server: &Server, token: &str, ns: u64) -> Vec<(String, u64)> {
+    let (status, v) = post(server, "/v1/deleted", token, json!({"ns": ns}));
+    assert_eq!(status, 200, "{v}");
+    v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["path"].as_str().unwrap().to_owned(),
+                e["last_jid"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn versions_are_listed_restored_and_undeleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, 2);
+    let (ana, ns) = create_user(&server, "ana");
+    let (bob, _) = create_user(&server, "bob");
+    let (one, two) = (block(1, 70_000), block(2, 50_000));
+    for b in [&one, &two] {
+        assert_eq!(store_block(&server, &ana, b).status, 200);
+    }
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let j1 = commit(&server, &ana, ns, "doc.txt", Some(&one), None);
+    let j2 = commit(&server, &ana, ns, "doc.txt", Some(&two), Some(j1));
+    let gone = commit(&server, &ana, ns, "doc.txt", None, Some(j2));
+    commit(&server, &ana, ns, "other.txt", Some(&one), None);
+
+    let (jids, v) = history(&server, &ana, json!({"ns": ns, "path": "doc.txt"}));
+    assert_eq!((jids, &v["has_more"]), (vec![gone, j2, j1], &json!(false)));
+    let newest = &v["versions"][0];
+    assert_eq!(newest["kind"], "deleted");
+    assert_eq!(newest["content_hash"], Value::Null);
+    let oldest = &v["versions"][2];
+    assert_eq!(
+        (&oldest["user"], &oldest["device"], &oldest["size"]),
+        (&json!("ana"), &json!("laptop"), &json!(70_000))
+    );
+    assert_eq!(oldest["blocklist"], json!(hex(std::slice::from_ref(&one))));
+    assert_eq!(
+        oldest["content_hash"],
+        json!(holdall_proto::content_hash::content_hash(&one).to_hex())
+    );
+    let times: Vec<u64> = (0..3)
+        .map(|i| v["versions"][i]["committed_ms"].as_u64().unwrap())
+        .collect();
+    assert!(times[2] >= before && times[1] >= times[2] && times[0] >= times[1]);
+
+    // Pages, and a path that never was.
+    let (page, v) = history(
+        &server,
+        &ana,
+        json!({"ns": ns, "path": "doc.txt", "limit": 2}),
+    );
+    assert_eq!(
+        (page, v["has_more"].as_bool()),
+        (vec![gone, j2], Some(true))
+    );
+    let (page, v) = history(
+        &server,
+        &ana,
+        json!({"ns": ns, "path": "doc.txt", "limit": 2, "before_jid": j2}),
+    );
+    assert_eq!((page, v["has_more"].as_bool()), (vec![j1], Some(false)));
+    let (none, v) = history(&server, &ana, json!({"ns": ns, "path": "never"}));
+    assert!(none.is_empty() && v["has_more"] == json!(false));
+
+    // Only readers of the namespace see or touch its history.
+    for (route, body) in [
+        ("/v1/history", json!({"ns": ns, "path": "doc.txt"})),
+        (
+            "/v1/restore",
+            json!({"ns": ns, "path": "doc.txt", "jid": j1}),
+        ),
+        ("/v1/deleted", json!({"ns": ns})),
+    ] {
+        let (status, v) = post(&server, route, &bob, body);
+        assert_eq!(
+            (status, v["error"].as_str()),
+            (403, Some("forbidden")),
+            "{route}"
+        );
+    }
+
+    assert_eq!(
+        deleted_paths(&server, &ana, ns),
+        vec![("doc.txt".into(), j2)]
+    );
+    undelete_and_restore(&server, &ana, ns, (j1, j2, gone), &one);
+
+    // History is read back from the journal files after a restart.
+    assert!(server.terminate().success());
+    let server = Server::start(&data, 2);
+    let (jids, _) = history(&server, &ana, json!({"ns": ns, "path": "doc.txt"}));
+    assert_eq!(jids.len(), 4, "{jids:?}");
+    assert_eq!(jids[1..], [gone, j2, j1]);
+    assert_eq!(
+        fetch_block(&server, &ana, ns, "doc.txt", &one).as_deref(),
+        Some(&one[..])
+    );
+}
+
+/// Refusals change nothing; then restoring the version before a deletion brings the file
+/// back with that version's content, and a parked longpoll sees it.
+fn undelete_and_restore(server: &Server, ana: &str, ns: u64, jids: (u64, u64, u64), one: &[u8]) {
+    let (j1, j2, gone) = jids;
+    let restore = |body: Value| post(server, "/v1/restore", ana, body);
+    let refused = [
+        (
+            json!({"ns": ns, "path": "doc.txt", "jid": j1, "parent_jid": j2}),
+            409,
+            "conflict",
+        ),
+        (
+            json!({"ns": ns, "path": "doc.txt", "jid": gone}),
+            400,
+            "not_a_file",
+        ),
+        (
+            json!({"ns": ns, "path": "doc.txt", "jid": 999}),
+            404,
+            "version_gone",
+        ),
+        (
+            json!({"ns": ns, "path": "never", "jid": j1}),
+            404,
+            "version_gone",
+        ),
+        (
+            json!({"ns": ns, "path": "/abs", "jid": j1}),
+            400,
+            "bad_path",
+        ),
+    ];
+    for (body, status, code) in refused {
+        let (s, v) = restore(body.clone());
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (status, Some(code)),
+            "{body}: {v}"
+        );
+    }
+    let (jids, _) = history(server, ana, json!({"ns": ns, "path": "doc.txt"}));
+    assert_eq!(jids[0], gone, "a refusal wrote nothing");
+
+    let (status, v) = post(
+        server,
+        "/v1/list",
+        ana,
+        json!({"cursors": {ns.to_string(): 0}}),
+    );
+    assert_eq!(status, 200);
+    let cursor = v["cursors"][ns.to_string()].as_u64().unwrap();
+    let addr = server.addr.clone();
+    let token = ana.to_owned();
+    let parked = std::thread::spawn(move || {
+        let body = json!({"cursors": {ns.to_string(): cursor}, "timeout_s": 20});
+        let r = support::request(
+            &addr,
+            "POST",
+            "/v1/longpoll",
+            Some(&token),
+            body.to_string().as_bytes(),
+        );
+        r.json()["changes"].clone()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, v) = restore(json!({"ns": ns, "path": "doc.txt", "jid": j1, "parent_jid": gone}));
+    assert_eq!((status, v["status"].as_str()), (200, Some("ok")), "{v}");
+    let restored = v["jid"].as_u64().unwrap();
+    assert!(restored > gone);
+    assert_eq!(parked.join().unwrap(), json!(true));
+    assert_eq!(
+        fetch_block(server, ana, ns, "doc.txt", one).as_deref(),
+        Some(one)
+    );
+    assert!(deleted_paths(server, ana, ns).is_empty());
+    // Restoring the latest version again writes nothing.
+    let (status, v) = restore(json!({"ns": ns, "path": "doc.txt", "jid": restored}));
+    assert_eq!((status, v["jid"].as_u64()), (200, Some(restored)));
+}
+
+#[test]
+fn versions_outside_retention_are_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(&dir.path().join("data"), 1, &["--history-retention", "2s"]);
+    let (ana, ns) = create_user(&server, "ana");
+    let (one, two) = (block(3, 1000), block(4, 2000));
+    for b in [&one, &two] {
+        assert_eq!(store_block(&server, &ana, b).status, 200);
+    }
+    let j1 = commit(&server, &ana, ns, "a", Some(&one), None);
+    let j2 = commit(&server, &ana, ns, "a", Some(&two), Some(j1));
+    let k1 = commit(&server, &ana, ns, "dir/b", Some(&one), None);
+    let k2 = commit(&server, &ana, ns, "dir/b", None, Some(k1));
+    let (jids, _) = history(&server, &ana, json!({"ns": ns, "path": "a"}));
+    assert_eq!(jids, vec![j2, j1]);
+    let (status, v) = post(
+        &server,
+        "/v1/deleted",
+        &ana,
+        json!({"ns": ns, "path": "dir"}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(v["entries"][0]["deleted_jid"].as_u64(), Some(k2));
+    let (_, v) = post(
+        &server,
+        "/v1/deleted",
+        &ana,
+        json!({"ns": ns, "path": "elsewhere"}),
+    );
+    assert_eq!(v["entries"], json!([]));
+
+    std::thread::sleep(Duration::from_millis(2500));
+    let (jids, _) = history(&server, &ana, json!({"ns": ns, "path": "a"}));
+    assert_eq!(jids, vec![j2], "the latest version is always kept");
+    let (status, v) = post(
+        &server,
+        "/v1/restore",
+        &ana,
+        json!({"ns": ns, "path": "a", "jid": j1}),
+    );
+    assert_eq!((status, v["error"].as_str()), (404, Some("version_gone")));
+    assert!(deleted_paths(&server, &ana, ns).is_empty());
+    let (jids, _) = history(&server, &ana, json!({"ns": ns, "path": "dir/b"}));
+    assert_eq!(jids, vec![k2], "a deletion is the latest row and stays");
+    assert!(server.terminate().success());
+}
