@@ -7,6 +7,7 @@ mod share;
 mod status;
 mod sync;
 mod transfer;
+mod versions;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -106,6 +107,53 @@ enum Command {
         /// Where it appears in their folder (default: the folder's name).
         #[arg(long = "as")]
         as_path: Option<String>,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// List the versions the server keeps of FILE, newest first (deletions included).
+    History {
+        /// A file (or a deleted file's path) inside a synced folder.
+        file: PathBuf,
+        /// Print the versions as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Bring back a version of FILE as its newest version on the server (a running sync
+    /// then downloads it), or with --to write it to a local file and change nothing.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["jid", "at"])))]
+    Restore {
+        /// A file (or a deleted file's path) inside a synced folder.
+        file: PathBuf,
+        /// The version's JID, as `holdall history` shows it.
+        #[arg(long)]
+        jid: Option<u64>,
+        /// The version that was the newest at TIME: 2026-12-03T10:00:00Z, a local
+        /// `2026-12-03 10:00`, or an age such as 2h or 3d.
+        #[arg(long)]
+        at: Option<String>,
+        /// Write that version to this file instead; the server is not changed.
+        #[arg(long)]
+        to: Option<PathBuf>,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// List deleted files under DIR (default: the current folder) that can still be
+    /// brought back.
+    Deleted {
+        /// A folder inside a synced folder.
+        dir: Option<PathBuf>,
+        /// Print the entries as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Bring back a deleted file: its last version before the deletion.
+    Undelete {
+        /// The deleted file's path inside a synced folder.
+        path: PathBuf,
         #[command(flatten)]
         connect: Connect,
     },
@@ -225,6 +273,32 @@ fn run(command: Command) -> Result<bool> {
         } => {
             share::share(&connect.api()?, &path, &with, as_path.as_deref())?;
             Ok(true)
+        }
+        Command::History {
+            file,
+            json,
+            connect,
+        } => versions::history(&connect.api()?, &file, json).map(|()| true),
+        Command::Restore {
+            file,
+            jid,
+            at,
+            to,
+            connect,
+        } => {
+            let which = match (jid, at) {
+                (Some(jid), _) => versions::Which::Jid(jid),
+                (None, Some(at)) => versions::Which::At(versions::parse_time(&at)?),
+                (None, None) => anyhow::bail!("give --jid or --at"),
+            };
+            versions::restore(&connect.api()?, &file, which, to.as_deref()).map(|()| true)
+        }
+        Command::Deleted { dir, json, connect } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+            versions::deleted(&connect.api()?, &dir, json).map(|()| true)
+        }
+        Command::Undelete { path, connect } => {
+            versions::undelete(&connect.api()?, &path).map(|()| true)
         }
         Command::Admin {
             command: AdminCommand::AddUser { name, connect },

@@ -7,42 +7,19 @@
 //! live rows, so the server accepts them), and only then are the old rows deleted from the
 //! root namespace, where the mount already hides them.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Result};
 use holdall_proto::api::{
     AddMemberRequest, CommitRequest, CommitResult, CreateNamespaceRequest, EntryKind,
 };
 use holdall_proto::limits::COMMIT_BATCH_MAX;
 use holdall_proto::FileVersion;
 
+use crate::local::root::find_root;
 use crate::local::scan::STATE_DIR;
 use crate::local::state::State;
 use crate::net::api::Api;
-
-/// The synced folder holding `path`, and `path` relative to it.
-pub fn find_root(path: &Path) -> Result<(PathBuf, String)> {
-    let full = path
-        .canonicalize()
-        .with_context(|| format!("resolving {}", path.display()))?;
-    let mut dir = full.as_path();
-    loop {
-        if dir.join(STATE_DIR).join("state.db").is_file() {
-            let rel = full
-                .strip_prefix(dir)
-                .ok()
-                .and_then(|r| r.to_str())
-                .ok_or_else(|| anyhow!("{} is not a UTF-8 path", full.display()))?;
-            return Ok((dir.to_path_buf(), rel.to_string()));
-        }
-        dir = dir.parent().ok_or_else(|| {
-            anyhow!(
-                "{} is not inside a synced folder (run `holdall sync DIR` first)",
-                full.display()
-            )
-        })?;
-    }
-}
 
 /// Shares the folder at `path` with `user`, mounted at `as_path` in their folder (default:
 /// the folder's name).

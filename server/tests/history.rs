@@ -40,6 +40,25 @@ fn commit(
     v["jid"].as_u64().unwrap()
 }
 
+/// Block `b` of version `jid` of `path`, if retrieve_batch serves it.
+fn fetch_version(server: &Server, token: &str, ns: u64, path: &str, jid: u64, b: &[u8]) -> bool {
+    let ask = json!({"items": [{"ns": ns, "path": path, "jid": jid,
+        "hashes": hex(&[b.to_vec()])}]});
+    let r = support::request(
+        &server.addr,
+        "POST",
+        "/v1/retrieve_batch",
+        Some(token),
+        ask.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    let frame = holdall_proto::frame::decode_retrieve_frames(&r.body, 8 << 20)
+        .next()
+        .unwrap()
+        .unwrap();
+    frame.status == holdall_proto::frame::RetrieveStatus::Ok && frame.data == b
+}
+
 fn history(server: &Server, token: &str, body: Value) -> (Vec<u64>, Value) {
     let (status, v) = post(server, "/v1/history", token, body);
     assert_eq!(status, 200, "{v}");
@@ -107,6 +126,11 @@ fn versions_are_listed_restored_and_undeleted() {
         .map(|i| v["versions"][i]["committed_ms"].as_u64().unwrap())
         .collect();
     assert!(times[2] >= before && times[1] >= times[2] && times[0] >= times[1]);
+
+    // An older version's blocks are served by its JID; not another version's.
+    assert!(fetch_version(&server, &ana, ns, "doc.txt", j1, &one));
+    assert!(fetch_version(&server, &ana, ns, "doc.txt", j2, &two));
+    assert!(!fetch_version(&server, &ana, ns, "doc.txt", j2, &one));
 
     // Pages, and a path that never was.
     let (page, v) = history(
@@ -276,6 +300,8 @@ fn versions_outside_retention_are_gone() {
     std::thread::sleep(Duration::from_millis(2500));
     let (jids, _) = history(&server, &ana, json!({"ns": ns, "path": "a"}));
     assert_eq!(jids, vec![j2], "the latest version is always kept");
+    assert!(!fetch_version(&server, &ana, ns, "a", j1, &one));
+    assert!(fetch_version(&server, &ana, ns, "a", j2, &two));
     let (status, v) = post(
         &server,
         "/v1/restore",

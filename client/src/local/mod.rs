@@ -7,6 +7,7 @@ pub mod book;
 pub mod direct;
 pub mod place;
 pub mod read;
+pub mod root;
 pub mod scan;
 pub mod stat;
 pub mod state;

@@ -11,7 +11,8 @@ use holdall_proto::api::DEVICE_HEADER;
 use holdall_proto::api::{
     AccountResponse, AddMemberRequest, CommitBatchRequest, CommitBatchResponse, CommitRequest,
     CreateNamespaceRequest, CreateNamespaceResponse, CreateUserRequest, CreateUserResponse,
-    ErrorBody, ListRequest, ListResponse, LongpollRequest, LongpollResponse, NsId,
+    DeletedRequest, DeletedResponse, ErrorBody, HistoryRequest, HistoryResponse, ListRequest,
+    ListResponse, LongpollRequest, LongpollResponse, NsId, RestoreRequest, RestoreResponse,
     RetrieveBatchRequest, StoreBatchResponse,
 };
 use holdall_proto::frame::{store_frame_header, STORE_HEADER_BYTES};
@@ -606,6 +607,21 @@ impl Api {
             CALL_TIMEOUT,
         )?;
         Ok(())
+    }
+
+    /// `POST /v1/history`.
+    pub fn history(&self, request: &HistoryRequest) -> Result<HistoryResponse, ApiError> {
+        self.json("history", "/v1/history", request, CALL_TIMEOUT)
+    }
+
+    /// `POST /v1/restore`.
+    pub fn restore(&self, request: &RestoreRequest) -> Result<RestoreResponse, ApiError> {
+        self.json("restore", "/v1/restore", request, CALL_TIMEOUT)
+    }
+
+    /// `POST /v1/deleted`.
+    pub fn deleted(&self, request: &DeletedRequest) -> Result<DeletedResponse, ApiError> {
+        self.json("deleted", "/v1/deleted", request, CALL_TIMEOUT)
     }
 
     /// `POST /v1/admin/users`.

@@ -33,18 +33,6 @@ const PAGE_DEFAULT: u32 = 100;
 /// Most versions or entries in one answer.
 const PAGE_MAX: u32 = 1000;
 
-/// The server's clock, ms since the epoch.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Versions superseded before this instant are outside retention.
-fn cutoff_ms(shard: &Shard) -> u64 {
-    now_ms().saturating_sub(shard.history_retention().as_millis() as u64)
-}
-
 fn bad_path(e: holdall_proto::PathError) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad_path", e.to_string())
 }
@@ -103,7 +91,7 @@ async fn versions_here(
     if journal.state().namespace(ns).is_none() {
         return Err(not_on_shard(ns));
     }
-    let mut walk = journal.retained_history(ns, path, cutoff_ms(shard));
+    let mut walk = journal.retained_history(ns, path, shard.history_cutoff_ms());
     let mut rows = Vec::new();
     while let Some(row) = walk.next().await? {
         if before_jid.is_some_and(|b| row.jid >= b) {
@@ -185,7 +173,7 @@ async fn restore_commit(
             return Err(conflict(latest));
         }
     }
-    let mut walk = journal.retained_history(body.ns, &body.path, cutoff_ms(shard));
+    let mut walk = journal.retained_history(body.ns, &body.path, shard.history_cutoff_ms());
     let row = loop {
         match walk.next().await? {
             Some(r) if r.jid == body.jid => break r,
@@ -308,7 +296,7 @@ async fn deleted_here(
     after: Option<String>,
     limit: usize,
 ) -> Result<DeletedResponse, ApiError> {
-    let cutoff = cutoff_ms(shard);
+    let cutoff = shard.history_cutoff_ms();
     let journal = shard.journal();
     let mut candidates: Vec<(String, Jid, u64)> = {
         let state = journal.state();

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures::future::Either;
 use futures::StreamExt;
 use holdall_engine::block_log::BlockLogError;
+use holdall_engine::journal::record::Row;
 use holdall_engine::journal::state::User;
 use holdall_proto::api::{EntryKind, Jid, NsId, RetrieveBatchRequest, RetrieveItem};
 use holdall_proto::frame::{retrieve_frame_header, RetrieveStatus};
@@ -157,16 +158,19 @@ async fn retrieve(
     }
     let granted = by_owner.into_iter().map(|(owner, list)| {
         shard.submit_to(owner, move |s| {
-            let grants: Vec<(usize, Vec<Grant>)> = list
-                .into_iter()
-                .map(|(i, item)| (i, grant_here(s, &item)))
-                .collect();
-            std::future::ready(grants)
+            let s = s.clone();
+            async move {
+                let mut grants: Vec<(usize, Vec<Grant>)> = Vec::with_capacity(list.len());
+                for (i, item) in list {
+                    grants.push((i, grant_here(&s, &item).await?));
+                }
+                Ok::<_, ApiError>(grants)
+            }
         })
     });
     let mut grants: Vec<Vec<Grant>> = vec![Vec::new(); items.len()];
     for answered in futures::future::join_all(granted).await {
-        for (i, g) in answered? {
+        for (i, g) in answered?? {
             grants[i] = g;
         }
     }
@@ -224,30 +228,56 @@ fn too_large() -> ApiError {
 }
 
 /// On the namespace's owner: which of the item's hashes its row or prefetch entry lists.
-fn grant_here(shard: &Shard, item: &RetrieveItem) -> Vec<Grant> {
+async fn grant_here(shard: &Shard, item: &RetrieveItem) -> Result<Vec<Grant>, ApiError> {
     let refuse = |status| vec![Grant::Refused(status); item.hashes.len()];
     if item.prefetch {
         let mut table = shard.prefetch_mut();
         let Some(entry) = table.get(item.ns, &item.path, Instant::now()) else {
-            return refuse(RetrieveStatus::NotEligible);
+            return Ok(refuse(RetrieveStatus::NotEligible));
         };
-        return item
+        return Ok(item
             .hashes
             .iter()
             .map(|h| match entry.blocklist.contains(h) {
                 true => Grant::Prefetch,
                 false => Grant::Refused(RetrieveStatus::NotEligible),
             })
-            .collect();
+            .collect());
     }
-    let state = shard.journal().state();
-    let row = match item.jid {
-        Some(jid) => state.row(item.ns, jid).filter(|r| r.path == item.path),
-        None => state.latest(item.ns, &item.path),
-    };
-    let Some(row) = row.filter(|r| r.version.kind == EntryKind::File) else {
-        return refuse(RetrieveStatus::NotFound);
-    };
+    {
+        let state = shard.journal().state();
+        let row = match item.jid {
+            Some(jid) => state.row(item.ns, jid).filter(|r| r.path == item.path),
+            None => state.latest(item.ns, &item.path),
+        };
+        match row {
+            Some(row) => return Ok(grant_listed(row, item)),
+            None if item.jid.is_none() => return Ok(refuse(RetrieveStatus::NotFound)),
+            None => {}
+        }
+    }
+    // An older version of the path, while it is within the history retention.
+    let jid = item.jid.unwrap_or_default();
+    let cutoff_ms = shard.history_cutoff_ms();
+    let mut walk = shard
+        .journal()
+        .retained_history(item.ns, &item.path, cutoff_ms);
+    while let Some(row) = walk.next().await? {
+        if row.jid == jid {
+            return Ok(grant_listed(&row, item));
+        }
+        if row.jid < jid {
+            break;
+        }
+    }
+    Ok(refuse(RetrieveStatus::NotFound))
+}
+
+/// Grants the item's hashes that `row`, a file, lists.
+fn grant_listed(row: &Row, item: &RetrieveItem) -> Vec<Grant> {
+    if row.version.kind != EntryKind::File {
+        return vec![Grant::Refused(RetrieveStatus::NotFound); item.hashes.len()];
+    }
     item.hashes
         .iter()
         .map(|h| match row.version.blocklist.contains(h) {
