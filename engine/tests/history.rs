@@ -226,3 +226,57 @@ fn retention_keeps_the_latest_row_and_what_was_superseded_since_the_cutoff() {
         j.close().await;
     });
 }
+
+#[test]
+fn an_all_or_nothing_batch_with_one_refusal_writes_nothing() {
+    use holdall_engine::journal::state::CommitOutcome;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    runtime::run(async move {
+        let j = open(&path, 1 << 20).await;
+        j.append(vec![JournalRecord::Namespace {
+            id: 1,
+            owner: 1,
+            kind: NamespaceKind::Root,
+        }])
+        .await
+        .unwrap();
+        let a = commit_one(&j, version("a", "a0", None, "")).await;
+        // Queued together, so they share a group: the refused batch must leave no trace
+        // in what the plain commit behind it is checked against.
+        let (batch, plain) = futures::join!(
+            j.commit_all_or_nothing(vec![
+                version("x", "x0", None, ""),
+                version("a", "a1", Some(a + 100), ""),
+            ]),
+            j.commit(vec![version("x", "x1", None, "")]),
+        );
+        assert_eq!(
+            batch.unwrap(),
+            vec![
+                CommitOutcome::NotWritten,
+                CommitOutcome::Conflict {
+                    current_jid: Some(a)
+                }
+            ]
+        );
+        assert_eq!(plain.unwrap(), vec![CommitOutcome::Ok { jid: a + 1 }]);
+        let both = j
+            .commit_all_or_nothing(vec![
+                version("y", "y0", None, ""),
+                version("a", "a2", Some(a), ""),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            both,
+            vec![
+                CommitOutcome::Ok { jid: a + 2 },
+                CommitOutcome::Ok { jid: a + 3 }
+            ]
+        );
+        assert_eq!(jids(&history(&j, "a").await), [a + 3, a]);
+        assert_eq!(jids(&history(&j, "x").await), [a + 1]);
+        j.close().await;
+    });
+}

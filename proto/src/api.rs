@@ -466,3 +466,32 @@ pub struct DeletedResponse {
     /// More remain.
     pub has_more: bool,
 }
+
+/// Body of `POST /v1/rewind`: one of `to_jid` and `to_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewindRequest {
+    /// Namespace.
+    pub ns: NsId,
+    /// The folder to put back; `""` is the whole namespace.
+    pub path: String,
+    /// Back to the namespace as it was right after this JID.
+    #[serde(default)]
+    pub to_jid: Option<Jid>,
+    /// Back to the namespace as it was at this time, ms since the epoch.
+    #[serde(default)]
+    pub to_ms: Option<u64>,
+}
+
+/// Answer to `POST /v1/rewind`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RewindResponse {
+    /// `"ok"`.
+    pub status: String,
+    /// The namespace's last JID after the rewind.
+    pub jid: Jid,
+    /// Paths given an earlier version back (files and folders).
+    pub restored: u64,
+    /// Paths created since, deleted.
+    pub deleted: u64,
+}

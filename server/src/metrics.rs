@@ -40,12 +40,14 @@ pub enum Route {
     Restore,
     /// `POST /v1/deleted`.
     Deleted,
+    /// `POST /v1/rewind`.
+    Rewind,
     /// Anything else.
     Other,
 }
 
 impl Route {
-    const ALL: [Route; 17] = [
+    const ALL: [Route; 18] = [
         Route::Healthz,
         Route::Metrics,
         Route::Account,
@@ -62,6 +64,7 @@ impl Route {
         Route::History,
         Route::Restore,
         Route::Deleted,
+        Route::Rewind,
         Route::Other,
     ];
 
@@ -83,6 +86,7 @@ impl Route {
             Route::History => "history",
             Route::Restore => "restore",
             Route::Deleted => "deleted",
+            Route::Rewind => "rewind",
             Route::Other => "other",
         }
     }

@@ -10,7 +10,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use crate::auth::authenticate;
 use crate::body::Body;
-use crate::handlers::{account, admin, blocks, commit, history, list, retrieve};
+use crate::handlers::{account, admin, blocks, commit, history, list, retrieve, rewind};
 use crate::metrics::Route;
 use crate::reply::{method_not_allowed, text, ApiError};
 use crate::shard::Shard;
@@ -59,6 +59,7 @@ async fn dispatch(shard: &Rc<Shard>, req: Request<Incoming>) -> (Route, Response
         ["v1", "history"] => (Route::History, Method::POST),
         ["v1", "restore"] => (Route::Restore, Method::POST),
         ["v1", "deleted"] => (Route::Deleted, Method::POST),
+        ["v1", "rewind"] => (Route::Rewind, Method::POST),
         _ => {
             let e = ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -101,6 +102,7 @@ async fn dispatch(shard: &Rc<Shard>, req: Request<Incoming>) -> (Route, Response
                 Route::History => history::history(shard, &user, req).await,
                 Route::Restore => history::restore(shard, &user, req).await,
                 Route::Deleted => history::deleted(shard, &user, req).await,
+                Route::Rewind => rewind::rewind(shard, &user, req).await,
                 Route::Healthz | Route::Metrics | Route::Other => {
                     Err(ApiError::internal("route dispatched twice"))
                 }

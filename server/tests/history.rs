@@ -266,6 +266,13 @@ fn undelete_and_restore(server: &Server, ana: &str, ns: u64, jids: (u64, u64, u6
     assert_eq!((status, v["jid"].as_u64()), (200, Some(restored)));
 }
 
+/// Commit time of the oldest version `history` shows of "a".
+fn j1_ms(server: &Server, token: &str, ns: u64) -> u64 {
+    let (_, v) = post(server, "/v1/history", token, json!({"ns": ns, "path": "a"}));
+    let versions = v["versions"].as_array().unwrap();
+    versions.last().unwrap()["committed_ms"].as_u64().unwrap()
+}
+
 #[test]
 fn versions_outside_retention_are_gone() {
     let dir = tempfile::tempdir().unwrap();
@@ -310,7 +317,170 @@ fn versions_outside_retention_are_gone() {
     );
     assert_eq!((status, v["error"].as_str()), (404, Some("version_gone")));
     assert!(deleted_paths(&server, &ana, ns).is_empty());
+    let long_ago = j1_ms(&server, &ana, ns) - 1;
+    let (status, v) = post(
+        &server,
+        "/v1/rewind",
+        &ana,
+        json!({"ns": ns, "path": "", "to_ms": long_ago}),
+    );
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (404, Some("version_gone")),
+        "{v}"
+    );
+    let (status, v) = post(
+        &server,
+        "/v1/rewind",
+        &ana,
+        json!({"ns": ns, "path": "", "to_jid": j1}),
+    );
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (404, Some("version_gone")),
+        "{v}"
+    );
     let (jids, _) = history(&server, &ana, json!({"ns": ns, "path": "dir/b"}));
     assert_eq!(jids, vec![k2], "a deletion is the latest row and stays");
+    assert!(server.terminate().success());
+}
+
+/// Every path's latest row: path → (kind, blocklist).
+fn latest(server: &Server, token: &str, ns: u64) -> std::collections::BTreeMap<String, Value> {
+    let (status, v) = post(
+        server,
+        "/v1/list",
+        token,
+        json!({"cursors": {ns.to_string(): 0}}),
+    );
+    assert_eq!(status, 200);
+    v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let p = e["path"].as_str().unwrap().to_owned();
+            (p, json!([e["kind"], e["blocklist"]]))
+        })
+        .collect()
+}
+
+fn commit_dir(server: &Server, token: &str, ns: u64, path: &str) -> u64 {
+    let body = json!({"ns": ns, "path": path, "kind": "dir", "blocklist": [], "size": 0,
+        "mtime_ms": 0, "parent_jid": null});
+    let (status, v) = post(server, "/v1/commit", token, body);
+    assert_eq!(status, 200, "{v}");
+    v["jid"].as_u64().unwrap()
+}
+
+#[test]
+fn a_folder_rewinds_to_a_jid_or_a_time_in_one_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), 2);
+    let (ana, ns) = create_user(&server, "ana");
+    let (bob, _) = create_user(&server, "bob");
+    let blocks: Vec<Vec<u8>> = (10..16).map(|i| block(i, 3000)).collect();
+    for b in &blocks {
+        assert_eq!(store_block(&server, &ana, b).status, 200);
+    }
+    let a1 = commit(&server, &ana, ns, "proj/a", Some(&blocks[0]), None);
+    let b1 = commit(&server, &ana, ns, "proj/b", Some(&blocks[1]), None);
+    let sub = commit_dir(&server, &ana, ns, "proj/sub");
+    let out = commit(&server, &ana, ns, "outside", Some(&blocks[2]), None);
+    let then = latest(&server, &ana, ns);
+    std::thread::sleep(Duration::from_millis(20));
+    let then_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    std::thread::sleep(Duration::from_millis(20));
+
+    // A burst of edits, a rename (a deletion and a new path), new files, a deleted folder.
+    let a2 = commit(&server, &ana, ns, "proj/a", Some(&blocks[3]), Some(a1));
+    commit(&server, &ana, ns, "proj/a", None, Some(a2));
+    commit(&server, &ana, ns, "proj/renamed", Some(&blocks[3]), None);
+    commit(&server, &ana, ns, "proj/b", None, Some(b1));
+    commit(&server, &ana, ns, "proj/sub/new", Some(&blocks[4]), None);
+    commit(&server, &ana, ns, "proj/sub", None, Some(sub));
+    commit(&server, &ana, ns, "outside", Some(&blocks[5]), Some(out));
+    let edited = latest(&server, &ana, ns);
+    // Rewinds below go back to the burst's last commit time: keep their own rows later.
+    std::thread::sleep(Duration::from_millis(20));
+
+    for body in [
+        json!({"ns": ns, "path": "proj"}),
+        json!({"ns": ns, "path": "proj", "to_jid": out, "to_ms": then_ms}),
+    ] {
+        let (status, v) = post(&server, "/v1/rewind", &ana, body);
+        assert_eq!((status, v["error"].as_str()), (400, Some("bad_point")));
+    }
+    let (status, _) = post(
+        &server,
+        "/v1/rewind",
+        &bob,
+        json!({"ns": ns, "path": "proj", "to_jid": out}),
+    );
+    assert_eq!(status, 403);
+    assert_eq!(latest(&server, &ana, ns), edited, "refusals change nothing");
+
+    let (status, v) = post(
+        &server,
+        "/v1/rewind",
+        &ana,
+        json!({"ns": ns, "path": "proj", "to_jid": out}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["restored"].as_u64(), v["deleted"].as_u64()),
+        (Some(3), Some(2)),
+        "{v}"
+    );
+    let rewound = latest(&server, &ana, ns);
+    for (path, row) in &rewound {
+        let want = match path.as_str() {
+            "outside" => &edited[path],
+            "proj/renamed" | "proj/sub/new" => &json!(["deleted", []]),
+            _ => &then[path],
+        };
+        assert_eq!(row, want, "{path}");
+    }
+    assert_eq!(rewound.len(), 6);
+    // Today's versions stay in history: a rewind to a time after the burst undoes it.
+    let (h, _) = history(&server, &ana, json!({"ns": ns, "path": "proj/renamed"}));
+    assert_eq!(h.len(), 2);
+    let (_, v) = post(
+        &server,
+        "/v1/history",
+        &ana,
+        json!({"ns": ns, "path": "outside"}),
+    );
+    let burst_end_ms = v["versions"][0]["committed_ms"].as_u64().unwrap();
+    let (status, v) = post(
+        &server,
+        "/v1/rewind",
+        &ana,
+        json!({"ns": ns, "path": "", "to_ms": burst_end_ms}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(latest(&server, &ana, ns), edited);
+    // Back to before the burst by time, and nothing left to do the second time.
+    let (status, _) = post(
+        &server,
+        "/v1/rewind",
+        &ana,
+        json!({"ns": ns, "path": "proj", "to_ms": then_ms}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(latest(&server, &ana, ns), rewound);
+    let (_, v) = post(
+        &server,
+        "/v1/rewind",
+        &ana,
+        json!({"ns": ns, "path": "proj", "to_ms": then_ms}),
+    );
+    assert_eq!(
+        (v["restored"].as_u64(), v["deleted"].as_u64()),
+        (Some(0), Some(0))
+    );
     assert!(server.terminate().success());
 }

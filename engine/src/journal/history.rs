@@ -27,6 +27,8 @@ pub struct History<'j> {
     /// The JID last returned: each older row must have a smaller one, so a damaged chain
     /// cannot loop.
     below: u64,
+    /// The walk returned the path's first row (one without a previous row).
+    reached_first: bool,
 }
 
 /// A walk down one path's history that stops at the first version outside retention; see
@@ -62,6 +64,7 @@ impl Journal {
             path: path.to_owned(),
             next: Next::Latest,
             below: u64::MAX,
+            reached_first: false,
         }
     }
 
@@ -116,6 +119,13 @@ impl Journal {
 }
 
 impl History<'_> {
+    /// Whether the walk has returned a row without a previous row: the path's first row,
+    /// or a row written by format version 1 (`committed_ms` 0), whose predecessors were
+    /// never recorded. A walk cut by a damaged record or a removed file has not.
+    pub fn reached_first(&self) -> bool {
+        self.reached_first
+    }
+
     /// The next older version, or `None` at the end of the chain.
     pub async fn next(&mut self) -> Result<Option<Row>, JournalError> {
         let row = match std::mem::replace(&mut self.next, Next::End) {
@@ -138,8 +148,9 @@ impl History<'_> {
         };
         if let Some(r) = &row {
             self.below = r.jid;
-            if let Some(prev) = r.prev {
-                self.next = Next::At(prev);
+            match r.prev {
+                Some(prev) => self.next = Next::At(prev),
+                None => self.reached_first = true,
             }
         }
         Ok(row)
@@ -147,6 +158,11 @@ impl History<'_> {
 }
 
 impl Retained<'_> {
+    /// See [`History::reached_first`].
+    pub fn reached_first(&self) -> bool {
+        self.walk.reached_first()
+    }
+
     /// The next older version still within retention, or `None`.
     pub async fn next(&mut self) -> Result<Option<Row>, JournalError> {
         if !retained(self.superseded_ms, self.cutoff_ms) {

@@ -123,6 +123,8 @@ pub struct JournalStats {
 enum Request {
     Commits {
         commits: Vec<Commit>,
+        /// Written only if every one of them can be.
+        all_or_nothing: bool,
         done: oneshot::Sender<Result<Vec<CommitOutcome>, JournalError>>,
     },
     Records {
@@ -257,9 +259,30 @@ impl Journal {
     /// Checks and commits `commits` in order (each sees the ones before it), durably, in one
     /// group commit with whatever else is queued. One outcome per commit.
     pub async fn commit(&self, commits: Vec<Commit>) -> Result<Vec<CommitOutcome>, JournalError> {
+        self.send_commits(commits, false).await
+    }
+
+    /// As [`Journal::commit`], but all or nothing: if any commit is refused, none is
+    /// written, and the others answer [`CommitOutcome::NotWritten`].
+    pub async fn commit_all_or_nothing(
+        &self,
+        commits: Vec<Commit>,
+    ) -> Result<Vec<CommitOutcome>, JournalError> {
+        self.send_commits(commits, true).await
+    }
+
+    async fn send_commits(
+        &self,
+        commits: Vec<Commit>,
+        all_or_nothing: bool,
+    ) -> Result<Vec<CommitOutcome>, JournalError> {
         let (done, rx) = oneshot::channel();
         self.queue
-            .send(Request::Commits { commits, done })
+            .send(Request::Commits {
+                commits,
+                all_or_nothing,
+                done,
+            })
             .await
             .map_err(|_| JournalError::Closed)?;
         rx.await.map_err(|_| JournalError::Closed)?

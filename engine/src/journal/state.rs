@@ -94,6 +94,8 @@ pub enum CommitOutcome {
     },
     /// Refused.
     Invalid(CommitInvalid),
+    /// Not written: another commit of its all-or-nothing batch was refused.
+    NotWritten,
 }
 
 /// Why an admin record cannot be taken.
@@ -273,7 +275,7 @@ pub struct State {
 }
 
 /// What a group commit has taken so far, for checking the next commit of the same group.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Pending {
     last_jid: HashMap<NsId, Jid>,
     latest: HashMap<(NsId, String), (Jid, EntryKind)>,

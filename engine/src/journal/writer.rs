@@ -14,7 +14,7 @@ use hashbrown::HashMap;
 use holdall_proto::api::NsId;
 
 use crate::journal::record::{self, JournalRecord, RowAt};
-use crate::journal::state::{CommitOutcome, Pending, State};
+use crate::journal::state::{Commit, CommitOutcome, Pending, State};
 use crate::storage;
 use crate::{align_up, ALIGN_BYTES};
 
@@ -63,6 +63,53 @@ fn encode_burst(
         record::encode(r, &mut bytes);
     }
     bytes
+}
+
+/// Checks each commit on its own: the ones that pass go into `rows`.
+fn check_each(
+    state: &State,
+    commits: &[Commit],
+    pending: &mut Pending,
+    rows: &mut Vec<JournalRecord>,
+) -> Vec<CommitOutcome> {
+    commits
+        .iter()
+        .map(|c| match state.check_commit(c, pending) {
+            Ok(row) => {
+                let jid = row.jid;
+                rows.push(JournalRecord::Row(row));
+                CommitOutcome::Ok { jid }
+            }
+            Err(outcome) => outcome,
+        })
+        .collect()
+}
+
+/// Checks the commits as one: all go into `rows`, or, if any is refused, none (and
+/// `pending` is as before).
+fn check_all(
+    state: &State,
+    commits: &[Commit],
+    pending: &mut Pending,
+    rows: &mut Vec<JournalRecord>,
+) -> Vec<CommitOutcome> {
+    let (before, rows_before) = (pending.clone(), rows.len());
+    let outcomes = check_each(state, commits, pending, rows);
+    if outcomes
+        .iter()
+        .all(|o| matches!(o, CommitOutcome::Ok { .. }))
+    {
+        return outcomes;
+    }
+    *pending = before;
+    rows.truncate(rows_before);
+    outcomes
+        .into_iter()
+        .map(|o| match o {
+            CommitOutcome::Ok { .. } => CommitOutcome::NotWritten,
+            refused => refused,
+        })
+        .collect()
 }
 
 impl Member for Request {
@@ -117,20 +164,18 @@ impl Inner {
             let state = self.state.borrow();
             let mut pending = Pending::at(now_ms());
             for request in group {
-                let Request::Commits { commits, done } = request else {
+                let Request::Commits {
+                    commits,
+                    all_or_nothing,
+                    done,
+                } = request
+                else {
                     unreachable!("groups hold commits only");
                 };
-                let outcomes: Vec<CommitOutcome> = commits
-                    .iter()
-                    .map(|c| match state.check_commit(c, &mut pending) {
-                        Ok(row) => {
-                            let jid = row.jid;
-                            rows.push(JournalRecord::Row(row));
-                            CommitOutcome::Ok { jid }
-                        }
-                        Err(outcome) => outcome,
-                    })
-                    .collect();
+                let outcomes = match all_or_nothing {
+                    false => check_each(&state, &commits, &mut pending, &mut rows),
+                    true => check_all(&state, &commits, &mut pending, &mut rows),
+                };
                 answers.push((done, outcomes));
             }
         }

@@ -258,7 +258,9 @@ async fn commit_here(
                     Ok(CommitResult::Conflict { current_jid })
                 }
                 Err(CommitOutcome::Invalid(e)) => Err(invalid(e)),
-                Err(CommitOutcome::Ok { .. }) => Err(ApiError::internal("a check committed")),
+                Err(CommitOutcome::Ok { .. } | CommitOutcome::NotWritten) => {
+                    Err(ApiError::internal("a check committed"))
+                }
                 Ok(_) => {
                     if publish_upload(shard, &state, &c, uploader, now) {
                         published.push(c.ns);
@@ -336,14 +338,24 @@ pub(crate) async fn commit_ready(
             }
             CommitOutcome::Conflict { current_jid } => Ok(CommitResult::Conflict { current_jid }),
             CommitOutcome::Invalid(e) => Err(invalid(e)),
+            CommitOutcome::NotWritten => Err(ApiError::internal("a single commit not written")),
         };
         answers.push((i, answer));
     }
-    let state = shard.journal().state();
-    let mut longpolls = shard.longpolls_mut();
     for ns in committed {
-        let last = state.namespace(ns).map_or(0, |n| n.last_jid());
-        longpolls.wake(&ns, |seen: &Seen| seen.jid < last);
+        wake_namespace(shard, ns);
     }
     Ok(answers)
+}
+
+/// Wakes the longpolls of `ns` that have not seen its last JID.
+pub(crate) fn wake_namespace(shard: &Shard, ns: NsId) {
+    let last = shard
+        .journal()
+        .state()
+        .namespace(ns)
+        .map_or(0, |n| n.last_jid());
+    shard
+        .longpolls_mut()
+        .wake(&ns, |seen: &Seen| seen.jid < last);
 }

@@ -33,15 +33,15 @@ const PAGE_DEFAULT: u32 = 100;
 /// Most versions or entries in one answer.
 const PAGE_MAX: u32 = 1000;
 
-fn bad_path(e: holdall_proto::PathError) -> ApiError {
+pub(crate) fn bad_path(e: holdall_proto::PathError) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad_path", e.to_string())
 }
 
-fn check_access(shard: &Shard, user: &User, ns: NsId) -> Result<(), ApiError> {
+pub(crate) fn check_access(shard: &Shard, user: &User, ns: NsId) -> Result<(), ApiError> {
     access::check(&access::namespaces_of(&shard.directory(), user), ns)
 }
 
-fn not_on_shard(ns: NsId) -> ApiError {
+pub(crate) fn not_on_shard(ns: NsId) -> ApiError {
     ApiError::unavailable(format!("namespace {ns} is not on its shard"))
 }
 
@@ -240,7 +240,10 @@ fn version_gone(body: &RestoreRequest) -> ApiError {
 
 /// Whether every block of `blocklist` is stored on its shard (a block dropped as damaged
 /// makes the version unrestorable until someone uploads it again).
-async fn blocks_stored(shard: &Rc<Shard>, blocklist: &[BlockHash]) -> Result<bool, ApiError> {
+pub(crate) async fn blocks_stored(
+    shard: &Rc<Shard>,
+    blocklist: &[BlockHash],
+) -> Result<bool, ApiError> {
     let mut by_owner: std::collections::BTreeMap<usize, Vec<BlockHash>> = Default::default();
     for h in blocklist {
         by_owner
@@ -335,7 +338,7 @@ async fn deleted_here(
     })
 }
 
-fn is_under(path: &str, folder: &str) -> bool {
+pub(crate) fn is_under(path: &str, folder: &str) -> bool {
     path.strip_prefix(folder)
         .is_some_and(|rest| rest.starts_with('/'))
 }

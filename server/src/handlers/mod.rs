@@ -9,3 +9,4 @@ pub mod commit;
 pub mod history;
 pub mod list;
 pub mod retrieve;
+pub mod rewind;
