@@ -110,6 +110,18 @@ enum Command {
         #[command(flatten)]
         connect: Connect,
     },
+    #[command(flatten)]
+    Versions(VersionsCommand),
+    /// Administration (needs the admin token).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+/// The commands on the server's version history (`versions`).
+#[derive(Subcommand)]
+enum VersionsCommand {
     /// List the versions the server keeps of FILE, newest first (deletions included).
     History {
         /// A file (or a deleted file's path) inside a synced folder.
@@ -157,10 +169,24 @@ enum Command {
         #[command(flatten)]
         connect: Connect,
     },
-    /// Administration (needs the admin token).
-    Admin {
-        #[command(subcommand)]
-        command: AdminCommand,
+    /// Put everything under DIR back as it was at TIME (or right after JID J): files get
+    /// that version back, files created since are deleted. Says what it will change and
+    /// asks first, unless --yes.
+    #[command(group(clap::ArgGroup::new("point").required(true).args(["to", "jid"])))]
+    Rewind {
+        /// A folder inside a synced folder (or the synced folder itself).
+        dir: PathBuf,
+        /// The time to go back to, as for `restore --at`.
+        #[arg(long)]
+        to: Option<String>,
+        /// The JID to go back to (a folder in one namespace only).
+        #[arg(long)]
+        jid: Option<u64>,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        connect: Connect,
     },
 }
 
@@ -240,6 +266,51 @@ fn sync_folder(dir: &Path, connect: &Connect, opts: Options, once: bool) -> Resu
     Ok(report.errors.is_empty())
 }
 
+fn run_versions(command: VersionsCommand) -> Result<bool> {
+    match command {
+        VersionsCommand::History {
+            file,
+            json,
+            connect,
+        } => versions::history(&connect.api()?, &file, json).map(|()| true),
+        VersionsCommand::Restore {
+            file,
+            jid,
+            at,
+            to,
+            connect,
+        } => {
+            let which = match (jid, at) {
+                (Some(jid), _) => versions::Which::Jid(jid),
+                (None, Some(at)) => versions::Which::At(versions::parse_time(&at)?),
+                (None, None) => anyhow::bail!("give --jid or --at"),
+            };
+            versions::restore(&connect.api()?, &file, which, to.as_deref()).map(|()| true)
+        }
+        VersionsCommand::Deleted { dir, json, connect } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+            versions::deleted(&connect.api()?, &dir, json).map(|()| true)
+        }
+        VersionsCommand::Undelete { path, connect } => {
+            versions::undelete(&connect.api()?, &path).map(|()| true)
+        }
+        VersionsCommand::Rewind {
+            dir,
+            to,
+            jid,
+            yes,
+            connect,
+        } => {
+            let point = match (jid, to) {
+                (Some(jid), _) => versions::Point::Jid(jid),
+                (None, Some(to)) => versions::Point::Ms(versions::parse_time(&to)?),
+                (None, None) => anyhow::bail!("give --to or --jid"),
+            };
+            versions::rewind(&connect.api()?, &dir, point, yes)
+        }
+    }
+}
+
 fn run(command: Command) -> Result<bool> {
     match command {
         Command::Hash { files } => Ok(hash_files(&files)),
@@ -274,32 +345,7 @@ fn run(command: Command) -> Result<bool> {
             share::share(&connect.api()?, &path, &with, as_path.as_deref())?;
             Ok(true)
         }
-        Command::History {
-            file,
-            json,
-            connect,
-        } => versions::history(&connect.api()?, &file, json).map(|()| true),
-        Command::Restore {
-            file,
-            jid,
-            at,
-            to,
-            connect,
-        } => {
-            let which = match (jid, at) {
-                (Some(jid), _) => versions::Which::Jid(jid),
-                (None, Some(at)) => versions::Which::At(versions::parse_time(&at)?),
-                (None, None) => anyhow::bail!("give --jid or --at"),
-            };
-            versions::restore(&connect.api()?, &file, which, to.as_deref()).map(|()| true)
-        }
-        Command::Deleted { dir, json, connect } => {
-            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
-            versions::deleted(&connect.api()?, &dir, json).map(|()| true)
-        }
-        Command::Undelete { path, connect } => {
-            versions::undelete(&connect.api()?, &path).map(|()| true)
-        }
+        Command::Versions(command) => run_versions(command),
         Command::Admin {
             command: AdminCommand::AddUser { name, connect },
         } => {

@@ -1,5 +1,5 @@
-//! `holdall history`, `restore`, `deleted` and `undelete`: the versions the server keeps of
-//! a synced folder's files, shown and brought back. They talk to the server only: a running
+//! `holdall history`, `restore`, `deleted`, `undelete` and `rewind`: the versions the server
+//! keeps of a synced folder's files, shown and brought back. They talk to the server only: a running
 //! `holdall sync` sees a restore as any other remote change and downloads it.
 
 use std::io::Write;
@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use holdall_proto::api::{
     DeletedEntry, DeletedRequest, EntryKind, HistoryRequest, HistoryVersion, Jid, NsId,
-    RestoreRequest, RetrieveBatchRequest, RetrieveItem,
+    RestoreRequest, RetrieveBatchRequest, RetrieveItem, RewindChange, RewindRequest,
 };
 use holdall_proto::frame::RetrieveStatus;
 use holdall_proto::limits::BLOCK_BYTES_MAX;
@@ -291,19 +291,9 @@ pub fn undelete(api: &Api, file: &Path) -> Result<()> {
 pub fn deleted(api: &Api, dir: &Path, as_json: bool) -> Result<()> {
     let (_, local) = find_root(dir)?;
     let layout = layout(api)?;
-    let mut asks: Vec<(NsId, Option<String>)> = Vec::new();
-    match layout.place(&local) {
-        Place::In(ns, path) => asks.push((ns, Some(path).filter(|p| !p.is_empty()))),
-        Place::MountPoint(ns) => asks.push((ns, None)),
-    }
-    let prefix = format!("{local}/");
-    for m in &layout.mounts {
-        if local.is_empty() || m.path.starts_with(&prefix) {
-            asks.push((m.ns, None));
-        }
-    }
     let mut found: Vec<(String, DeletedEntry)> = Vec::new();
-    for (ns, path) in asks {
+    for (ns, path) in folders_under(&layout, &local) {
+        let path = Some(path).filter(|p| !p.is_empty());
         for entry in deleted_in(api, ns, path)? {
             if let Some(shown) = layout.local(ns, &entry.path) {
                 found.push((shown, entry));
@@ -312,6 +302,22 @@ pub fn deleted(api: &Api, dir: &Path, as_json: bool) -> Result<()> {
     }
     found.sort_by(|a, b| a.0.cmp(&b.0));
     print_deleted(&found, as_json)
+}
+
+/// The server folders the local folder `local` shows: its own place, and the whole of
+/// every namespace mounted under it (`""` is a namespace's root).
+fn folders_under(layout: &Layout, local: &str) -> Vec<(NsId, String)> {
+    let mut folders = vec![match layout.place(local) {
+        Place::In(ns, path) => (ns, path),
+        Place::MountPoint(ns) => (ns, String::new()),
+    }];
+    let prefix = format!("{local}/");
+    for m in &layout.mounts {
+        if local.is_empty() || m.path.starts_with(&prefix) {
+            folders.push((m.ns, String::new()));
+        }
+    }
+    folders
 }
 
 /// Every restorable deleted file of `ns` under `path`.
@@ -359,6 +365,104 @@ fn print_deleted(found: &[(String, DeletedEntry)], as_json: bool) -> Result<()> 
         )?;
     }
     Ok(())
+}
+
+/// Where `holdall rewind` goes back to.
+pub enum Point {
+    /// Right after this JID (of the one namespace the folder is in).
+    Jid(Jid),
+    /// This time, ms since the epoch.
+    Ms(u64),
+}
+
+/// Changes shown before a rewind asks to go ahead.
+const CHANGES_SHOWN_MAX: usize = 50;
+
+/// `holdall rewind DIR`: says what going back to `point` changes, asks unless `yes`, then
+/// rewinds each namespace the folder shows.
+pub fn rewind(api: &Api, dir: &Path, point: Point, yes: bool) -> Result<bool> {
+    let (_, local) = find_root(dir)?;
+    let layout = layout(api)?;
+    let folders = folders_under(&layout, &local);
+    if matches!(point, Point::Jid(_)) && folders.len() > 1 {
+        bail!(
+            "{} spans {} namespaces (shared folders) and a JID names a point in one: use --to TIME",
+            dir.display(),
+            folders.len()
+        );
+    }
+    let ask = |ns: NsId, path: &str, dry_run: bool| RewindRequest {
+        ns,
+        path: path.to_owned(),
+        to_jid: match point {
+            Point::Jid(j) => Some(j),
+            Point::Ms(_) => None,
+        },
+        to_ms: match point {
+            Point::Ms(ms) => Some(ms),
+            Point::Jid(_) => None,
+        },
+        dry_run,
+    };
+    let mut planned: Vec<(String, RewindChange)> = Vec::new();
+    for (ns, path) in &folders {
+        let answer = api.rewind(&ask(*ns, path, true))?;
+        for c in answer.changes.unwrap_or_default() {
+            if let Some(shown) = layout.local(*ns, &c.path) {
+                planned.push((shown, c));
+            }
+        }
+    }
+    if planned.is_empty() {
+        eprintln!("holdall: {} is already as it was then", dir.display());
+        return Ok(true);
+    }
+    show_plan(&planned);
+    if !yes && !confirmed()? {
+        eprintln!("holdall: nothing changed");
+        return Ok(false);
+    }
+    let (mut restored, mut deleted) = (0, 0);
+    for (ns, path) in &folders {
+        let answer = api.rewind(&ask(*ns, path, false))?;
+        restored += answer.restored;
+        deleted += answer.deleted;
+    }
+    eprintln!(
+        "holdall: rewound {}: {restored} restored, {deleted} deleted",
+        dir.display()
+    );
+    Ok(true)
+}
+
+fn show_plan(planned: &[(String, RewindChange)]) {
+    let deletions = planned
+        .iter()
+        .filter(|(_, c)| c.kind == EntryKind::Deleted)
+        .count();
+    eprintln!(
+        "holdall: the rewind restores {} and deletes {deletions} path(s):",
+        planned.len() - deletions
+    );
+    for (local, c) in planned.iter().take(CHANGES_SHOWN_MAX) {
+        let what = match c.kind {
+            EntryKind::File => format!("restore  {} bytes", c.size),
+            EntryKind::Dir => "restore  folder".into(),
+            EntryKind::Deleted => "delete".into(),
+        };
+        eprintln!("  {what:24}  {local}");
+    }
+    if planned.len() > CHANGES_SHOWN_MAX {
+        eprintln!("  … and {} more", planned.len() - CHANGES_SHOWN_MAX);
+    }
+}
+
+/// Asks on stderr and reads a yes from stdin.
+fn confirmed() -> Result<bool> {
+    eprint!("Go ahead? [y/N] ");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
 }
 
 /// A time given on the command line, as ms since the epoch: RFC 3339

@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -136,4 +137,62 @@ fn versions_are_listed_restored_and_undeleted_on_another_client() {
         .unwrap();
     assert!(String::from_utf8_lossy(&refused.stderr).contains("is not deleted"));
     assert_eq!(versions(&a, "doc.bin").len(), 4);
+}
+
+#[test]
+fn a_folder_rewound_after_a_burst_of_changes_is_exactly_the_earlier_tree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let token = server.add_user("ann");
+    let a = Client::new(&server, &token, &tmp.path().join("a"));
+    let b = Client::new(&server, &token, &tmp.path().join("b"));
+    write(&a, "proj/keep.txt", b"unchanged");
+    write(&a, "proj/edit.bin", &bytes(5, 2 * MIB));
+    write(&a, "proj/move-me.txt", b"moving");
+    write(&a, "proj/doomed/inner.txt", b"inner");
+    write(&a, "elsewhere.txt", b"not in the folder");
+    a.synced();
+    b.synced();
+    let before = support::tree(&a.dir);
+    std::thread::sleep(Duration::from_millis(50));
+    let point = chrono::Utc::now().timestamp_millis() as u64;
+    std::thread::sleep(Duration::from_millis(50));
+
+    write(&a, "proj/edit.bin", &bytes(6, MIB));
+    std::fs::rename(a.path("proj/move-me.txt"), a.path("proj/moved.txt")).unwrap();
+    std::fs::remove_dir_all(a.path("proj/doomed")).unwrap();
+    write(&a, "proj/new/file.txt", b"new");
+    write(&a, "elsewhere.txt", b"changed outside");
+    a.synced();
+    let after = support::tree(&a.dir);
+
+    // Asked and answered no: nothing changes.
+    let mut child = a
+        .command(&["rewind", "--to", &rfc3339(point)])
+        .arg(a.path("proj"))
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"n\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("proj/moved.txt"),
+        "{said}"
+    );
+    a.synced();
+    assert_eq!(support::tree(&a.dir), after);
+
+    run(
+        &a,
+        &["rewind", "--yes", "--to", &rfc3339(point)],
+        &a.path("proj"),
+    );
+    a.synced();
+    b.synced();
+    let mut expected = before.clone();
+    expected.insert("elsewhere.txt".into(), after["elsewhere.txt"].clone());
+    assert_eq!(support::tree(&a.dir), expected);
+    assert_eq!(support::tree(&b.dir), expected);
 }

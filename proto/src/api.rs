@@ -481,6 +481,20 @@ pub struct RewindRequest {
     /// Back to the namespace as it was at this time, ms since the epoch.
     #[serde(default)]
     pub to_ms: Option<u64>,
+    /// Only say what would change (`changes`); write nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+/// One path a rewind changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RewindChange {
+    /// Path relative to the namespace root.
+    pub path: String,
+    /// What it gets: `file` or `dir` (an earlier version back) or `deleted`.
+    pub kind: EntryKind,
+    /// The file's size; 0 for folders and deletions.
+    pub size: u64,
 }
 
 /// Answer to `POST /v1/rewind`.
@@ -494,4 +508,7 @@ pub struct RewindResponse {
     pub restored: u64,
     /// Paths created since, deleted.
     pub deleted: u64,
+    /// With `dry_run`: every change the rewind would make, by path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Vec<RewindChange>>,
 }

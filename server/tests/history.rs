@@ -422,6 +422,30 @@ fn a_folder_rewinds_to_a_jid_or_a_time_in_one_step() {
     );
     assert_eq!(status, 403);
     assert_eq!(latest(&server, &ana, ns), edited, "refusals change nothing");
+    let dry = json!({"ns": ns, "path": "proj", "to_jid": out, "dry_run": true});
+    let (status, v) = post(&server, "/v1/rewind", &ana, dry);
+    assert_eq!(status, 200, "{v}");
+    let planned: Vec<(&str, &str)> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["path"].as_str().unwrap(), c["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        planned,
+        [
+            ("proj/a", "file"),
+            ("proj/b", "file"),
+            ("proj/renamed", "deleted"),
+            ("proj/sub", "dir"),
+            ("proj/sub/new", "deleted")
+        ]
+    );
+    assert_eq!(
+        latest(&server, &ana, ns),
+        edited,
+        "a dry run writes nothing"
+    );
 
     let (status, v) = post(
         &server,

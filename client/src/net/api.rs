@@ -13,7 +13,7 @@ use holdall_proto::api::{
     CreateNamespaceRequest, CreateNamespaceResponse, CreateUserRequest, CreateUserResponse,
     DeletedRequest, DeletedResponse, ErrorBody, HistoryRequest, HistoryResponse, ListRequest,
     ListResponse, LongpollRequest, LongpollResponse, NsId, RestoreRequest, RestoreResponse,
-    RetrieveBatchRequest, StoreBatchResponse,
+    RetrieveBatchRequest, RewindRequest, RewindResponse, StoreBatchResponse,
 };
 use holdall_proto::frame::{store_frame_header, STORE_HEADER_BYTES};
 use serde::de::DeserializeOwned;
@@ -622,6 +622,11 @@ impl Api {
     /// `POST /v1/deleted`.
     pub fn deleted(&self, request: &DeletedRequest) -> Result<DeletedResponse, ApiError> {
         self.json("deleted", "/v1/deleted", request, CALL_TIMEOUT)
+    }
+
+    /// `POST /v1/rewind`.
+    pub fn rewind(&self, request: &RewindRequest) -> Result<RewindResponse, ApiError> {
+        self.json("rewind", "/v1/rewind", request, CALL_TIMEOUT)
     }
 
     /// `POST /v1/admin/users`.

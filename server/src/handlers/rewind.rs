@@ -13,7 +13,7 @@ use std::rc::Rc;
 
 use holdall_engine::journal::record::{Author, Row};
 use holdall_engine::journal::state::{Commit, CommitOutcome, User};
-use holdall_proto::api::{EntryKind, Jid, NsId, RewindRequest, RewindResponse};
+use holdall_proto::api::{EntryKind, Jid, NsId, RewindChange, RewindRequest, RewindResponse};
 use holdall_proto::{validate_path, BlockHash, FileVersion};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -73,23 +73,24 @@ pub async fn rewind(
             ))
         }
     };
-    let (ns, folder) = (body.ns, body.path);
+    let (ns, folder, dry_run) = (body.ns, body.path, body.dry_run);
     let answer = shard
         .submit_to(shard_of_namespace(ns, shard.shards()), move |s| {
             let s = s.clone();
-            async move { rewind_here(&s, ns, &folder, point, author).await }
+            async move { rewind_here(&s, (ns, &folder), point, author, dry_run).await }
         })
         .await??;
     Ok(json(StatusCode::OK, &answer))
 }
 
-/// On the owner: works out the commits and writes them as one.
+/// On the owner: works out the commits and writes them as one (or, for a dry run, only
+/// lists them).
 async fn rewind_here(
     shard: &Rc<Shard>,
-    ns: NsId,
-    folder: &str,
+    (ns, folder): (NsId, &str),
     point: Point,
     author: Author,
+    dry_run: bool,
 ) -> Result<RewindResponse, ApiError> {
     let cutoff_ms = shard.history_cutoff_ms();
     if let Point::Ms(ms) = point {
@@ -114,19 +115,13 @@ async fn rewind_here(
         .filter(|c| c.version.kind == EntryKind::Deleted)
         .count() as u64;
     let restored = commits.len() as u64 - deleted;
-    let paths: Vec<String> = commits.iter().map(|c| c.path.clone()).collect();
-    if !commits.is_empty() {
-        let outcomes = shard
-            .journal()
-            .commit_all_or_nothing(commits)
-            .await
-            .map_err(ApiError::from)?;
-        refused(&outcomes)?;
-        for path in &paths {
-            shard.prefetch_mut().remove(ns, path);
+    let changes = match dry_run {
+        true => Some(commits.into_iter().map(change_of).collect()),
+        false => {
+            write(shard, ns, commits).await?;
+            None
         }
-        wake_namespace(shard, ns);
-    }
+    };
     let jid = shard
         .journal()
         .state()
@@ -137,7 +132,35 @@ async fn rewind_here(
         jid,
         restored,
         deleted,
+        changes,
     })
+}
+
+fn change_of(c: Commit) -> RewindChange {
+    RewindChange {
+        path: c.path,
+        kind: c.version.kind,
+        size: c.version.size,
+    }
+}
+
+/// Writes the rewind's commits as one batch, then wakes the namespace's longpolls.
+async fn write(shard: &Shard, ns: NsId, commits: Vec<Commit>) -> Result<(), ApiError> {
+    if commits.is_empty() {
+        return Ok(());
+    }
+    let paths: Vec<String> = commits.iter().map(|c| c.path.clone()).collect();
+    let outcomes = shard
+        .journal()
+        .commit_all_or_nothing(commits)
+        .await
+        .map_err(ApiError::from)?;
+    refused(&outcomes)?;
+    for path in &paths {
+        shard.prefetch_mut().remove(ns, path);
+    }
+    wake_namespace(shard, ns);
+    Ok(())
 }
 
 /// The commit for every path under `folder` that differs from what it was at `point`.
