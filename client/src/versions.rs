@@ -488,25 +488,11 @@ pub fn parse_time(text: &str) -> Result<u64> {
             .ok_or_else(|| anyhow!("{text:?} does not exist in the local time zone"))?;
         return u64::try_from(t.timestamp_millis()).context("a time before 1970");
     }
-    let age = age_s(text).ok_or_else(|| {
+    let age = holdall_proto::duration::parse_duration_s(text).map_err(|_| {
         anyhow!("{text:?}: give a time as 2026-12-03T10:00:00Z, 2026-12-03 10:00, or an age as 90m, 2h, 3d")
     })?;
     let now = chrono::Utc::now().timestamp_millis().max(0) as u64;
     Ok(now.saturating_sub(age.saturating_mul(1000)))
-}
-
-/// An age such as `90s`, `15m`, `2h`, `3d`, in seconds.
-fn age_s(text: &str) -> Option<u64> {
-    let unit = text.chars().last()?;
-    let n: u64 = text[..text.len() - unit.len_utf8()].parse().ok()?;
-    let per = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86_400,
-        _ => return None,
-    };
-    n.checked_mul(per)
 }
 
 #[cfg(test)]

@@ -41,6 +41,19 @@ async fn open(dir: &Path, snapshot_after_bytes: u64) -> Journal {
     Journal::open(c).await.unwrap()
 }
 
+/// A new journal holding namespace 1.
+async fn open_with_root(dir: &Path, snapshot_after_bytes: u64) -> Journal {
+    let j = open(dir, snapshot_after_bytes).await;
+    j.append(vec![JournalRecord::Namespace {
+        id: 1,
+        owner: 1,
+        kind: NamespaceKind::Root,
+    }])
+    .await
+    .unwrap();
+    j
+}
+
 async fn history(j: &Journal, path: &str) -> Vec<Row> {
     let mut walk = j.history(1, path);
     let mut out = Vec::new();
@@ -67,14 +80,7 @@ fn every_version_reads_back_newest_first_across_snapshots_and_reopen() {
     let path = dir.path().to_path_buf();
     runtime::run(async move {
         // Small snapshots: the versions spread over many journal files and snapshots.
-        let j = open(&path, 8192).await;
-        j.append(vec![JournalRecord::Namespace {
-            id: 1,
-            owner: 1,
-            kind: NamespaceKind::Root,
-        }])
-        .await
-        .unwrap();
+        let j = open_with_root(&path, 8192).await;
         let mut parent = None;
         let mut expected = Vec::new();
         for v in 0..40 {
@@ -200,14 +206,7 @@ fn retention_keeps_the_latest_row_and_what_was_superseded_since_the_cutoff() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     runtime::run(async move {
-        let j = open(&path, 1 << 20).await;
-        j.append(vec![JournalRecord::Namespace {
-            id: 1,
-            owner: 1,
-            kind: NamespaceKind::Root,
-        }])
-        .await
-        .unwrap();
+        let j = open_with_root(&path, 1 << 20).await;
         let mut parent = None;
         for v in 0..4 {
             parent = Some(commit_one(&j, version("a", &format!("a{v}"), parent, "")).await);
@@ -233,14 +232,7 @@ fn an_all_or_nothing_batch_with_one_refusal_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     runtime::run(async move {
-        let j = open(&path, 1 << 20).await;
-        j.append(vec![JournalRecord::Namespace {
-            id: 1,
-            owner: 1,
-            kind: NamespaceKind::Root,
-        }])
-        .await
-        .unwrap();
+        let j = open_with_root(&path, 1 << 20).await;
         let a = commit_one(&j, version("a", "a0", None, "")).await;
         // Queued together, so they share a group: the refused batch must leave no trace
         // in what the plain commit behind it is checked against.

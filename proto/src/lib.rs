@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod content_hash;
+pub mod duration;
 pub mod frame;
 pub mod hash;
 pub mod limits;

@@ -102,24 +102,9 @@ pub const HISTORY_RETENTION_DEFAULT: &str = "30d";
 
 /// A duration written as a whole number and a unit: `90s`, `15m`, `12h`, `30d`.
 pub fn parse_duration(text: &str) -> Result<Duration> {
-    let text = text.trim();
-    let split = text.len().saturating_sub(1);
-    let (number, unit) = text.split_at(split);
-    let seconds_per = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => bail!("{text:?}: a duration ends in s, m, h or d (as in 30d)"),
-    };
-    let n: u64 = number
-        .parse()
-        .with_context(|| format!("{text:?}: a duration is a whole number and a unit"))?;
-    let seconds = n
-        .checked_mul(seconds_per)
-        .filter(|&s| s <= 100 * 365 * 86_400)
-        .with_context(|| format!("{text:?}: at most 100 years"))?;
-    Ok(Duration::from_secs(seconds))
+    Ok(Duration::from_secs(
+        holdall_proto::duration::parse_duration_s(text)?,
+    ))
 }
 
 /// The default listen address.

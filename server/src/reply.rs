@@ -37,6 +37,11 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
+    /// 503: the namespace's owner shard does not hold it (a shard still opening).
+    pub fn not_on_shard(ns: holdall_proto::api::NsId) -> ApiError {
+        ApiError::unavailable(format!("namespace {ns} is not on its shard"))
+    }
+
     /// 500: a bug or an impossible state.
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)

@@ -33,6 +33,14 @@ use crate::journal::record::JournalRecord;
 use crate::journal::state::{Commit, CommitOutcome, RecordInvalid, State};
 use crate::storage::{self, dma::DmaStorage, OpenMode, Storage, StorageFile};
 pub use history::{retained, History, Retained};
+
+/// The server's clock in ms since the epoch: rows' commit time, and what retention is
+/// measured against.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 use replay::{parse, read_all};
 use snapshot::load_newest_snapshot;
 

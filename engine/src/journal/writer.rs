@@ -13,17 +13,11 @@ use crate::group_commit::Member;
 use hashbrown::HashMap;
 use holdall_proto::api::NsId;
 
+use crate::journal::now_ms;
 use crate::journal::record::{self, JournalRecord, RowAt};
 use crate::journal::state::{Commit, CommitOutcome, Pending, State};
 use crate::storage;
 use crate::{align_up, ALIGN_BYTES};
-
-/// The server's clock in ms since the epoch: rows' commit time.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Encodes a burst that starts at byte `end` of journal file `generation`. Each row gets its
 /// location and, as `prev`, its path's previous row: one earlier in this burst, else the

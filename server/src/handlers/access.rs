@@ -3,6 +3,8 @@
 //! directory replica, before any work is sent elsewhere.
 
 use holdall_engine::journal::state::{State, User};
+
+use crate::shard::Shard;
 use holdall_proto::api::NsId;
 use hyper::StatusCode;
 
@@ -27,4 +29,9 @@ pub fn check(namespaces: &[NsId], ns: NsId) -> Result<(), ApiError> {
             format!("namespace {ns} is not one you can access"),
         ))
     }
+}
+
+/// 403 unless `user` can reach `ns`, by the directory replica of `shard`.
+pub fn check_user(shard: &Shard, user: &User, ns: NsId) -> Result<(), ApiError> {
+    check(&namespaces_of(&shard.directory(), user), ns)
 }

@@ -37,14 +37,6 @@ pub(crate) fn bad_path(e: holdall_proto::PathError) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad_path", e.to_string())
 }
 
-pub(crate) fn check_access(shard: &Shard, user: &User, ns: NsId) -> Result<(), ApiError> {
-    access::check(&access::namespaces_of(&shard.directory(), user), ns)
-}
-
-pub(crate) fn not_on_shard(ns: NsId) -> ApiError {
-    ApiError::unavailable(format!("namespace {ns} is not on its shard"))
-}
-
 /// `POST /v1/history`.
 pub async fn history(
     shard: &Rc<Shard>,
@@ -52,7 +44,7 @@ pub async fn history(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let body: HistoryRequest = read_json(req, BODY_BYTES_MAX).await?;
-    check_access(shard, user, body.ns)?;
+    access::check_user(shard, user, body.ns)?;
     validate_path(&body.path).map_err(bad_path)?;
     let limit = body.limit.unwrap_or(PAGE_DEFAULT).clamp(1, PAGE_MAX) as usize;
     let HistoryRequest {
@@ -89,7 +81,7 @@ async fn versions_here(
 ) -> Result<(Vec<Row>, bool), ApiError> {
     let journal = shard.journal();
     if journal.state().namespace(ns).is_none() {
-        return Err(not_on_shard(ns));
+        return Err(ApiError::not_on_shard(ns));
     }
     let mut walk = journal.retained_history(ns, path, shard.history_cutoff_ms());
     let mut rows = Vec::new();
@@ -126,7 +118,7 @@ pub async fn restore(
 ) -> Result<Response<Body>, ApiError> {
     let author = author_of(user, &req);
     let body: RestoreRequest = read_json(req, BODY_BYTES_MAX).await?;
-    check_access(shard, user, body.ns)?;
+    access::check_user(shard, user, body.ns)?;
     validate_path(&body.path).map_err(bad_path)?;
     let jid = shard
         .submit_to(shard_of_namespace(body.ns, shard.shards()), move |s| {
@@ -165,7 +157,7 @@ async fn restore_commit(
         let state = journal.state();
         state
             .namespace(body.ns)
-            .ok_or_else(|| not_on_shard(body.ns))?;
+            .ok_or_else(|| ApiError::not_on_shard(body.ns))?;
         state.latest(body.ns, &body.path).map(|r| r.jid)
     };
     if let Some(parent) = body.parent_jid {
@@ -271,7 +263,7 @@ pub async fn deleted(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let body: DeletedRequest = read_json(req, BODY_BYTES_MAX).await?;
-    check_access(shard, user, body.ns)?;
+    access::check_user(shard, user, body.ns)?;
     let folder = body.path.filter(|p| !p.is_empty());
     if let Some(f) = &folder {
         validate_path(f).map_err(bad_path)?;
@@ -303,7 +295,9 @@ async fn deleted_here(
     let journal = shard.journal();
     let mut candidates: Vec<(String, Jid, u64)> = {
         let state = journal.state();
-        let n = state.namespace(ns).ok_or_else(|| not_on_shard(ns))?;
+        let n = state
+            .namespace(ns)
+            .ok_or_else(|| ApiError::not_on_shard(ns))?;
         n.latest_rows()
             .filter(|r| r.version.kind == EntryKind::Deleted)
             .filter(|r| holdall_engine::journal::retained(Some(r.committed_ms), cutoff))

@@ -106,7 +106,7 @@ fn list_here(
     let state = shard.journal().state();
     let page = state
         .list(ns, cursor, limit)
-        .ok_or_else(|| ApiError::unavailable(format!("namespace {ns} is not on its shard")))?;
+        .ok_or_else(|| ApiError::not_on_shard(ns))?;
     let entries = page
         .rows
         .iter()
@@ -190,7 +190,7 @@ fn park_here(
         .journal()
         .state()
         .namespace(ns)
-        .ok_or_else(|| ApiError::unavailable(format!("namespace {ns} is not on its shard")))?
+        .ok_or_else(|| ApiError::not_on_shard(ns))?
         .last_jid();
     let new_prefetch = shard
         .prefetch_mut()

@@ -19,8 +19,9 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use crate::body::Body;
+use crate::handlers::access;
 use crate::handlers::commit::wake_namespace;
-use crate::handlers::history::{bad_path, blocks_stored, check_access, is_under, not_on_shard};
+use crate::handlers::history::{bad_path, blocks_stored, is_under};
 use crate::reply::{json, ApiError};
 use crate::request::{author_of, read_json};
 use crate::shard::{shard_of_namespace, Shard};
@@ -58,7 +59,7 @@ pub async fn rewind(
 ) -> Result<Response<Body>, ApiError> {
     let author = author_of(user, &req);
     let body: RewindRequest = read_json(req, BODY_BYTES_MAX).await?;
-    check_access(shard, user, body.ns)?;
+    access::check_user(shard, user, body.ns)?;
     if !body.path.is_empty() {
         validate_path(&body.path).map_err(bad_path)?;
     }
@@ -174,7 +175,9 @@ async fn plan(
 ) -> Result<Vec<Commit>, ApiError> {
     let changed: Vec<(String, Jid, FileVersion)> = {
         let state = shard.journal().state();
-        let n = state.namespace(ns).ok_or_else(|| not_on_shard(ns))?;
+        let n = state
+            .namespace(ns)
+            .ok_or_else(|| ApiError::not_on_shard(ns))?;
         n.latest_rows()
             .filter(|r| folder.is_empty() || r.path == folder || is_under(&r.path, folder))
             .filter(|r| !point.includes(r))

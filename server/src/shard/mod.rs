@@ -194,10 +194,7 @@ impl Shard {
     /// Versions superseded before this instant (ms since the epoch) are outside the
     /// history retention.
     pub fn history_cutoff_ms(&self) -> u64 {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        now_ms.saturating_sub(self.history_retention.as_millis() as u64)
+        holdall_engine::journal::now_ms().saturating_sub(self.history_retention.as_millis() as u64)
     }
 
     /// Whether the server is stopping: parked requests end early.
