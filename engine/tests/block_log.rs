@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use holdall_engine::block_log::{BlockLog, BlockLogConfig, BlockLogError, PutOutcome};
+use holdall_engine::block_log::{BlockLog, BlockLogConfig, BlockLogError, CollectPlan, PutOutcome};
 use holdall_engine::runtime;
 use holdall_engine::store_key::StoreKey;
 use holdall_proto::limits::BLOCK_BYTES_MAX;
@@ -402,6 +402,72 @@ fn active_segment_checkpoints_bound_the_recheck_and_keep_tail_recovery() {
         for b in &blocks {
             assert_eq!(read(&log, &BlockHash::of(b)).await.as_deref(), Some(&b[..]));
         }
+        log.close().await;
+    });
+}
+
+fn segment_files_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".hblk"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn a_collection_gives_dead_space_back_to_the_file_system_and_keeps_live_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    runtime::run(async move {
+        let mut config = BlockLogConfig::new(&path, key());
+        config.segment_bytes_max = 1 << 20;
+        let log = BlockLog::open(config).await.unwrap();
+        let blocks: Vec<Vec<u8>> = (0..60).map(|i| block(i, 100_000 + i as usize)).collect();
+        for b in &blocks {
+            log.put(BlockHash::of(b), b, true).await.unwrap();
+        }
+        let peak = segment_files_bytes(&path);
+        assert!(log.stats().segments >= 5, "{:?}", log.stats());
+        assert!(log.mark_begin());
+        assert!(!log.mark_begin(), "one mark at a time");
+        let live: Vec<&Vec<u8>> = blocks.iter().step_by(6).collect();
+        for b in &live {
+            log.mark(&BlockHash::of(b));
+        }
+        let plan = CollectPlan {
+            dead_share_min: 0.2,
+            active_dead_share_min: 0.2,
+            rate_bytes_per_s: 0,
+        };
+        let report = log.collect(&plan).await.unwrap();
+        assert!(!log.marking());
+        assert_eq!(report.blocks_dropped, 50);
+        assert_eq!(report.dead_bytes, 0, "{report:?}");
+        let after = segment_files_bytes(&path);
+        assert!(after * 4 < peak, "{after} of {peak} bytes left");
+        // What was given back, less the header page of the segment the seal started.
+        assert_eq!(peak - after + 4096, report.bytes_reclaimed, "{report:?}");
+        for b in &blocks {
+            let kept = read(&log, &BlockHash::of(b)).await;
+            let expected = live.contains(&b);
+            assert_eq!(kept.is_some(), expected);
+            if let Some(k) = kept {
+                assert_eq!(&k, b);
+            }
+        }
+        log.close().await;
+        let log = open(&path, key()).await;
+        assert_eq!(log.stats().blocks, live.len() as u64);
+        for b in &live {
+            assert_eq!(read(&log, &BlockHash::of(b)).await.as_deref(), Some(&b[..]));
+        }
+        // A dead block stored again is a new block, whole.
+        let again = &blocks[1];
+        assert_eq!(
+            log.put(BlockHash::of(again), again, true).await,
+            Ok(PutOutcome::Stored)
+        );
         log.close().await;
     });
 }

@@ -4,7 +4,7 @@
 use std::io::ErrorKind;
 
 use holdall_engine::runtime;
-use holdall_fuzz_checks::crash::{block_log_run, journal_run, storage_faults, Fault};
+use holdall_fuzz_checks::crash::{block_log_run, collect_run, journal_run, storage_faults, Fault};
 
 /// Sync points tried at most; each workload below reaches fewer.
 const SYNC_POINTS_MAX: u64 = 600;
@@ -21,6 +21,28 @@ fn the_block_log_keeps_every_acknowledged_block_across_a_crash_at_any_sync() {
             }
         }
         panic!("the workload still crashed after {SYNC_POINTS_MAX} sync points");
+    });
+}
+
+#[test]
+fn a_collection_loses_no_live_block_and_leaves_no_dead_byte_across_a_crash_at_any_sync() {
+    runtime::run(async {
+        for point in 1..=SYNC_POINTS_MAX {
+            if !collect_run(Fault::CrashAtSync(point), 40, &SEEDS).await {
+                assert!(point > 5, "the collection reached only {point} sync points");
+                return;
+            }
+        }
+        panic!("the collection still crashed after {SYNC_POINTS_MAX} sync points");
+    });
+}
+
+#[test]
+fn failing_io_during_a_collection_loses_no_live_block() {
+    runtime::run(async {
+        for ops in (0..200).step_by(3) {
+            collect_run(Fault::FailAfter(ops, ErrorKind::StorageFull), 24, &[ops]).await;
+        }
     });
 }
 

@@ -120,6 +120,56 @@ impl BlockIndex {
         true
     }
 
+    /// Adds `hash` at `location`, or moves it there if it is indexed in an older segment:
+    /// at open, a block found twice (a compaction copied it and stopped before removing the
+    /// source) is served from its newest copy, so the older segment holds nothing live.
+    pub fn insert_newest(&mut self, hash: BlockHash, location: Location) {
+        match self.get(&hash) {
+            Some(old) if old.segment < location.segment => {
+                self.relocate(&hash, old, location);
+            }
+            Some(_) => {}
+            None => {
+                self.insert(hash, location);
+            }
+        }
+    }
+
+    /// Moves `hash` from `from` to `to`; false (and nothing changes) unless it is at `from`.
+    pub fn relocate(&mut self, hash: &BlockHash, from: Location, to: Location) -> bool {
+        let Some(slot) = self.slot_of(hash) else {
+            return false;
+        };
+        let s = slot as usize;
+        let entry = &mut self.chunks[s / CHUNK_ENTRIES][s % CHUNK_ENTRIES];
+        if entry.location != from {
+            return false;
+        }
+        entry.location = to;
+        true
+    }
+
+    /// The slot number of `hash`: stable while it stays indexed, reused after it leaves.
+    pub fn slot_of(&self, hash: &BlockHash) -> Option<u32> {
+        let h = self.hasher.hash_one(hash);
+        self.table
+            .find(h, |&slot| self.entry(slot).hash == *hash)
+            .copied()
+    }
+
+    /// One more than the highest slot number in use or free.
+    pub fn slots_len(&self) -> usize {
+        self.chunks.iter().map(Vec::len).sum()
+    }
+
+    /// Every indexed block with its slot, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = (u32, BlockHash, Location)> + '_ {
+        self.table.iter().map(|&slot| {
+            let e = self.entry(slot);
+            (slot, e.hash, e.location)
+        })
+    }
+
     /// Removes `hash`; returns its location if it was there.
     pub fn remove(&mut self, hash: &BlockHash) -> Option<Location> {
         let h = self.hasher.hash_one(hash);
@@ -187,6 +237,24 @@ mod tests {
         for i in 20_000..25_000 {
             assert_eq!(idx.get(&h(i)), Some(loc(i)));
         }
+    }
+
+    #[test]
+    fn relocation_and_newest_copy() {
+        let mut idx = BlockIndex::new();
+        let (a, old, new) = (h(1), loc(1), loc(2));
+        idx.insert(a, old);
+        assert!(!idx.relocate(&a, new, old), "only from where it is");
+        assert!(idx.relocate(&a, old, new));
+        assert_eq!(idx.get(&a), Some(new));
+        idx.insert_newest(a, old);
+        assert_eq!(idx.get(&a), Some(new), "an older copy does not win");
+        idx.insert_newest(a, loc(3));
+        assert_eq!(idx.get(&a), Some(loc(3)), "a newer copy does");
+        let slot = idx.slot_of(&a).unwrap();
+        let all: Vec<_> = idx.entries().collect();
+        assert_eq!(all, vec![(slot, a, loc(3))]);
+        assert_eq!(idx.slots_len(), 1);
     }
 
     #[test]

@@ -151,7 +151,7 @@ pub(super) async fn open_active(
             .map_err(io_err(format!("cutting {}", path.display())))?;
     }
     for e in &scan.entries {
-        index.insert(e.hash, location(id, e.offset, e.record_len as u64));
+        index.insert_newest(e.hash, location(id, e.offset, e.record_len as u64));
     }
     Ok(Some(Active {
         id,

@@ -11,8 +11,9 @@ use holdall_proto::BlockHash;
 use tracing::{info, warn};
 
 use super::recovery::{create_segment, write_hint};
-use super::{io_err, location, BlockLogError, Inner};
+use super::{io_err, location, BlockLogError, Inner, Waiter};
 use crate::block_log::hint::HintEntry;
+use crate::block_log::index::Location;
 use crate::block_log::record::SEGMENT_HEADER_BYTES;
 use crate::group_commit::Member;
 use crate::storage::{self, StorageFile};
@@ -38,23 +39,59 @@ fn coalesce(run: &mut Vec<DmaBuffer>, bytes: usize) -> Rc<DmaBuffer> {
     Rc::new(out)
 }
 
-pub(super) struct WriteRequest {
-    pub(super) hash: BlockHash,
-    pub(super) buf: DmaBuffer,
+/// What the flusher is asked to do.
+pub(super) enum WriteRequest {
+    /// Store a new block; its puts wait in `pending`.
+    Put { hash: BlockHash, buf: DmaBuffer },
+    /// Copy an indexed block's record forward (compaction); the index follows the copy only
+    /// if the block is still where it was read.
+    Move {
+        hash: BlockHash,
+        buf: DmaBuffer,
+        from: Location,
+        done: Waiter,
+    },
+    /// Seal the active segment, if it holds any record, and start the next.
+    Seal { done: Waiter },
+}
+
+impl WriteRequest {
+    fn hash_and_buf(self) -> (BlockHash, DmaBuffer, Answer) {
+        match self {
+            WriteRequest::Put { hash, buf } => (hash, buf, Answer::Put),
+            WriteRequest::Move {
+                hash,
+                buf,
+                from,
+                done,
+            } => (hash, buf, Answer::Move { from, done }),
+            WriteRequest::Seal { .. } => unreachable!("a seal is never grouped with records"),
+        }
+    }
+}
+
+/// Whom a written record answers.
+enum Answer {
+    Put,
+    Move { from: Location, done: Waiter },
 }
 
 impl Member for WriteRequest {
     fn weight(&self) -> usize {
-        self.buf.len()
+        match self {
+            WriteRequest::Put { buf, .. } | WriteRequest::Move { buf, .. } => buf.len(),
+            WriteRequest::Seal { .. } => 0,
+        }
     }
 
-    fn joins(&self, _first: &Self) -> bool {
-        true
+    fn joins(&self, first: &Self) -> bool {
+        let seal = |r: &Self| matches!(r, WriteRequest::Seal { .. });
+        !seal(self) && !seal(first)
     }
 }
 
-/// A record's block, offset and length in its segment.
-type Placed = (BlockHash, u64, u64);
+/// A record's block, offset and length in its segment, and whom it answers.
+type Placed = (BlockHash, u64, u64, Answer);
 /// A buffer and where it is written.
 type Write = (u64, Rc<DmaBuffer>);
 
@@ -68,14 +105,15 @@ fn lay_out(start: u64, group: Vec<WriteRequest>) -> (Vec<Placed>, Vec<Write>, u6
     let mut run_start = start;
     let mut run_bytes = 0usize;
     for req in group {
-        let len = req.buf.len();
-        placed.push((req.hash, offset, len as u64));
+        let (hash, buf, answer) = req.hash_and_buf();
+        let len = buf.len();
+        placed.push((hash, offset, len as u64, answer));
         if len <= COALESCE_RECORD_BYTES_MAX {
             if run.is_empty() {
                 run_start = offset;
             }
             run_bytes += len;
-            run.push(req.buf);
+            run.push(buf);
             if run_bytes >= COALESCE_RUN_BYTES {
                 writes.push((run_start, coalesce(&mut run, run_bytes)));
                 run_bytes = 0;
@@ -85,7 +123,7 @@ fn lay_out(start: u64, group: Vec<WriteRequest>) -> (Vec<Placed>, Vec<Write>, u6
                 writes.push((run_start, coalesce(&mut run, run_bytes)));
                 run_bytes = 0;
             }
-            writes.push((offset, Rc::new(req.buf)));
+            writes.push((offset, Rc::new(buf)));
         }
         offset += len as u64;
     }
@@ -96,16 +134,37 @@ fn lay_out(start: u64, group: Vec<WriteRequest>) -> (Vec<Placed>, Vec<Write>, u6
 }
 
 impl Inner {
-    pub(super) fn resolve(&self, hash: &BlockHash, result: Result<(), BlockLogError>) {
-        let waiters = self.pending.borrow_mut().remove(hash).unwrap_or_default();
-        for w in waiters {
-            // A put whose caller went away no longer listens; that is fine.
-            let _ = w.send(result.clone());
+    /// Tells a record's waiters how its write went.
+    fn answer(&self, hash: &BlockHash, answer: Answer, result: Result<(), BlockLogError>) {
+        match answer {
+            Answer::Put => {
+                let waiters = self.pending.borrow_mut().remove(hash).unwrap_or_default();
+                for w in waiters {
+                    // A put whose caller went away no longer listens; that is fine.
+                    let _ = w.send(result.clone());
+                }
+            }
+            Answer::Move { done, .. } => {
+                let _ = done.send(result);
+            }
         }
     }
 
     /// Writes `batch` with as few bursts and fdatasyncs as segment boundaries allow.
-    pub(super) async fn flush(&self, batch: Vec<WriteRequest>) {
+    pub(super) async fn flush(&self, mut batch: Vec<WriteRequest>) {
+        if let [WriteRequest::Seal { .. }] = batch.as_slice() {
+            let Some(WriteRequest::Seal { done }) = batch.pop() else {
+                unreachable!("matched above")
+            };
+            let holds_records = self.active.borrow().len > SEGMENT_HEADER_BYTES;
+            let sealed = if holds_records {
+                self.roll_segment().await
+            } else {
+                Ok(())
+            };
+            let _ = done.send(sealed);
+            return;
+        }
         let mut rest = batch.into_iter().peekable();
         while rest.peek().is_some() {
             let (id, file, start) = {
@@ -115,7 +174,7 @@ impl Inner {
             let mut group = Vec::new();
             let mut end = start;
             while let Some(req) = rest.peek() {
-                let len = req.buf.len() as u64;
+                let len = req.weight() as u64;
                 let empty = end == SEGMENT_HEADER_BYTES && group.is_empty();
                 if end + len > self.segment_bytes_max && !empty {
                     break;
@@ -127,7 +186,8 @@ impl Inner {
                 if let Err(e) = self.roll_segment().await {
                     warn!(error = %e, "cannot start a new segment");
                     for req in rest.by_ref() {
-                        self.resolve(&req.hash, Err(e.clone()));
+                        let (hash, _, answer) = req.hash_and_buf();
+                        self.answer(&hash, answer, Err(e.clone()));
                     }
                 }
                 continue;
@@ -156,8 +216,8 @@ impl Inner {
             }
             Ok(()) => self.index_durable(id, start, end, &placed),
         }
-        for (hash, _, _) in placed {
-            self.resolve(&hash, result.clone());
+        for (hash, _, _, answer) in placed {
+            self.answer(&hash, answer, result.clone());
         }
         if result.is_ok() {
             self.checkpoint_hint();
@@ -188,26 +248,42 @@ impl Inner {
         synced
     }
 
-    /// After the group's fdatasync: the segment ends at `end`, its blocks are indexed and
-    /// listed for the hint.
+    /// After the group's fdatasync: the segment ends at `end`, its blocks are indexed (a
+    /// moved block only if it is still where the copy was read) and listed for the hint.
     fn index_durable(&self, id: u32, start: u64, end: u64, placed: &[Placed]) {
         let mut active = self.active.borrow_mut();
         debug_assert_eq!((active.id, active.len), (id, start));
         active.len = end;
         let mut index = self.index.borrow_mut();
+        let mut live = self.live.borrow_mut();
         let mut stats = self.stats.borrow_mut();
-        for &(hash, at, len) in placed {
-            let inserted = index.insert(hash, location(id, at, len));
-            debug_assert!(inserted, "a pending block is never indexed twice");
+        for (hash, at, len, answer) in placed {
+            let to = location(id, *at, *len);
+            match answer {
+                Answer::Put => {
+                    let inserted = index.insert(*hash, to);
+                    debug_assert!(inserted, "a pending block is never indexed twice");
+                    if let (Some(live), Some(slot)) = (live.as_mut(), index.slot_of(hash)) {
+                        live.mark(slot);
+                    }
+                    stats.blocks += 1;
+                    stats.puts_stored += 1;
+                    stats.live_bytes += len;
+                }
+                Answer::Move { from, .. } => {
+                    if index.relocate(hash, *from, to) {
+                        stats.bytes_moved += len;
+                    }
+                }
+            }
             active.hints.push(HintEntry {
-                hash,
-                offset: at,
-                record_len: len as u32,
+                hash: *hash,
+                offset: *at,
+                record_len: *len as u32,
             });
-            stats.blocks += 1;
-            stats.puts_stored += 1;
             stats.flushed_records += 1;
             stats.bytes_appended += len;
+            stats.segment_bytes += len;
         }
     }
 
@@ -240,7 +316,9 @@ impl Inner {
         let next = create_segment(&*self.storage, &self.dir, id + 1, fingerprint).await?;
         self.files.borrow_mut().insert(next.id, next.file.clone());
         *self.active.borrow_mut() = next;
-        self.stats.borrow_mut().segments += 1;
+        let mut stats = self.stats.borrow_mut();
+        stats.segments += 1;
+        stats.segment_bytes += SEGMENT_HEADER_BYTES;
         info!(sealed = id, "block log segment sealed");
         Ok(())
     }
