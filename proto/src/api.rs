@@ -512,3 +512,18 @@ pub struct RewindResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changes: Option<Vec<RewindChange>>,
 }
+
+/// Answer to `POST /v1/admin/gc`: what one full collection did, over all shards.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcResponse {
+    /// Dead blocks dropped.
+    pub blocks_dropped: u64,
+    /// Bytes given back to the file system.
+    pub bytes_reclaimed: u64,
+    /// Block-log segments compacted and removed.
+    pub segments_compacted: u64,
+    /// Journal files removed.
+    pub journal_files_removed: u64,
+    /// How long it took, milliseconds.
+    pub ms: u64,
+}

@@ -24,7 +24,7 @@ pub struct ServeArgs {
     pub shards: Option<usize>,
     /// TOML file with any of the keys `data`, `listen`, `shards`, `prefetch_ttl_s`,
     /// `prefetch_entries_max`, `streaming`, `recent_blocks`, `client_timeout_s`,
-    /// `history_retention`.
+    /// `history_retention`, `gc_interval`, `gc_rate`.
     #[arg(long, env = "HOLDALL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Seconds a prefetch entry (and a user's proof of upload) lives [default: 600].
@@ -48,6 +48,13 @@ pub struct ServeArgs {
     /// it: a number with `s`, `m`, `h` or `d` [default: 30d].
     #[arg(long, env = "HOLDALL_HISTORY_RETENTION")]
     pub history_retention: Option<String>,
+    /// How often the background garbage collection runs, as a duration; `0s` turns it
+    /// off (`POST /v1/admin/gc` still runs one) [default: 1h].
+    #[arg(long, env = "HOLDALL_GC_INTERVAL")]
+    pub gc_interval: Option<String>,
+    /// Most bytes per second compaction copies; 0 for no bound [default: 104857600].
+    #[arg(long, env = "HOLDALL_GC_RATE")]
+    pub gc_rate: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -62,6 +69,8 @@ struct FileConfig {
     recent_blocks: Option<usize>,
     client_timeout_s: Option<u64>,
     history_retention: Option<String>,
+    gc_interval: Option<String>,
+    gc_rate: Option<u64>,
 }
 
 /// Resolved settings.
@@ -85,6 +94,10 @@ pub struct Config {
     pub client_timeout: Duration,
     /// How long a superseded version stays restorable.
     pub history_retention: Duration,
+    /// Time between background collections; zero for none.
+    pub gc_interval: Duration,
+    /// Most bytes per second compaction copies; 0 for no bound.
+    pub gc_rate_bytes_per_s: u64,
 }
 
 /// Default client timeout.
@@ -99,6 +112,12 @@ pub const RECENT_BLOCKS_DEFAULT: usize = 32;
 
 /// Default history retention: Dropbox's 30 days.
 pub const HISTORY_RETENTION_DEFAULT: &str = "30d";
+
+/// Default time between background collections.
+pub const GC_INTERVAL_DEFAULT: &str = "1h";
+
+/// Default bound on compaction's copying: 100 MiB/s.
+pub const GC_RATE_DEFAULT: u64 = 100 << 20;
 
 /// A duration written as a whole number and a unit: `90s`, `15m`, `12h`, `30d`.
 pub fn parse_duration(text: &str) -> Result<Duration> {
@@ -174,6 +193,13 @@ impl Config {
                 .unwrap_or(HISTORY_RETENTION_DEFAULT),
         )
         .context("history_retention")?;
+        let gc_interval = parse_duration(
+            args.gc_interval
+                .as_deref()
+                .or(file.gc_interval.as_deref())
+                .unwrap_or(GC_INTERVAL_DEFAULT),
+        )
+        .context("gc_interval")?;
         Ok(Config {
             data,
             listen,
@@ -184,6 +210,8 @@ impl Config {
             recent_blocks,
             client_timeout: Duration::from_secs(client_timeout_s),
             history_retention,
+            gc_interval,
+            gc_rate_bytes_per_s: args.gc_rate.or(file.gc_rate).unwrap_or(GC_RATE_DEFAULT),
         })
     }
 }
@@ -258,6 +286,8 @@ mod tests {
         assert_eq!(c.prefetch_ttl, Duration::from_secs(PREFETCH_TTL_S_DEFAULT));
         assert!(c.streaming);
         assert_eq!(c.history_retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.gc_interval, Duration::from_secs(3600));
+        assert_eq!(c.gc_rate_bytes_per_s, 100 << 20);
         // The data folder remembers its shard count.
         let c = Config::resolve(ServeArgs {
             data: Some(data.clone()),

@@ -42,12 +42,14 @@ pub enum Route {
     Deleted,
     /// `POST /v1/rewind`.
     Rewind,
+    /// `POST /v1/admin/gc`.
+    AdminGc,
     /// Anything else.
     Other,
 }
 
 impl Route {
-    const ALL: [Route; 18] = [
+    const ALL: [Route; 19] = [
         Route::Healthz,
         Route::Metrics,
         Route::Account,
@@ -65,6 +67,7 @@ impl Route {
         Route::Restore,
         Route::Deleted,
         Route::Rewind,
+        Route::AdminGc,
         Route::Other,
     ];
 
@@ -87,6 +90,7 @@ impl Route {
             Route::Restore => "restore",
             Route::Deleted => "deleted",
             Route::Rewind => "rewind",
+            Route::AdminGc => "admin_gc",
             Route::Other => "other",
         }
     }
@@ -156,6 +160,24 @@ pub struct EngineGauges {
     pub recent_blocks: u64,
     /// Block reads served from the recently stored blocks.
     pub recent_block_hits: u64,
+    /// Bytes of the block log's segment files.
+    pub block_segment_bytes: u64,
+    /// Of them, live records (as the last collection found them, plus what came since).
+    pub block_live_bytes: u64,
+    /// The rest: dead records, torn or damaged bytes, segment headers.
+    pub block_dead_bytes: u64,
+    /// Collections of this shard's block log.
+    pub gc_runs: u64,
+    /// Time in them, ns.
+    pub gc_nanos: u64,
+    /// Dead blocks dropped.
+    pub gc_blocks_dropped: u64,
+    /// Bytes given back to the file system.
+    pub gc_bytes_reclaimed: u64,
+    /// Segments compacted and removed.
+    pub gc_segments_compacted: u64,
+    /// Live record bytes compaction copied forward.
+    pub gc_bytes_moved: u64,
 }
 
 /// One shard's counters.
@@ -242,6 +264,15 @@ impl ShardMetrics {
             g.upload_records,
             g.recent_blocks,
             g.recent_block_hits,
+            g.block_segment_bytes,
+            g.block_live_bytes,
+            g.block_dead_bytes,
+            g.gc_runs,
+            g.gc_nanos,
+            g.gc_blocks_dropped,
+            g.gc_bytes_reclaimed,
+            g.gc_segments_compacted,
+            g.gc_bytes_moved,
         ];
         for (slot, v) in self.gauges.iter().zip(values) {
             slot.store(v, Relaxed);
@@ -249,7 +280,7 @@ impl ShardMetrics {
     }
 }
 
-const GAUGE_NAMES: [(&str, &str, &str); 23] = [
+const GAUGE_NAMES: [(&str, &str, &str); 32] = [
     ("holdall_blocks", "gauge", "Blocks stored"),
     (
         "holdall_block_bytes_appended_total",
@@ -356,6 +387,51 @@ const GAUGE_NAMES: [(&str, &str, &str); 23] = [
         "holdall_recent_block_hits_total",
         "counter",
         "Block reads served from the recently stored blocks",
+    ),
+    (
+        "holdall_block_segment_bytes",
+        "gauge",
+        "Bytes of the block log's segment files",
+    ),
+    (
+        "holdall_block_live_bytes",
+        "gauge",
+        "Segment bytes holding live blocks, as the last collection found them plus what was stored since",
+    ),
+    (
+        "holdall_block_dead_bytes",
+        "gauge",
+        "Segment bytes holding no live block (dead records, damaged bytes, headers)",
+    ),
+    (
+        "holdall_gc_runs_total",
+        "counter",
+        "Garbage collections of the block log",
+    ),
+    (
+        "holdall_gc_seconds_total",
+        "counter",
+        "Time spent in garbage collections",
+    ),
+    (
+        "holdall_gc_blocks_dropped_total",
+        "counter",
+        "Dead blocks dropped by garbage collection",
+    ),
+    (
+        "holdall_gc_bytes_reclaimed_total",
+        "counter",
+        "Bytes garbage collection gave back to the file system",
+    ),
+    (
+        "holdall_gc_segments_compacted_total",
+        "counter",
+        "Block log segments compacted and removed",
+    ),
+    (
+        "holdall_gc_bytes_moved_total",
+        "counter",
+        "Live record bytes compaction copied forward",
     ),
 ];
 

@@ -47,6 +47,7 @@ async fn dispatch(shard: &Rc<Shard>, req: Request<Incoming>) -> (Route, Response
         ["metrics"] => (Route::Metrics, Method::GET),
         ["v1", "account"] => (Route::Account, Method::GET),
         ["v1", "admin", "users"] => (Route::AdminUsers, Method::POST),
+        ["v1", "admin", "gc"] => (Route::AdminGc, Method::POST),
         ["v1", "store_batch"] => (Route::StoreBatch, Method::POST),
         ["v1", "namespaces"] => (Route::Namespaces, Method::POST),
         ["v1", "namespaces", _, "members"] => (Route::Members, Method::POST),
@@ -103,6 +104,7 @@ async fn dispatch(shard: &Rc<Shard>, req: Request<Incoming>) -> (Route, Response
                 Route::Restore => history::restore(shard, &user, req).await,
                 Route::Deleted => history::deleted(shard, &user, req).await,
                 Route::Rewind => rewind::rewind(shard, &user, req).await,
+                Route::AdminGc => admin::gc(shard, &user).await,
                 Route::Healthz | Route::Metrics | Route::Other => {
                     Err(ApiError::internal("route dispatched twice"))
                 }

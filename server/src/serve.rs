@@ -241,6 +241,9 @@ async fn shard_main(
         .detach();
     }
 
+    if id == 0 && !cfg.gc_interval.is_zero() {
+        glommio::spawn_local(shard.clone().collect_in_background(cfg.gc_interval)).detach();
+    }
     let publisher = {
         let (shard, stop) = (shard.clone(), stop.clone());
         glommio::spawn_local(async move {

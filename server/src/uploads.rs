@@ -55,6 +55,14 @@ impl Uploads {
             .is_some_and(|&expires_at| expires_at > now)
     }
 
+    /// Every block someone uploaded within the TTL (a block two users sent comes twice).
+    pub fn hashes(&self, now: Instant) -> impl Iterator<Item = BlockHash> + '_ {
+        self.expires
+            .iter()
+            .filter(move |(_, &expires_at)| expires_at > now)
+            .map(|((_, hash), _)| *hash)
+    }
+
     /// Records kept.
     pub fn len(&self) -> usize {
         self.expires.len()

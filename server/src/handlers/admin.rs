@@ -22,19 +22,32 @@ use crate::shard::{shard_of_namespace, Shard};
 /// Largest JSON body of an admin call.
 const ADMIN_BODY_BYTES_MAX: usize = 64 * 1024;
 
+/// The 403 for a caller who is not the admin.
+fn admin_only(user: &User, what: &str) -> Result<(), ApiError> {
+    if user.admin {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!("only the admin may {what}"),
+    ))
+}
+
+/// `POST /v1/admin/gc`: one full collection and compaction, answered when done.
+pub async fn gc(shard: &Rc<Shard>, user: &User) -> Result<Response<Body>, ApiError> {
+    admin_only(user, "run a collection")?;
+    let done = shard.collect_all(shard.collect_plan(true)).await?;
+    Ok(json(StatusCode::OK, &done))
+}
+
 /// `POST /v1/admin/users`.
 pub async fn create_user(
     shard: &Rc<Shard>,
     user: &User,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    if !user.admin {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "only the admin may create users",
-        ));
-    }
+    admin_only(user, "create users")?;
     let body: CreateUserRequest = read_json(req, ADMIN_BODY_BYTES_MAX).await?;
     if !valid_user_name(&body.name) {
         return Err(ApiError::new(

@@ -107,6 +107,7 @@ async fn run(
     (uploader, author): (Uploader, Author),
     requests: Vec<CommitRequest>,
 ) -> Result<Vec<Answer>, ApiError> {
+    let _gate = shard.enter_gate();
     let namespaces = crate::handlers::access::namespaces_of(&shard.directory(), user);
     let mut answers: Vec<Option<Answer>> = (0..requests.len()).map(|_| None).collect();
     let mut commits = Vec::with_capacity(requests.len());
@@ -209,7 +210,7 @@ async fn claimable(
             let uploads = s.uploads();
             let found: Vec<(BlockHash, bool)> = list
                 .into_iter()
-                .filter(|h| s.blocks().contains(h))
+                .filter(|h| s.blocks().claim(h))
                 .map(|h| (h, uploads.uploaded_by(uploader, &h, now)))
                 .collect();
             std::future::ready(found)

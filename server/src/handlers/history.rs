@@ -124,6 +124,7 @@ pub async fn restore(
         .submit_to(shard_of_namespace(body.ns, shard.shards()), move |s| {
             let s = s.clone();
             async move {
+                let _gate = s.enter_gate();
                 let commit = restore_commit(&s, body, author).await?;
                 match commit {
                     Restore::AlreadyLatest(jid) => Ok(jid),
@@ -231,7 +232,8 @@ fn version_gone(body: &RestoreRequest) -> ApiError {
 }
 
 /// Whether every block of `blocklist` is stored on its shard (a block dropped as damaged
-/// makes the version unrestorable until someone uploads it again).
+/// makes the version unrestorable until someone uploads it again), claiming each: a
+/// collection running now keeps them.
 pub(crate) async fn blocks_stored(
     shard: &Rc<Shard>,
     blocklist: &[BlockHash],
@@ -245,7 +247,7 @@ pub(crate) async fn blocks_stored(
     }
     let asked = by_owner.into_iter().map(|(owner, hashes)| {
         shard.submit_to(owner, move |s| {
-            std::future::ready(hashes.iter().all(|h| s.blocks().contains(h)))
+            std::future::ready(hashes.iter().all(|h| s.blocks().claim(h)))
         })
     });
     for stored in futures::future::join_all(asked).await {

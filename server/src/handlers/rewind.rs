@@ -78,7 +78,10 @@ pub async fn rewind(
     let answer = shard
         .submit_to(shard_of_namespace(ns, shard.shards()), move |s| {
             let s = s.clone();
-            async move { rewind_here(&s, (ns, &folder), point, author, dry_run).await }
+            async move {
+                let _gate = s.enter_gate();
+                rewind_here(&s, (ns, &folder), point, author, dry_run).await
+            }
         })
         .await??;
     Ok(json(StatusCode::OK, &answer))

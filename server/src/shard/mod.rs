@@ -19,10 +19,13 @@ use holdall_engine::store_key::StoreKey;
 use holdall_proto::api::{Jid, NsId};
 use holdall_proto::BlockHash;
 
+mod collection;
 mod directory_change;
 mod error;
+mod gate;
 
 pub use error::ShardError;
+pub use gate::{CommitGate, Entry as GateEntry};
 
 use crate::config::Config;
 use crate::directory::DirectoryOp;
@@ -94,6 +97,12 @@ pub struct Shard {
     recent: RefCell<RecentBlocks>,
     /// Set when the server is stopping: parked requests end early.
     stop: Arc<AtomicBool>,
+    /// Requests that may write rows referencing stored blocks, by epoch.
+    gate: CommitGate,
+    /// Held by the collection running (shard 0).
+    collecting: futures::lock::Mutex<()>,
+    /// Most bytes per second compaction copies; 0 for no bound.
+    gc_rate_bytes_per_s: u64,
 }
 
 /// The shard that owns block `hash`: its first 8 bytes, taken as a number, modulo the shard
@@ -178,6 +187,9 @@ impl Shard {
             history_retention: cfg.history_retention,
             recent: RefCell::new(RecentBlocks::new(cfg.recent_blocks)),
             stop,
+            gate: CommitGate::default(),
+            collecting: futures::lock::Mutex::new(()),
+            gc_rate_bytes_per_s: cfg.gc_rate_bytes_per_s,
         }))
     }
 
@@ -195,6 +207,12 @@ impl Shard {
     /// history retention.
     pub fn history_cutoff_ms(&self) -> u64 {
         holdall_engine::journal::now_ms().saturating_sub(self.history_retention.as_millis() as u64)
+    }
+
+    /// Enters the commit gate: held by a request, from before it claims blocks until its
+    /// rows are written, so that a collection beginning meanwhile waits for it.
+    pub fn enter_gate(&self) -> GateEntry<'_> {
+        self.gate.enter()
     }
 
     /// Whether the server is stopping: parked requests end early.
@@ -395,6 +413,15 @@ impl Shard {
             upload_records: self.uploads.borrow().len() as u64,
             recent_blocks: self.recent.borrow().stats().blocks,
             recent_block_hits: self.recent.borrow().stats().hits,
+            block_segment_bytes: b.segment_bytes,
+            block_live_bytes: b.live_bytes,
+            block_dead_bytes: b.segment_bytes.saturating_sub(b.live_bytes),
+            gc_runs: b.collections,
+            gc_nanos: b.collect_nanos,
+            gc_blocks_dropped: b.blocks_dropped,
+            gc_bytes_reclaimed: b.bytes_reclaimed,
+            gc_segments_compacted: b.segments_compacted,
+            gc_bytes_moved: b.bytes_moved,
         });
     }
 }
