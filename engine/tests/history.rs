@@ -272,3 +272,93 @@ fn an_all_or_nothing_batch_with_one_refusal_writes_nothing() {
         j.close().await;
     });
 }
+
+/// The oldest journal generation holding a row that some path's history reaches past its
+/// latest row, walking only what `cutoff_ms` retains.
+async fn needed_from(j: &Journal, paths: &[&str], cutoff_ms: u64) -> u64 {
+    let mut oldest = u64::MAX;
+    for path in paths {
+        let mut walk = j.retained_history(1, path, cutoff_ms);
+        let mut first = true;
+        while let Some(row) = walk.next().await.unwrap() {
+            if let (false, Some(at)) = (first, row.at) {
+                oldest = oldest.min(at.generation);
+            }
+            first = false;
+        }
+    }
+    oldest
+}
+
+fn journal_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".hjnl")
+        })
+        .count()
+}
+
+#[test]
+fn journal_files_outside_retention_go_and_the_latest_rows_keep_their_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    runtime::run(async move {
+        let j = open_with_root(&path, 8192).await;
+        let still = commit_one(&j, version("still", "never changes", None, "pc")).await;
+        let mut parent = None;
+        for i in 0..300 {
+            parent = Some(commit_one(&j, version("busy", &format!("v{i}"), parent, "pc")).await);
+        }
+        let files = journal_files(&path);
+        assert!(files > 10, "{files} journal files");
+        // Everything retained: only files before the oldest version of "busy" may go.
+        let all = needed_from(&j, &["still", "busy"], 0).await;
+        let before = j.remove_files_before(all).await.unwrap();
+        assert!(before < all, "{before} removed below generation {all}");
+        assert_eq!(
+            history(&j, "busy").await.len(),
+            300,
+            "every retained version reads back"
+        );
+        // A cutoff in the future: every superseded version is outside retention.
+        let future = holdall_engine::journal::now_ms() + 3_600_000;
+        let none = needed_from(&j, &["still", "busy"], future).await;
+        assert_eq!(none, u64::MAX);
+        let removed = j.remove_files_before(none).await.unwrap();
+        let left = journal_files(&path);
+        assert!(
+            left <= 3,
+            "{left} of {files} journal files left ({removed} removed)"
+        );
+        assert_eq!(jids(&history(&j, "still").await), vec![still]);
+        // The next version of a row whose file is gone still chains to it.
+        let next = commit_one(&j, version("still", "changed", Some(still), "pc")).await;
+        j.close().await;
+        let j = open(&path, 8192).await;
+        assert_eq!(jids(&history(&j, "still").await), vec![next, still]);
+        let left = history(&j, "busy").await.len();
+        assert!(
+            left < 50,
+            "older versions went with their files ({left} left)"
+        );
+        j.close().await;
+        // Without the snapshots that cover them, the removed files are missed, loudly.
+        for e in std::fs::read_dir(&path).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "hsnp") {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+        let mut c = JournalConfig::new(&path);
+        c.snapshot_after_bytes = 8192;
+        assert!(matches!(
+            Journal::open(c).await,
+            Err(holdall_engine::journal::JournalError::FilesMissing { .. })
+        ));
+    });
+}

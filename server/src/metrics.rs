@@ -178,10 +178,11 @@ pub struct EngineGauges {
     pub gc_segments_compacted: u64,
     /// Live record bytes compaction copied forward.
     pub gc_bytes_moved: u64,
+    /// Journal files removed by collections.
+    pub journal_files_removed: u64,
 }
 
 /// One shard's counters.
-#[derive(Default)]
 pub struct ShardMetrics {
     routes: [RouteCounters; Route::ALL.len()],
     bytes_in: AtomicU64,
@@ -190,6 +191,21 @@ pub struct ShardMetrics {
     longpolls_parked: AtomicU64,
     pending_waits: AtomicU64,
     pending_wait_timeouts: AtomicU64,
+}
+
+impl Default for ShardMetrics {
+    fn default() -> Self {
+        ShardMetrics {
+            routes: Default::default(),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            // Arrays derive `Default` only up to 32 elements.
+            gauges: std::array::from_fn(|_| AtomicU64::new(0)),
+            longpolls_parked: AtomicU64::new(0),
+            pending_waits: AtomicU64::new(0),
+            pending_wait_timeouts: AtomicU64::new(0),
+        }
+    }
 }
 
 impl ShardMetrics {
@@ -273,6 +289,7 @@ impl ShardMetrics {
             g.gc_bytes_reclaimed,
             g.gc_segments_compacted,
             g.gc_bytes_moved,
+            g.journal_files_removed,
         ];
         for (slot, v) in self.gauges.iter().zip(values) {
             slot.store(v, Relaxed);
@@ -280,7 +297,7 @@ impl ShardMetrics {
     }
 }
 
-const GAUGE_NAMES: [(&str, &str, &str); 32] = [
+const GAUGE_NAMES: [(&str, &str, &str); 33] = [
     ("holdall_blocks", "gauge", "Blocks stored"),
     (
         "holdall_block_bytes_appended_total",
@@ -432,6 +449,11 @@ const GAUGE_NAMES: [(&str, &str, &str); 32] = [
         "holdall_gc_bytes_moved_total",
         "counter",
         "Live record bytes compaction copied forward",
+    ),
+    (
+        "holdall_journal_files_removed_total",
+        "counter",
+        "Journal files removed by garbage collection",
     ),
 ];
 

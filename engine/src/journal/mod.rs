@@ -91,6 +91,15 @@ pub enum JournalError {
     /// The journal is shutting down.
     #[error("journal is closed")]
     Closed,
+    /// Journal files a restart needs are gone: the collection removed them because a
+    /// snapshot covered them, and no such snapshot checks out now.
+    #[error("journal files before generation {first} are gone and no snapshot covering them checks out (the newest good one covers up to {base})")]
+    FilesMissing {
+        /// The oldest journal file there.
+        first: u64,
+        /// The generation the newest good snapshot covers (0: none).
+        base: u64,
+    },
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> JournalError {
@@ -126,6 +135,8 @@ pub struct JournalStats {
     pub snapshots: u64,
     /// Current journal file generation.
     pub generation: u64,
+    /// Journal files removed by collections.
+    pub files_removed: u64,
 }
 
 enum Request {
@@ -198,6 +209,17 @@ impl Journal {
             .into_iter()
             .filter(|&g| g > base)
             .collect();
+        if let Some(&first) = journals.first() {
+            if first != base + 1 {
+                return Err(JournalError::FilesMissing { first, base });
+            }
+        }
+        // Latest rows the snapshot places in files a collection removed since.
+        let oldest = generations(&*storage, &dir, "journal-", ".hjnl")?
+            .first()
+            .copied()
+            .unwrap_or(base + 1);
+        state.forget_locations_before(oldest);
         let mut active = None;
         for (i, &generation) in journals.iter().enumerate() {
             let last = i + 1 == journals.len();
@@ -315,6 +337,46 @@ impl Journal {
     /// Current counters.
     pub fn stats(&self) -> JournalStats {
         *self.inner.stats.borrow()
+    }
+
+    /// Removes the journal files that neither a restart nor a retained version needs: those
+    /// the older of the two newest snapshots covers (a damaged newest one falls back to
+    /// it), and older than `needed_from`, the oldest generation holding a row that some
+    /// path's history reaches past its latest row (latest rows are in memory and in every
+    /// snapshot; their next commit copies them forward). How many were removed.
+    pub async fn remove_files_before(&self, needed_from: u64) -> Result<u64, JournalError> {
+        let inner = &self.inner;
+        let snapshots = generations(&*inner.storage, &inner.dir, "snap-", ".hsnp")?;
+        let Some(&covered) = snapshots.iter().rev().nth(1) else {
+            return Ok(0);
+        };
+        let active = inner.active.borrow().generation;
+        let bound = needed_from.min(covered + 1).min(active);
+        // Before any file goes: a burst encoded from now on copies such a row forward, and
+        // an empty commit waits out the burst that may have been encoded before.
+        inner.state.borrow_mut().forget_locations_before(bound);
+        self.commit(Vec::new()).await?;
+        let mut removed = 0;
+        for generation in generations(&*inner.storage, &inner.dir, "journal-", ".hjnl")? {
+            if generation >= bound {
+                break;
+            }
+            let path = journal_path(&inner.dir, generation);
+            inner
+                .storage
+                .remove(&path)
+                .map_err(io_err(format!("removing {}", path.display())))?;
+            removed += 1;
+        }
+        if removed > 0 {
+            inner
+                .storage
+                .sync_dir(&inner.dir)
+                .map_err(io_err(format!("syncing {}", inner.dir.display())))?;
+            info!(removed, below = bound, "journal files removed");
+        }
+        inner.stats.borrow_mut().files_removed += removed;
+        Ok(removed)
     }
 
     /// Stops taking requests, finishes queued ones, and waits for the flusher to end.

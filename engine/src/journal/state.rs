@@ -339,6 +339,22 @@ impl State {
         })
     }
 
+    /// Forgets the file location of every latest row that lives in a journal file older
+    /// than `generation` (removed, or about to be): the path's next commit then writes the
+    /// row again, as an `Earlier` copy, for its history to point at. How many it forgot.
+    pub fn forget_locations_before(&mut self, generation: u64) -> u64 {
+        let mut forgotten = 0;
+        for n in self.namespaces.values_mut() {
+            for row in n.rows.iter_mut().filter_map(|(_, r)| r.as_mut()) {
+                if row.at.is_some_and(|at| at.generation < generation) {
+                    row.at = None;
+                    forgotten += 1;
+                }
+            }
+        }
+        forgotten
+    }
+
     /// Whether `ns` has a live row (not a deletion) at `path` or below it.
     pub fn path_in_use(&self, ns: NsId, path: &str) -> bool {
         let Some(n) = self.namespaces.get(&ns) else {

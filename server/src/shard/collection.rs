@@ -10,6 +10,8 @@
 //! 3. each shard walks its namespaces (every path's retained versions, newest first, read
 //!    back from the journal) and its prefetch entries, and sends the hashes to the blocks'
 //!    owners in batches, which mark them;
+//!    Once its walk is complete, each shard removes the journal files that no retained
+//!    version (other than a latest row, which memory and every snapshot hold) lives in;
 //! 4. each block owner marks its upload proofs and sweeps: drops what is unmarked and
 //!    compacts the segments the plan allows.
 //!
@@ -126,21 +128,27 @@ impl Shard {
     async fn collect_now(self: &Rc<Self>, plan: CollectPlan) -> Result<GcResponse, ShardError> {
         let started = Instant::now();
         let marked = self.mark_all().await;
-        if let Err(e) = marked {
-            self.on_every_shard(|s| {
-                s.blocks().mark_abort();
-                std::future::ready(Ok(()))
-            })
-            .await?;
-            return Err(e);
-        }
+        let journal_files_removed = match marked {
+            Ok(removed) => removed,
+            Err(e) => {
+                self.on_every_shard(|s| {
+                    s.blocks().mark_abort();
+                    std::future::ready(Ok(()))
+                })
+                .await?;
+                return Err(e);
+            }
+        };
         let reports = self
             .on_every_shard(move |s| {
                 let s = s.clone();
                 async move { s.sweep(&plan).await }
             })
             .await?;
-        let mut answer = GcResponse::default();
+        let mut answer = GcResponse {
+            journal_files_removed,
+            ..GcResponse::default()
+        };
         for r in reports {
             answer.blocks_dropped += r.blocks_dropped;
             answer.bytes_reclaimed += r.bytes_reclaimed;
@@ -151,8 +159,8 @@ impl Shard {
         Ok(answer)
     }
 
-    /// Steps 1 to 3: begin, drain the gate, walk.
-    async fn mark_all(self: &Rc<Self>) -> Result<(), ShardError> {
+    /// Steps 1 to 3: begin, drain the gate, walk; the journal files the walks let go.
+    async fn mark_all(self: &Rc<Self>) -> Result<u64, ShardError> {
         let epochs = self
             .on_every_shard(|s| {
                 let began = s.blocks().mark_begin();
@@ -176,12 +184,13 @@ impl Shard {
             })
             .await??;
         }
-        self.on_every_shard(|s| {
-            let s = s.clone();
-            async move { s.mark_here().await }
-        })
-        .await?;
-        Ok(())
+        let removed = self
+            .on_every_shard(|s| {
+                let s = s.clone();
+                async move { s.mark_here().await }
+            })
+            .await?;
+        Ok(removed.into_iter().sum())
     }
 
     /// Runs `work` on every shard at once; their answers in shard order.
@@ -200,9 +209,11 @@ impl Shard {
     }
 
     /// Step 3 on this shard: marks what its namespaces' retained versions and its prefetch
-    /// entries reference.
-    async fn mark_here(self: &Rc<Self>) -> Result<(), ShardError> {
+    /// entries reference; then removes the journal files no retained version is in. How
+    /// many it removed.
+    async fn mark_here(self: &Rc<Self>) -> Result<u64, ShardError> {
         let cutoff_ms = self.history_cutoff_ms();
+        let mut needed_from = u64::MAX;
         let mut marks = Marks {
             shard: self,
             by_owner: vec![Vec::new(); self.shards],
@@ -214,7 +225,8 @@ impl Shard {
             .filter(|&ns| shard_of_namespace(ns, self.shards) == self.id)
             .collect();
         for ns in owned {
-            self.mark_namespace(ns, cutoff_ms, &mut marks).await?;
+            let oldest = self.mark_namespace(ns, cutoff_ms, &mut marks).await?;
+            needed_from = needed_from.min(oldest);
             let listed: Vec<BlockHash> = self
                 .prefetch_mut()
                 .entries_of(ns, Instant::now())
@@ -224,36 +236,44 @@ impl Shard {
                 marks.add(h).await?;
             }
         }
-        marks.finish().await
+        marks.finish().await?;
+        Ok(self.journal().remove_files_before(needed_from).await?)
     }
 
-    /// Marks the blocks of every retained version of every path of `ns`.
+    /// Marks the blocks of every retained version of every path of `ns`; the oldest journal
+    /// generation a retained version other than a latest row lives in.
     async fn mark_namespace(
         &self,
         ns: NsId,
         cutoff_ms: u64,
         marks: &mut Marks<'_>,
-    ) -> Result<(), ShardError> {
+    ) -> Result<u64, ShardError> {
         let mut cursor = 0;
+        let mut oldest = u64::MAX;
         loop {
             let (paths, next, more) = {
                 let state = self.journal().state();
                 let Some(page) = state.list(ns, cursor, PAGE_ROWS) else {
-                    return Ok(());
+                    return Ok(oldest);
                 };
                 let paths: Vec<String> = page.rows.iter().map(|r| r.path.clone()).collect();
                 (paths, page.cursor, page.has_more)
             };
             for path in paths {
                 let mut walk = self.journal().retained_history(ns, &path, cutoff_ms);
+                let mut latest = true;
                 while let Some(row) = walk.next().await? {
+                    if let (false, Some(at)) = (latest, row.at) {
+                        oldest = oldest.min(at.generation);
+                    }
+                    latest = false;
                     for h in row.version.blocklist {
                         marks.add(h).await?;
                     }
                 }
             }
             if !more {
-                return Ok(());
+                return Ok(oldest);
             }
             debug_assert!(next > cursor, "the walk moves forward");
             cursor = next;

@@ -422,6 +422,7 @@ impl Shard {
             gc_bytes_reclaimed: b.bytes_reclaimed,
             gc_segments_compacted: b.segments_compacted,
             gc_bytes_moved: b.bytes_moved,
+            journal_files_removed: j.files_removed,
         });
     }
 }
