@@ -23,6 +23,7 @@ use holdall_proto::limits::{BATCH_BYTES_DEFAULT, COMMIT_BATCH_MAX};
 use holdall_proto::BlockHash;
 use holdall_proto::FileVersion;
 
+use crate::collections;
 use crate::daemon::{create_user, Daemon};
 use crate::ledger::{BlockSpec, Book, Reconciled};
 use crate::workload::{self, Target, Violation};
@@ -46,6 +47,19 @@ pub struct Options {
     pub cycles_per_store: u64,
     /// Longest time from the start of the load to the kill.
     pub kill_after_max: Duration,
+    /// Force a garbage collection this often during the load (zero: never).
+    pub collect_every: Duration,
+    /// holdalld's `--history-retention`, if not its default.
+    pub history_retention: Option<String>,
+}
+
+impl Options {
+    fn server_flags(&self) -> Vec<String> {
+        match &self.history_retention {
+            Some(r) => vec!["--history-retention".into(), r.clone()],
+            None => Vec::new(),
+        }
+    }
 }
 
 /// What a run saw.
@@ -65,6 +79,12 @@ pub struct Summary {
     pub checked_rows: u64,
     /// Bytes read back.
     pub checked_bytes: u64,
+    /// Forced collections that completed.
+    pub collections: u64,
+    /// Versions `history` listed (within the retention) read back byte-exact.
+    pub checked_versions: u64,
+    /// Versions refused that had left the retention between listing and reading.
+    pub aged_out_versions: u64,
 }
 
 /// A store (data folder) and what the load was told about it.
@@ -96,8 +116,14 @@ pub fn run(opts: &Options) -> Result<Summary> {
         }
         let (mut daemon, mut s) = match store.take() {
             Some(mut s) => {
-                let daemon = Daemon::start(&opts.holdalld, &s.data, opts.shards, &s.log)?;
-                check(&daemon.addr, &mut s, &mut summary)
+                let daemon = Daemon::start(
+                    &opts.holdalld,
+                    &s.data,
+                    opts.shards,
+                    &opts.server_flags(),
+                    &s.log,
+                )?;
+                check(&daemon.addr, &mut s, opts, &mut summary)
                     .with_context(|| failed_at(opts, cycle, &s))?;
                 (daemon, s)
             }
@@ -105,7 +131,12 @@ pub fn run(opts: &Options) -> Result<Summary> {
         };
         let kill_after =
             Duration::from_millis(rng.u64(..=opts.kill_after_max.as_millis().max(1) as u64));
-        let violations = load_then_kill(&mut daemon, &mut s, kill_after, &mut rng, cycle)?;
+        let load = Load {
+            kill_after,
+            collect_every: opts.collect_every,
+            cycle,
+        };
+        let violations = load_then_kill(&mut daemon, &mut s, &load, &mut rng, &mut summary)?;
         if let Some(v) = violations.first() {
             bail!("{}: {}", failed_at(opts, cycle, &s), v.0);
         }
@@ -135,7 +166,13 @@ fn new_store(opts: &Options, cycle: u64) -> Result<(Daemon, Store)> {
     let log = data.with_extension("log");
     let _ = std::fs::remove_dir_all(&data);
     let _ = std::fs::remove_file(&log);
-    let daemon = Daemon::start(&opts.holdalld, &data, opts.shards, &log)?;
+    let daemon = Daemon::start(
+        &opts.holdalld,
+        &data,
+        opts.shards,
+        &opts.server_flags(),
+        &log,
+    )?;
     let (token, ns) = create_user(&daemon.addr, &data, "chaos")?;
     let store = Store {
         data,
@@ -148,13 +185,21 @@ fn new_store(opts: &Options, cycle: u64) -> Result<(Daemon, Store)> {
     Ok((daemon, store))
 }
 
-/// Runs the workers, kills the server after `kill_after`, and waits for them to notice.
+/// One cycle's load: when to kill, how often to collect meanwhile.
+struct Load {
+    kill_after: Duration,
+    collect_every: Duration,
+    cycle: u64,
+}
+
+/// Runs the workers (and, if asked, forced collections), kills the server after
+/// `kill_after`, and waits for them to notice.
 fn load_then_kill(
     daemon: &mut Daemon,
     s: &mut Store,
-    kill_after: Duration,
+    load: &Load,
     rng: &mut fastrand::Rng,
-    cycle: u64,
+    summary: &mut Summary,
 ) -> Result<Vec<Violation>> {
     let stop = AtomicBool::new(false);
     let addr = daemon.addr.clone();
@@ -163,7 +208,7 @@ fn load_then_kill(
         token: &s.token,
         ns: s.ns,
     };
-    let floor = s.jid_floor;
+    let (floor, data) = (s.jid_floor, s.data.clone());
     let seeds: Vec<u64> = s.books.iter().map(|_| rng.u64(..)).collect();
     let (violations, kill) = std::thread::scope(|scope| {
         let workers: Vec<_> = s
@@ -174,21 +219,31 @@ fn load_then_kill(
             .map(|(w, (book, seed))| {
                 let (target, stop) = (&target, &stop);
                 scope.spawn(move || {
-                    let mut rng = fastrand::Rng::with_seed(seed ^ cycle);
+                    let mut rng = fastrand::Rng::with_seed(seed ^ load.cycle);
                     workload::work(target, w, book, &mut rng, floor, stop)
                 })
             })
             .collect();
-        std::thread::sleep(kill_after);
+        let collector = (!load.collect_every.is_zero()).then(|| {
+            let (addr, data, stop) = (&addr, &data, &stop);
+            scope.spawn(move || collections::collect_until(addr, data, load.collect_every, stop))
+        });
+        std::thread::sleep(load.kill_after);
         let kill = daemon.kill();
         stop.store(true, Ordering::Relaxed);
-        let violations: Vec<Violation> = workers
+        let mut violations: Vec<Violation> = workers
             .into_iter()
             .filter_map(|w| {
                 w.join()
                     .unwrap_or_else(|_| Some(Violation("a load worker panicked".into())))
             })
             .collect();
+        match collector.map(|c| c.join()) {
+            Some(Ok(Ok(done))) => summary.collections += done,
+            Some(Ok(Err(v))) => violations.push(v),
+            Some(Err(_)) => violations.push(Violation("the collector panicked".into())),
+            None => {}
+        }
         (violations, kill)
     });
     kill?;
@@ -197,7 +252,7 @@ fn load_then_kill(
 
 /// After a restart: every path's row against the books, every live row's blocks and every
 /// block store_batch acknowledged since the last check read back byte-exact.
-fn check(addr: &str, s: &mut Store, summary: &mut Summary) -> Result<()> {
+fn check(addr: &str, s: &mut Store, opts: &Options, summary: &mut Summary) -> Result<()> {
     let mut conn = Conn::connect(addr)?;
     let rows = list_all(&mut conn, &s.token, s.ns)?;
     let specs: HashMap<BlockHash, BlockSpec> = s
@@ -233,6 +288,14 @@ fn check(addr: &str, s: &mut Store, summary: &mut Summary) -> Result<()> {
             .with_context(|| format!("reading back {} (jid {})", row.path, row.jid))?;
         summary.checked_rows += 1;
         summary.checked_bytes += bytes;
+    }
+    if !opts.collect_every.is_zero() {
+        let paths: Vec<&String> = s.books.iter().flat_map(|b| b.paths.keys()).collect();
+        let seen = collections::check_versions(&mut conn, &s.token, s.ns, &paths, |c, row| {
+            read_back(c, &s.token, row, &specs)
+        })?;
+        summary.checked_versions += seen.read;
+        summary.aged_out_versions += seen.aged_out;
     }
     let mut unchecked: Vec<BlockHash> = s
         .books
@@ -432,10 +495,13 @@ fn retrieve(
     for (frame, want) in decode_retrieve_frames(&answer, BATCH_BYTES_DEFAULT as u64).zip(hashes) {
         let frame = frame.context("a retrieve frame")?;
         ensure!(
-            frame.hash == *want && frame.status == RetrieveStatus::Ok,
-            "block {want} came back {:?}",
-            frame.status
+            frame.hash == *want,
+            "block {want} came back as {}",
+            frame.hash
         );
+        if frame.status != RetrieveStatus::Ok {
+            return Err(collections::NotServed(*want, frame.status).into());
+        }
         ensure!(
             frame.data == specs[want].data().as_slice(),
             "block {want} came back with other bytes"
@@ -453,8 +519,15 @@ fn retrieve(
 
 /// The last check of a store, then a clean stop, and the folder removed.
 fn finish(opts: &Options, mut s: Store, summary: &mut Summary) -> Result<()> {
-    let daemon = Daemon::start(&opts.holdalld, &s.data, opts.shards, &s.log)?;
-    check(&daemon.addr, &mut s, summary).with_context(|| failed_at(opts, summary.cycles, &s))?;
+    let daemon = Daemon::start(
+        &opts.holdalld,
+        &s.data,
+        opts.shards,
+        &opts.server_flags(),
+        &s.log,
+    )?;
+    check(&daemon.addr, &mut s, opts, summary)
+        .with_context(|| failed_at(opts, summary.cycles, &s))?;
     daemon.stop()?;
     std::fs::remove_dir_all(&s.data)?;
     std::fs::remove_file(&s.log)?;

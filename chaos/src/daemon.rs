@@ -20,9 +20,15 @@ pub struct Daemon {
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Daemon {
-    /// Starts `bin serve` on `data` with `shards` shards on a free loopback port; its log
-    /// is appended to `log`.
-    pub fn start(bin: &Path, data: &Path, shards: usize, log: &Path) -> Result<Daemon> {
+    /// Starts `bin serve` on `data` with `shards` shards and `flags` on a free loopback
+    /// port; its log is appended to `log`.
+    pub fn start(
+        bin: &Path,
+        data: &Path,
+        shards: usize,
+        flags: &[String],
+        log: &Path,
+    ) -> Result<Daemon> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -33,6 +39,7 @@ impl Daemon {
             .arg(shards.to_string())
             .arg("--data")
             .arg(data)
+            .args(flags)
             .env("HOLDALL_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(log)

@@ -97,7 +97,7 @@ pub fn run(opts: &Options) -> Result<Summary> {
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root)?;
     let data = root.join("data");
-    let server = Daemon::start(&opts.holdalld, &data, 2, &root.join("holdalld.log"))?;
+    let server = Daemon::start(&opts.holdalld, &data, 2, &[], &root.join("holdalld.log"))?;
     let (token, _) = create_user(&server.addr, &data, "chaos")?;
     let devices = (0..opts.devices)
         .map(|i| {

@@ -1,6 +1,7 @@
 //! holdall-chaos: Holdall's reliability harnesses, run by hand for long runs and by the
 //! tests for short ones.
 
+mod collections;
 mod crash;
 mod daemon;
 mod devices;
@@ -50,6 +51,14 @@ enum Command {
         /// Longest time from the start of the load to the kill, in milliseconds.
         #[arg(long, default_value_t = 600)]
         kill_after_ms_max: u64,
+        /// Force a garbage collection (`POST /v1/admin/gc`) this often during the load, in
+        /// milliseconds, so that kills land in collections and compactions; each check
+        /// then also reads back every version `history` still lists. 0: none.
+        #[arg(long, default_value_t = 0)]
+        collect_every_ms: u64,
+        /// holdalld's `--history-retention` (short, so that collections free versions).
+        #[arg(long)]
+        history_retention: Option<String>,
     },
     /// Real `holdall sync` processes on two to four folders under a seeded schedule of
     /// edits, renames, moves, deletions, syncs killed with SIGKILL and wiped state folders;
@@ -87,6 +96,8 @@ fn main() -> Result<()> {
             workers,
             cycles_per_store,
             kill_after_ms_max,
+            collect_every_ms,
+            history_retention,
         } => {
             let seed = seed.unwrap_or_else(clock_seed);
             let opts = crash::Options {
@@ -98,6 +109,8 @@ fn main() -> Result<()> {
                 workers,
                 cycles_per_store,
                 kill_after_max: Duration::from_millis(kill_after_ms_max),
+                collect_every: Duration::from_millis(collect_every_ms),
+                history_retention,
             };
             println!(
                 "crash harness: seed {seed}, {cycles} cycles, {workers} workers, {shards} shards"
@@ -105,15 +118,18 @@ fn main() -> Result<()> {
             let started = Instant::now();
             let s = crash::run(&opts)?;
             println!(
-                "ok: {} cycles in {:.0} s; {} commits acknowledged and kept; unanswered at a kill: {} there whole, {} gone; {} rows and {} acknowledged blocks read back byte-exact ({:.1} MB)",
+                "ok: {} cycles in {:.0} s; {} commits acknowledged and kept; unanswered at a kill: {} there whole, {} gone; {} rows, {} versions within the retention ({} aged out while read) and {} acknowledged blocks read back byte-exact ({:.1} MB); {} forced collections",
                 s.cycles,
                 started.elapsed().as_secs_f64(),
                 s.acked_commits,
                 s.adopted_commits,
                 s.dropped_commits,
                 s.checked_rows,
+                s.checked_versions,
+                s.aged_out_versions,
                 s.checked_blocks,
-                s.checked_bytes as f64 / 1e6
+                s.checked_bytes as f64 / 1e6,
+                s.collections
             );
         }
         Command::Devices {

@@ -1,6 +1,7 @@
 //! The reliability harnesses in CI, short runs with fixed seeds (the long runs are in
-//! docs/RELIABILITY.md): holdalld killed with SIGKILL 20 times under load, and real clients
-//! on three folders under a schedule of edits, kills and wiped state.
+//! docs/RELIABILITY.md): holdalld killed with SIGKILL 20 times under load and 10 times
+//! under load and forced collections, and real clients on three folders under a schedule
+//! of edits, kills and wiped state.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -51,6 +52,29 @@ fn twenty_kills_under_load_lose_nothing_acknowledged() {
         "10",
     ]);
     assert!(out.contains("ok: 20 cycles"), "{out}");
+}
+
+#[test]
+fn kills_during_collections_lose_no_retained_version() {
+    let out = chaos(&[
+        "crash",
+        "--seed",
+        "20261204",
+        "--cycles",
+        "10",
+        "--collect-every-ms",
+        "50",
+        "--history-retention",
+        "1s",
+    ]);
+    assert!(out.contains("ok: 10 cycles"), "{out}");
+    let collections: u64 = out
+        .split_whitespace()
+        .rev()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of collections in {out}"));
+    assert!(collections > 0, "no collection ran: {out}");
 }
 
 #[test]
