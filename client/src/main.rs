@@ -18,7 +18,7 @@ use clap::{Args, Parser, Subcommand};
 use holdall_proto::content_hash::content_hash_of_blocklist;
 
 use crate::net::api::{Api, Endpoint};
-use crate::net::throttle::parse_rate;
+use crate::net::throttle::parse_bytes;
 use crate::sync::round::{Options, Syncer};
 
 #[derive(Parser)]
@@ -40,10 +40,10 @@ struct Connect {
     #[arg(long, env = "HOLDALL_CA")]
     ca: Option<PathBuf>,
     /// Upload cap in bytes per second (suffixes K, M, G; 0 = none).
-    #[arg(long, env = "HOLDALL_UP_LIMIT", default_value = "0", value_parser = parse_rate)]
+    #[arg(long, env = "HOLDALL_UP_LIMIT", default_value = "0", value_parser = parse_bytes)]
     up_limit: u64,
     /// Download cap in bytes per second (suffixes K, M, G; 0 = none).
-    #[arg(long, env = "HOLDALL_DOWN_LIMIT", default_value = "0", value_parser = parse_rate)]
+    #[arg(long, env = "HOLDALL_DOWN_LIMIT", default_value = "0", value_parser = parse_bytes)]
     down_limit: u64,
 }
 
@@ -74,14 +74,14 @@ enum Command {
         #[arg(long, env = "HOLDALL_WORKERS", default_value_t = default_workers())]
         workers: usize,
         /// Bound of the deleted-files cache (suffixes K, M, G).
-        #[arg(long, default_value = "1G", value_parser = parse_rate)]
+        #[arg(long, default_value = "1G", value_parser = parse_bytes)]
         trash_limit: u64,
         /// Turn streaming sync off: do not prefetch blocks of files other devices are still
         /// uploading (on by default when the server offers it; `--once` never prefetches).
         #[arg(long, env = "HOLDALL_NO_STREAMING")]
         no_streaming: bool,
         /// Bound of the streaming-sync cache in .holdall/prefetch (suffixes K, M, G).
-        #[arg(long, default_value = "1G", value_parser = parse_rate)]
+        #[arg(long, default_value = "1G", value_parser = parse_bytes)]
         prefetch_limit: u64,
         #[command(flatten)]
         connect: Connect,
@@ -199,6 +199,28 @@ enum AdminCommand {
         #[command(flatten)]
         connect: Connect,
     },
+    /// Set a user's quota (logical bytes of the latest versions in the folders they own),
+    /// or remove it with `none`; prints their usage under it.
+    SetQuota {
+        /// The user.
+        name: String,
+        /// The quota: bytes, or with a unit (`500M`, `20G`, `2T`; K = 1024), or `none`.
+        #[arg(value_parser = parse_quota)]
+        quota: Quota,
+        #[command(flatten)]
+        connect: Connect,
+    },
+}
+
+/// A quota as the command line gives it: a byte count, or none.
+#[derive(Debug, Clone, Copy)]
+struct Quota(Option<u64>);
+
+fn parse_quota(text: &str) -> Result<Quota, String> {
+    match text {
+        "none" => Ok(Quota(None)),
+        _ => parse_bytes(text).map(|b| Quota(Some(b))),
+    }
 }
 
 /// Twice the cores, 4–16: transfers wait on the network and the disks as much as on a core
@@ -355,6 +377,25 @@ fn run(command: Command) -> Result<bool> {
                 user.user, user.root_ns
             );
             println!("{}", user.token);
+            Ok(true)
+        }
+        Command::Admin {
+            command:
+                AdminCommand::SetQuota {
+                    name,
+                    quota,
+                    connect,
+                },
+        } => {
+            let answer = connect.api()?.set_quota(&name, quota.0)?;
+            let quota = answer
+                .usage
+                .quota_bytes
+                .map_or("no quota".to_owned(), |q| format!("quota {q} bytes"));
+            println!(
+                "{}: {} bytes used, {quota}",
+                answer.user, answer.usage.bytes
+            );
             Ok(true)
         }
     }

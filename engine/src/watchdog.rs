@@ -186,6 +186,27 @@ pub fn nudge(tid: libc::pid_t) -> bool {
     sent == 0
 }
 
+/// Interrupts every thread of this process whose name starts with `prefix` and that waits
+/// in `io_uring_enter`: for an executor stuck before its main future ran (and so before it
+/// could say its thread id). How many were interrupted.
+pub fn nudge_waiting_named(prefix: &str) -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    let mut nudged = 0;
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let named = std::fs::read_to_string(task.path().join("comm"))
+            .is_ok_and(|name| name.starts_with(prefix));
+        if named && thread_state(tid) == ThreadState::WaitingInIoUring && nudge(tid) {
+            nudged += 1;
+        }
+    }
+    nudged
+}
+
 /// What thread `tid` of this process is doing, as far as the watchdog cares.
 #[derive(Debug, PartialEq, Eq)]
 enum ThreadState {
@@ -218,40 +239,53 @@ mod tests {
     /// A thread waiting in `io_uring_enter` for a completion that never comes: what a lost
     /// wake-up looks like. Its result, once the wait ends.
     fn wait_on_an_empty_ring() -> mpsc::Receiver<(i64, Option<i32>, Duration, u64)> {
+        wait_on_an_empty_ring_named("ring-waiter", true)
+    }
+
+    /// The same, on a thread called `name`, watched or not.
+    fn wait_on_an_empty_ring_named(
+        name: &str,
+        watched: bool,
+    ) -> mpsc::Receiver<(i64, Option<i32>, Duration, u64)> {
         let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let heartbeat = Heartbeat::register();
-            // struct io_uring_params: 120 bytes, all zero asks for the defaults.
-            let mut params = [0u32; 30];
-            // SAFETY: params is a zeroed io_uring_params of the kernel's size.
-            let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4, params.as_mut_ptr()) };
-            assert!(
-                fd >= 0,
-                "io_uring_setup: {}",
-                std::io::Error::last_os_error()
-            );
-            let before = nudges_total();
-            let start = Instant::now();
-            const GETEVENTS: u32 = 1;
-            // SAFETY: waits for one completion on our own ring; no buffers are passed.
-            let waited = unsafe {
-                libc::syscall(
-                    libc::SYS_io_uring_enter,
-                    fd,
-                    0u32,
-                    1u32,
-                    GETEVENTS,
-                    std::ptr::null::<libc::c_void>(),
-                    0usize,
-                )
-            };
-            let errno = std::io::Error::last_os_error().raw_os_error();
-            let took = start.elapsed();
-            drop(heartbeat);
-            // SAFETY: fd is the ring made above.
-            unsafe { libc::close(fd as libc::c_int) };
-            let _ = tx.send((waited, errno, took, nudges_total() - before));
-        });
+        let thread = std::thread::Builder::new().name(name.into());
+        thread
+            .spawn(move || {
+                // Registering installs the signal handler; an unwatched thread leaves at once.
+                let heartbeat = Heartbeat::register();
+                let heartbeat = watched.then_some(heartbeat);
+                // struct io_uring_params: 120 bytes, all zero asks for the defaults.
+                let mut params = [0u32; 30];
+                // SAFETY: params is a zeroed io_uring_params of the kernel's size.
+                let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4, params.as_mut_ptr()) };
+                assert!(
+                    fd >= 0,
+                    "io_uring_setup: {}",
+                    std::io::Error::last_os_error()
+                );
+                let before = nudges_total();
+                let start = Instant::now();
+                const GETEVENTS: u32 = 1;
+                // SAFETY: waits for one completion on our own ring; no buffers are passed.
+                let waited = unsafe {
+                    libc::syscall(
+                        libc::SYS_io_uring_enter,
+                        fd,
+                        0u32,
+                        1u32,
+                        GETEVENTS,
+                        std::ptr::null::<libc::c_void>(),
+                        0usize,
+                    )
+                };
+                let errno = std::io::Error::last_os_error().raw_os_error();
+                let took = start.elapsed();
+                drop(heartbeat);
+                // SAFETY: fd is the ring made above.
+                unsafe { libc::close(fd as libc::c_int) };
+                let _ = tx.send((waited, errno, took, nudges_total() - before));
+            })
+            .unwrap();
         rx
     }
 
@@ -263,6 +297,22 @@ mod tests {
         assert_eq!((waited, errno), (-1, Some(libc::EINTR)));
         assert!(took >= STALL_MAX, "interrupted before a stall: {took:?}");
         assert!(nudges >= 1);
+    }
+
+    #[test]
+    fn an_unwatched_executor_waiting_in_io_uring_is_found_by_name() {
+        let rx = wait_on_an_empty_ring_named("starting-7-1", false);
+        let start = Instant::now();
+        let (waited, errno, took, _) = loop {
+            nudge_waiting_named("starting-7-");
+            if let Ok(answer) = rx.recv_timeout(Duration::from_millis(50)) {
+                break answer;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "never found");
+        };
+        assert_eq!((waited, errno), (-1, Some(libc::EINTR)));
+        assert!(took < STALL_MAX, "left to the watchdog: {took:?}");
+        assert_eq!(nudge_waiting_named("starting-7-"), 0, "the thread ended");
     }
 
     #[test]

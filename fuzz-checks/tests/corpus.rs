@@ -97,6 +97,10 @@ fn valid_inputs(target: &str) -> Vec<Vec<u8>> {
                     ns: 11,
                     path: "Shared".into(),
                 },
+                JournalRecord::Quota {
+                    user: 3,
+                    bytes: Some(1 << 30),
+                },
             ];
             let mut inputs: Vec<Vec<u8>> = records
                 .iter()

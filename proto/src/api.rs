@@ -65,6 +65,36 @@ pub struct AccountResponse {
     pub mounts: Vec<Mount>,
     /// Server limits.
     pub limits: Limits,
+    /// What the user's files take against their quota (absent from older servers).
+    #[serde(default)]
+    pub usage: Usage,
+}
+
+/// A user's usage: logical bytes of the latest versions of the files in the namespaces
+/// they own, and their quota.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Bytes used.
+    pub bytes: u64,
+    /// The quota in bytes; `null` when there is none.
+    pub quota_bytes: Option<u64>,
+}
+
+/// `POST /v1/admin/users/{user}/quota`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaRequest {
+    /// The new quota in bytes; `null` removes it.
+    pub bytes: Option<u64>,
+}
+
+/// Answer to `POST /v1/admin/users/{user}/quota`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaResponse {
+    /// The user.
+    pub user: String,
+    /// Their usage under the new quota.
+    pub usage: Usage,
 }
 
 /// `POST /v1/commit`, and one item of `commit_batch`.

@@ -111,6 +111,13 @@ pub enum DirectoryOp {
         /// Where it appears in that user's root.
         mount_path: String,
     },
+    /// Sets or removes a user's quota. Replies `[]`.
+    SetQuota {
+        /// The user.
+        user: u64,
+        /// The quota in bytes, or none.
+        bytes: Option<u64>,
+    },
 }
 
 /// Whether a new mount at `path` would clash with a user's existing `mounts`: the same path,

@@ -44,12 +44,14 @@ pub enum Route {
     Rewind,
     /// `POST /v1/admin/gc`.
     AdminGc,
+    /// `POST /v1/admin/users/{user}/quota`.
+    AdminQuota,
     /// Anything else.
     Other,
 }
 
 impl Route {
-    const ALL: [Route; 19] = [
+    const ALL: [Route; 20] = [
         Route::Healthz,
         Route::Metrics,
         Route::Account,
@@ -68,6 +70,7 @@ impl Route {
         Route::Deleted,
         Route::Rewind,
         Route::AdminGc,
+        Route::AdminQuota,
         Route::Other,
     ];
 
@@ -91,6 +94,7 @@ impl Route {
             Route::Deleted => "deleted",
             Route::Rewind => "rewind",
             Route::AdminGc => "admin_gc",
+            Route::AdminQuota => "admin_quota",
             Route::Other => "other",
         }
     }
@@ -191,6 +195,7 @@ pub struct ShardMetrics {
     longpolls_parked: AtomicU64,
     pending_waits: AtomicU64,
     pending_wait_timeouts: AtomicU64,
+    quota_refusals: AtomicU64,
 }
 
 impl Default for ShardMetrics {
@@ -204,6 +209,7 @@ impl Default for ShardMetrics {
             longpolls_parked: AtomicU64::new(0),
             pending_waits: AtomicU64::new(0),
             pending_wait_timeouts: AtomicU64::new(0),
+            quota_refusals: AtomicU64::new(0),
         }
     }
 }
@@ -252,6 +258,11 @@ impl ShardMetrics {
     /// A wait for a pending block ended without it.
     pub fn pending_wait_timed_out(&self) {
         self.pending_wait_timeouts.fetch_add(1, Relaxed);
+    }
+
+    /// Commits refused because they would take a user past quota.
+    pub fn quota_refused(&self, commits: u64) {
+        self.quota_refusals.fetch_add(commits, Relaxed);
     }
 
     /// Publishes the shard's engine figures.
@@ -558,6 +569,12 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
             "counter",
             "Waits for a prefetch block that ended without it",
             |s| s.pending_wait_timeouts.load(Relaxed),
+        ),
+        (
+            "holdall_quota_refusals_total",
+            "counter",
+            "Commits refused (507 quota_exceeded) as they would take a user past quota",
+            |s| s.quota_refusals.load(Relaxed),
         ),
     ] {
         let n: u64 = shards.iter().map(|s| read(s)).sum();

@@ -10,7 +10,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use crate::auth::authenticate;
 use crate::body::Body;
-use crate::handlers::{account, admin, blocks, commit, history, list, retrieve, rewind};
+use crate::handlers::{account, admin, blocks, commit, history, list, quota, retrieve, rewind};
 use crate::metrics::Route;
 use crate::reply::{method_not_allowed, text, ApiError};
 use crate::shard::Shard;
@@ -48,6 +48,7 @@ async fn dispatch(shard: &Rc<Shard>, req: Request<Incoming>) -> (Route, Response
         ["v1", "account"] => (Route::Account, Method::GET),
         ["v1", "admin", "users"] => (Route::AdminUsers, Method::POST),
         ["v1", "admin", "gc"] => (Route::AdminGc, Method::POST),
+        ["v1", "admin", "users", _, "quota"] => (Route::AdminQuota, Method::POST),
         ["v1", "store_batch"] => (Route::StoreBatch, Method::POST),
         ["v1", "namespaces"] => (Route::Namespaces, Method::POST),
         ["v1", "namespaces", _, "members"] => (Route::Members, Method::POST),
@@ -87,7 +88,7 @@ async fn dispatch(shard: &Rc<Shard>, req: Request<Incoming>) -> (Route, Response
         _ => match authenticate(shard, &req) {
             Err(e) => Err(e),
             Ok(user) => match route {
-                Route::Account => Ok(account::account(shard, &user)),
+                Route::Account => account::account(shard, &user).await,
                 Route::AdminUsers => admin::create_user(shard, &user, req).await,
                 Route::StoreBatch => blocks::store_batch(shard, &user, req).await,
                 Route::Namespaces => admin::create_namespace(shard, &user, req).await,
@@ -105,6 +106,7 @@ async fn dispatch(shard: &Rc<Shard>, req: Request<Incoming>) -> (Route, Response
                 Route::Deleted => history::deleted(shard, &user, req).await,
                 Route::Rewind => rewind::rewind(shard, &user, req).await,
                 Route::AdminGc => admin::gc(shard, &user).await,
+                Route::AdminQuota => quota::set_quota(shard, &user, segments[3], req).await,
                 Route::Healthz | Route::Metrics | Route::Other => {
                     Err(ApiError::internal("route dispatched twice"))
                 }

@@ -138,8 +138,13 @@ fn wait_ready(id: usize, ready: &mpsc::Receiver<Ready>, at: &StartStep) -> Resul
                 // Start-up once stalled with the shard parked in io_uring_enter while its
                 // heartbeat looked alive; a debugger's interruption freed it. So a slow
                 // shard is interrupted too (harmless if it is just busy).
+                // Stuck before its main future ran, it has not said its thread id yet: its
+                // executor's threads are found by name.
                 let tid = at.tid.load(Ordering::Relaxed);
-                let nudged = tid != 0 && holdall_engine::watchdog::nudge(tid);
+                let nudged = match tid {
+                    0 => holdall_engine::watchdog::nudge_waiting_named(&format!("shard-{id}-")) > 0,
+                    tid => holdall_engine::watchdog::nudge(tid),
+                };
                 warn!(
                     shard = id,
                     waited_s = started.elapsed().as_secs(),

@@ -12,10 +12,12 @@ use holdall_proto::api::{
     AccountResponse, AddMemberRequest, CommitBatchRequest, CommitBatchResponse, CommitRequest,
     CreateNamespaceRequest, CreateNamespaceResponse, CreateUserRequest, CreateUserResponse,
     DeletedRequest, DeletedResponse, ErrorBody, HistoryRequest, HistoryResponse, ListRequest,
-    ListResponse, LongpollRequest, LongpollResponse, NsId, RestoreRequest, RestoreResponse,
-    RetrieveBatchRequest, RewindRequest, RewindResponse, StoreBatchResponse,
+    ListResponse, LongpollRequest, LongpollResponse, NsId, QuotaRequest, QuotaResponse,
+    RestoreRequest, RestoreResponse, RetrieveBatchRequest, RewindRequest, RewindResponse,
+    StoreBatchResponse,
 };
 use holdall_proto::frame::{store_frame_header, STORE_HEADER_BYTES};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
@@ -31,6 +33,12 @@ const JSON_BYTES_MAX: u64 = 256 * 1024 * 1024;
 
 /// How long a plain call may take before it is abandoned and retried.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// What a path segment (a user name) keeps as is: letters, digits and `-._~`.
+const PATH_SEGMENT: AsciiSet = NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -637,6 +645,15 @@ impl Api {
             &CreateUserRequest { name: name.into() },
             CALL_TIMEOUT,
         )
+    }
+
+    /// `POST /v1/admin/users/{user}/quota`; the name goes percent-encoded.
+    pub fn set_quota(&self, user: &str, bytes: Option<u64>) -> Result<QuotaResponse, ApiError> {
+        let path = format!(
+            "/v1/admin/users/{}/quota",
+            utf8_percent_encode(user, &PATH_SEGMENT)
+        );
+        self.json("admin/quota", &path, &QuotaRequest { bytes }, CALL_TIMEOUT)
     }
 }
 

@@ -3,5 +3,6 @@
 //! top room: it uses `transfer`, `local` and `net`, and nothing uses it but `main`.
 
 pub mod planner;
+pub mod quota;
 pub mod round;
 pub mod watch;

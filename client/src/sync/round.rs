@@ -12,8 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use holdall_proto::api::{Cursors, Limits, ListRequest};
+use holdall_proto::api::{Cursors, Limits, ListRequest, Usage};
 use holdall_proto::limits::LIST_LIMIT_MAX;
+
+use crate::sync::quota::{is_quota_refusal, QuotaNotice};
 use holdall_proto::BlockHash;
 use tracing::{debug, info, warn};
 
@@ -108,6 +110,9 @@ pub struct Syncer {
     opts: Options,
     layout: Layout,
     limits: Limits,
+    /// What the account uses against its quota, as of the round's start.
+    usage: Usage,
+    quota_notice: QuotaNotice,
     /// Newest prefetch entry version listed per namespace.
     prefetch_cursors: Cursors,
     /// The streaming-sync cache, while a prefetcher runs.
@@ -173,6 +178,8 @@ impl Syncer {
                 mounts: account.mounts,
             },
             limits: account.limits,
+            usage: account.usage,
+            quota_notice: QuotaNotice::default(),
             prefetch_cursors: Cursors::new(),
             prefetch: None,
             stored_lately: Arc::new(StoredLately::new(early_memory(&account.limits))),
@@ -244,6 +251,7 @@ impl Syncer {
             mounts: account.mounts,
         };
         self.limits = account.limits;
+        self.usage = account.usage;
         Ok(())
     }
 
@@ -415,6 +423,9 @@ impl Syncer {
         }
         if let Some(cache) = &self.prefetch {
             cache.purge(listed_at);
+        }
+        if let Some(message) = self.quota_notice.observe(&report.errors, self.usage) {
+            eprintln!("holdall: {message}");
         }
         Ok(report)
     }
@@ -643,7 +654,8 @@ pub fn log_round(r: &Report, took: Duration) {
         took_ms = took.as_millis() as u64,
         "sync round"
     );
-    for (p, e) in &r.errors {
+    // Quota refusals are told once, by the round, not per path every round.
+    for (p, e) in r.errors.iter().filter(|(_, e)| !is_quota_refusal(e)) {
         warn!(path = %p, error = %e, "not synced");
     }
 }

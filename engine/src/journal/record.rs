@@ -136,6 +136,14 @@ pub enum JournalRecord {
         /// Where it appears in the user's root.
         path: String,
     },
+    /// A user's quota: the most logical bytes the latest versions in the namespaces they own
+    /// may take, or none (no limit). The last record for a user holds.
+    Quota {
+        /// The user.
+        user: UserId,
+        /// The limit in bytes, or none.
+        bytes: Option<u64>,
+    },
 }
 
 /// Why bytes are not a valid record.
@@ -258,6 +266,12 @@ fn encode_as(record: &JournalRecord, located: bool, out: &mut Vec<u8>) {
             out.extend_from_slice(&ns.to_le_bytes());
             put_str(out, path);
             5
+        }
+        JournalRecord::Quota { user, bytes } => {
+            out.extend_from_slice(&user.to_le_bytes());
+            out.push(u8::from(bytes.is_some()));
+            out.extend_from_slice(&bytes.unwrap_or(0).to_le_bytes());
+            8
         }
     };
     let body_len = (out.len() - start - HEADER_BYTES) as u32;
@@ -466,6 +480,22 @@ pub fn decode(bytes: &[u8]) -> Result<(JournalRecord, usize), JournalRecordError
             ns: b.u64()?,
             path: b.path()?,
         },
+        8 if version >= VERSION => {
+            let user = b.u64()?;
+            let limited = match b.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(JournalRecordError::Body("quota flag")),
+            };
+            let bytes = b.u64()?;
+            if !limited && bytes != 0 {
+                return Err(JournalRecordError::Body("bytes of no quota are not zero"));
+            }
+            JournalRecord::Quota {
+                user,
+                bytes: limited.then_some(bytes),
+            }
+        }
         _ => return Err(JournalRecordError::Body("unknown record type")),
     };
     b.end()?;
@@ -533,6 +563,14 @@ mod tests {
                 user: 2,
                 ns: 4,
                 path: "Shared/Team".into(),
+            },
+            JournalRecord::Quota {
+                user: 2,
+                bytes: Some(5 << 30),
+            },
+            JournalRecord::Quota {
+                user: 2,
+                bytes: None,
             },
             JournalRecord::Earlier(Row {
                 ns: 3,

@@ -129,6 +129,9 @@ pub enum RecordInvalid {
     /// Rows go through commits.
     #[error("rows are written by commits")]
     RowNotAllowed,
+    /// A record about a user who does not exist.
+    #[error("no user {0}")]
+    NoSuchUser(UserId),
 }
 
 /// A user.
@@ -161,6 +164,16 @@ pub struct Namespace {
     /// Block → how many live rows list it: what the namespace's readers may fetch, and what
     /// a commit may claim without uploading (the Dropship rule).
     blocks: HashMap<BlockHash, u32>,
+    /// Logical bytes of the live files: what the namespace counts against its owner's quota.
+    live_bytes: u64,
+}
+
+/// Logical bytes a row counts for: a file's size, nothing for a folder or deletion.
+fn counted_bytes(row: &Row) -> u64 {
+    match row.version.kind {
+        EntryKind::File => row.version.size,
+        EntryKind::Dir | EntryKind::Deleted => 0,
+    }
 }
 
 impl Namespace {
@@ -198,6 +211,11 @@ impl Namespace {
         self.live_rows_after(0)
     }
 
+    /// Logical bytes of the latest versions of its files.
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes
+    }
+
     /// Distinct blocks listed by live rows.
     pub fn blocks_referenced(&self) -> usize {
         self.blocks.len()
@@ -226,6 +244,7 @@ impl Namespace {
         if let Some(old) = self.latest.insert(row.path.clone(), row.jid) {
             if let Ok(i) = self.position(old) {
                 if let Some(old_row) = self.rows[i].1.take() {
+                    self.live_bytes -= counted_bytes(&old_row);
                     for hash in &old_row.version.blocklist {
                         if let hashbrown::hash_map::Entry::Occupied(mut e) =
                             self.blocks.entry(*hash)
@@ -243,6 +262,7 @@ impl Namespace {
         for hash in &row.version.blocklist {
             *self.blocks.entry(*hash).or_default() += 1;
         }
+        self.live_bytes += counted_bytes(&row);
         self.rows.push((row.jid, Some(row)));
         self.live += 1;
         if self.rows.len() > 1024 && self.live < self.rows.len() / 2 {
@@ -270,6 +290,9 @@ pub struct State {
     user_names: HashMap<String, UserId>,
     tokens: HashMap<[u8; 32], UserId>,
     mounts: BTreeMap<UserId, Vec<(NsId, String)>>,
+    quotas: HashMap<UserId, u64>,
+    /// Owner → logical bytes of the live files in the namespaces they own here.
+    usage: HashMap<UserId, u64>,
     rows_total: u64,
     skipped_records: u64,
 }
@@ -381,6 +404,17 @@ impl State {
     /// The user whose token hashes to `token_sha256`.
     pub fn user_by_token(&self, token_sha256: &[u8; 32]) -> Option<&User> {
         self.users.get(self.tokens.get(token_sha256)?)
+    }
+
+    /// `user`'s quota in bytes, if they have one.
+    pub fn quota(&self, user: UserId) -> Option<u64> {
+        self.quotas.get(&user).copied()
+    }
+
+    /// Logical bytes of the latest versions of the files in the namespaces `user` owns that
+    /// this state holds.
+    pub fn usage(&self, user: UserId) -> u64 {
+        self.usage.get(&user).copied().unwrap_or(0)
     }
 
     /// Namespaces mounted in `user`'s root, with their paths.
@@ -508,6 +542,13 @@ impl State {
                     return Err(RecordInvalid::NamespaceExists(*id));
                 }
             }
+            JournalRecord::Quota { user, .. } => {
+                let created =
+                    earlier_has(&|e| matches!(e, JournalRecord::User { id, .. } if id == user));
+                if !self.users.contains_key(user) && !created {
+                    return Err(RecordInvalid::NoSuchUser(*user));
+                }
+            }
             JournalRecord::Mount { user, ns, path } => {
                 let clash = |(n, p): (&NsId, &String)| n == ns || p == path;
                 let taken = self.mounts(*user).iter().any(|(n, p)| clash((n, p)))
@@ -603,6 +644,14 @@ impl State {
                 }
                 free
             }
+            JournalRecord::Quota { user, bytes } => {
+                let known = self.users.contains_key(&user);
+                match bytes {
+                    Some(b) if known => self.quotas.insert(user, b),
+                    _ => self.quotas.remove(&user),
+                };
+                known
+            }
         };
         if !ok {
             self.skipped_records += 1;
@@ -616,7 +665,10 @@ impl State {
         if row.jid <= ns.last_jid {
             return false;
         }
+        let before = ns.live_bytes;
         ns.push(row);
+        let usage = self.usage.entry(ns.owner).or_default();
+        *usage = *usage + ns.live_bytes - before;
         self.rows_total += 1;
         true
     }
@@ -653,6 +705,10 @@ impl State {
                 path: path.clone(),
             })
         });
+        let quotas = self.quotas.iter().map(|(u, b)| JournalRecord::Quota {
+            user: *u,
+            bytes: Some(*b),
+        });
         let rows = self
             .namespaces
             .values()
@@ -661,6 +717,7 @@ impl State {
             .chain(tokens)
             .chain(namespaces)
             .chain(mounts)
+            .chain(quotas)
             .chain(rows)
     }
 }
@@ -930,5 +987,54 @@ mod tests {
             Err(RecordInvalid::MountTaken { .. })
         ));
         assert!(s.check_records(&[mount(7, "x"), mount(8, "y")]).is_ok());
+    }
+
+    #[test]
+    fn usage_follows_the_live_files_of_each_owner_and_quotas_survive_a_snapshot() {
+        let mut s = state_with_ns(1);
+        s.apply(JournalRecord::User {
+            id: 1,
+            name: "ann".into(),
+            root_ns: 1,
+            admin: false,
+        });
+        let sized = |path: &str, size: u64, parent| Commit {
+            version: FileVersion {
+                size,
+                ..file(1, path, None).version
+            },
+            ..file(1, path, parent)
+        };
+        let a = commit(&mut s, &sized("a", 10, None)).unwrap();
+        commit(&mut s, &sized("b", 7, None)).unwrap();
+        assert_eq!((s.usage(1), s.namespace(1).unwrap().live_bytes()), (17, 17));
+        let a = commit(&mut s, &sized("a", 3, Some(a))).unwrap();
+        assert_eq!(s.usage(1), 10);
+        let gone = Commit {
+            version: FileVersion::deleted(),
+            ..file(1, "a", Some(a))
+        };
+        commit(&mut s, &gone).unwrap();
+        assert_eq!((s.usage(1), s.usage(2)), (7, 0));
+
+        assert_eq!(
+            s.check_records(&[JournalRecord::Quota {
+                user: 2,
+                bytes: Some(1)
+            }]),
+            Err(RecordInvalid::NoSuchUser(2))
+        );
+        s.apply(JournalRecord::Quota {
+            user: 1,
+            bytes: Some(100),
+        });
+        let mut copy = State::default();
+        copy.apply_all(s.snapshot_records().collect());
+        assert_eq!((copy.quota(1), copy.usage(1)), (Some(100), 7));
+        s.apply(JournalRecord::Quota {
+            user: 1,
+            bytes: None,
+        });
+        assert_eq!(s.quota(1), None);
     }
 }

@@ -1,4 +1,5 @@
-//! `GET /v1/account`: who the token belongs to, their mounts and the server's limits.
+//! `GET /v1/account`: who the token belongs to, their mounts, the server's limits and
+//! their usage against their quota.
 
 use holdall_engine::journal::state::User;
 use holdall_proto::api::{AccountResponse, Limits, Mount};
@@ -6,11 +7,14 @@ use holdall_proto::limits::{BATCH_BYTES_DEFAULT, BLOCK_BYTES_MAX};
 use hyper::{Response, StatusCode};
 
 use crate::body::Body;
-use crate::reply::json;
+use std::rc::Rc;
+
+use crate::reply::{json, ApiError};
 use crate::shard::Shard;
 
 /// The account of `user`.
-pub fn account(shard: &Shard, user: &User) -> Response<Body> {
+pub async fn account(shard: &Rc<Shard>, user: &User) -> Result<Response<Body>, ApiError> {
+    let usage = crate::handlers::quota::usage_of(shard, user.id).await?;
     let directory = shard.directory();
     let body = AccountResponse {
         user: user.name.clone(),
@@ -28,6 +32,7 @@ pub fn account(shard: &Shard, user: &User) -> Response<Body> {
             batch_bytes_max: BATCH_BYTES_DEFAULT as u64,
             prefetch_ttl_s: shard.streaming().then(|| shard.prefetch().ttl().as_secs()),
         },
+        usage,
     };
-    json(StatusCode::OK, &body)
+    Ok(json(StatusCode::OK, &body))
 }

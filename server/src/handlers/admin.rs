@@ -23,7 +23,7 @@ use crate::shard::{shard_of_namespace, Shard};
 const ADMIN_BODY_BYTES_MAX: usize = 64 * 1024;
 
 /// The 403 for a caller who is not the admin.
-fn admin_only(user: &User, what: &str) -> Result<(), ApiError> {
+pub(crate) fn admin_only(user: &User, what: &str) -> Result<(), ApiError> {
     if user.admin {
         return Ok(());
     }

@@ -126,6 +126,10 @@ async fn run(
             Err(e) => answers[i] = Some(Err(e)),
         }
     }
+    for (i, refusal) in crate::handlers::quota::over_quota(shard, &commits).await? {
+        answers[i] = Some(Err(refusal));
+    }
+    commits.retain(|(i, _)| answers[*i].is_none());
     let hashes: Vec<BlockHash> = commits
         .iter()
         .flat_map(|(_, c)| c.version.blocklist.iter().copied())

@@ -22,6 +22,7 @@ use hyper::{Request, Response, StatusCode};
 use crate::body::Body;
 use crate::handlers::access;
 use crate::handlers::commit::commit_ready;
+use crate::handlers::quota::over_quota;
 use crate::reply::{json, ApiError};
 use crate::request::{author_of, read_json};
 use crate::shard::{shard_of_block, shard_of_namespace, Shard};
@@ -202,7 +203,11 @@ async fn restore_commit(
 /// Commits a restore, answering a concurrent change to the path with 409.
 async fn commit_restore(shard: &Rc<Shard>, c: Commit) -> Result<Jid, ApiError> {
     use holdall_proto::api::CommitResult;
-    let answered = commit_ready(shard, vec![(0, c)]).await?.pop();
+    let ready = vec![(0, c)];
+    if let Some((_, refusal)) = over_quota(shard, &ready).await?.pop() {
+        return Err(refusal);
+    }
+    let answered = commit_ready(shard, ready).await?.pop();
     match answered {
         Some((_, Ok(CommitResult::Ok { jid }))) => Ok(jid),
         Some((_, Ok(CommitResult::Conflict { current_jid }))) => Err(conflict(current_jid)),

@@ -8,5 +8,6 @@ pub mod blocks;
 pub mod commit;
 pub mod history;
 pub mod list;
+pub mod quota;
 pub mod retrieve;
 pub mod rewind;

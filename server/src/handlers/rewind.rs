@@ -22,6 +22,7 @@ use crate::body::Body;
 use crate::handlers::access;
 use crate::handlers::commit::wake_namespace;
 use crate::handlers::history::{bad_path, blocks_stored, is_under};
+use crate::handlers::quota::over_quota;
 use crate::reply::{json, ApiError};
 use crate::request::{author_of, read_json};
 use crate::shard::{shard_of_namespace, Shard};
@@ -122,6 +123,7 @@ async fn rewind_here(
     let changes = match dry_run {
         true => Some(commits.into_iter().map(change_of).collect()),
         false => {
+            check_quota(shard, &commits).await?;
             write(shard, ns, commits).await?;
             None
         }
@@ -145,6 +147,17 @@ fn change_of(c: Commit) -> RewindChange {
         path: c.path,
         kind: c.version.kind,
         size: c.version.size,
+    }
+}
+
+/// Refuses the whole rewind if it would take the namespace's owner past quota, counting
+/// its deletions first (the rewind is written as one, so only its net growth matters).
+async fn check_quota(shard: &Rc<Shard>, commits: &[Commit]) -> Result<(), ApiError> {
+    let mut ordered: Vec<(usize, Commit)> = commits.iter().cloned().enumerate().collect();
+    ordered.sort_by_key(|(_, c)| c.version.kind != EntryKind::Deleted);
+    match over_quota(shard, &ordered).await?.into_iter().next() {
+        Some((_, refusal)) => Err(refusal),
+        None => Ok(()),
     }
 }
 

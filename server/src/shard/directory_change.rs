@@ -111,6 +111,9 @@ impl Shard {
                     vec![],
                 )
             }
+            DirectoryOp::SetQuota { user, bytes } => {
+                (vec![JournalRecord::Quota { user, bytes }], None, vec![])
+            }
         };
         Ok(Change {
             records,
