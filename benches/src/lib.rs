@@ -2,6 +2,7 @@
 //! this machine and the engine's figures, each taken the same way every run.
 
 pub mod engine_runs;
+pub mod gc_bench;
 pub mod http_client;
 pub mod limits;
 pub mod load;

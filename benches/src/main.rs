@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use holdall_benches::streaming_bench::{self, Link, ASYMMETRIC, EQUAL, SEED_TABLE};
-use holdall_benches::{engine_runs, http_client, limits, load, median, sync_bench};
+use holdall_benches::{engine_runs, gc_bench, http_client, limits, load, median, sync_bench};
 use holdall_engine::runtime;
 
 #[derive(Parser)]
@@ -111,6 +111,17 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Garbage collection on a real holdalld: fill, delete half, let the retention pass,
+    /// collect; space given back, compaction rate and store_batch beside a collection,
+    /// against the disk's O_DIRECT write measured in the same run.
+    Gc {
+        /// Scratch folder on the disk to measure.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// GiB to fill before deleting half.
+        #[arg(long, default_value_t = 4)]
+        fill_gib: usize,
+    },
     /// The engine's figures beside the limits measured in the same run.
     Engine {
         /// Scratch folder on the disk to measure.
@@ -208,8 +219,53 @@ fn main() -> Result<()> {
             runs,
         } => sync(&dir, large_mib, folders, per_folder, small_bytes, runs)?,
         Command::Streaming { dir, quick } => streaming(&dir, quick)?,
+        Command::Gc { dir, fill_gib } => gc(&dir, fill_gib)?,
     }
     Ok(())
+}
+
+/// The GC benchmark's figures beside the disk's limits of the same run, with the goals.
+fn gc(dir: &std::path::Path, fill_gib: usize) -> Result<()> {
+    let (_, _, w, r) = limits_row(dir, 3)?;
+    println!("limits: O_DIRECT write {w:.2} GB/s, read {r:.2} GB/s (medians of 3)");
+    let g = gc_bench::run(dir, fill_gib)?;
+    let gb = |b: u64| b as f64 / 1e9;
+    let reclaimed = g.reclaimed_bytes as f64 / g.dead_bytes as f64;
+    let rate = g.moved_bytes as f64 / g.collect_s / 1e9;
+    let during = g.store_during_gbps / g.store_idle_gbps;
+    println!(
+        "filled {:.2} GB; segments {:.2} GB, of them dead {:.2} GB (half the files deleted)",
+        gb(g.filled_bytes),
+        gb(g.segment_bytes_before),
+        gb(g.dead_bytes)
+    );
+    println!(
+        "| figure | value | against | goal |\n|---|---:|---:|---|\n\
+         | space given back (on disk) | {:.2} GB ({:.2} GB reported) | {:.1} % of the dead bytes | ≥ 95 %: {} |\n\
+         | compaction, unbounded --gc-rate | {:.2} GB copied in {:.2} s = {rate:.2} GB/s | {:.2} × O_DIRECT write | ≥ 0.5 ×: {} |\n\
+         | store_batch beside a collection at the default --gc-rate | {:.2} GB/s (idle {:.2}) | {during:.2} × idle{} | ≥ 0.7 ×: {} |",
+        gb(g.reclaimed_bytes),
+        gb(g.reported_reclaimed_bytes),
+        reclaimed * 100.0,
+        met(reclaimed >= 0.95),
+        gb(g.moved_bytes),
+        g.collect_s,
+        rate / w,
+        met(rate / w >= 0.5),
+        g.store_during_gbps,
+        g.store_idle_gbps,
+        if g.overlapped { "" } else { " (the collection ended before the load)" },
+        met(during >= 0.7),
+    );
+    Ok(())
+}
+
+fn met(yes: bool) -> &'static str {
+    if yes {
+        "met"
+    } else {
+        "missed"
+    }
 }
 
 /// The size `--quick` syncs, in MB.

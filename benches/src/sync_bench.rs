@@ -33,10 +33,16 @@ pub fn sibling(name: &str) -> Result<PathBuf> {
 
 /// Starts holdalld on `data` on a free loopback port; the process and its URL.
 pub fn start_server(data: &Path) -> Result<(Daemon, String)> {
+    start_server_with(data, &[])
+}
+
+/// As [`start_server`], with more flags.
+pub fn start_server_with(data: &Path, flags: &[&str]) -> Result<(Daemon, String)> {
     use std::io::BufRead;
     let mut child = Command::new(sibling("holdalld")?)
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
+        .args(flags)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -95,7 +95,7 @@ mod tests {
         assert_eq!(parse_bytes("2MB"), Ok(2 << 20));
         assert_eq!(parse_bytes("3T"), Ok(3 << 40));
         assert!(parse_bytes("fast").is_err());
-        assert!(parse_bytes("10T").is_err());
+        assert!(parse_bytes("10P").is_err());
         assert!(parse_bytes("").is_err());
     }
 
