@@ -192,27 +192,50 @@ pub async fn journal_commits(dir: &Path, n: usize, concurrency: usize) -> Result
     Ok((rate, j.stats().flushes))
 }
 
-/// Commits `rows` rows in batches of 1000, then times a reopen. Returns (rows/s while
-/// writing, reopen seconds, snapshots written).
-pub async fn journal_reopen(dir: &Path, rows: usize) -> Result<(f64, f64, u64)> {
+/// Commits `rows` rows in batches of 1000, `versions` times over (each pass supersedes
+/// the one before, so `rows` stay live with `versions - 1` older versions each in the
+/// history), then times a reopen. Returns (rows/s while writing, reopen seconds,
+/// snapshots written).
+pub async fn journal_reopen(dir: &Path, rows: usize, versions: usize) -> Result<(f64, f64, u64)> {
+    let (rate, snapshots) = journal_write(dir, rows, versions).await?;
+    let reopen = journal_open_timed(dir, rows, versions).await?;
+    Ok((rate, reopen, snapshots))
+}
+
+/// The writing half of [`journal_reopen`]: (rows/s, snapshots written).
+pub async fn journal_write(dir: &Path, rows: usize, versions: usize) -> Result<(f64, u64)> {
     let j = journal_with_ns(dir).await?;
     let t = Instant::now();
-    for start in (0..rows).step_by(1000) {
-        let batch = (start..(start + 1000).min(rows)).map(row_commit).collect();
-        j.commit(batch).await?;
+    for pass in 0..versions {
+        for start in (0..rows).step_by(1000) {
+            let batch = (start..(start + 1000).min(rows))
+                .map(|i| Commit {
+                    // Path i's row of the pass before has JID (pass - 1) * rows + i + 1.
+                    parent_jid: (pass > 0).then(|| ((pass - 1) * rows + i + 1) as u64),
+                    ..row_commit(i)
+                })
+                .collect();
+            j.commit(batch).await?;
+        }
     }
-    let rate = rows as f64 / t.elapsed().as_secs_f64();
+    let rate = (rows * versions) as f64 / t.elapsed().as_secs_f64();
     let snapshots = j.stats().snapshots;
     j.close().await;
+    Ok((rate, snapshots))
+}
+
+/// Seconds to open the journal [`journal_write`] left in `dir`, checked whole.
+pub async fn journal_open_timed(dir: &Path, rows: usize, versions: usize) -> Result<f64> {
     let t = Instant::now();
     let j = Journal::open(JournalConfig::new(dir)).await?;
     let reopen = t.elapsed().as_secs_f64();
+    let want = (rows, (rows * versions) as u64);
     ensure!(
-        j.state().namespace(1).map(|n| n.len()) == Some(rows),
+        j.state().namespace(1).map(|n| (n.len(), n.last_jid())) == Some(want),
         "rows lost across reopen"
     );
     j.close().await;
-    Ok((rate, reopen, snapshots))
+    Ok(reopen)
 }
 
 /// Nanoseconds per prefetch upsert and per lookup, over `n` entries of 16 blocks.
