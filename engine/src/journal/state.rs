@@ -4,8 +4,9 @@
 //! written, against this state plus what the same group commit already took.
 
 use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 
-use hashbrown::HashMap;
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
 use holdall_proto::api::{EntryKind, Jid, NsId};
 use holdall_proto::content_hash::block_count;
@@ -155,8 +156,10 @@ pub struct Namespace {
     /// Root or shared.
     pub shared: bool,
     last_jid: Jid,
-    /// Path → JID of its latest row.
-    latest: HashMap<String, Jid>,
+    /// JID of each path's latest row with the path's hash; the path itself is compared
+    /// with the row's own, so it is kept once (in the row), not twice.
+    latest: HashTable<(Jid, u64)>,
+    hasher: DefaultHashBuilder,
     /// Latest rows in JID order; a superseded row leaves a `None` until compaction. JIDs only
     /// grow, so appending keeps the order and lookups are binary searches.
     rows: Vec<(Jid, Option<Row>)>,
@@ -166,6 +169,12 @@ pub struct Namespace {
     blocks: HashMap<BlockHash, u32>,
     /// Logical bytes of the live files: what the namespace counts against its owner's quota.
     live_bytes: u64,
+}
+
+/// The path of live row `jid` of `rows` (kept in JID order).
+fn path_of(rows: &[(Jid, Option<Row>)], jid: Jid) -> Option<&str> {
+    let i = rows.binary_search_by_key(&jid, |(j, _)| *j).ok()?;
+    rows[i].1.as_ref().map(|r| r.path.as_str())
 }
 
 /// Logical bytes a row counts for: a file's size, nothing for a folder or deletion.
@@ -225,6 +234,21 @@ impl Namespace {
         self.rows.binary_search_by_key(&jid, |(j, _)| *j)
     }
 
+    /// The JID of `path`'s latest row.
+    fn latest_jid(&self, path: &str) -> Option<Jid> {
+        let (rows, hash) = (&self.rows, self.hasher.hash_one(path));
+        self.latest
+            .find(hash, |&(jid, h)| {
+                h == hash && path_of(rows, jid) == Some(path)
+            })
+            .map(|&(jid, _)| jid)
+    }
+
+    /// Makes room for `additional` more paths.
+    fn reserve_paths(&mut self, additional: usize) {
+        self.latest.reserve(additional, |&(_, hash)| hash);
+    }
+
     fn row(&self, jid: Jid) -> Option<&Row> {
         let i = self.position(jid).ok()?;
         self.rows[i].1.as_ref()
@@ -241,7 +265,15 @@ impl Namespace {
     fn push(&mut self, row: Row) {
         debug_assert!(row.jid > self.last_jid);
         self.last_jid = row.jid;
-        if let Some(old) = self.latest.insert(row.path.clone(), row.jid) {
+        let (jid, hash) = (row.jid, self.hasher.hash_one(row.path.as_str()));
+        let rows = &self.rows;
+        let replaced = self
+            .latest
+            .find_mut(hash, |&(j, h)| {
+                h == hash && path_of(rows, j) == Some(row.path.as_str())
+            })
+            .map(|slot| std::mem::replace(&mut slot.0, jid));
+        if let Some(old) = replaced {
             if let Ok(i) = self.position(old) {
                 if let Some(old_row) = self.rows[i].1.take() {
                     self.live_bytes -= counted_bytes(&old_row);
@@ -263,8 +295,11 @@ impl Namespace {
             *self.blocks.entry(*hash).or_default() += 1;
         }
         self.live_bytes += counted_bytes(&row);
-        self.rows.push((row.jid, Some(row)));
+        self.rows.push((jid, Some(row)));
         self.live += 1;
+        if replaced.is_none() {
+            self.latest.insert_unique(hash, (jid, hash), |&(_, h)| h);
+        }
         if self.rows.len() > 1024 && self.live < self.rows.len() / 2 {
             self.rows.retain(|(_, r)| r.is_some());
         }
@@ -334,7 +369,7 @@ impl State {
     /// The latest row of `path` in `ns`.
     pub fn latest(&self, ns: NsId, path: &str) -> Option<&Row> {
         let n = self.namespaces.get(&ns)?;
-        n.row(*n.latest.get(path)?)
+        n.row(n.latest_jid(path)?)
     }
 
     /// The row `jid` of `ns`, if it is still the latest of its path.
@@ -384,10 +419,8 @@ impl State {
             return false;
         };
         let below = format!("{path}/");
-        n.latest.iter().any(|(p, &jid)| {
-            (p == path || p.starts_with(&below))
-                && n.row(jid)
-                    .is_some_and(|r| r.version.kind != EntryKind::Deleted)
+        n.latest_rows().any(|r| {
+            (r.path == path || r.path.starts_with(&below)) && r.version.kind != EntryKind::Deleted
         })
     }
 
@@ -453,9 +486,8 @@ impl State {
         let current = match pending.latest.get(&key) {
             Some(&(jid, kind)) => Some((jid, kind)),
             None => ns
-                .latest
-                .get(&c.path)
-                .and_then(|&jid| ns.row(jid))
+                .latest_jid(&c.path)
+                .and_then(|jid| ns.row(jid))
                 .map(|r| (r.jid, r.version.kind)),
         };
         let parent_ok = match (c.parent_jid, current) {
@@ -569,10 +601,13 @@ impl State {
 
     /// Applies durable records in order, sizing each namespace's maps for its rows first.
     pub fn apply_all(&mut self, records: Vec<JournalRecord>) {
-        let mut rows_per_ns: HashMap<NsId, usize> = HashMap::new();
+        // Rows and blocks per namespace.
+        let mut rows_per_ns: HashMap<NsId, (usize, usize)> = HashMap::new();
         for r in &records {
             if let JournalRecord::Row(row) = r {
-                *rows_per_ns.entry(row.ns).or_default() += 1;
+                let n = rows_per_ns.entry(row.ns).or_default();
+                n.0 += 1;
+                n.1 += row.version.blocklist.len();
             }
         }
         let mut reserved = false;
@@ -580,10 +615,16 @@ impl State {
             if !reserved && matches!(r, JournalRecord::Row(_)) {
                 // Namespaces come before their rows in snapshots; in journal files they exist
                 // already or are created by an earlier record of the same batch.
-                for (ns, n) in &rows_per_ns {
+                for (ns, &(rows, blocks)) in &rows_per_ns {
                     if let Some(namespace) = self.namespaces.get_mut(ns) {
-                        namespace.latest.reserve(*n);
-                        namespace.rows.reserve(*n);
+                        // A namespace loaded from scratch (a snapshot) gets every row once:
+                        // its blocks are about the rows' blocks. Replayed rows may supersede
+                        // each other, so their blocks are not counted in advance.
+                        if namespace.rows.is_empty() {
+                            namespace.blocks.reserve(blocks);
+                        }
+                        namespace.reserve_paths(rows);
+                        namespace.rows.reserve(rows);
                     }
                 }
                 reserved = true;
