@@ -403,6 +403,29 @@ fn row(b: &mut Body<'_>, version: u8) -> Result<Row, JournalRecordError> {
     Ok(row)
 }
 
+/// The length of the record at the start of `bytes` and, for a row, its namespace and
+/// block count, read from fixed offsets without decoding or checking it: for sizing maps
+/// before a load that [`decode`] then checks record by record. `None` if the header or the
+/// fields are out of bounds.
+pub fn peek_row(bytes: &[u8]) -> Option<(usize, Option<(NsId, usize)>)> {
+    let u64_at =
+        |b: &[u8], at: usize| Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?));
+    let body_len = u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?) as usize;
+    let body = bytes.get(HEADER_BYTES..HEADER_BYTES.checked_add(body_len)?)?;
+    let row = match bytes[5] {
+        1 => body,
+        // A located row: its own location (generation, offset) first.
+        6 => body.get(16..)?,
+        _ => return Some((HEADER_BYTES + body_len, None)),
+    };
+    // ns, jid, kind, size, mtime_ms, then the path (u16 length) and the block count.
+    let ns = u64_at(row, 0)?;
+    let path_len = u16::from_le_bytes(row.get(33..35)?.try_into().ok()?) as usize;
+    let at = 35 + path_len;
+    let count = u32::from_le_bytes(row.get(at..at + 4)?.try_into().ok()?) as usize;
+    Some((HEADER_BYTES + body_len, Some((ns, count))))
+}
+
 /// Decodes the record at the start of `bytes`; returns it and the bytes it took.
 pub fn decode(bytes: &[u8]) -> Result<(JournalRecord, usize), JournalRecordError> {
     if bytes.len() < HEADER_BYTES {
@@ -648,6 +671,19 @@ mod tests {
             at += len;
         }
         assert_eq!(at, buf.len());
+    }
+
+    #[test]
+    fn peeking_gives_each_row_its_namespace_and_block_count() {
+        for (r, bytes) in encodings() {
+            let peeked = peek_row(&bytes);
+            let want = match &r {
+                JournalRecord::Row(row) => Some((row.ns, row.version.blocklist.len())),
+                _ => None,
+            };
+            assert_eq!(peeked, Some((bytes.len(), want)), "{r:?}");
+            assert_eq!(peek_row(&bytes[..bytes.len() - 1]), None);
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use tracing::warn;
 
 use super::{generations, io_err, snapshot_path, JournalError};
 use crate::journal::record::{self, JournalRecord};
-use crate::journal::state::State;
+use crate::journal::state::{Sizing, State};
 use crate::storage::Storage;
 
 const SNAPSHOT_MAGIC: [u8; 4] = *b"HSNP";
@@ -50,19 +50,27 @@ pub(super) fn decode_snapshot(bytes: &[u8], generation: u64) -> Option<State> {
         return None;
     }
     let count = u64::from_le_bytes(body[16..24].try_into().ok()?);
-    let mut records = Vec::with_capacity(count.min(1 << 24) as usize);
+    // Records are applied as they are decoded, with no list of them all in between: the
+    // namespaces' maps are sized first from a quick pass over the rows' fixed fields.
+    let mut sizing = Sizing::default();
     let mut at = SNAPSHOT_HEAD_BYTES;
     while at < body.len() {
-        let (record, len) = record::decode(&body[at..]).ok()?;
-        records.push(record);
+        let (len, row) = record::peek_row(&body[at..])?;
+        if let Some((ns, blocks)) = row {
+            sizing.add(ns, blocks);
+        }
         at += len;
     }
-    if records.len() as u64 != count {
-        return None;
-    }
     let mut state = State::default();
-    state.apply_all(records);
-    Some(state)
+    let mut sizing = Some(sizing);
+    let (mut at, mut decoded) = (SNAPSHOT_HEAD_BYTES, 0u64);
+    while at < body.len() {
+        let (record, len) = record::decode(&body[at..]).ok()?;
+        state.apply_sized(record, &mut sizing);
+        at += len;
+        decoded += 1;
+    }
+    (decoded == count).then_some(state)
 }
 
 /// The newest snapshot that checks out, its generation, and how many newer ones did not

@@ -306,6 +306,20 @@ impl Namespace {
     }
 }
 
+/// How many rows, and blocks in them, each namespace is about to get: for sizing its maps
+/// once before a load instead of growing them row by row.
+#[derive(Debug, Default)]
+pub struct Sizing(HashMap<NsId, (usize, usize)>);
+
+impl Sizing {
+    /// Counts a row of `ns` listing `blocks` blocks.
+    pub fn add(&mut self, ns: NsId, blocks: usize) {
+        let n = self.0.entry(ns).or_default();
+        n.0 += 1;
+        n.1 += blocks;
+    }
+}
+
 /// One page of `list`.
 #[derive(Debug)]
 pub struct ListPage<'a> {
@@ -601,35 +615,43 @@ impl State {
 
     /// Applies durable records in order, sizing each namespace's maps for its rows first.
     pub fn apply_all(&mut self, records: Vec<JournalRecord>) {
-        // Rows and blocks per namespace.
-        let mut rows_per_ns: HashMap<NsId, (usize, usize)> = HashMap::new();
+        let mut sizing = Sizing::default();
         for r in &records {
             if let JournalRecord::Row(row) = r {
-                let n = rows_per_ns.entry(row.ns).or_default();
-                n.0 += 1;
-                n.1 += row.version.blocklist.len();
+                sizing.add(row.ns, row.version.blocklist.len());
             }
         }
-        let mut reserved = false;
+        let mut sizing = Some(sizing);
         for r in records {
-            if !reserved && matches!(r, JournalRecord::Row(_)) {
-                // Namespaces come before their rows in snapshots; in journal files they exist
-                // already or are created by an earlier record of the same batch.
-                for (ns, &(rows, blocks)) in &rows_per_ns {
-                    if let Some(namespace) = self.namespaces.get_mut(ns) {
-                        // A namespace loaded from scratch (a snapshot) gets every row once:
-                        // its blocks are about the rows' blocks. Replayed rows may supersede
-                        // each other, so their blocks are not counted in advance.
-                        if namespace.rows.is_empty() {
-                            namespace.blocks.reserve(blocks);
-                        }
-                        namespace.reserve_paths(rows);
-                        namespace.rows.reserve(rows);
-                    }
-                }
-                reserved = true;
+            self.apply_sized(r, &mut sizing);
+        }
+    }
+
+    /// Applies `record`; before the first row, sizes the namespaces' maps by `sizing`
+    /// (taken, so it is used once).
+    pub fn apply_sized(&mut self, record: JournalRecord, sizing: &mut Option<Sizing>) {
+        if matches!(record, JournalRecord::Row(_)) {
+            if let Some(sizing) = sizing.take() {
+                self.reserve(sizing);
             }
-            self.apply(r);
+        }
+        self.apply(record);
+    }
+
+    // Namespaces come before their rows in snapshots; in journal files they exist already
+    // or are created by an earlier record of the same batch.
+    fn reserve(&mut self, sizing: Sizing) {
+        for (ns, (rows, blocks)) in sizing.0 {
+            if let Some(namespace) = self.namespaces.get_mut(&ns) {
+                // A namespace loaded from scratch (a snapshot) gets every row once: its
+                // blocks are about the rows' blocks. Replayed rows may supersede each other,
+                // so their blocks are not counted in advance.
+                if namespace.rows.is_empty() {
+                    namespace.blocks.reserve(blocks);
+                }
+                namespace.reserve_paths(rows);
+                namespace.rows.reserve(rows);
+            }
         }
     }
 
