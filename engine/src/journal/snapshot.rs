@@ -63,14 +63,45 @@ pub(super) fn decode_snapshot(bytes: &[u8], generation: u64) -> Option<State> {
     }
     let mut state = State::default();
     let mut sizing = Some(sizing);
-    let (mut at, mut decoded) = (SNAPSHOT_HEAD_BYTES, 0u64);
-    while at < body.len() {
-        let (record, len) = record::decode(&body[at..]).ok()?;
-        state.apply_sized(record, &mut sizing);
+    // Decoding (a third of the time) runs on a thread of its own beside the applying, in
+    // batches through a bounded channel: a restart is waiting for this.
+    let decoded = std::thread::scope(|scope| {
+        let (batches, arriving) = std::sync::mpsc::sync_channel(DECODED_BATCHES_MAX);
+        let decoder = scope.spawn(move || decode_records(&body[SNAPSHOT_HEAD_BYTES..], batches));
+        for batch in arriving {
+            for record in batch {
+                state.apply_sized(record, &mut sizing);
+            }
+        }
+        decoder.join().ok().flatten()
+    })?;
+    (decoded == count).then_some(state)
+}
+
+/// Records per batch from the decoding thread, and batches decoded ahead of the applying.
+const DECODED_BATCH_RECORDS: usize = 4096;
+const DECODED_BATCHES_MAX: usize = 8;
+
+/// Decodes every record of `bytes` into `batches`; how many, or `None` at the first that
+/// does not decode (or if the applying side stopped listening).
+fn decode_records(
+    bytes: &[u8],
+    batches: std::sync::mpsc::SyncSender<Vec<JournalRecord>>,
+) -> Option<u64> {
+    let (mut at, mut decoded) = (0, 0u64);
+    let mut batch = Vec::with_capacity(DECODED_BATCH_RECORDS);
+    while at < bytes.len() {
+        let (record, len) = record::decode(&bytes[at..]).ok()?;
+        batch.push(record);
         at += len;
         decoded += 1;
+        if batch.len() == DECODED_BATCH_RECORDS {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(DECODED_BATCH_RECORDS));
+            batches.send(full).ok()?;
+        }
     }
-    (decoded == count).then_some(state)
+    batches.send(batch).ok()?;
+    Some(decoded)
 }
 
 /// The newest snapshot that checks out, its generation, and how many newer ones did not
@@ -97,4 +128,64 @@ pub(super) fn load_newest_snapshot(
         }
     }
     Ok((State::default(), 0, damaged))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::record::{NamespaceKind, Row};
+    use holdall_proto::{BlockHash, FileVersion};
+
+    /// A state of one namespace with `rows` files, enough for several decoded batches.
+    fn state(rows: u64) -> State {
+        let mut s = State::default();
+        s.apply(JournalRecord::Namespace {
+            id: 1,
+            owner: 1,
+            kind: NamespaceKind::Root,
+        });
+        for i in 0..rows {
+            s.apply(JournalRecord::Row(Row {
+                ns: 1,
+                jid: i + 1,
+                path: format!("f{i}"),
+                version: FileVersion::file(vec![BlockHash::of(&i.to_le_bytes())], 1, 0),
+                committed_ms: 0,
+                author: Default::default(),
+                prev: None,
+                at: None,
+            }));
+        }
+        s
+    }
+
+    /// Recomputes the whole-file checksum after an edit.
+    fn reseal(bytes: &mut Vec<u8>) {
+        let body = bytes.len() - 4;
+        let crc = crc32fast::hash(&bytes[..body]);
+        bytes[body..].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    #[test]
+    fn a_snapshot_reads_back_whole_and_one_bad_record_or_count_refuses_it() {
+        let rows = 3 * DECODED_BATCH_RECORDS as u64 + 5;
+        let bytes = encode_snapshot(&state(rows), 7);
+        let back = decode_snapshot(&bytes, 7).expect("decodes");
+        assert_eq!(back.namespace(1).map(|n| n.len()), Some(rows as usize));
+        assert!(decode_snapshot(&bytes, 8).is_none(), "another generation");
+
+        // A record deep in the file whose own checksum fails, under a valid file checksum:
+        // the decoding thread stops there and the snapshot is refused.
+        let mut bad = bytes.clone();
+        let at = bad.len() * 3 / 4;
+        bad[at] ^= 0x40;
+        reseal(&mut bad);
+        assert!(decode_snapshot(&bad, 7).is_none());
+
+        let mut short = bytes;
+        let count = u64::from_le_bytes(short[16..24].try_into().unwrap()) + 1;
+        short[16..24].copy_from_slice(&count.to_le_bytes());
+        reseal(&mut short);
+        assert!(decode_snapshot(&short, 7).is_none(), "a record missing");
+    }
 }
