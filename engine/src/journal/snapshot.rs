@@ -160,7 +160,7 @@ mod tests {
     }
 
     /// Recomputes the whole-file checksum after an edit.
-    fn reseal(bytes: &mut Vec<u8>) {
+    fn reseal(bytes: &mut [u8]) {
         let body = bytes.len() - 4;
         let crc = crc32fast::hash(&bytes[..body]);
         bytes[body..].copy_from_slice(&crc.to_le_bytes());
