@@ -78,6 +78,51 @@ pub async fn odirect_gbps(dir: &Path, total_bytes: usize) -> std::io::Result<(f6
     Ok((write, read))
 }
 
+/// GB/s copying `total_bytes` from one file to another on the same disk: 4 MiB O_DIRECT
+/// reads, two in flight, each pair written out (two in flight) before the next is read,
+/// then one fdatasync. The disk's own rate for what compaction does. Must run inside an
+/// executor.
+pub async fn odirect_copy_gbps(dir: &Path, total_bytes: usize) -> std::io::Result<f64> {
+    let medium = DmaStorage;
+    medium.create_dir(dir).await?;
+    let (from_path, to_path) = (dir.join("copy.from"), dir.join("copy.to"));
+    let from = medium.open(&from_path, OpenMode::Create).await?;
+    let to = medium.open(&to_path, OpenMode::Create).await?;
+    let n = total_bytes / BLOCK_BYTES_MAX;
+    let mut fill = storage::alloc_buffer(BLOCK_BYTES_MAX);
+    fill.as_bytes_mut()
+        .copy_from_slice(&crate::payload(7, BLOCK_BYTES_MAX));
+    let fill = Rc::new(fill);
+    for i in 0..n {
+        storage::write_all_at(&*from, fill.clone(), (i * BLOCK_BYTES_MAX) as u64).await?;
+    }
+    from.sync().await?;
+    let t = Instant::now();
+    for pair in (0..n).collect::<Vec<_>>().chunks(2) {
+        let reads = pair.iter().map(|&i| {
+            storage::read_exact_at(&*from, (i * BLOCK_BYTES_MAX) as u64, BLOCK_BYTES_MAX)
+        });
+        let mut bufs = Vec::with_capacity(2);
+        for (r, &i) in futures::future::join_all(reads).await.into_iter().zip(pair) {
+            let mut b = storage::alloc_buffer(BLOCK_BYTES_MAX);
+            b.as_bytes_mut().copy_from_slice(&r?);
+            bufs.push((Rc::new(b), i));
+        }
+        let writes = bufs
+            .into_iter()
+            .map(|(b, i)| storage::write_all_at(&*to, b, (i * BLOCK_BYTES_MAX) as u64));
+        for w in futures::future::join_all(writes).await {
+            w?;
+        }
+    }
+    to.sync().await?;
+    let copy = (n * BLOCK_BYTES_MAX) as f64 / t.elapsed().as_secs_f64() / 1e9;
+    drop((from, to));
+    std::fs::remove_file(&from_path)?;
+    std::fs::remove_file(&to_path)?;
+    Ok(copy)
+}
+
 /// GB/s of one TCP stream over loopback: a thread writes `total_bytes` in 4 MiB writes while
 /// this one reads them.
 pub fn loopback_gbps(total_bytes: usize) -> std::io::Result<f64> {
