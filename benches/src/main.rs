@@ -3,8 +3,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use holdall_benches::server_cpu::{core_s_per_gb, ServerCpu};
 use holdall_benches::streaming_bench::{self, Link, ASYMMETRIC, EQUAL, SEED_TABLE};
 use holdall_benches::{engine_runs, gc_bench, http_client, limits, load, median, sync_bench};
 use holdall_engine::runtime;
@@ -452,8 +453,26 @@ fn load(args: &LoadArgs, fetch: bool) -> Result<()> {
     let (sha, _, w, r) = limits_row(&args.dir, 1)?;
     let tcp = limits::loopback_gbps(2 << 30)?;
     println!("limits: SHA-256 one core {sha:.2} GB/s, O_DIRECT write {w:.2} / read {r:.2} GB/s, loopback TCP {tcp:.2} GB/s");
+    let port: u16 = addr
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .context("the server address has no port")?;
+    let cpu = ServerCpu::listening_on(port)?;
     let ns = load::root_ns(&addr, &args.token)?;
-    let mut rates = Vec::new();
+    let (mut rates, mut costs) = (Vec::new(), Vec::new());
+    // One run: its GB/s, and the server's core-seconds per GB over it.
+    let mut measure = |what: &str, run: &dyn Fn() -> Result<load::Run>| -> Result<()> {
+        let before = cpu.seconds()?;
+        let done = run()?;
+        let cost = core_s_per_gb(cpu.seconds()? - before, done.bytes);
+        println!(
+            "  {what} run: {:.2} GB/s, server {cost:.2} core-s/GB",
+            done.gbps()
+        );
+        rates.push(done.gbps());
+        costs.push(cost);
+        Ok(())
+    };
     if fetch {
         let blocks = load::unique_blocks(args.blocks);
         load::ingest(&addr, &args.token, &blocks, args.concurrency)?;
@@ -462,13 +481,13 @@ fn load(args: &LoadArgs, fetch: bool) -> Result<()> {
         let hashes: Vec<_> = blocks.iter().map(|b| b.hash).collect();
         drop(blocks);
         for _ in 0..args.runs {
-            let run = load::fetch(&addr, &args.token, ns, &path, &hashes, args.concurrency)?;
-            println!("  retrieve_batch run: {:.2} GB/s", run.gbps());
-            rates.push(run.gbps());
+            measure("retrieve_batch", &|| {
+                load::fetch(&addr, &args.token, ns, &path, &hashes, args.concurrency)
+            })?;
         }
-        let m = median(&mut rates);
+        let (m, c) = (median(&mut rates), median(&mut costs));
         println!(
-            "retrieve_batch, {} blocks of 4 MiB, {} in flight: {m:.2} GB/s = {:.2} × O_DIRECT read, {:.2} × loopback TCP",
+            "retrieve_batch, {} blocks of 4 MiB, {} in flight: {m:.2} GB/s = {:.2} × O_DIRECT read, {:.2} × loopback TCP; server {c:.2} core-s/GB",
             args.blocks,
             args.concurrency,
             m / r,
@@ -477,13 +496,13 @@ fn load(args: &LoadArgs, fetch: bool) -> Result<()> {
     } else {
         for _ in 0..args.runs {
             let blocks = load::unique_blocks(args.blocks);
-            let run = load::ingest(&addr, &args.token, &blocks, args.concurrency)?;
-            println!("  store_batch run: {:.2} GB/s", run.gbps());
-            rates.push(run.gbps());
+            measure("store_batch", &|| {
+                load::ingest(&addr, &args.token, &blocks, args.concurrency)
+            })?;
         }
-        let m = median(&mut rates);
+        let (m, c) = (median(&mut rates), median(&mut costs));
         println!(
-            "store_batch, {} blocks of 4 MiB, {} in flight: {m:.2} GB/s = {:.2} × one core's SHA-256, {:.2} × O_DIRECT write, {:.2} × loopback TCP",
+            "store_batch, {} blocks of 4 MiB, {} in flight: {m:.2} GB/s = {:.2} × one core's SHA-256, {:.2} × O_DIRECT write, {:.2} × loopback TCP; server {c:.2} core-s/GB",
             args.blocks,
             args.concurrency,
             m / sha,

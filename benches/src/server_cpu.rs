@@ -1,0 +1,109 @@
+//! The server's CPU time, read from /proc, so that every store and retrieve run can say what
+//! it cost in core-seconds per GB beside its GB/s. The server is found by the loopback port
+//! it listens on: the process holding that listening socket.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+/// A process whose CPU time is read.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerCpu {
+    pid: u32,
+}
+
+impl ServerCpu {
+    /// The process listening on 127.0.0.1:`port`.
+    pub fn listening_on(port: u16) -> Result<ServerCpu> {
+        let inode = listening_inode(port)?;
+        let wanted = format!("socket:[{inode}]");
+        for entry in std::fs::read_dir("/proc")? {
+            let Some(pid) = entry?
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+                continue;
+            };
+            let holds = fds
+                .flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == Path::new(&wanted)));
+            if holds {
+                return Ok(ServerCpu { pid });
+            }
+        }
+        bail!("no process of this user holds the socket listening on port {port}")
+    }
+
+    /// User plus system seconds the process (all its threads, io_uring workers included)
+    /// has used so far.
+    pub fn seconds(&self) -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .with_context(|| format!("reading /proc/{}/stat", self.pid))?;
+        // The command name may hold spaces: fields are counted after its closing parenthesis.
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+        let ticks = |i: usize| -> Result<f64> {
+            Ok(fields
+                .get(i)
+                .context("a short /proc stat line")?
+                .parse::<u64>()? as f64)
+        };
+        Ok((ticks(11)? + ticks(12)?) / clock_ticks_per_s())
+    }
+}
+
+/// Core-seconds per GB: `cpu_s` spent to move `bytes`.
+pub fn core_s_per_gb(cpu_s: f64, bytes: u64) -> f64 {
+    cpu_s / (bytes as f64 / 1e9)
+}
+
+fn clock_ticks_per_s() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
+}
+
+/// The inode of the IPv4 socket listening on 127.0.0.1:`port`, from /proc/net/tcp.
+fn listening_inode(port: u16) -> Result<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp")?;
+    let local = format!("0100007F:{port:04X}");
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // local_address, ..., st (0A = LISTEN), ..., inode at index 9.
+        if f.len() > 9 && f[1] == local && f[3] == "0A" {
+            return Ok(f[9].parse()?);
+        }
+    }
+    bail!("nothing listens on 127.0.0.1:{port}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_this_process_by_its_listening_port_and_reads_its_cpu() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cpu = ServerCpu::listening_on(port).unwrap();
+        assert_eq!(cpu.pid, std::process::id());
+        let before = cpu.seconds().unwrap();
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < std::time::Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let spent = cpu.seconds().unwrap() - before;
+        assert!(spent >= 0.1, "{spent} s of CPU for 300 ms of spinning");
+        assert!((core_s_per_gb(2.0, 4_000_000_000) - 0.5).abs() < 1e-9);
+    }
+}
