@@ -54,11 +54,13 @@ pub struct Options {
 }
 
 impl Options {
-    fn server_flags(&self) -> Vec<String> {
-        match &self.history_retention {
+    /// Starts holdalld on `data` as these options ask, its log appended to `log`.
+    fn start_daemon(&self, data: &std::path::Path, log: &std::path::Path) -> Result<Daemon> {
+        let flags = match &self.history_retention {
             Some(r) => vec!["--history-retention".into(), r.clone()],
             None => Vec::new(),
-        }
+        };
+        Daemon::start(&self.holdalld, data, self.shards, &flags, log)
     }
 }
 
@@ -116,13 +118,7 @@ pub fn run(opts: &Options) -> Result<Summary> {
         }
         let (mut daemon, mut s) = match store.take() {
             Some(mut s) => {
-                let daemon = Daemon::start(
-                    &opts.holdalld,
-                    &s.data,
-                    opts.shards,
-                    &opts.server_flags(),
-                    &s.log,
-                )?;
+                let daemon = opts.start_daemon(&s.data, &s.log)?;
                 check(&daemon.addr, &mut s, opts, &mut summary)
                     .with_context(|| failed_at(opts, cycle, &s))?;
                 (daemon, s)
@@ -166,13 +162,7 @@ fn new_store(opts: &Options, cycle: u64) -> Result<(Daemon, Store)> {
     let log = data.with_extension("log");
     let _ = std::fs::remove_dir_all(&data);
     let _ = std::fs::remove_file(&log);
-    let daemon = Daemon::start(
-        &opts.holdalld,
-        &data,
-        opts.shards,
-        &opts.server_flags(),
-        &log,
-    )?;
+    let daemon = opts.start_daemon(&data, &log)?;
     let (token, ns) = create_user(&daemon.addr, &data, "chaos")?;
     let store = Store {
         data,
@@ -519,13 +509,7 @@ fn retrieve(
 
 /// The last check of a store, then a clean stop, and the folder removed.
 fn finish(opts: &Options, mut s: Store, summary: &mut Summary) -> Result<()> {
-    let daemon = Daemon::start(
-        &opts.holdalld,
-        &s.data,
-        opts.shards,
-        &opts.server_flags(),
-        &s.log,
-    )?;
+    let daemon = opts.start_daemon(&s.data, &s.log)?;
     check(&daemon.addr, &mut s, opts, summary)
         .with_context(|| failed_at(opts, summary.cycles, &s))?;
     daemon.stop()?;

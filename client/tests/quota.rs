@@ -4,30 +4,17 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
-use support::{bytes, holdall_bin, tree, wait_until, Client, Server};
+use support::{bytes, tree, wait_until, Client, Server};
 
 const MIB: usize = 1 << 20;
 /// What the client says when the server refuses files for the quota.
 const TOLD: &str = "your account is at its quota";
 
-/// `holdall admin set-quota NAME QUOTA` with the admin token; what it printed.
+/// `holdall admin set-quota NAME QUOTA`; what it printed.
 fn set_quota(server: &Server, name: &str, quota: &str) -> String {
-    let admin = std::fs::read_to_string(server.data.join("admin.token")).unwrap();
-    let out = Command::new(holdall_bin())
-        .args(["admin", "set-quota", name, quota])
-        .env("HOLDALL_SERVER", &server.url)
-        .env("HOLDALL_TOKEN", admin.trim())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    server.admin(&["set-quota", name, quota])
 }
 
 #[test]

@@ -56,9 +56,15 @@ impl Server {
 
     /// Creates a user with `holdall admin add-user`; their token.
     pub fn add_user(&self, name: &str) -> String {
+        self.admin(&["add-user", name]).trim().to_string()
+    }
+
+    /// Runs `holdall admin ARGS` with the admin token, insisting it succeeds; its stdout.
+    pub fn admin(&self, args: &[&str]) -> String {
         let admin = std::fs::read_to_string(self.data.join("admin.token")).unwrap();
         let out = Command::new(holdall_bin())
-            .args(["admin", "add-user", name])
+            .arg("admin")
+            .args(args)
             .env("HOLDALL_SERVER", &self.url)
             .env("HOLDALL_TOKEN", admin.trim())
             .output()
@@ -68,7 +74,7 @@ impl Server {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        String::from_utf8(out.stdout).unwrap()
     }
 }
 
