@@ -462,11 +462,13 @@ fn load(args: &LoadArgs, fetch: bool) -> Result<()> {
     let (mut rates, mut costs) = (Vec::new(), Vec::new());
     // One run: its GB/s, and the server's core-seconds per GB over it.
     let mut measure = |what: &str, run: &dyn Fn() -> Result<load::Run>| -> Result<()> {
-        let before = cpu.seconds()?;
+        let (before, split) = (cpu.seconds()?, cpu.seconds_split()?);
         let done = run()?;
         let cost = core_s_per_gb(cpu.seconds()? - before, done.bytes);
+        let workers = cpu.seconds_split()?.io_workers - split.io_workers;
+        let workers = core_s_per_gb(workers, done.bytes);
         println!(
-            "  {what} run: {:.2} GB/s, server {cost:.2} core-s/GB",
+            "  {what} run: {:.2} GB/s, server {cost:.2} core-s/GB (io_uring workers {workers:.2})",
             done.gbps()
         );
         rates.push(done.gbps());

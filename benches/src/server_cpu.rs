@@ -43,18 +43,54 @@ impl ServerCpu {
     pub fn seconds(&self) -> Result<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
             .with_context(|| format!("reading /proc/{}/stat", self.pid))?;
-        // The command name may hold spaces: fields are counted after its closing parenthesis.
-        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-        let ticks = |i: usize| -> Result<f64> {
-            Ok(fields
-                .get(i)
-                .context("a short /proc stat line")?
-                .parse::<u64>()? as f64)
-        };
-        Ok((ticks(11)? + ticks(12)?) / clock_ticks_per_s())
+        cpu_seconds(&stat).map(|(_, s)| s)
     }
+
+    /// CPU seconds so far, split: all threads, and the kernel's io_uring workers among them
+    /// (`iou-wrk-*`: the operations io_uring could not complete inline, such as appending
+    /// O_DIRECT writes). A worker that has exited is counted in neither (its time moves to
+    /// the process's dead-threads total, which /proc does not split).
+    pub fn seconds_split(&self) -> Result<CpuSplit> {
+        let mut split = CpuSplit::default();
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid))? {
+            let Ok(stat) = std::fs::read_to_string(task?.path().join("stat")) else {
+                continue;
+            };
+            let (name, seconds) = cpu_seconds(&stat)?;
+            split.threads += seconds;
+            if name.starts_with("iou-wrk") {
+                split.io_workers += seconds;
+            }
+        }
+        Ok(split)
+    }
+}
+
+/// CPU seconds of a process's threads, and of its io_uring workers among them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CpuSplit {
+    /// Every live thread.
+    pub threads: f64,
+    /// The io_uring worker threads.
+    pub io_workers: f64,
+}
+
+/// The command name and user + system seconds of a /proc `stat` line.
+fn cpu_seconds(stat: &str) -> Result<(&str, f64)> {
+    // The name may hold spaces and parentheses: it runs to the last ')'.
+    let (head, after) = stat
+        .rsplit_once(')')
+        .context("a /proc stat line without a name")?;
+    let name = head.split_once('(').map_or("", |(_, n)| n);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = |i: usize| -> Result<f64> {
+        Ok(fields
+            .get(i)
+            .context("a short /proc stat line")?
+            .parse::<u64>()? as f64)
+    };
+    Ok((name, (ticks(11)? + ticks(12)?) / clock_ticks_per_s()))
 }
 
 /// Core-seconds per GB: `cpu_s` spent to move `bytes`.
@@ -104,6 +140,15 @@ mod tests {
         }
         let spent = cpu.seconds().unwrap() - before;
         assert!(spent >= 0.1, "{spent} s of CPU for 300 ms of spinning");
+        let split = cpu.seconds_split().unwrap();
+        assert!(
+            split.threads >= spent && split.io_workers >= 0.0,
+            "{split:?}"
+        );
+        let line = "42 (iou-wrk-7 (x)) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0";
+        let (name, seconds) = cpu_seconds(line).unwrap();
+        assert_eq!(name, "iou-wrk-7 (x)");
+        assert!((seconds - 300.0 / clock_ticks_per_s()).abs() < 1e-9);
         assert!((core_s_per_gb(2.0, 4_000_000_000) - 0.5).abs() < 1e-9);
     }
 }
