@@ -21,7 +21,19 @@ use crate::start::{step, StartProgress, StartStep};
 /// How long in-progress requests may take to finish after a stop signal.
 const GRACE: Duration = Duration::from_secs(10);
 
-type Ready = Result<(Vec<JournalRecord>, SocketAddr), String>;
+/// What a starting shard tells the main thread, in order.
+enum Started {
+    /// Shard 0 has the directory's records and the bound address: the other shards can
+    /// start (all at once, while shard 0 opens its own engine).
+    Init(Vec<JournalRecord>, SocketAddr),
+    /// The shard has opened its engine and accepts requests.
+    Ready,
+}
+
+type Ready = Result<Started, String>;
+
+/// The directory's records and the address, from shard 0.
+type Init = (Vec<JournalRecord>, SocketAddr);
 
 /// How often the main thread says which step a shard that is not ready yet is at.
 const START_REPORT: Duration = Duration::from_secs(10);
@@ -33,35 +45,7 @@ pub fn run(cfg: Config) -> Result<()> {
         .context("installing signal handlers")?;
     let all_metrics: Arc<Vec<Arc<ShardMetrics>>> =
         Arc::new((0..cfg.shards).map(|_| Arc::default()).collect());
-    let (meshes, inboxes) = crate::mesh::build(cfg.shards);
-    let mut wiring = meshes.into_iter().zip(inboxes);
-    let mut handles = Vec::new();
-    let mut init: Option<(Vec<JournalRecord>, SocketAddr)> = None;
-    for id in 0..cfg.shards {
-        let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
-        let at: StartStep = Arc::new(StartProgress {
-            step: std::sync::Mutex::new("starting its executor"),
-            tid: std::sync::atomic::AtomicI32::new(0),
-        });
-        let start = ShardStart {
-            id,
-            cfg: cfg.clone(),
-            init: init.clone(),
-            mesh: wiring.next().expect("one mesh end per shard"),
-            metrics: all_metrics.clone(),
-            stop: stop.clone(),
-            at: at.clone(),
-        };
-        handles.push(spawn_shard(start, ready_tx)?);
-        match wait_ready(id, &ready_rx, &at)? {
-            Ok(x) => init = Some(x),
-            Err(e) => {
-                stop.store(true, Ordering::Relaxed);
-                bail!("shard {id}: {e}");
-            }
-        }
-    }
-    let addr = init.as_ref().map(|(_, a)| *a).expect("at least one shard");
+    let (handles, addr) = start_shards(&cfg, &stop, &all_metrics)?;
     println!(
         "holdalld listening on http://{addr} ({} shards, data in {})",
         cfg.shards,
@@ -82,12 +66,67 @@ pub fn run(cfg: Config) -> Result<()> {
     join_shards(handles)
 }
 
+/// Starts every shard: shard 0 first, until it has opened the directory and bound the
+/// port; then the others, whose engines open alongside shard 0's (a restart takes the
+/// longest shard's open, not the sum). Returns once all of them accept requests.
+fn start_shards(
+    cfg: &Config,
+    stop: &Arc<AtomicBool>,
+    all_metrics: &Arc<Vec<Arc<ShardMetrics>>>,
+) -> Result<(Vec<ShardHandle>, SocketAddr)> {
+    let (meshes, inboxes) = crate::mesh::build(cfg.shards);
+    let mut wiring = meshes.into_iter().zip(inboxes);
+    let mut handles = Vec::new();
+    let mut starting = Vec::new();
+    let mut init: Option<Init> = None;
+    for id in 0..cfg.shards {
+        let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
+        let at: StartStep = Arc::new(StartProgress {
+            step: std::sync::Mutex::new("starting its executor"),
+            tid: std::sync::atomic::AtomicI32::new(0),
+        });
+        let start = ShardStart {
+            id,
+            cfg: cfg.clone(),
+            init: init.clone(),
+            mesh: wiring.next().expect("one mesh end per shard"),
+            metrics: all_metrics.clone(),
+            stop: stop.clone(),
+            at: at.clone(),
+        };
+        handles.push(spawn_shard(start, ready_tx)?);
+        if id == 0 {
+            match wait_ready(id, &ready_rx, &at)? {
+                Ok(Started::Init(records, addr)) => init = Some((records, addr)),
+                Ok(Started::Ready) => bail!("shard 0 was ready before it had the directory"),
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    bail!("shard 0: {e}");
+                }
+            }
+        }
+        starting.push((ready_rx, at));
+    }
+    for (id, (ready_rx, at)) in starting.iter().enumerate() {
+        match wait_ready(id, ready_rx, at)? {
+            Ok(Started::Ready) => {}
+            Ok(Started::Init(..)) => bail!("shard {id} sent the directory twice"),
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                bail!("shard {id}: {e}");
+            }
+        }
+    }
+    let addr = init.map(|(_, a)| a).context("no shards")?;
+    Ok((handles, addr))
+}
+
 /// What a shard's thread needs to start.
 struct ShardStart {
     id: usize,
     cfg: Config,
     /// The directory's records and the address, from shard 0 (None for shard 0 itself).
-    init: Option<(Vec<JournalRecord>, SocketAddr)>,
+    init: Option<Init>,
     mesh: (
         crate::mesh::Mesh<Shard>,
         futures::channel::mpsc::Receiver<crate::mesh::Task<Shard>>,
@@ -182,7 +221,7 @@ fn join_shards(handles: Vec<ShardHandle>) -> Result<()> {
 async fn shard_main(
     id: usize,
     cfg: Config,
-    init: Option<(Vec<JournalRecord>, SocketAddr)>,
+    init: Option<Init>,
     (mesh, mut inbox): (
         crate::mesh::Mesh<Shard>,
         futures::channel::mpsc::Receiver<crate::mesh::Task<Shard>>,
@@ -223,6 +262,9 @@ async fn shard_main(
         }
     };
     let addr = listener.local_addr().map_err(std::io::Error::from)?;
+    if id == 0 {
+        let _ = ready.send(Ok(Started::Init(records.clone(), addr)));
+    }
     let shard = Shard::open(
         id,
         &cfg,
@@ -233,7 +275,7 @@ async fn shard_main(
         at,
     )
     .await?;
-    let _ = ready.send(Ok((records, addr)));
+    let _ = ready.send(Ok(Started::Ready));
     let _ = shard.join_mesh(mesh);
     {
         let shard = shard.clone();
