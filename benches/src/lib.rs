@@ -6,6 +6,7 @@ pub mod gc_bench;
 pub mod http_client;
 pub mod limits;
 pub mod load;
+pub mod restart_bench;
 pub mod server_cpu;
 pub mod streaming_bench;
 pub mod sync_bench;

@@ -7,7 +7,9 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use holdall_benches::server_cpu::{core_s_per_gb, ServerCpu};
 use holdall_benches::streaming_bench::{self, Link, ASYMMETRIC, EQUAL, SEED_TABLE};
-use holdall_benches::{engine_runs, gc_bench, http_client, limits, load, median, sync_bench};
+use holdall_benches::{
+    engine_runs, gc_bench, http_client, limits, load, median, restart_bench, sync_bench,
+};
 use holdall_engine::runtime;
 
 #[derive(Parser)]
@@ -130,6 +132,22 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         fill_gib: usize,
     },
+    /// holdalld's restart: shards' namespaces filled with rows, then the time from start to
+    /// listening (the medians of `runs` restarts).
+    Restart {
+        /// Scratch folder.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Shards.
+        #[arg(long, default_value_t = 2)]
+        shards: usize,
+        /// Rows in each shard's namespace.
+        #[arg(long, default_value_t = 500_000)]
+        rows_per_shard: usize,
+        /// Restarts timed.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// The engine's figures beside the limits measured in the same run.
     Engine {
         /// Scratch folder on the disk to measure.
@@ -237,6 +255,19 @@ fn main() -> Result<()> {
         } => sync(&dir, large_mib, folders, per_folder, small_bytes, runs)?,
         Command::Streaming { dir, quick } => streaming(&dir, quick)?,
         Command::Gc { dir, fill_gib } => gc(&dir, fill_gib)?,
+        Command::Restart {
+            dir,
+            shards,
+            rows_per_shard,
+            runs,
+        } => {
+            let mut times = restart_bench::run(&dir, shards, rows_per_shard, runs)?;
+            let spread = format!("{:.3}–{:.3}", min(&times), max(&times));
+            println!(
+                "restart of {shards} shards × {rows_per_shard} rows: median {:.3} s ({spread} s over {runs})",
+                median(&mut times)
+            );
+        }
     }
     Ok(())
 }
@@ -311,6 +342,14 @@ fn gc(dir: &std::path::Path, fill_gib: usize) -> Result<()> {
         met(during >= 0.7),
     );
     Ok(())
+}
+
+fn min(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn max(v: &[f64]) -> f64 {
+    v.iter().copied().fold(0.0, f64::max)
 }
 
 fn met(yes: bool) -> &'static str {
