@@ -51,6 +51,8 @@ pub struct GcFigures {
     pub moved_bytes: u64,
     /// Seconds of the first collection.
     pub collect_s: f64,
+    /// Seconds of its sweep and compaction on the slowest shard (the rest was the mark).
+    pub sweep_s: f64,
     /// store_batch GB/s on an idle server.
     pub store_idle_gbps: f64,
     /// store_batch GB/s while the second collection (default `--gc-rate`) compacts.
@@ -115,6 +117,11 @@ impl Server {
 
     /// The sum over shards of a counter or gauge on `/metrics`.
     fn metric(&self, name: &str) -> Result<u64> {
+        Ok(self.metric_per_shard(name)?.iter().sum::<f64>() as u64)
+    }
+
+    /// A counter or gauge on `/metrics`, one value per series (shard).
+    fn metric_per_shard(&self, name: &str) -> Result<Vec<f64>> {
         let (_, text) = Conn::connect(&self.addr)?.request("GET", "/metrics", "", &[])?;
         let text = String::from_utf8(text)?;
         Ok(text
@@ -125,7 +132,7 @@ impl Server {
                     .is_some_and(|r| r.starts_with(['{', ' ']))
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64)
+            .collect())
     }
 }
 
@@ -150,9 +157,18 @@ pub fn run(dir: &Path, fill_gib: usize) -> Result<GcFigures> {
     let segment_bytes_before = segment_bytes(&data)?;
     let dead_bytes = segment_bytes_before * dead_files as u64 / files as u64;
     let moved_before = server.metric("holdall_gc_bytes_moved_total")?;
+    let swept_before = server.metric_per_shard("holdall_gc_seconds_total")?;
     let started = Instant::now();
     let done = server.collect()?;
     let collect_s = started.elapsed().as_secs_f64();
+    // Shards publish their figures every 500 ms.
+    std::thread::sleep(Duration::from_millis(1200));
+    let swept = server.metric_per_shard("holdall_gc_seconds_total")?;
+    let sweep_s = swept
+        .iter()
+        .zip(&swept_before)
+        .map(|(after, before)| after - before)
+        .fold(0.0, f64::max);
     let moved_bytes = server.metric("holdall_gc_bytes_moved_total")? - moved_before;
     let reclaimed_bytes = segment_bytes_before.saturating_sub(segment_bytes(&data)?);
     drop(server);
@@ -173,6 +189,7 @@ pub fn run(dir: &Path, fill_gib: usize) -> Result<GcFigures> {
         reported_reclaimed_bytes: done.bytes_reclaimed,
         moved_bytes,
         collect_s,
+        sweep_s,
         store_idle_gbps,
         store_during_gbps,
         overlapped,

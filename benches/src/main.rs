@@ -325,7 +325,7 @@ fn gc(dir: &std::path::Path, fill_gib: usize) -> Result<()> {
     println!(
         "| figure | value | against | goal |\n|---|---:|---:|---|\n\
          | space given back (on disk) | {:.2} GB ({:.2} GB reported) | {:.1} % of the dead bytes | ≥ 95 %: {} |\n\
-         | compaction, unbounded --gc-rate | {:.2} GB copied in {:.2} s = {rate:.2} GB/s | {:.2} × O_DIRECT write, {:.2} × the disk's copy | ≥ 0.5 × write: {} |\n\
+         | compaction, unbounded --gc-rate | {:.2} GB copied in {:.2} s (sweeps {:.2} s) = {rate:.2} GB/s | {:.2} × O_DIRECT write, {:.2} × the disk's copy | ≥ 0.5 × write: {} |\n\
          | store_batch beside a collection at the default --gc-rate | {:.2} GB/s (idle {:.2}) | {during:.2} × idle{} | ≥ 0.7 ×: {} |",
         gb(g.reclaimed_bytes),
         gb(g.reported_reclaimed_bytes),
@@ -333,6 +333,7 @@ fn gc(dir: &std::path::Path, fill_gib: usize) -> Result<()> {
         met(reclaimed >= 0.95),
         gb(g.moved_bytes),
         g.collect_s,
+        g.sweep_s,
         rate / w,
         rate / copy,
         met(rate / w >= 0.5),
