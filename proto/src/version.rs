@@ -63,6 +63,15 @@ impl FileVersion {
         }
     }
 
+    /// Logical bytes this version takes against a quota: a file's size, nothing for a
+    /// folder or a deletion.
+    pub fn counted_bytes(&self) -> u64 {
+        match self.kind {
+            EntryKind::File => self.size,
+            EntryKind::Dir | EntryKind::Deleted => 0,
+        }
+    }
+
     /// Whether this is a deletion.
     pub fn is_deleted(&self) -> bool {
         self.kind == EntryKind::Deleted

@@ -14,8 +14,6 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use holdall_proto::api::{Cursors, Limits, ListRequest, Usage};
 use holdall_proto::limits::LIST_LIMIT_MAX;
-
-use crate::sync::quota::{is_quota_refusal, QuotaNotice};
 use holdall_proto::BlockHash;
 use tracing::{debug, info, warn};
 
@@ -29,6 +27,7 @@ use crate::local::trash::Trash;
 use crate::local::tree::{same, Layout, Node, RemoteNode, Tree};
 use crate::net::api::{Api, ApiError};
 use crate::sync::planner::{plan, settle_intents, Action, CopyNamer, Settled, Trees};
+use crate::sync::quota::{is_quota_refusal, QuotaNotice};
 use crate::transfer::early::{Early, StoredLately};
 use crate::transfer::prefetch::{PrefetchCache, Prefetcher};
 use crate::transfer::upload::in_flight;

@@ -177,14 +177,6 @@ fn path_of(rows: &[(Jid, Option<Row>)], jid: Jid) -> Option<&str> {
     rows[i].1.as_ref().map(|r| r.path.as_str())
 }
 
-/// Logical bytes a row counts for: a file's size, nothing for a folder or deletion.
-fn counted_bytes(row: &Row) -> u64 {
-    match row.version.kind {
-        EntryKind::File => row.version.size,
-        EntryKind::Dir | EntryKind::Deleted => 0,
-    }
-}
-
 impl Namespace {
     /// Root or shared, as recorded.
     pub fn kind(&self) -> NamespaceKind {
@@ -276,7 +268,7 @@ impl Namespace {
         if let Some(old) = replaced {
             if let Ok(i) = self.position(old) {
                 if let Some(old_row) = self.rows[i].1.take() {
-                    self.live_bytes -= counted_bytes(&old_row);
+                    self.live_bytes -= old_row.version.counted_bytes();
                     for hash in &old_row.version.blocklist {
                         if let hashbrown::hash_map::Entry::Occupied(mut e) =
                             self.blocks.entry(*hash)
@@ -294,7 +286,7 @@ impl Namespace {
         for hash in &row.version.blocklist {
             *self.blocks.entry(*hash).or_default() += 1;
         }
-        self.live_bytes += counted_bytes(&row);
+        self.live_bytes += row.version.counted_bytes();
         self.rows.push((jid, Some(row)));
         self.live += 1;
         if replaced.is_none() {
@@ -730,8 +722,11 @@ impl State {
         }
         let before = ns.live_bytes;
         ns.push(row);
-        let usage = self.usage.entry(ns.owner).or_default();
-        *usage = *usage + ns.live_bytes - before;
+        // Folders and deletions of nothing change no usage: no map entry to touch.
+        if ns.live_bytes != before {
+            let usage = self.usage.entry(ns.owner).or_default();
+            *usage = *usage + ns.live_bytes - before;
+        }
         self.rows_total += 1;
         true
     }

@@ -1,14 +1,14 @@
 //! `GET /v1/account`: who the token belongs to, their mounts, the server's limits and
 //! their usage against their quota.
 
+use std::rc::Rc;
+
 use holdall_engine::journal::state::User;
 use holdall_proto::api::{AccountResponse, Limits, Mount};
 use holdall_proto::limits::{BATCH_BYTES_DEFAULT, BLOCK_BYTES_MAX};
 use hyper::{Response, StatusCode};
 
 use crate::body::Body;
-use std::rc::Rc;
-
 use crate::reply::{json, ApiError};
 use crate::shard::Shard;
 

@@ -13,7 +13,7 @@ use std::rc::Rc;
 
 use holdall_engine::journal::record::UserId;
 use holdall_engine::journal::state::{Commit, User};
-use holdall_proto::api::{EntryKind, NsId, QuotaRequest, QuotaResponse, Usage};
+use holdall_proto::api::{NsId, QuotaRequest, QuotaResponse, Usage};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use percent_encoding::percent_decode_str;
@@ -120,8 +120,7 @@ pub async fn over_quota(
     if charges.is_empty() {
         return Ok(Vec::new());
     }
-    let (mut usage, current) = usage_and_sizes(shard, &charges).await?;
-    let mut sizes: HashMap<(NsId, String), u64> = current;
+    let (mut usage, mut sizes) = usage_and_sizes(shard, &charges).await?;
     let mut refused = Vec::new();
     for (i, charge) in charges {
         let key = (charge.ns, charge.path.clone());
@@ -152,16 +151,12 @@ fn charges_of(shard: &Shard, commits: &[(usize, Commit)]) -> Vec<(usize, Charge)
         .filter_map(|(i, c)| {
             let owner = directory.namespace(c.ns)?.owner;
             let quota = directory.quota(owner)?;
-            let new_bytes = match c.version.kind {
-                EntryKind::File => c.version.size,
-                EntryKind::Dir | EntryKind::Deleted => 0,
-            };
             let charge = Charge {
                 owner,
                 quota,
                 ns: c.ns,
                 path: c.path.clone(),
-                new_bytes,
+                new_bytes: c.version.counted_bytes(),
             };
             Some((*i, charge))
         })
@@ -197,8 +192,7 @@ async fn usage_and_sizes(
                 .map(|(ns, path)| {
                     let counted = state
                         .latest(ns, &path)
-                        .filter(|r| r.version.kind == EntryKind::File)
-                        .map_or(0, |r| r.version.size);
+                        .map_or(0, |r| r.version.counted_bytes());
                     ((ns, path), counted)
                 })
                 .collect();
