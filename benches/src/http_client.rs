@@ -74,6 +74,11 @@ impl Conn {
                 }
             }
         }
+        // 204 and 304 carry no body, and nginx sends them without a length.
+        let length = match status {
+            204 | 304 => Some(0),
+            _ => length,
+        };
         let mut body = vec![0; length.context("response without Content-Length")?];
         self.reader.read_exact(&mut body)?;
         Ok((status, body))

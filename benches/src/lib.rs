@@ -6,10 +6,12 @@ pub mod gc_bench;
 pub mod http_client;
 pub mod limits;
 pub mod load;
+pub mod nginx;
 pub mod restart_bench;
 pub mod server_cpu;
 pub mod streaming_bench;
 pub mod sync_bench;
+pub mod versus_nginx;
 
 /// Median of `v` (sorts it).
 pub fn median(v: &mut [f64]) -> f64 {

@@ -65,7 +65,7 @@ impl Run {
 }
 
 /// Runs `work(conn, batch_index)` for every batch from `concurrency` threads.
-fn parallel(
+pub(crate) fn parallel(
     addr: &str,
     batches: usize,
     concurrency: usize,

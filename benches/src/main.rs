@@ -5,10 +5,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use holdall_benches::server_cpu::{core_s_per_gb, ServerCpu};
+use holdall_benches::server_cpu::{measured, ServerCpu};
 use holdall_benches::streaming_bench::{self, Link, ASYMMETRIC, EQUAL, SEED_TABLE};
 use holdall_benches::{
     engine_runs, gc_bench, http_client, limits, load, median, restart_bench, sync_bench,
+    versus_nginx,
 };
 use holdall_engine::runtime;
 
@@ -148,6 +149,23 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// holdalld against nginx (WebDAV PUT, GET) in one invocation: the same new blocks and
+    /// client threads for both, each run alternating; GB/s and server core-s/GB per path.
+    /// benches/versus-nginx.sh installs nginx and runs this.
+    VersusNginx {
+        /// Scratch folder on the disk to measure (both servers keep their data there).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Unique 4 MiB blocks per run.
+        #[arg(long, default_value_t = 512)]
+        blocks: usize,
+        /// Requests in flight against either server.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Runs (medians are printed).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// The engine's figures beside the limits measured in the same run.
     Engine {
         /// Scratch folder on the disk to measure.
@@ -255,6 +273,12 @@ fn main() -> Result<()> {
         } => sync(&dir, large_mib, folders, per_folder, small_bytes, runs)?,
         Command::Streaming { dir, quick } => streaming(&dir, quick)?,
         Command::Gc { dir, fill_gib } => gc(&dir, fill_gib)?,
+        Command::VersusNginx {
+            dir,
+            blocks,
+            concurrency,
+            runs,
+        } => versus_nginx(&dir, blocks, concurrency, runs)?,
         Command::Restart {
             dir,
             shards,
@@ -296,6 +320,9 @@ fn journal_reopen(dir: &std::path::Path, rows: usize, versions: usize) -> Result
     Ok(())
 }
 
+/// Reads ahead and writes in flight in the disk's copy: as many as a compaction keeps.
+const COPY_DEPTH: usize = 16;
+
 /// The GC benchmark's figures beside the disk's limits of the same run, with the goals.
 fn gc(dir: &std::path::Path, fill_gib: usize) -> Result<()> {
     let (_, _, w, r) = limits_row(dir, 3)?;
@@ -304,12 +331,12 @@ fn gc(dir: &std::path::Path, fill_gib: usize) -> Result<()> {
         let d = tempfile::tempdir_in(dir)?;
         let p = d.path().to_path_buf();
         copies.push(runtime::run(async move {
-            limits::odirect_copy_gbps(&p, 1 << 30).await
+            limits::odirect_copy_gbps(&p, 1 << 30, COPY_DEPTH).await
         })?);
     }
     let copy = median(&mut copies);
     println!(
-        "limits: O_DIRECT write {w:.2} GB/s, read {r:.2} GB/s, file-to-file copy {copy:.2} GB/s (medians of 3)"
+        "limits: O_DIRECT write {w:.2} GB/s, read {r:.2} GB/s, file-to-file copy ({COPY_DEPTH} in flight) {copy:.2} GB/s (medians of 3)"
     );
     let g = gc_bench::run(dir, fill_gib)?;
     let gb = |b: u64| b as f64 / 1e9;
@@ -487,6 +514,75 @@ fn medians(times: &[sync_bench::SyncTimes]) -> (f64, f64, f64) {
     (median(&mut up), median(&mut down), median(&mut total))
 }
 
+/// holdalld and nginx side by side, beside the disk's O_DIRECT read of the same run.
+fn versus_nginx(
+    dir: &std::path::Path,
+    blocks: usize,
+    concurrency: usize,
+    runs: usize,
+) -> Result<()> {
+    let (_, _, w, r) = limits_row(dir, 3)?;
+    let tcp = limits::loopback_gbps(2 << 30)?;
+    println!(
+        "limits: O_DIRECT write {w:.2} / read {r:.2} GB/s, loopback TCP {tcp:.2} GB/s (medians)"
+    );
+    let rep = versus_nginx::run(dir, blocks, concurrency, runs)?;
+    let rows = [
+        (
+            "store",
+            &rep.holdall_store,
+            &rep.nginx_put,
+            "PUT to the page cache",
+            "≥ 1 ×, ≤ 1.0 core-s/GB",
+        ),
+        (
+            "store",
+            &rep.holdall_store,
+            &rep.nginx_put_synced,
+            "PUT, then syncfs",
+            "—",
+        ),
+        (
+            "retrieve, cold",
+            &rep.holdall_cold,
+            &rep.nginx_cold,
+            "GET, evicted",
+            "≥ 0.9 × O_DIRECT read, ≤ 0.5 core-s/GB",
+        ),
+        (
+            "retrieve, again",
+            &rep.holdall_warm,
+            &rep.nginx_warm,
+            "GET, page cache",
+            "≥ 1 ×",
+        ),
+    ];
+    println!("{blocks} blocks of 4 MiB, {concurrency} in flight, medians of {runs}\n");
+    println!(
+        "| path | holdalld GB/s | core-s/GB | nginx | GB/s | core-s/GB | holdalld ÷ nginx | goal |"
+    );
+    println!("|---|---:|---:|---|---:|---:|---:|---|");
+    for (path, h, n, how, goal) in rows {
+        let ((hg, hc), (ng, nc)) = (versus_nginx::medians(h), versus_nginx::medians(n));
+        println!(
+            "| {path} | {hg:.2} | {hc:.2} | {how} | {ng:.2} | {nc:.2} | {:.2} × | {goal} |",
+            hg / ng
+        );
+    }
+    let (cold, _) = versus_nginx::medians(&rep.holdall_cold);
+    let mut workers: Vec<f64> = rep
+        .holdall_store
+        .iter()
+        .map(|m| m.io_workers_core_s_per_gb)
+        .collect();
+    println!(
+        "\nholdalld cold retrieve = {:.2} × O_DIRECT read; its store's io_uring workers: {:.2} core-s/GB",
+        cold / r,
+        median(&mut workers)
+    );
+    Ok(())
+}
+
 /// Runs the load generator and prints its median beside the limits of the same run.
 fn load(args: &LoadArgs, fetch: bool) -> Result<()> {
     let addr = http_client::host_port(&args.server)?;
@@ -502,17 +598,13 @@ fn load(args: &LoadArgs, fetch: bool) -> Result<()> {
     let (mut rates, mut costs) = (Vec::new(), Vec::new());
     // One run: its GB/s, and the server's core-seconds per GB over it.
     let mut measure = |what: &str, run: &dyn Fn() -> Result<load::Run>| -> Result<()> {
-        let (before, split) = (cpu.seconds()?, cpu.seconds_split()?);
-        let done = run()?;
-        let cost = core_s_per_gb(cpu.seconds()? - before, done.bytes);
-        let workers = cpu.seconds_split()?.io_workers - split.io_workers;
-        let workers = core_s_per_gb(workers, done.bytes);
+        let m = measured(&cpu, run)?;
         println!(
-            "  {what} run: {:.2} GB/s, server {cost:.2} core-s/GB (io_uring workers {workers:.2})",
-            done.gbps()
+            "  {what} run: {:.2} GB/s, server {:.2} core-s/GB (io_uring workers {:.2})",
+            m.gbps, m.core_s_per_gb, m.io_workers_core_s_per_gb
         );
-        rates.push(done.gbps());
-        costs.push(cost);
+        rates.push(m.gbps);
+        costs.push(m.core_s_per_gb);
         Ok(())
     };
     if fetch {

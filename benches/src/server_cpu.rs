@@ -1,22 +1,26 @@
 //! The server's CPU time, read from /proc, so that every store and retrieve run can say what
 //! it cost in core-seconds per GB beside its GB/s. The server is found by the loopback port
-//! it listens on: the process holding that listening socket.
+//! it listens on: the processes holding that listening socket (one for holdalld; nginx's
+//! master and its workers).
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-/// A process whose CPU time is read.
-#[derive(Debug, Clone, Copy)]
+use crate::load::Run;
+
+/// The processes whose CPU time is read.
+#[derive(Debug, Clone)]
 pub struct ServerCpu {
-    pid: u32,
+    pids: Vec<u32>,
 }
 
 impl ServerCpu {
-    /// The process listening on 127.0.0.1:`port`.
+    /// The processes listening on 127.0.0.1:`port`.
     pub fn listening_on(port: u16) -> Result<ServerCpu> {
         let inode = listening_inode(port)?;
         let wanted = format!("socket:[{inode}]");
+        let mut pids = Vec::new();
         for entry in std::fs::read_dir("/proc")? {
             let Some(pid) = entry?
                 .file_name()
@@ -32,18 +36,25 @@ impl ServerCpu {
                 .flatten()
                 .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == Path::new(&wanted)));
             if holds {
-                return Ok(ServerCpu { pid });
+                pids.push(pid);
             }
         }
-        bail!("no process of this user holds the socket listening on port {port}")
+        if pids.is_empty() {
+            bail!("no process of this user holds the socket listening on port {port}");
+        }
+        Ok(ServerCpu { pids })
     }
 
-    /// User plus system seconds the process (all its threads, io_uring workers included)
-    /// has used so far.
+    /// User plus system seconds the processes (all their threads, io_uring workers
+    /// included) have used so far.
     pub fn seconds(&self) -> Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
-            .with_context(|| format!("reading /proc/{}/stat", self.pid))?;
-        cpu_seconds(&stat).map(|(_, s)| s)
+        let mut total = 0.0;
+        for pid in &self.pids {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .with_context(|| format!("reading /proc/{pid}/stat"))?;
+            total += cpu_seconds(&stat)?.1;
+        }
+        Ok(total)
     }
 
     /// CPU seconds so far, split: all threads, and the kernel's io_uring workers among them
@@ -52,14 +63,16 @@ impl ServerCpu {
     /// the process's dead-threads total, which /proc does not split).
     pub fn seconds_split(&self) -> Result<CpuSplit> {
         let mut split = CpuSplit::default();
-        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid))? {
-            let Ok(stat) = std::fs::read_to_string(task?.path().join("stat")) else {
-                continue;
-            };
-            let (name, seconds) = cpu_seconds(&stat)?;
-            split.threads += seconds;
-            if name.starts_with("iou-wrk") {
-                split.io_workers += seconds;
+        for pid in &self.pids {
+            for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+                let Ok(stat) = std::fs::read_to_string(task?.path().join("stat")) else {
+                    continue;
+                };
+                let (name, seconds) = cpu_seconds(&stat)?;
+                split.threads += seconds;
+                if name.starts_with("iou-wrk") {
+                    split.io_workers += seconds;
+                }
             }
         }
         Ok(split)
@@ -91,6 +104,33 @@ fn cpu_seconds(stat: &str) -> Result<(&str, f64)> {
             .parse::<u64>()? as f64)
     };
     Ok((name, (ticks(11)? + ticks(12)?) / clock_ticks_per_s()))
+}
+
+/// One load run's rate and what it cost the server.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured {
+    /// Payload GB/s.
+    pub gbps: f64,
+    /// Wall time of the run.
+    pub seconds: f64,
+    /// The server's user + system core-seconds per GB moved.
+    pub core_s_per_gb: f64,
+    /// The share of that spent in io_uring worker threads.
+    pub io_workers_core_s_per_gb: f64,
+}
+
+/// Runs `run` and reads `cpu` before and after it.
+pub fn measured(cpu: &ServerCpu, run: impl FnOnce() -> Result<Run>) -> Result<Measured> {
+    let (before, split) = (cpu.seconds()?, cpu.seconds_split()?);
+    let done = run()?;
+    let spent = cpu.seconds()? - before;
+    let workers = cpu.seconds_split()?.io_workers - split.io_workers;
+    Ok(Measured {
+        gbps: done.gbps(),
+        seconds: done.seconds,
+        core_s_per_gb: core_s_per_gb(spent, done.bytes),
+        io_workers_core_s_per_gb: core_s_per_gb(workers, done.bytes),
+    })
 }
 
 /// Core-seconds per GB: `cpu_s` spent to move `bytes`.
@@ -131,7 +171,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let cpu = ServerCpu::listening_on(port).unwrap();
-        assert_eq!(cpu.pid, std::process::id());
+        assert_eq!(cpu.pids, [std::process::id()]);
         let before = cpu.seconds().unwrap();
         let start = std::time::Instant::now();
         let mut x = 0u64;

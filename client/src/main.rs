@@ -18,8 +18,8 @@ use clap::{Args, Parser, Subcommand};
 use holdall_proto::content_hash::content_hash_of_blocklist;
 
 use crate::net::api::{Api, Endpoint};
-use crate::net::throttle::parse_bytes;
 use crate::sync::round::{Options, Syncer};
+use holdall_proto::byte_count::parse_bytes;
 
 #[derive(Parser)]
 #[command(name = "holdall", version, about = "The Holdall sync client")]

@@ -4,6 +4,7 @@
 //! the JSON bodies of every call. No runtime; I/O only through a caller's `Read`.
 
 pub mod api;
+pub mod byte_count;
 pub mod content_hash;
 pub mod duration;
 pub mod frame;

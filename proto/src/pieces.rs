@@ -47,6 +47,16 @@ impl Pieces {
     pub fn hash(&self) -> BlockHash {
         BlockHash::of_pieces(&self.parts)
     }
+
+    /// The buffer of a block held in one part that nothing else shares any more, to be
+    /// reused; None otherwise.
+    pub fn into_unique_vec(mut self) -> Option<Vec<u8>> {
+        if self.parts.len() != 1 {
+            return None;
+        }
+        let part = self.parts.pop()?;
+        part.try_into_mut().ok().map(Vec::from)
+    }
 }
 
 impl From<Bytes> for Pieces {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use holdall_engine::prefetch::PrefetchConfig;
+use holdall_proto::byte_count::parse_bytes;
 use serde::{Deserialize, Serialize};
 
 /// Flags of `holdalld serve`; each also reads an environment variable.
@@ -23,8 +24,8 @@ pub struct ServeArgs {
     #[arg(long, env = "HOLDALL_SHARDS")]
     pub shards: Option<usize>,
     /// TOML file with any of the keys `data`, `listen`, `shards`, `prefetch_ttl_s`,
-    /// `prefetch_entries_max`, `streaming`, `recent_blocks`, `client_timeout_s`,
-    /// `history_retention`, `gc_interval`, `gc_rate`.
+    /// `prefetch_entries_max`, `streaming`, `block_cache`, `recent_blocks`,
+    /// `client_timeout_s`, `history_retention`, `gc_interval`, `gc_rate`.
     #[arg(long, env = "HOLDALL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Seconds a prefetch entry (and a user's proof of upload) lives [default: 600].
@@ -40,8 +41,12 @@ pub struct ServeArgs {
     /// response before its connection is closed [default: 30].
     #[arg(long, env = "HOLDALL_CLIENT_TIMEOUT_S")]
     pub client_timeout_s: Option<u64>,
-    /// Large blocks per shard kept in memory after they are stored, for devices that
-    /// stream the upload; 0 keeps none [default: 32].
+    /// Bytes of blocks kept in memory, over all shards, after they are stored or served
+    /// (`512M`, `2G`; 0 keeps none) [default: a 32nd of the machine's memory].
+    #[arg(long, env = "HOLDALL_BLOCK_CACHE", value_parser = parse_bytes)]
+    pub block_cache: Option<u64>,
+    /// Of the block cache, most large blocks per shard taken as they are stored, for
+    /// devices that stream the upload; 0 takes none [default: 32].
     #[arg(long, env = "HOLDALL_RECENT_BLOCKS")]
     pub recent_blocks: Option<usize>,
     /// How long a version stays restorable after a newer version or a deletion replaced
@@ -66,11 +71,29 @@ struct FileConfig {
     prefetch_ttl_s: Option<u64>,
     prefetch_entries_max: Option<usize>,
     streaming: Option<bool>,
+    block_cache: Option<ByteCount>,
     recent_blocks: Option<usize>,
     client_timeout_s: Option<u64>,
     history_retention: Option<String>,
     gc_interval: Option<String>,
     gc_rate: Option<u64>,
+}
+
+/// A byte count in the TOML file: a number, or a string with a unit (`"512M"`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ByteCount {
+    Number(u64),
+    Text(String),
+}
+
+impl ByteCount {
+    fn bytes(&self) -> Result<u64> {
+        match self {
+            ByteCount::Number(n) => Ok(*n),
+            ByteCount::Text(t) => parse_bytes(t).map_err(anyhow::Error::msg),
+        }
+    }
 }
 
 /// Resolved settings.
@@ -88,7 +111,9 @@ pub struct Config {
     pub prefetch_entries_max: usize,
     /// Whether large uploads publish prefetch entries (streaming sync).
     pub streaming: bool,
-    /// Large blocks per shard kept in memory after they are stored.
+    /// Bytes of blocks each shard keeps in memory after storing or serving them.
+    pub block_cache_bytes_per_shard: usize,
+    /// Of them, most blocks per shard taken as they were stored.
     pub recent_blocks: usize,
     /// How long a client may stall a request head, a body or a response.
     pub client_timeout: Duration,
@@ -106,9 +131,17 @@ pub const CLIENT_TIMEOUT_S_DEFAULT: u64 = 30;
 /// Default prefetch TTL: the seed's 10 minutes.
 pub const PREFETCH_TTL_S_DEFAULT: u64 = 600;
 
-/// Default of recently stored large blocks kept per shard: 128 MiB of 4 MiB blocks, enough
-/// for a device streaming an upload to trail it by a few seconds.
+/// The block cache's default share of the machine's memory (a 32nd: 768 MiB of 24 GiB),
+/// enough for a device streaming an upload to trail it by seconds and for the blocks of the
+/// files many devices fetch at once.
+pub const BLOCK_CACHE_MEMORY_DIVISOR: u64 = 32;
+
+/// Default of the stored blocks a shard's cache takes: 128 MiB of 4 MiB blocks, enough for
+/// a device streaming an upload to trail it by a few seconds.
 pub const RECENT_BLOCKS_DEFAULT: usize = 32;
+
+/// Largest `--recent-blocks`.
+const RECENT_BLOCKS_MAX: usize = 4096;
 
 /// Default history retention: Dropbox's 30 days.
 pub const HISTORY_RETENTION_DEFAULT: &str = "30d";
@@ -148,6 +181,18 @@ impl Config {
             }
             None => FileConfig::default(),
         };
+        let block_cache = match (args.block_cache, &file.block_cache) {
+            (Some(b), _) => Some(b),
+            (None, Some(b)) => Some(b.bytes().context("block_cache")?),
+            (None, None) => None,
+        };
+        let recent_blocks = args
+            .recent_blocks
+            .or(file.recent_blocks)
+            .unwrap_or(RECENT_BLOCKS_DEFAULT);
+        if recent_blocks > RECENT_BLOCKS_MAX {
+            bail!("recent_blocks must be 0 to {RECENT_BLOCKS_MAX}, not {recent_blocks}");
+        }
         let data = args
             .data
             .or(file.data)
@@ -179,13 +224,7 @@ impl Config {
         if !(1..=3600).contains(&client_timeout_s) {
             bail!("the client timeout must be 1 to 3600 seconds, not {client_timeout_s}");
         }
-        let recent_blocks = args
-            .recent_blocks
-            .or(file.recent_blocks)
-            .unwrap_or(RECENT_BLOCKS_DEFAULT);
-        if recent_blocks > 4096 {
-            bail!("recent_blocks must be 0 to 4096, not {recent_blocks}");
-        }
+        let block_cache_bytes_per_shard = block_cache_per_shard(block_cache, shards)?;
         let history_retention = parse_duration(
             args.history_retention
                 .as_deref()
@@ -207,6 +246,7 @@ impl Config {
             prefetch_ttl: Duration::from_secs(prefetch_ttl_s),
             prefetch_entries_max,
             streaming: args.streaming.or(file.streaming).unwrap_or(true),
+            block_cache_bytes_per_shard,
             recent_blocks,
             client_timeout: Duration::from_secs(client_timeout_s),
             history_retention,
@@ -214,6 +254,27 @@ impl Config {
             gc_rate_bytes_per_s: args.gc_rate.or(file.gc_rate).unwrap_or(GC_RATE_DEFAULT),
         })
     }
+}
+
+/// The block cache of each shard: `--block-cache`, else the default share of memory, split
+/// evenly.
+fn block_cache_per_shard(block_cache: Option<u64>, shards: usize) -> Result<usize> {
+    let total = block_cache.unwrap_or_else(|| memory_bytes() / BLOCK_CACHE_MEMORY_DIVISOR);
+    if total > memory_bytes() / 2 {
+        bail!("the block cache may take at most half the machine's memory, not {total} bytes");
+    }
+    Ok((total / shards.max(1) as u64) as usize)
+}
+
+/// The machine's memory (MemTotal), or 8 GiB if /proc does not say.
+fn memory_bytes() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|kib| kib.trim().parse::<u64>().ok())
+        .map_or(8 << 30, |kib| kib << 10)
 }
 
 fn resolve_layout(data: &Path, requested: Option<usize>) -> Result<usize> {
@@ -308,6 +369,56 @@ mod tests {
             ..ServeArgs::default()
         })
         .is_err());
+    }
+
+    #[test]
+    fn the_block_cache_is_split_over_the_shards() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        let resolve = |args: ServeArgs, toml: &str| {
+            std::fs::write(&file, toml).unwrap();
+            let data = dir.path().join(format!("d{}", args.shards.unwrap_or(2)));
+            Config::resolve(ServeArgs {
+                config: Some(file.clone()),
+                data: Some(data),
+                shards: args.shards.or(Some(2)),
+                ..args
+            })
+            .map(|c| c.block_cache_bytes_per_shard)
+        };
+        let flag = ServeArgs {
+            block_cache: Some(512 << 20),
+            ..ServeArgs::default()
+        };
+        assert_eq!(
+            resolve(flag, "block_cache = \"2G\"\n").unwrap(),
+            256 << 20,
+            "the flag wins"
+        );
+        assert_eq!(
+            resolve(ServeArgs::default(), "block_cache = \"2G\"\n").unwrap(),
+            1 << 30
+        );
+        assert_eq!(
+            resolve(ServeArgs::default(), "block_cache = 1000\n").unwrap(),
+            500
+        );
+        let c = Config::resolve(ServeArgs {
+            recent_blocks: Some(3),
+            data: Some(dir.path().join("d2")),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(c.recent_blocks, 3);
+        let default = resolve(ServeArgs::default(), "").unwrap() as u64;
+        assert_eq!(default, memory_bytes() / BLOCK_CACHE_MEMORY_DIVISOR / 2);
+        for bad in [
+            "block_cache = \"lots\"\n",
+            "recent_blocks = 5000\n",
+            "block_cache = \"100T\"\n",
+        ] {
+            assert!(resolve(ServeArgs::default(), bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! storage engine alone.
 
 mod auth;
+mod block_cache;
 mod body;
 mod config;
 mod demo;
@@ -10,7 +11,6 @@ mod handlers;
 mod http;
 mod mesh;
 mod metrics;
-mod recent;
 mod reply;
 mod request;
 mod routes;
@@ -36,7 +36,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server: one shard per core, HTTP on --listen, data in --data.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Store a file's blocks and commit it with the embedded engine, then reopen and check.
     Demo {
         /// Data folder (the demo uses its demo/ subfolder).
@@ -60,7 +60,7 @@ fn main() -> Result<()> {
         .init();
     keep_large_allocations_mapped();
     match Cli::parse().command {
-        Command::Serve(args) => serve::run(config::Config::resolve(args)?),
+        Command::Serve(args) => serve::run(config::Config::resolve(*args)?),
         Command::Demo { data, mib } => runtime::run(demo::demo(data, mib)),
     }
 }

@@ -5,6 +5,8 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use crate::block_cache::BlockCacheStats;
+
 /// Routes counted separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -160,10 +162,8 @@ pub struct EngineGauges {
     pub prefetch_touches: u64,
     /// Upload records (user, block) kept for the Dropship rule.
     pub upload_records: u64,
-    /// Recently stored large blocks held in memory.
-    pub recent_blocks: u64,
-    /// Block reads served from the recently stored blocks.
-    pub recent_block_hits: u64,
+    /// The block cache's counters.
+    pub block_cache: BlockCacheStats,
     /// Bytes of the block log's segment files.
     pub block_segment_bytes: u64,
     /// Of them, live records (as the last collection found them, plus what came since).
@@ -289,8 +289,10 @@ impl ShardMetrics {
             g.prefetch_removals,
             g.prefetch_touches,
             g.upload_records,
-            g.recent_blocks,
-            g.recent_block_hits,
+            g.block_cache.blocks,
+            g.block_cache.bytes,
+            g.block_cache.hits,
+            g.block_cache.misses,
             g.block_segment_bytes,
             g.block_live_bytes,
             g.block_dead_bytes,
@@ -308,7 +310,7 @@ impl ShardMetrics {
     }
 }
 
-const GAUGE_NAMES: [(&str, &str, &str); 33] = [
+const GAUGE_NAMES: [(&str, &str, &str); 35] = [
     ("holdall_blocks", "gauge", "Blocks stored"),
     (
         "holdall_block_bytes_appended_total",
@@ -407,14 +409,24 @@ const GAUGE_NAMES: [(&str, &str, &str); 33] = [
         "Upload records kept for the Dropship rule",
     ),
     (
-        "holdall_recent_blocks",
+        "holdall_block_cache_blocks",
         "gauge",
-        "Recently stored large blocks held in memory for streaming downloads",
+        "Blocks held in memory after they were stored or served",
     ),
     (
-        "holdall_recent_block_hits_total",
+        "holdall_block_cache_bytes",
+        "gauge",
+        "Bytes the block cache holds, as its bound counts them",
+    ),
+    (
+        "holdall_block_cache_hits_total",
         "counter",
-        "Block reads served from the recently stored blocks",
+        "Block reads served from the block cache",
+    ),
+    (
+        "holdall_block_cache_misses_total",
+        "counter",
+        "Block reads that went to the block log",
     ),
     (
         "holdall_block_segment_bytes",

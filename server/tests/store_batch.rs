@@ -100,7 +100,7 @@ fn stores_verifies_and_refuses_whole_batches() {
 }
 
 #[test]
-fn large_blocks_just_stored_are_served_from_memory_and_after_a_restart_from_disk() {
+fn blocks_just_stored_or_served_are_served_from_memory_and_after_a_restart_from_disk() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = Server::start(&data, 2);
@@ -113,6 +113,11 @@ fn large_blocks_just_stored_are_served_from_memory_and_after_a_restart_from_disk
         assert_eq!((status, v["status"].as_str()), (200, Some("ok")), "{v}");
     }
     assert_eq!(
+        wait_for_metric(&server, "holdall_block_cache_blocks", 1),
+        1,
+        "only the large block is taken as it is stored"
+    );
+    assert_eq!(
         fetch_block(&server, &token, ns, "large", &large),
         Some(large.clone())
     );
@@ -120,42 +125,59 @@ fn large_blocks_just_stored_are_served_from_memory_and_after_a_restart_from_disk
         fetch_block(&server, &token, ns, "small", &small),
         Some(small.clone())
     );
-    assert_eq!(
-        wait_for_metric(&server, "holdall_recent_block_hits_total", 1),
-        1
-    );
-    assert_eq!(
-        metric(&server, "holdall_recent_blocks"),
-        1,
-        "only the large block is kept"
-    );
+    assert_eq!(wait_for_metric(&server, "holdall_block_cache_blocks", 2), 2);
+    assert_eq!(metric(&server, "holdall_block_cache_hits_total"), 1);
+    assert_eq!(metric(&server, "holdall_block_cache_misses_total"), 1);
+    let held = metric(&server, "holdall_block_cache_bytes");
+    assert!(held >= (BLOCK_BYTES_MAX + (64 << 10)) as u64, "{held}");
     assert!(server.terminate().success());
 
-    // The memory is gone with the process; the log serves the same bytes.
+    // The memory is gone with the process; the log serves the same bytes, once.
     let server = Server::start(&data, 2);
+    for _ in 0..2 {
+        assert_eq!(
+            fetch_block(&server, &token, ns, "large", &large),
+            Some(large.clone())
+        );
+    }
     assert_eq!(
-        fetch_block(&server, &token, ns, "large", &large),
-        Some(large)
+        wait_for_metric(&server, "holdall_block_cache_hits_total", 1),
+        1
     );
-    // Once the shards have published their figures (the log's blocks show), no hit.
-    assert_eq!(wait_for_metric(&server, "holdall_blocks", 2), 2);
-    assert_eq!(metric(&server, "holdall_recent_block_hits_total"), 0);
+    assert_eq!(metric(&server, "holdall_block_cache_misses_total"), 1);
 }
 
 #[test]
-fn no_recent_blocks_are_kept_when_turned_off() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(&dir.path().join("data"), 1, &["--recent-blocks", "0"]);
-    let (token, ns) = create_user(&server, "ana");
-    let large = block(9, BLOCK_BYTES_MAX);
-    assert_eq!(store_block(&server, &token, &large).status, 200);
-    let (status, _) = commit_file(&server, &token, ns, "large", &large);
-    assert_eq!(status, 200);
-    assert_eq!(
-        fetch_block(&server, &token, ns, "large", &large),
-        Some(large)
-    );
-    assert_eq!(wait_for_metric(&server, "holdall_blocks", 1), 1);
-    assert_eq!(metric(&server, "holdall_recent_block_hits_total"), 0);
-    assert_eq!(metric(&server, "holdall_recent_blocks"), 0);
+fn the_cache_takes_nothing_when_off_and_only_served_blocks_without_recent_blocks() {
+    // (flag, misses and hits of two reads of a just-stored block)
+    for (off, misses, hits) in [
+        (["--block-cache", "0"], 2, 0),
+        (["--recent-blocks", "0"], 1, 1),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start_with(&dir.path().join("data"), 1, &off);
+        let (token, ns) = create_user(&server, "ana");
+        let large = block(9, BLOCK_BYTES_MAX);
+        assert_eq!(store_block(&server, &token, &large).status, 200);
+        let (status, _) = commit_file(&server, &token, ns, "large", &large);
+        assert_eq!(status, 200);
+        for _ in 0..2 {
+            assert_eq!(
+                fetch_block(&server, &token, ns, "large", &large),
+                Some(large.clone())
+            );
+        }
+        let name = "holdall_block_cache_misses_total";
+        assert_eq!(wait_for_metric(&server, name, misses), misses, "{off:?}");
+        assert_eq!(
+            metric(&server, "holdall_block_cache_hits_total"),
+            hits,
+            "{off:?}"
+        );
+        assert_eq!(
+            metric(&server, "holdall_block_cache_blocks"),
+            hits,
+            "{off:?}"
+        );
+    }
 }

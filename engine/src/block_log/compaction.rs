@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
+use futures::StreamExt;
 use holdall_proto::BlockHash;
 use tracing::{info, warn};
 
@@ -34,8 +35,9 @@ use crate::block_log::record::{self, HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use crate::storage;
 use crate::ALIGN_BYTES;
 
-/// Records copied at once: a bound on the memory a compaction holds (8 × 4 MiB).
-const MOVES_IN_FLIGHT: usize = 8;
+/// Records being copied at once (read, queued or being written): a bound on the memory a
+/// compaction holds (16 × 4 MiB), deep enough to keep the disk busy both ways.
+const MOVES_IN_FLIGHT: usize = 16;
 
 /// What a collection may compact.
 #[derive(Debug, Clone, Copy)]
@@ -250,15 +252,15 @@ impl BlockLog {
         let mut moves = self.drop_dead(id, report);
         moves.sort_by_key(|(_, loc)| loc.offset_pages);
         let mut moved = 0;
-        for chunk in moves.chunks(MOVES_IN_FLIGHT) {
-            let copies = chunk.iter().map(|(hash, loc)| self.move_record(hash, *loc));
-            let mut bytes = 0;
-            for copied in futures::future::join_all(copies).await {
-                bytes += copied?;
-            }
+        let mut copies = futures::stream::iter(moves.iter())
+            .map(|(hash, loc)| self.move_record(hash, *loc))
+            .buffer_unordered(MOVES_IN_FLIGHT);
+        while let Some(copied) = copies.next().await {
+            let bytes = copied?;
             moved += bytes;
             pacer.account(bytes).await;
         }
+        drop(copies);
         let size = self.remove_segment(id).await?;
         report.segments_compacted += 1;
         report.bytes_reclaimed += size.saturating_sub(moved);

@@ -302,16 +302,16 @@ async fn fetch_here(
             if may_wait && !shard.blocks().contains(&hash) {
                 await_arrival(shard, hash, deadline).await;
             }
-            // A block stored moments ago (a device streaming the upload) is still here.
-            let recent = shard.recent_mut().get(&hash);
-            if let Some(data) = recent {
+            // A block stored or served moments ago is still in memory.
+            let cached = shard.block_cache_mut().get(&hash);
+            if let Some(data) = cached {
                 read_bytes.set(read_bytes.get() + data.len());
                 if read_bytes.get() > BATCH_BYTES_DEFAULT {
                     return Err(too_large());
                 }
                 return Ok((slot, Some(data)));
             }
-            let mut out = Vec::new();
+            let mut out = shard.block_cache_mut().spare_buffer();
             match shard.blocks().get(&hash, &mut out).await {
                 Ok(true) => {}
                 // A damaged record (counted and logged by the log, dropped from its index) is
@@ -323,7 +323,9 @@ async fn fetch_here(
             if read_bytes.get() > BATCH_BYTES_DEFAULT {
                 return Err(too_large());
             }
-            Ok((slot, Some(Pieces::from(Bytes::from(out)))))
+            let data = Pieces::from(Bytes::from(out));
+            shard.block_cache_mut().insert_served(hash, data.clone());
+            Ok((slot, Some(data)))
         }
     });
     reads

@@ -27,11 +27,11 @@ mod gate;
 pub use error::ShardError;
 pub use gate::{CommitGate, Entry as GateEntry};
 
+use crate::block_cache::BlockCache;
 use crate::config::Config;
 use crate::directory::DirectoryOp;
 use crate::mesh::Mesh;
 use crate::metrics::{EngineGauges, ShardMetrics};
-use crate::recent::RecentBlocks;
 use crate::start::{step, StartStep};
 use crate::uploads::Uploads;
 use crate::waiters::Waiters;
@@ -93,8 +93,8 @@ pub struct Shard {
     streaming: bool,
     /// How long a superseded version stays restorable.
     history_retention: std::time::Duration,
-    /// Large blocks of this shard stored lately, for devices streaming the upload.
-    recent: RefCell<RecentBlocks>,
+    /// Blocks of this shard stored or served lately.
+    block_cache: RefCell<BlockCache>,
     /// Set when the server is stopping: parked requests end early.
     stop: Arc<AtomicBool>,
     /// Requests that may write rows referencing stored blocks, by epoch.
@@ -185,7 +185,10 @@ impl Shard {
             arrivals: RefCell::new(Waiters::new(ARRIVAL_WAITERS_MAX)),
             streaming: cfg.streaming,
             history_retention: cfg.history_retention,
-            recent: RefCell::new(RecentBlocks::new(cfg.recent_blocks)),
+            block_cache: RefCell::new(BlockCache::new(
+                cfg.block_cache_bytes_per_shard,
+                cfg.recent_blocks,
+            )),
             stop,
             gate: CommitGate::default(),
             collecting: futures::lock::Mutex::new(()),
@@ -272,9 +275,9 @@ impl Shard {
         self.arrivals.borrow_mut()
     }
 
-    /// Large blocks stored lately. Do not hold across an `.await`.
-    pub fn recent_mut(&self) -> RefMut<'_, RecentBlocks> {
-        self.recent.borrow_mut()
+    /// Blocks stored or served lately. Do not hold across an `.await`.
+    pub fn block_cache_mut(&self) -> RefMut<'_, BlockCache> {
+        self.block_cache.borrow_mut()
     }
 
     /// Joins the mesh to the other shards, once; false if it was joined already.
@@ -371,11 +374,11 @@ impl Shard {
         let now = Instant::now();
         let mut uploads = self.uploads.borrow_mut();
         let mut arrivals = self.arrivals.borrow_mut();
-        let mut recent = self.recent.borrow_mut();
+        let mut cache = self.block_cache.borrow_mut();
         for (hash, data) in blocks {
             uploads.record(uploader, hash, now);
             arrivals.wake(&hash, |_| true);
-            recent.insert(hash, data);
+            cache.insert_stored(hash, data);
         }
         Ok(outcomes)
     }
@@ -411,8 +414,7 @@ impl Shard {
             prefetch_removals: p.removals,
             prefetch_touches: p.touches,
             upload_records: self.uploads.borrow().len() as u64,
-            recent_blocks: self.recent.borrow().stats().blocks,
-            recent_block_hits: self.recent.borrow().stats().hits,
+            block_cache: self.block_cache.borrow().stats(),
             block_segment_bytes: b.segment_bytes,
             block_live_bytes: b.live_bytes,
             block_dead_bytes: b.segment_bytes.saturating_sub(b.live_bytes),
