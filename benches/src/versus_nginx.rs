@@ -5,9 +5,10 @@
 //! holdalld stores with store_batch (verified, sealed, acknowledged after fdatasync) and
 //! serves with retrieve_batch. Its block cache takes blocks as they are stored and served;
 //! it is sized to hold one run's blocks, as nginx's page cache holds its files, and is kept
-//! full: two sets are stored before the runs, and each run stores a new set, then retrieves
-//! the set stored two before it, which has left the cache: cold (from the log, taken into
-//! the cache), then again (from the cache). nginx stores with PUT into the page cache (and, as a second
+//! full: before the runs a set is stored and retrieved once (the cache's first fill takes
+//! fresh memory from the kernel, which later reads reuse), and each run stores a new set,
+//! then retrieves the set stored before it, which has left the cache: cold (from the log,
+//! taken into the cache), then again (from the cache). nginx stores with PUT into the page cache (and, as a second
 //! figure, with a syncfs after the last PUT) and serves with GET: cold after its files were
 //! evicted from the page cache, then again.
 
@@ -41,6 +42,26 @@ pub struct Report {
     pub nginx_cold: Vec<Measured>,
     /// nginx GET of the same files again.
     pub nginx_warm: Vec<Measured>,
+}
+
+impl Report {
+    /// The latest run's figures, GB/s and core-s/GB, on one line.
+    fn last_run(&self) -> String {
+        let f = |v: &[Measured]| {
+            v.last().map_or(String::new(), |m| {
+                format!("{:.2} ({:.2})", m.gbps, m.core_s_per_gb)
+            })
+        };
+        format!(
+            "holdalld store {}, cold {}, again {}; nginx PUT {}, cold {}, again {}",
+            f(&self.holdall_store),
+            f(&self.holdall_cold),
+            f(&self.holdall_warm),
+            f(&self.nginx_put),
+            f(&self.nginx_cold),
+            f(&self.nginx_warm)
+        )
+    }
 }
 
 /// The median GB/s and core-seconds per GB of `runs`.
@@ -109,31 +130,38 @@ fn port_of(addr: &str) -> Result<u16> {
 /// in flight against either server.
 pub fn run(scratch: &Path, blocks: usize, concurrency: usize, runs: usize) -> Result<Report> {
     // A set's blocks and a tenth more (the shards' shares of a set differ by a few
-    // percent, and a least-recently-used cache too small for a scan misses on all of it).
+    // percent, and a least-recently-used cache too small for a scan misses on all of it),
+    // not two sets.
     let cache = (blocks * BLOCK_BYTES_MAX) as u64 * 11 / 10;
     let holdalld = Holdalld::start(scratch, cache)?;
     let nginx = Nginx::start(scratch)?;
     let nginx_cpu = ServerCpu::listening_on(port_of(&nginx.addr)?)?;
     let mut report = Report::default();
-    let mut stored = std::collections::VecDeque::new();
+    let mut before: Option<(String, Vec<BlockHash>)> = None;
     for i in 0..runs + 2 {
         let set = load::unique_blocks(blocks);
         let path = format!("versus-nginx/{i}");
         let store = holdalld.store(&set, &path, concurrency)?;
-        stored.push_back((path, hashes(&set)));
-        if i < 2 {
+        // The set before this one: its stored blocks left the cache (they have a bound of
+        // their own) as this one was stored.
+        let Some((cold_path, cold)) = before.replace((path, hashes(&set))) else {
+            continue;
+        };
+        if i == 1 {
+            // The cache's first fill takes fresh memory from the kernel; later reads reuse
+            // what they evict. Fill it once, unmeasured.
+            holdalld.fetch(&cold_path, &cold, concurrency)?;
             continue;
         }
-        // The set stored two runs ago left the cache when the one after it was stored.
-        let (path, hashes) = stored.pop_front().expect("two sets stored before");
         report.holdall_store.push(store);
         report
             .holdall_cold
-            .push(holdalld.fetch(&path, &hashes, concurrency)?);
+            .push(holdalld.fetch(&cold_path, &cold, concurrency)?);
         report
             .holdall_warm
-            .push(holdalld.fetch(&path, &hashes, concurrency)?);
+            .push(holdalld.fetch(&cold_path, &cold, concurrency)?);
         nginx_run(&nginx, &nginx_cpu, &set, concurrency, &mut report)?;
+        println!("  run {}: {}", i - 1, report.last_run());
     }
     Ok(report)
 }
