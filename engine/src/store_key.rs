@@ -82,44 +82,59 @@ impl StoreKey {
 
     /// Loads the key at `path`, creating it (32 random bytes, mode 0600) if it does not exist.
     pub fn load_or_create(path: &Path) -> Result<StoreKey, KeyError> {
+        match StoreKey::load(path) {
+            Err(KeyError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                StoreKey::create(path)
+            }
+            loaded => loaded,
+        }
+    }
+
+    /// Loads the key at `path`, which must exist, be 32 bytes and be readable by its owner
+    /// only.
+    pub fn load(path: &Path) -> Result<StoreKey, KeyError> {
         let name = path.display().to_string();
         let io = |source| KeyError::Io {
             path: name.clone(),
             source,
         };
-        match fs::metadata(path) {
-            Ok(meta) => {
-                let mode = meta.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    return Err(KeyError::Permissions { path: name, mode });
-                }
-                let bytes = fs::read(path).map_err(io)?;
-                let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| KeyError::Length {
-                    path: name.clone(),
-                    len: bytes.len(),
-                })?;
-                Ok(StoreKey::from_bytes(&key))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut key = [0u8; 32];
-                SystemRandom::new()
-                    .fill(&mut key)
-                    .map_err(|_| KeyError::Random)?;
-                let mut f = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)
-                    .map_err(io)?;
-                f.write_all(&key).map_err(io)?;
-                f.sync_all().map_err(io)?;
-                if let Some(dir) = path.parent() {
-                    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-                }
-                Ok(StoreKey::from_bytes(&key))
-            }
-            Err(e) => Err(io(e)),
+        let mode = fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::Permissions { path: name, mode });
         }
+        let bytes = fs::read(path).map_err(io)?;
+        let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| KeyError::Length {
+            path: name.clone(),
+            len: bytes.len(),
+        })?;
+        Ok(StoreKey::from_bytes(&key))
+    }
+
+    /// Writes a new key (32 random bytes, mode 0600) at `path`, which must not exist, and
+    /// makes it durable.
+    pub fn create(path: &Path) -> Result<StoreKey, KeyError> {
+        let name = path.display().to_string();
+        let io = |source| KeyError::Io {
+            path: name.clone(),
+            source,
+        };
+        let mut key = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut key)
+            .map_err(|_| KeyError::Random)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
+        f.write_all(&key).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        fs::File::open(dir.unwrap_or(Path::new(".")))
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+        Ok(StoreKey::from_bytes(&key))
     }
 
     /// A 64-bit fingerprint of the key, safe to store beside the data.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use holdall_engine::prefetch::PrefetchConfig;
+use holdall_engine::store_key::StoreKey;
 use holdall_proto::byte_count::parse_bytes;
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +26,7 @@ pub struct ServeArgs {
     pub shards: Option<usize>,
     /// TOML file with any of the keys `data`, `listen`, `shards`, `prefetch_ttl_s`,
     /// `prefetch_entries_max`, `streaming`, `block_cache`, `recent_blocks`,
-    /// `client_timeout_s`, `history_retention`, `gc_interval`, `gc_rate`.
+    /// `client_timeout_s`, `history_retention`, `gc_interval`, `gc_rate`, `store_key_file`.
     #[arg(long, env = "HOLDALL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Seconds a prefetch entry (and a user's proof of upload) lives [default: 600].
@@ -60,6 +61,10 @@ pub struct ServeArgs {
     /// Most bytes per second compaction copies; 0 for no bound [default: 104857600].
     #[arg(long, env = "HOLDALL_GC_RATE")]
     pub gc_rate: Option<u64>,
+    /// The store key, kept outside the data folder (`holdalld keygen PATH` makes one); it
+    /// must exist [default: DATA/store.key, created on first start].
+    #[arg(long, env = "HOLDALL_STORE_KEY_FILE")]
+    pub store_key_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -77,6 +82,7 @@ struct FileConfig {
     history_retention: Option<String>,
     gc_interval: Option<String>,
     gc_rate: Option<u64>,
+    store_key_file: Option<PathBuf>,
 }
 
 /// A byte count in the TOML file: a number, or a string with a unit (`"512M"`).
@@ -123,6 +129,8 @@ pub struct Config {
     pub gc_interval: Duration,
     /// Most bytes per second compaction copies; 0 for no bound.
     pub gc_rate_bytes_per_s: u64,
+    /// The store key's file when it is kept outside the data folder.
+    pub store_key_file: Option<PathBuf>,
 }
 
 /// Default client timeout.
@@ -201,6 +209,8 @@ impl Config {
             Some(a) => a,
             None => LISTEN_DEFAULT.parse().expect("valid default address"),
         };
+        let store_key_file = args.store_key_file.or(file.store_key_file);
+        check_store_key(&data, store_key_file.as_deref())?;
         let requested = args.shards.or(file.shards);
         let shards = resolve_layout(&data, requested)?;
         let prefetch_ttl_s = args
@@ -252,8 +262,75 @@ impl Config {
             history_retention,
             gc_interval,
             gc_rate_bytes_per_s: args.gc_rate.or(file.gc_rate).unwrap_or(GC_RATE_DEFAULT),
+            store_key_file,
         })
     }
+
+    /// Loads the store key: the outside file, which must exist, or the data folder's,
+    /// created on first start.
+    pub fn load_store_key(&self) -> Result<StoreKey> {
+        Ok(match &self.store_key_file {
+            Some(path) => StoreKey::load(path)?,
+            None => StoreKey::load_or_create(&self.data.join(STORE_KEY_IN_DATA))?,
+        })
+    }
+}
+
+/// The store key's name in the data folder when no outside file is given.
+pub const STORE_KEY_IN_DATA: &str = "store.key";
+
+/// Before anything is created or opened: the store key loads, and it is the key the data
+/// folder's block logs were written under.
+fn check_store_key(data: &Path, outside: Option<&Path>) -> Result<()> {
+    let inside = data.join(STORE_KEY_IN_DATA);
+    let path = outside.unwrap_or(&inside);
+    let written = written_fingerprints(data)?;
+    if outside.is_none() && !path.exists() {
+        if let Some((dir, _)) = written.first() {
+            bail!(
+                "{} holds blocks ({}) but there is no store key at {}: give the key they were written under with --store-key-file",
+                data.display(),
+                dir.display(),
+                path.display()
+            );
+        }
+        return Ok(());
+    }
+    let key = StoreKey::load(path)?;
+    for (dir, fingerprint) in written {
+        if fingerprint != key.fingerprint() {
+            bail!(
+                "the store key {} is not the key {} was written under (key fingerprint {:016x}, the blocks' {fingerprint:016x}); nothing was opened",
+                path.display(),
+                dir.display(),
+                key.fingerprint()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Each shard's block log folder in `data` that holds a segment, with the key fingerprint
+/// its oldest segment was written under.
+fn written_fingerprints(data: &Path) -> Result<Vec<(PathBuf, u64)>> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(data) else {
+        return Ok(found);
+    };
+    for entry in entries {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        let blocks = entry.path().join("blocks");
+        if let Some(fp) = holdall_engine::block_log::key_fingerprint_on_disk(&blocks)
+            .with_context(|| format!("reading {}", blocks.display()))?
+        {
+            found.push((blocks, fp));
+        }
+    }
+    found.sort();
+    Ok(found)
 }
 
 /// The block cache of each shard: `--block-cache`, else the default share of memory, split

@@ -37,6 +37,12 @@ struct Cli {
 enum Command {
     /// Run the server: one shard per core, HTTP on --listen, data in --data.
     Serve(Box<config::ServeArgs>),
+    /// Write a new store key (32 random bytes, mode 0600) to PATH, for `--store-key-file`;
+    /// an existing file is never overwritten.
+    Keygen {
+        /// Where to write it: outside the data folder, e.g. /etc/holdall/store.key.
+        path: PathBuf,
+    },
     /// Store a file's blocks and commit it with the embedded engine, then reopen and check.
     Demo {
         /// Data folder (the demo uses its demo/ subfolder).
@@ -61,6 +67,15 @@ fn main() -> Result<()> {
     keep_large_allocations_mapped();
     match Cli::parse().command {
         Command::Serve(args) => serve::run(config::Config::resolve(*args)?),
+        Command::Keygen { path } => {
+            let key = holdall_engine::store_key::StoreKey::create(&path)?;
+            println!(
+                "wrote a new store key to {} (fingerprint {:016x}); keep a copy apart from the data",
+                path.display(),
+                key.fingerprint()
+            );
+            Ok(())
+        }
         Command::Demo { data, mib } => runtime::run(demo::demo(data, mib)),
     }
 }

@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use glommio::net::TcpListener;
 use holdall_engine::journal::record::JournalRecord;
 use holdall_engine::runtime;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -41,7 +41,7 @@ const START_REPORT: Duration = Duration::from_secs(10);
 /// Runs the server until SIGTERM or SIGINT; exits cleanly after in-progress requests end.
 pub fn run(cfg: Config) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("installing signal handlers")?;
     let all_metrics: Arc<Vec<Arc<ShardMetrics>>> =
         Arc::new((0..cfg.shards).map(|_| Arc::default()).collect());
@@ -51,11 +51,29 @@ pub fn run(cfg: Config) -> Result<()> {
         cfg.shards,
         cfg.data.display()
     );
-    info!(%addr, shards = cfg.shards, "serving");
-    loop {
-        if signals.pending().next().is_some() {
+    let store_key = cfg.store_key_file.as_ref().map_or_else(
+        || format!("{} (in the data folder)", crate::config::STORE_KEY_IN_DATA),
+        |p| p.display().to_string(),
+    );
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        %addr,
+        shards = cfg.shards,
+        tls = false,
+        data = %cfg.data.display(),
+        store_key,
+        "serving"
+    );
+    'serving: loop {
+        for signal in signals.pending() {
+            if signal == SIGHUP {
+                // The service manager's reload; without TLS there is nothing to reload
+                // yet, and the signal's default (exit) must not stop the server.
+                info!("SIGHUP: nothing to reload");
+                continue;
+            }
             info!("stopping: finishing requests in progress");
-            break;
+            break 'serving;
         }
         if stop.load(Ordering::Relaxed) {
             break;
@@ -241,7 +259,7 @@ async fn shard_main(
         None => {
             step(at, "creating the data folder and the store key");
             std::fs::create_dir_all(&cfg.data)?;
-            holdall_engine::store_key::StoreKey::load_or_create(&cfg.data.join("store.key"))?;
+            cfg.load_store_key()?;
             step(at, "opening the directory journal");
             let directory = crate::directory::open(&cfg.data).await?;
             step(at, "creating the admin user");

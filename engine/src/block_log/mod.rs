@@ -239,6 +239,30 @@ pub struct BlockLog {
     queue: GroupCommit<WriteRequest>,
 }
 
+/// The key fingerprint in the header of the oldest segment in `dir`: what a store was
+/// written under, read before anything opens it. None if there is no segment or its header
+/// is damaged (opening then judges it).
+pub fn key_fingerprint_on_disk(dir: &Path) -> std::io::Result<Option<u64>> {
+    use std::io::Read;
+    let Some(id) = storage::numbered_files(&DmaStorage, dir, "seg-", ".hblk")
+        .or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            _ => Err(e),
+        })?
+        .into_iter()
+        .next()
+    else {
+        return Ok(None);
+    };
+    let mut header = Vec::with_capacity(SEGMENT_HEADER_BYTES as usize);
+    std::fs::File::open(segment_path(dir, id as u32))?
+        .take(SEGMENT_HEADER_BYTES)
+        .read_to_end(&mut header)?;
+    Ok(record::decode_segment_header(&header)
+        .ok()
+        .map(|(_, fp)| fp))
+}
+
 fn segment_path(dir: &Path, id: u32) -> PathBuf {
     dir.join(format!("seg-{id:010}.hblk"))
 }

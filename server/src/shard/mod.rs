@@ -15,7 +15,6 @@ use holdall_engine::journal::record::{JournalRecord, UserId};
 use holdall_engine::journal::state::State;
 use holdall_engine::journal::{Journal, JournalConfig};
 use holdall_engine::prefetch::{PrefetchConfig, PrefetchTable, Uploader};
-use holdall_engine::store_key::StoreKey;
 use holdall_proto::api::{Jid, NsId};
 use holdall_proto::BlockHash;
 
@@ -131,7 +130,7 @@ impl Shard {
         at: &StartStep,
     ) -> Result<Rc<Shard>> {
         let (shards, data) = (cfg.shards, cfg.data.as_path());
-        let key = Rc::new(StoreKey::load_or_create(&data.join("store.key"))?);
+        let key = Rc::new(cfg.load_store_key()?);
         let root = data.join(format!("shard-{id}"));
         step(at, "opening its block log");
         let blocks = BlockLog::open(BlockLogConfig::new(root.join("blocks"), Some(key)))
