@@ -7,6 +7,7 @@ mod share;
 mod status;
 mod sync;
 mod transfer;
+mod users;
 mod versions;
 
 use std::fs::File;
@@ -210,6 +211,28 @@ enum AdminCommand {
         #[command(flatten)]
         connect: Connect,
     },
+    /// List the users: name, root namespace, usage, quota, disabled.
+    ListUsers {
+        /// One JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Disable a user: their tokens are refused; nothing of theirs is deleted.
+    DisableUser {
+        /// The user.
+        name: String,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Enable a disabled user again.
+    EnableUser {
+        /// The user.
+        name: String,
+        #[command(flatten)]
+        connect: Connect,
+    },
 }
 
 /// A quota as the command line gives it: a byte count, or none.
@@ -396,6 +419,31 @@ fn run(command: Command) -> Result<bool> {
                 "{}: {} bytes used, {quota}",
                 answer.user, answer.usage.bytes
             );
+            Ok(true)
+        }
+        Command::Admin {
+            command: AdminCommand::ListUsers { json, connect },
+        } => {
+            let answer = connect.api()?.list_users()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                print!("{}", users::table(&answer.users));
+            }
+            Ok(true)
+        }
+        Command::Admin {
+            command: AdminCommand::DisableUser { name, connect },
+        } => {
+            let answer = connect.api()?.set_disabled(&name, true)?;
+            println!("{}: disabled (their tokens are refused)", answer.user);
+            Ok(true)
+        }
+        Command::Admin {
+            command: AdminCommand::EnableUser { name, connect },
+        } => {
+            let answer = connect.api()?.set_disabled(&name, false)?;
+            println!("{}: enabled", answer.user);
             Ok(true)
         }
     }

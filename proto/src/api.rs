@@ -97,6 +97,37 @@ pub struct QuotaResponse {
     pub usage: Usage,
 }
 
+/// One user in `GET /v1/admin/users`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminUser {
+    /// Unique name.
+    pub name: String,
+    /// Root namespace.
+    pub root_ns: NsId,
+    /// Whether they may call the admin endpoints.
+    pub admin: bool,
+    /// Whether their tokens are refused.
+    pub disabled: bool,
+    /// Their usage and quota.
+    pub usage: Usage,
+}
+
+/// Answer to `GET /v1/admin/users`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminUsersResponse {
+    /// Every user, in the order they were created.
+    pub users: Vec<AdminUser>,
+}
+
+/// Answer to `POST /v1/admin/users/{user}/disable` and `/enable`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisableResponse {
+    /// The user.
+    pub user: String,
+    /// Whether they are disabled now.
+    pub disabled: bool,
+}
+
 /// `POST /v1/commit`, and one item of `commit_batch`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitRequest {

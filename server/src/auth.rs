@@ -10,7 +10,8 @@ use crate::directory::token_sha256;
 use crate::reply::ApiError;
 use crate::shard::Shard;
 
-/// The user whose token the request carries; 401 without one or with an unknown one.
+/// The user whose token the request carries; 401 without one, with an unknown one, or with
+/// a disabled user's.
 pub fn authenticate(shard: &Shard, req: &Request<Incoming>) -> Result<User, ApiError> {
     let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
     let header = req
@@ -22,9 +23,16 @@ pub fn authenticate(shard: &Shard, req: &Request<Incoming>) -> Result<User, ApiE
         .ok()
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| unauthorized("Authorization must be 'Bearer <token>'"))?;
-    shard
-        .directory()
+    let directory = shard.directory();
+    let user = directory
         .user_by_token(&token_sha256(token.trim()))
-        .cloned()
-        .ok_or_else(|| unauthorized("unknown token"))
+        .ok_or_else(|| unauthorized("unknown token"))?;
+    if directory.is_disabled(user.id) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "account_disabled",
+            format!("the account {:?} is disabled; ask the admin", user.name),
+        ));
+    }
+    Ok(user.clone())
 }

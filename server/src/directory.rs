@@ -118,6 +118,13 @@ pub enum DirectoryOp {
         /// The quota in bytes, or none.
         bytes: Option<u64>,
     },
+    /// Disables or enables a user. Replies `[]`.
+    SetDisabled {
+        /// The user.
+        user: u64,
+        /// Disabled or not.
+        disabled: bool,
+    },
 }
 
 /// Whether a new mount at `path` would clash with a user's existing `mounts`: the same path,

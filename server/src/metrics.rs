@@ -48,12 +48,18 @@ pub enum Route {
     AdminGc,
     /// `POST /v1/admin/users/{user}/quota`.
     AdminQuota,
+    /// `GET /v1/admin/users`.
+    AdminListUsers,
+    /// `POST /v1/admin/users/{user}/disable`.
+    AdminDisable,
+    /// `POST /v1/admin/users/{user}/enable`.
+    AdminEnable,
     /// Anything else.
     Other,
 }
 
 impl Route {
-    const ALL: [Route; 20] = [
+    const ALL: [Route; 23] = [
         Route::Healthz,
         Route::Metrics,
         Route::Account,
@@ -73,6 +79,9 @@ impl Route {
         Route::Rewind,
         Route::AdminGc,
         Route::AdminQuota,
+        Route::AdminListUsers,
+        Route::AdminDisable,
+        Route::AdminEnable,
         Route::Other,
     ];
 
@@ -97,6 +106,9 @@ impl Route {
             Route::Rewind => "rewind",
             Route::AdminGc => "admin_gc",
             Route::AdminQuota => "admin_quota",
+            Route::AdminListUsers => "admin_list_users",
+            Route::AdminDisable => "admin_disable",
+            Route::AdminEnable => "admin_enable",
             Route::Other => "other",
         }
     }

@@ -10,7 +10,9 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use crate::auth::authenticate;
 use crate::body::Body;
-use crate::handlers::{account, admin, blocks, commit, history, list, quota, retrieve, rewind};
+use crate::handlers::{
+    account, admin, blocks, commit, history, list, quota, retrieve, rewind, users,
+};
 use crate::metrics::Route;
 use crate::reply::{method_not_allowed, text, ApiError};
 use crate::shard::Shard;
@@ -46,7 +48,10 @@ async fn dispatch(shard: &Rc<Shard>, req: Request<Incoming>) -> (Route, Response
         ["healthz"] => (Route::Healthz, Method::GET),
         ["metrics"] => (Route::Metrics, Method::GET),
         ["v1", "account"] => (Route::Account, Method::GET),
+        ["v1", "admin", "users"] if method == Method::GET => (Route::AdminListUsers, Method::GET),
         ["v1", "admin", "users"] => (Route::AdminUsers, Method::POST),
+        ["v1", "admin", "users", _, "disable"] => (Route::AdminDisable, Method::POST),
+        ["v1", "admin", "users", _, "enable"] => (Route::AdminEnable, Method::POST),
         ["v1", "admin", "gc"] => (Route::AdminGc, Method::POST),
         ["v1", "admin", "users", _, "quota"] => (Route::AdminQuota, Method::POST),
         ["v1", "store_batch"] => (Route::StoreBatch, Method::POST),
@@ -107,6 +112,9 @@ async fn dispatch(shard: &Rc<Shard>, req: Request<Incoming>) -> (Route, Response
                 Route::Rewind => rewind::rewind(shard, &user, req).await,
                 Route::AdminGc => admin::gc(shard, &user).await,
                 Route::AdminQuota => quota::set_quota(shard, &user, segments[3], req).await,
+                Route::AdminListUsers => users::list_users(shard, &user).await,
+                Route::AdminDisable => users::set_disabled(shard, &user, segments[3], true).await,
+                Route::AdminEnable => users::set_disabled(shard, &user, segments[3], false).await,
                 Route::Healthz | Route::Metrics | Route::Other => {
                     Err(ApiError::internal("route dispatched twice"))
                 }

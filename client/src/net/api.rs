@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use holdall_proto::api::DEVICE_HEADER;
 use holdall_proto::api::{
-    AccountResponse, AddMemberRequest, CommitBatchRequest, CommitBatchResponse, CommitRequest,
-    CreateNamespaceRequest, CreateNamespaceResponse, CreateUserRequest, CreateUserResponse,
-    DeletedRequest, DeletedResponse, ErrorBody, HistoryRequest, HistoryResponse, ListRequest,
-    ListResponse, LongpollRequest, LongpollResponse, NsId, QuotaRequest, QuotaResponse,
-    RestoreRequest, RestoreResponse, RetrieveBatchRequest, RewindRequest, RewindResponse,
-    StoreBatchResponse,
+    AccountResponse, AddMemberRequest, AdminUsersResponse, CommitBatchRequest, CommitBatchResponse,
+    CommitRequest, CreateNamespaceRequest, CreateNamespaceResponse, CreateUserRequest,
+    CreateUserResponse, DeletedRequest, DeletedResponse, DisableResponse, ErrorBody,
+    HistoryRequest, HistoryResponse, ListRequest, ListResponse, LongpollRequest, LongpollResponse,
+    NsId, QuotaRequest, QuotaResponse, RestoreRequest, RestoreResponse, RetrieveBatchRequest,
+    RewindRequest, RewindResponse, StoreBatchResponse,
 };
 use holdall_proto::frame::{store_frame_header, STORE_HEADER_BYTES};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -62,6 +62,9 @@ pub enum ApiError {
     /// The token was refused.
     #[error("the server refused the token (401): check HOLDALL_TOKEN or --token")]
     Unauthorized,
+    /// The token's account is disabled.
+    #[error("the server refused the token (401): the account is disabled; ask the server's admin")]
+    AccountDisabled,
     /// The server answered with an error status.
     #[error("the server answered {status} {code}: {message}")]
     Server {
@@ -88,9 +91,10 @@ impl ApiError {
         match self {
             ApiError::Unreachable { .. } => true,
             ApiError::Server { status, .. } => *status >= 500 || *status == 408 || *status == 429,
-            ApiError::Unauthorized | ApiError::Untrusted { .. } | ApiError::BadAnswer { .. } => {
-                false
-            }
+            ApiError::Unauthorized
+            | ApiError::AccountDisabled
+            | ApiError::Untrusted { .. }
+            | ApiError::BadAnswer { .. } => false,
         }
     }
 }
@@ -326,10 +330,14 @@ impl Api {
 
     /// The error for an answer with `status` (not 200) and body `bytes`.
     fn refusal(status: u16, bytes: &[u8]) -> ApiError {
+        let parsed = serde_json::from_slice::<ErrorBody>(bytes);
         if status == 401 {
-            return ApiError::Unauthorized;
+            return match parsed {
+                Ok(e) if e.error == "account_disabled" => ApiError::AccountDisabled,
+                _ => ApiError::Unauthorized,
+            };
         }
-        let (code, message) = match serde_json::from_slice::<ErrorBody>(bytes) {
+        let (code, message) = match parsed {
             Ok(e) => (e.error, e.message),
             Err(_) => (
                 "http".to_string(),
@@ -645,6 +653,29 @@ impl Api {
             &CreateUserRequest { name: name.into() },
             CALL_TIMEOUT,
         )
+    }
+
+    /// `GET /v1/admin/users`.
+    pub fn list_users(&self) -> Result<AdminUsersResponse, ApiError> {
+        let bytes = self.call(&Call {
+            method: "GET",
+            path: "/v1/admin/users",
+            content_type: "",
+            body: b"",
+            limit: JSON_BYTES_MAX,
+            timeout: CALL_TIMEOUT,
+        })?;
+        Self::parse("admin/users", &bytes)
+    }
+
+    /// `POST /v1/admin/users/{user}/disable` or `/enable`; the name goes percent-encoded.
+    pub fn set_disabled(&self, user: &str, disabled: bool) -> Result<DisableResponse, ApiError> {
+        let verb = if disabled { "disable" } else { "enable" };
+        let path = format!(
+            "/v1/admin/users/{}/{verb}",
+            utf8_percent_encode(user, &PATH_SEGMENT)
+        );
+        self.json("admin/disable", &path, &serde_json::json!({}), CALL_TIMEOUT)
     }
 
     /// `POST /v1/admin/users/{user}/quota`; the name goes percent-encoded.

@@ -12,7 +12,7 @@ use notify::{RecursiveMode, Watcher};
 use tracing::{info, warn};
 
 use crate::local::scan::{STATE_DIR, TEMP_PREFIX};
-use crate::net::api::Api;
+use crate::net::api::{Api, ApiError};
 use crate::sync::round::{log_round, Report, Syncer};
 
 /// A full rescan at least this often, in case an inotify event was missed.
@@ -180,9 +180,23 @@ fn run_round(syncer: &mut Syncer, cursors: &Shared, backoff: Duration) -> Result
         }
         Err(e) => {
             let message = format!("{e:#}");
-            warn!(error = %message, retry_in_s = backoff.as_secs(), "sync round failed");
             syncer.record(None, Some(&message))?;
+            if token_refused(&e) {
+                // No retry can help: the token was revoked or its account disabled.
+                return Err(e.context("stopping: the server no longer takes this token"));
+            }
+            warn!(error = %message, retry_in_s = backoff.as_secs(), "sync round failed");
             Ok(None)
         }
     }
+}
+
+/// Whether `e` is the server refusing the token itself (401).
+fn token_refused(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<ApiError>(),
+            Some(ApiError::Unauthorized | ApiError::AccountDisabled)
+        )
+    })
 }

@@ -144,6 +144,14 @@ pub enum JournalRecord {
         /// The limit in bytes, or none.
         bytes: Option<u64>,
     },
+    /// Whether a user is disabled: their tokens are refused, nothing of theirs is deleted.
+    /// The last record for a user holds.
+    UserDisabled {
+        /// The user.
+        user: UserId,
+        /// Disabled (true) or enabled again (false).
+        disabled: bool,
+    },
 }
 
 /// Why bytes are not a valid record.
@@ -272,6 +280,11 @@ fn encode_as(record: &JournalRecord, located: bool, out: &mut Vec<u8>) {
             out.push(u8::from(bytes.is_some()));
             out.extend_from_slice(&bytes.unwrap_or(0).to_le_bytes());
             8
+        }
+        JournalRecord::UserDisabled { user, disabled } => {
+            out.extend_from_slice(&user.to_le_bytes());
+            out.push(u8::from(*disabled));
+            9
         }
     };
     let body_len = (out.len() - start - HEADER_BYTES) as u32;
@@ -519,6 +532,15 @@ pub fn decode(bytes: &[u8]) -> Result<(JournalRecord, usize), JournalRecordError
                 bytes: limited.then_some(bytes),
             }
         }
+        9 if version >= VERSION => {
+            let user = b.u64()?;
+            let disabled = match b.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(JournalRecordError::Body("disabled flag")),
+            };
+            JournalRecord::UserDisabled { user, disabled }
+        }
         _ => return Err(JournalRecordError::Body("unknown record type")),
     };
     b.end()?;
@@ -594,6 +616,14 @@ mod tests {
             JournalRecord::Quota {
                 user: 2,
                 bytes: None,
+            },
+            JournalRecord::UserDisabled {
+                user: 2,
+                disabled: true,
+            },
+            JournalRecord::UserDisabled {
+                user: 2,
+                disabled: false,
             },
             JournalRecord::Earlier(Row {
                 ns: 3,

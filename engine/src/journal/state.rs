@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 
-use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use hashbrown::{DefaultHashBuilder, HashMap, HashSet, HashTable};
 
 use holdall_proto::api::{EntryKind, Jid, NsId};
 use holdall_proto::content_hash::block_count;
@@ -332,6 +332,7 @@ pub struct State {
     tokens: HashMap<[u8; 32], UserId>,
     mounts: BTreeMap<UserId, Vec<(NsId, String)>>,
     quotas: HashMap<UserId, u64>,
+    disabled: HashSet<UserId>,
     /// Owner → logical bytes of the live files in the namespaces they own here.
     usage: HashMap<UserId, u64>,
     rows_total: u64,
@@ -448,6 +449,23 @@ impl State {
     /// `user`'s quota in bytes, if they have one.
     pub fn quota(&self, user: UserId) -> Option<u64> {
         self.quotas.get(&user).copied()
+    }
+
+    /// Whether `user` is disabled (their tokens are refused).
+    pub fn is_disabled(&self, user: UserId) -> bool {
+        self.disabled.contains(&user)
+    }
+
+    /// Every user, by id.
+    pub fn users(&self) -> Vec<&User> {
+        let mut users: Vec<&User> = self.users.values().collect();
+        users.sort_by_key(|u| u.id);
+        users
+    }
+
+    /// Logical bytes of the live files here of every owner that has any.
+    pub fn usage_by_owner(&self) -> HashMap<UserId, u64> {
+        self.usage.clone()
     }
 
     /// Logical bytes of the latest versions of the files in the namespaces `user` owns that
@@ -580,7 +598,7 @@ impl State {
                     return Err(RecordInvalid::NamespaceExists(*id));
                 }
             }
-            JournalRecord::Quota { user, .. } => {
+            JournalRecord::Quota { user, .. } | JournalRecord::UserDisabled { user, .. } => {
                 let created =
                     earlier_has(&|e| matches!(e, JournalRecord::User { id, .. } if id == user));
                 if !self.users.contains_key(user) && !created {
@@ -707,6 +725,15 @@ impl State {
                 };
                 known
             }
+            JournalRecord::UserDisabled { user, disabled } => {
+                let known = self.users.contains_key(&user);
+                if known && disabled {
+                    self.disabled.insert(user);
+                } else {
+                    self.disabled.remove(&user);
+                }
+                known
+            }
         };
         if !ok {
             self.skipped_records += 1;
@@ -767,6 +794,10 @@ impl State {
             user: *u,
             bytes: Some(*b),
         });
+        let disabled = self.disabled.iter().map(|u| JournalRecord::UserDisabled {
+            user: *u,
+            disabled: true,
+        });
         let rows = self
             .namespaces
             .values()
@@ -776,6 +807,7 @@ impl State {
             .chain(namespaces)
             .chain(mounts)
             .chain(quotas)
+            .chain(disabled)
             .chain(rows)
     }
 }
@@ -1094,5 +1126,32 @@ mod tests {
             bytes: None,
         });
         assert_eq!(s.quota(1), None);
+    }
+
+    #[test]
+    fn disabled_users_are_known_listed_and_survive_a_snapshot() {
+        let mut s = State::default();
+        for (id, name) in [(2, "bo"), (1, "ann")] {
+            s.apply(JournalRecord::User {
+                id,
+                name: name.into(),
+                root_ns: id,
+                admin: false,
+            });
+        }
+        let disable = |user, disabled| JournalRecord::UserDisabled { user, disabled };
+        assert_eq!(
+            s.check_records(&[disable(3, true)]),
+            Err(RecordInvalid::NoSuchUser(3))
+        );
+        s.apply(disable(2, true));
+        assert!(s.is_disabled(2) && !s.is_disabled(1));
+        let names: Vec<&str> = s.users().iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["ann", "bo"], "by id");
+        let mut copy = State::default();
+        copy.apply_all(s.snapshot_records().collect());
+        assert!(copy.is_disabled(2) && !copy.is_disabled(1));
+        s.apply(disable(2, false));
+        assert!(!s.is_disabled(2));
     }
 }

@@ -11,3 +11,4 @@ pub mod list;
 pub mod quota;
 pub mod retrieve;
 pub mod rewind;
+pub mod users;

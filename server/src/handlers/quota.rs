@@ -16,7 +16,6 @@ use holdall_engine::journal::state::{Commit, User};
 use holdall_proto::api::{NsId, QuotaRequest, QuotaResponse, Usage};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use percent_encoding::percent_decode_str;
 
 use crate::body::Body;
 use crate::directory::DirectoryOp;
@@ -37,25 +36,8 @@ pub async fn set_quota(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     admin_only(caller, "set quotas")?;
-    let name = percent_decode_str(name).decode_utf8().map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_name",
-            "the user name in the path is not percent-encoded UTF-8",
-        )
-    })?;
+    let user = crate::handlers::users::user_named(shard, name)?;
     let body: QuotaRequest = read_json(req, QUOTA_BODY_BYTES_MAX).await?;
-    let user = shard
-        .directory()
-        .user_by_name(&name)
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_user",
-                format!("no user {name:?}"),
-            )
-        })?;
     shard
         .directory_op(DirectoryOp::SetQuota {
             user: user.id,

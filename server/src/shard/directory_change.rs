@@ -114,6 +114,11 @@ impl Shard {
             DirectoryOp::SetQuota { user, bytes } => {
                 (vec![JournalRecord::Quota { user, bytes }], None, vec![])
             }
+            DirectoryOp::SetDisabled { user, disabled } => (
+                vec![JournalRecord::UserDisabled { user, disabled }],
+                None,
+                vec![],
+            ),
         };
         Ok(Change {
             records,

@@ -1,0 +1,61 @@
+//! `holdall admin list-users`, `disable-user` and `enable-user` against the real holdalld,
+//! and a client whose account is disabled mid-sync: it stops and says why.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{bytes, tree, wait_until, Client, Server};
+
+#[test]
+fn the_admin_lists_disables_and_enables_users_and_a_disabled_sync_stops_saying_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let token = server.add_user("ann");
+    let a = Client::new(&server, &token, &tmp.path().join("a"));
+    std::fs::write(a.path("one.txt"), bytes(1, 1000)).unwrap();
+    assert!(a.sync().ok);
+
+    let table = server.admin(&["list-users"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(
+        lines[2].starts_with("ann") && lines[2].contains("1000"),
+        "{table}"
+    );
+    assert!(lines[2].ends_with("active"), "{table}");
+    let listed: serde_json::Value =
+        serde_json::from_str(&server.admin(&["list-users", "--json"])).unwrap();
+    assert_eq!(listed["users"][1]["usage"]["bytes"], 1000);
+
+    let running = a.spawn_sync(&[]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        server.admin(&["disable-user", "ann"]),
+        "ann: disabled (their tokens are refused)\n"
+    );
+    assert!(server
+        .admin(&["list-users"])
+        .lines()
+        .nth(2)
+        .unwrap()
+        .ends_with("disabled"));
+    std::fs::write(a.path("two.txt"), bytes(2, 1000)).unwrap();
+    let mut running = running;
+    let stopped = wait_until(Duration::from_secs(30), || {
+        running.child.try_wait().unwrap().is_some()
+    });
+    assert!(stopped, "{}", running.log());
+    assert!(
+        running.log().contains("the account is disabled"),
+        "{}",
+        running.log()
+    );
+    assert!(a.path("two.txt").exists(), "nothing local is touched");
+
+    assert_eq!(server.admin(&["enable-user", "ann"]), "ann: enabled\n");
+    assert!(a.sync().ok);
+    let b = Client::new(&server, &token, &tmp.path().join("b"));
+    b.synced();
+    assert_eq!(tree(&a.dir), tree(&b.dir));
+}
