@@ -6,6 +6,7 @@ mod pool;
 mod share;
 mod status;
 mod sync;
+mod tokens;
 mod transfer;
 mod users;
 mod versions;
@@ -117,6 +118,39 @@ enum Command {
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// The account's device tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+/// `holdall token …`.
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a token for another device and print it (shown this once).
+    Create {
+        /// The device's name, shown in `token list`.
+        #[arg(long)]
+        device: String,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// The account's tokens: id, device, made, last used (never the secrets).
+    List {
+        /// One JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Revoke a token: its next request is refused, on every device using it.
+    Revoke {
+        /// The token's id, from `token list`.
+        id: String,
+        #[command(flatten)]
+        connect: Connect,
     },
 }
 
@@ -311,6 +345,29 @@ fn sync_folder(dir: &Path, connect: &Connect, opts: Options, once: bool) -> Resu
     Ok(report.errors.is_empty())
 }
 
+fn run_token(command: TokenCommand) -> Result<bool> {
+    match command {
+        TokenCommand::Create { device, connect } => {
+            let made = connect.api()?.create_token(&device)?;
+            eprintln!("holdall: made token {} for {device:?}", made.id);
+            println!("{}", made.token);
+        }
+        TokenCommand::List { json, connect } => {
+            let answer = connect.api()?.list_tokens()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                print!("{}", tokens::table(&answer.tokens));
+            }
+        }
+        TokenCommand::Revoke { id, connect } => {
+            connect.api()?.revoke_token(&id)?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(true)
+}
+
 fn run_versions(command: VersionsCommand) -> Result<bool> {
     match command {
         VersionsCommand::History {
@@ -421,6 +478,7 @@ fn run(command: Command) -> Result<bool> {
             );
             Ok(true)
         }
+        Command::Token { command } => run_token(command),
         Command::Admin {
             command: AdminCommand::ListUsers { json, connect },
         } => {

@@ -79,7 +79,7 @@ fn versions(api: &Api, t: &Target) -> Result<Vec<HistoryVersion>> {
 }
 
 /// A time in ms since the epoch as local time.
-fn local_time(ms: Option<u64>) -> String {
+pub fn local_time(ms: Option<u64>) -> String {
     ms.and_then(|ms| chrono::DateTime::from_timestamp_millis(ms as i64))
         .map(|t| {
             t.with_timezone(&chrono::Local)

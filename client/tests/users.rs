@@ -59,3 +59,52 @@ fn the_admin_lists_disables_and_enables_users_and_a_disabled_sync_stops_saying_w
     b.synced();
     assert_eq!(tree(&a.dir), tree(&b.dir));
 }
+
+#[test]
+fn a_device_token_is_made_listed_and_revoked_and_its_sync_stops_saying_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let token = server.add_user("ann");
+    let a = Client::new(&server, &token, &tmp.path().join("a"));
+    let out = a
+        .command(&["token", "create", "--device", "laptop"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let laptop_token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(laptop_token.len(), 64);
+    let out = a.command(&["token", "list"]).output().unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    let line = table.lines().find(|l| l.ends_with("laptop")).expect(&table);
+    let id = line.split_whitespace().next().unwrap().to_owned();
+    assert!(!table.contains(&laptop_token) && !table.contains(&token));
+
+    let laptop = Client::new(&server, &laptop_token, &tmp.path().join("laptop"));
+    std::fs::write(laptop.path("from-laptop.txt"), bytes(5, 500)).unwrap();
+    assert!(laptop.sync().ok);
+    let mut running = laptop.spawn_sync(&[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = a.command(&["token", "revoke", &id]).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("revoked {id}\n")
+    );
+    std::fs::write(laptop.path("late.txt"), bytes(6, 500)).unwrap();
+    let stopped = wait_until(Duration::from_secs(30), || {
+        running.child.try_wait().unwrap().is_some()
+    });
+    assert!(stopped, "{}", running.log());
+    assert!(
+        running.log().contains("refused the token (401)"),
+        "{}",
+        running.log()
+    );
+    assert!(laptop.path("late.txt").exists() && laptop.path("from-laptop.txt").exists());
+    // The account's own token is untouched.
+    assert!(a.sync().ok);
+    assert!(a.path("from-laptop.txt").exists());
+}

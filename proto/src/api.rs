@@ -97,6 +97,43 @@ pub struct QuotaResponse {
     pub usage: Usage,
 }
 
+/// `POST /v1/tokens`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    /// The device the token is for, shown in `GET /v1/tokens`.
+    pub device: String,
+}
+
+/// Answer to `POST /v1/tokens`: the only time the token itself is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateTokenResponse {
+    /// The token's id, for listing and revoking.
+    pub id: String,
+    /// The bearer token.
+    pub token: String,
+}
+
+/// One token in `GET /v1/tokens`; never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenEntry {
+    /// Its id: the first 8 bytes of the token's SHA-256, in hex.
+    pub id: String,
+    /// The device it was made for; empty for the account's first token.
+    pub device: String,
+    /// When it was made, ms since the Unix epoch; 0 when unknown.
+    pub created_ms: u64,
+    /// When it was last used since the server started, if it was.
+    pub last_used_ms: Option<u64>,
+}
+
+/// Answer to `GET /v1/tokens`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokensResponse {
+    /// The caller's live tokens, oldest first.
+    pub tokens: Vec<TokenEntry>,
+}
+
 /// One user in `GET /v1/admin/users`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdminUser {

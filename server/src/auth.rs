@@ -11,9 +11,16 @@ use crate::reply::ApiError;
 use crate::shard::Shard;
 
 /// The user whose token the request carries; 401 without one, with an unknown one, or with
-/// a disabled user's.
+/// a disabled user's. Notes the token's use on this shard.
 pub fn authenticate(shard: &Shard, req: &Request<Incoming>) -> Result<User, ApiError> {
-    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    let sha = bearer_sha256(req)?;
+    let user = user_of_token(shard, &sha)?;
+    shard.note_token_use(sha);
+    Ok(user)
+}
+
+/// The SHA-256 of the request's bearer token; 401 without one.
+pub fn bearer_sha256(req: &Request<Incoming>) -> Result<[u8; 32], ApiError> {
     let header = req
         .headers()
         .get(AUTHORIZATION)
@@ -23,10 +30,16 @@ pub fn authenticate(shard: &Shard, req: &Request<Incoming>) -> Result<User, ApiE
         .ok()
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| unauthorized("Authorization must be 'Bearer <token>'"))?;
+    Ok(token_sha256(token.trim()))
+}
+
+/// The user of a live token, as this shard's directory replica has it now; 401 if it was
+/// never made, has been revoked, or its user is disabled.
+pub fn user_of_token(shard: &Shard, sha: &[u8; 32]) -> Result<User, ApiError> {
     let directory = shard.directory();
     let user = directory
-        .user_by_token(&token_sha256(token.trim()))
-        .ok_or_else(|| unauthorized("unknown token"))?;
+        .user_by_token(sha)
+        .ok_or_else(|| unauthorized("unknown or revoked token"))?;
     if directory.is_disabled(user.id) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -35,4 +48,8 @@ pub fn authenticate(shard: &Shard, req: &Request<Incoming>) -> Result<User, ApiE
         ));
     }
     Ok(user.clone())
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
 }

@@ -21,6 +21,22 @@ pub fn token_sha256(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// The wall clock, ms since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A token's id: the first 8 bytes of its SHA-256, in hex (the SHA-256 does not give the
+/// token away).
+pub fn token_id(token_sha256: &[u8; 32]) -> String {
+    token_sha256[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// A new bearer token: 32 random bytes as 64 hex digits.
 pub fn new_token() -> Result<String> {
     let mut bytes = [0u8; 32];
@@ -75,9 +91,11 @@ pub async fn ensure_admin(directory: &Journal, data: &Path) -> Result<()> {
                 root_ns: 1,
                 admin: true,
             },
-            JournalRecord::Token {
+            JournalRecord::DeviceToken {
                 user: 1,
                 token_sha256: token_sha256(&token),
+                device: String::new(),
+                created_ms: now_ms(),
             },
         ])
         .await
@@ -117,6 +135,20 @@ pub enum DirectoryOp {
         user: u64,
         /// The quota in bytes, or none.
         bytes: Option<u64>,
+    },
+    /// A new token for one of a user's devices. Replies `[]`.
+    AddToken {
+        /// Whose.
+        user: u64,
+        /// SHA-256 of the new token.
+        token_sha256: [u8; 32],
+        /// The device.
+        device: String,
+    },
+    /// Revokes a token. Replies `[]`.
+    RevokeToken {
+        /// SHA-256 of the token.
+        token_sha256: [u8; 32],
     },
     /// Disables or enables a user. Replies `[]`.
     SetDisabled {

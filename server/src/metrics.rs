@@ -54,12 +54,18 @@ pub enum Route {
     AdminDisable,
     /// `POST /v1/admin/users/{user}/enable`.
     AdminEnable,
+    /// `POST /v1/tokens`.
+    TokensCreate,
+    /// `GET /v1/tokens`.
+    TokensList,
+    /// `DELETE /v1/tokens/{id}`.
+    TokensRevoke,
     /// Anything else.
     Other,
 }
 
 impl Route {
-    const ALL: [Route; 23] = [
+    const ALL: [Route; 26] = [
         Route::Healthz,
         Route::Metrics,
         Route::Account,
@@ -82,6 +88,9 @@ impl Route {
         Route::AdminListUsers,
         Route::AdminDisable,
         Route::AdminEnable,
+        Route::TokensCreate,
+        Route::TokensList,
+        Route::TokensRevoke,
         Route::Other,
     ];
 
@@ -109,6 +118,9 @@ impl Route {
             Route::AdminListUsers => "admin_list_users",
             Route::AdminDisable => "admin_disable",
             Route::AdminEnable => "admin_enable",
+            Route::TokensCreate => "tokens_create",
+            Route::TokensList => "tokens_list",
+            Route::TokensRevoke => "tokens_revoke",
             Route::Other => "other",
         }
     }

@@ -11,7 +11,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use crate::auth::authenticate;
 use crate::body::Body;
 use crate::handlers::{
-    account, admin, blocks, commit, history, list, quota, retrieve, rewind, users,
+    account, admin, blocks, commit, history, list, quota, retrieve, rewind, tokens, users,
 };
 use crate::metrics::Route;
 use crate::reply::{method_not_allowed, text, ApiError};
@@ -48,6 +48,9 @@ async fn dispatch(shard: &Rc<Shard>, req: Request<Incoming>) -> (Route, Response
         ["healthz"] => (Route::Healthz, Method::GET),
         ["metrics"] => (Route::Metrics, Method::GET),
         ["v1", "account"] => (Route::Account, Method::GET),
+        ["v1", "tokens"] if method == Method::GET => (Route::TokensList, Method::GET),
+        ["v1", "tokens"] => (Route::TokensCreate, Method::POST),
+        ["v1", "tokens", _] => (Route::TokensRevoke, Method::DELETE),
         ["v1", "admin", "users"] if method == Method::GET => (Route::AdminListUsers, Method::GET),
         ["v1", "admin", "users"] => (Route::AdminUsers, Method::POST),
         ["v1", "admin", "users", _, "disable"] => (Route::AdminDisable, Method::POST),
@@ -113,6 +116,9 @@ async fn dispatch(shard: &Rc<Shard>, req: Request<Incoming>) -> (Route, Response
                 Route::AdminGc => admin::gc(shard, &user).await,
                 Route::AdminQuota => quota::set_quota(shard, &user, segments[3], req).await,
                 Route::AdminListUsers => users::list_users(shard, &user).await,
+                Route::TokensCreate => tokens::create_token(shard, &user, req).await,
+                Route::TokensList => tokens::list_tokens(shard, &user).await,
+                Route::TokensRevoke => tokens::revoke_token(shard, &user, segments[2]).await,
                 Route::AdminDisable => users::set_disabled(shard, &user, segments[3], true).await,
                 Route::AdminEnable => users::set_disabled(shard, &user, segments[3], false).await,
                 Route::Healthz | Route::Metrics | Route::Other => {

@@ -29,7 +29,7 @@ fn serves_health_account_errors_and_metrics_across_shards() {
     let r = request(&server.addr, "GET", "/v1/account", Some("not-a-token"), b"");
     assert_eq!(
         (r.status, r.json()["message"].as_str()),
-        (401, Some("unknown token"))
+        (401, Some("unknown or revoked token"))
     );
 
     // Twenty connections, spread by the kernel over the shards listening on the port.

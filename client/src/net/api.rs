@@ -10,11 +10,12 @@ use std::time::Duration;
 use holdall_proto::api::DEVICE_HEADER;
 use holdall_proto::api::{
     AccountResponse, AddMemberRequest, AdminUsersResponse, CommitBatchRequest, CommitBatchResponse,
-    CommitRequest, CreateNamespaceRequest, CreateNamespaceResponse, CreateUserRequest,
-    CreateUserResponse, DeletedRequest, DeletedResponse, DisableResponse, ErrorBody,
-    HistoryRequest, HistoryResponse, ListRequest, ListResponse, LongpollRequest, LongpollResponse,
-    NsId, QuotaRequest, QuotaResponse, RestoreRequest, RestoreResponse, RetrieveBatchRequest,
-    RewindRequest, RewindResponse, StoreBatchResponse,
+    CommitRequest, CreateNamespaceRequest, CreateNamespaceResponse, CreateTokenRequest,
+    CreateTokenResponse, CreateUserRequest, CreateUserResponse, DeletedRequest, DeletedResponse,
+    DisableResponse, ErrorBody, HistoryRequest, HistoryResponse, ListRequest, ListResponse,
+    LongpollRequest, LongpollResponse, NsId, QuotaRequest, QuotaResponse, RestoreRequest,
+    RestoreResponse, RetrieveBatchRequest, RewindRequest, RewindResponse, StoreBatchResponse,
+    TokensResponse,
 };
 use holdall_proto::frame::{store_frame_header, STORE_HEADER_BYTES};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -280,6 +281,13 @@ impl Api {
                     get = get.header(DEVICE_HEADER, d);
                 }
                 get.config().timeout_global(Some(timeout)).build().call()
+            }
+            "DELETE" => {
+                let mut delete = self.agent.delete(&url).header("Authorization", &self.auth);
+                if let Some(d) = &self.device {
+                    delete = delete.header(DEVICE_HEADER, d);
+                }
+                delete.config().timeout_global(Some(timeout)).build().call()
             }
             _ => {
                 let mut post = self.agent.post(&url).header("Authorization", &self.auth);
@@ -653,6 +661,41 @@ impl Api {
             &CreateUserRequest { name: name.into() },
             CALL_TIMEOUT,
         )
+    }
+
+    /// `POST /v1/tokens`.
+    pub fn create_token(&self, device: &str) -> Result<CreateTokenResponse, ApiError> {
+        let request = CreateTokenRequest {
+            device: device.into(),
+        };
+        self.json("tokens", "/v1/tokens", &request, CALL_TIMEOUT)
+    }
+
+    /// `GET /v1/tokens`.
+    pub fn list_tokens(&self) -> Result<TokensResponse, ApiError> {
+        let bytes = self.call(&Call {
+            method: "GET",
+            path: "/v1/tokens",
+            content_type: "",
+            body: b"",
+            limit: JSON_BYTES_MAX,
+            timeout: CALL_TIMEOUT,
+        })?;
+        Self::parse("tokens", &bytes)
+    }
+
+    /// `DELETE /v1/tokens/{id}`.
+    pub fn revoke_token(&self, id: &str) -> Result<(), ApiError> {
+        let path = format!("/v1/tokens/{}", utf8_percent_encode(id, &PATH_SEGMENT));
+        self.call(&Call {
+            method: "DELETE",
+            path: &path,
+            content_type: "",
+            body: b"",
+            limit: JSON_BYTES_MAX,
+            timeout: CALL_TIMEOUT,
+        })?;
+        Ok(())
     }
 
     /// `GET /v1/admin/users`.

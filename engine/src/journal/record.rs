@@ -144,6 +144,22 @@ pub enum JournalRecord {
         /// The limit in bytes, or none.
         bytes: Option<u64>,
     },
+    /// A bearer token made for one of a user's devices, kept only as its SHA-256.
+    DeviceToken {
+        /// Whose token.
+        user: UserId,
+        /// SHA-256 of the token.
+        token_sha256: [u8; 32],
+        /// The device it was made for (may be empty).
+        device: String,
+        /// When it was made, ms since the Unix epoch.
+        created_ms: u64,
+    },
+    /// A token revoked: refused from now on.
+    TokenRevoked {
+        /// SHA-256 of the token.
+        token_sha256: [u8; 32],
+    },
     /// Whether a user is disabled: their tokens are refused, nothing of theirs is deleted.
     /// The last record for a user holds.
     UserDisabled {
@@ -285,6 +301,22 @@ fn encode_as(record: &JournalRecord, located: bool, out: &mut Vec<u8>) {
             out.extend_from_slice(&user.to_le_bytes());
             out.push(u8::from(*disabled));
             9
+        }
+        JournalRecord::DeviceToken {
+            user,
+            token_sha256,
+            device,
+            created_ms,
+        } => {
+            out.extend_from_slice(&user.to_le_bytes());
+            out.extend_from_slice(token_sha256);
+            out.extend_from_slice(&created_ms.to_le_bytes());
+            put_str(out, device);
+            10
+        }
+        JournalRecord::TokenRevoked { token_sha256 } => {
+            out.extend_from_slice(token_sha256);
+            11
         }
     };
     let body_len = (out.len() - start - HEADER_BYTES) as u32;
@@ -541,6 +573,24 @@ pub fn decode(bytes: &[u8]) -> Result<(JournalRecord, usize), JournalRecordError
             };
             JournalRecord::UserDisabled { user, disabled }
         }
+        10 if version >= VERSION => {
+            let user = b.u64()?;
+            let token_sha256 = b.take(32)?.try_into().expect("32 bytes");
+            let created_ms = b.u64()?;
+            let device = b.name()?;
+            if device.len() > DEVICE_BYTES_MAX {
+                return Err(JournalRecordError::Body("device name too long"));
+            }
+            JournalRecord::DeviceToken {
+                user,
+                token_sha256,
+                device,
+                created_ms,
+            }
+        }
+        11 if version >= VERSION => JournalRecord::TokenRevoked {
+            token_sha256: b.take(32)?.try_into().expect("32 bytes"),
+        },
         _ => return Err(JournalRecordError::Body("unknown record type")),
     };
     b.end()?;
@@ -624,6 +674,15 @@ mod tests {
             JournalRecord::UserDisabled {
                 user: 2,
                 disabled: false,
+            },
+            JournalRecord::DeviceToken {
+                user: 2,
+                token_sha256: [9; 32],
+                device: "ann's laptop".into(),
+                created_ms: 1_764_000_000_000,
+            },
+            JournalRecord::TokenRevoked {
+                token_sha256: [9; 32],
             },
             JournalRecord::Earlier(Row {
                 ns: 3,

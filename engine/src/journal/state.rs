@@ -114,6 +114,9 @@ pub enum RecordInvalid {
     /// Token already registered.
     #[error("token exists")]
     TokenExists,
+    /// No live token with that SHA-256.
+    #[error("no such token")]
+    NoSuchToken,
     /// Namespace id taken (or 0).
     #[error("namespace {0} exists")]
     NamespaceExists(NsId),
@@ -323,13 +326,24 @@ pub struct ListPage<'a> {
     pub has_more: bool,
 }
 
+/// A live bearer token: whose it is and what it was made for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// Whose token.
+    pub user: UserId,
+    /// The device it was made for; empty for an account's first token.
+    pub device: String,
+    /// When it was made, ms since the Unix epoch; 0 when unknown (older records).
+    pub created_ms: u64,
+}
+
 /// The SFJ state of one shard.
 #[derive(Debug, Default)]
 pub struct State {
     namespaces: HashMap<NsId, Namespace>,
     users: HashMap<UserId, User>,
     user_names: HashMap<String, UserId>,
-    tokens: HashMap<[u8; 32], UserId>,
+    tokens: HashMap<[u8; 32], TokenInfo>,
     mounts: BTreeMap<UserId, Vec<(NsId, String)>>,
     quotas: HashMap<UserId, u64>,
     disabled: HashSet<UserId>,
@@ -443,7 +457,16 @@ impl State {
 
     /// The user whose token hashes to `token_sha256`.
     pub fn user_by_token(&self, token_sha256: &[u8; 32]) -> Option<&User> {
-        self.users.get(self.tokens.get(token_sha256)?)
+        self.users.get(&self.tokens.get(token_sha256)?.user)
+    }
+
+    /// `user`'s live tokens, by their SHA-256.
+    pub fn tokens_of(&self, user: UserId) -> Vec<([u8; 32], &TokenInfo)> {
+        self.tokens
+            .iter()
+            .filter(|(_, t)| t.user == user)
+            .map(|(sha, t)| (*sha, t))
+            .collect()
     }
 
     /// `user`'s quota in bytes, if they have one.
@@ -579,13 +602,24 @@ impl State {
                     return Err(RecordInvalid::NameTaken(name.clone()));
                 }
             }
-            JournalRecord::Token { token_sha256, .. } => {
-                if self.tokens.contains_key(token_sha256)
-                    || earlier_has(
-                        &|e| matches!(e, JournalRecord::Token { token_sha256: t, .. } if t == token_sha256),
-                    )
-                {
+            JournalRecord::Token { token_sha256, .. }
+            | JournalRecord::DeviceToken { token_sha256, .. } => {
+                let same = |e: &JournalRecord| match e {
+                    JournalRecord::Token {
+                        token_sha256: t, ..
+                    }
+                    | JournalRecord::DeviceToken {
+                        token_sha256: t, ..
+                    } => t == token_sha256,
+                    _ => false,
+                };
+                if self.tokens.contains_key(token_sha256) || earlier_has(&same) {
                     return Err(RecordInvalid::TokenExists);
+                }
+            }
+            JournalRecord::TokenRevoked { token_sha256 } => {
+                if !self.tokens.contains_key(token_sha256) {
+                    return Err(RecordInvalid::NoSuchToken);
                 }
             }
             JournalRecord::Namespace { id, .. } => {
@@ -693,7 +727,28 @@ impl State {
                 free
             }
             JournalRecord::Token { user, token_sha256 } => {
-                self.tokens.insert(token_sha256, user).is_none()
+                let info = TokenInfo {
+                    user,
+                    device: String::new(),
+                    created_ms: 0,
+                };
+                self.tokens.insert(token_sha256, info).is_none()
+            }
+            JournalRecord::DeviceToken {
+                user,
+                token_sha256,
+                device,
+                created_ms,
+            } => {
+                let info = TokenInfo {
+                    user,
+                    device,
+                    created_ms,
+                };
+                self.tokens.insert(token_sha256, info).is_none()
+            }
+            JournalRecord::TokenRevoked { token_sha256 } => {
+                self.tokens.remove(&token_sha256).is_some()
             }
             JournalRecord::Namespace { id, owner, kind } => {
                 let free = id != 0 && !self.namespaces.contains_key(&id);
@@ -767,10 +822,15 @@ impl State {
             root_ns: u.root_ns,
             admin: u.admin,
         });
-        let tokens = self.tokens.iter().map(|(t, u)| JournalRecord::Token {
-            user: *u,
-            token_sha256: *t,
-        });
+        let tokens = self
+            .tokens
+            .iter()
+            .map(|(t, info)| JournalRecord::DeviceToken {
+                user: info.user,
+                token_sha256: *t,
+                device: info.device.clone(),
+                created_ms: info.created_ms,
+            });
         let namespaces = self
             .namespaces
             .iter()

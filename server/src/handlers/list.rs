@@ -151,6 +151,7 @@ pub async fn longpoll(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let viewer = uploader_of(user, &req)?;
+    let token = crate::auth::bearer_sha256(&req)?;
     let body: LongpollRequest = read_json(req, CURSORS_BODY_BYTES_MAX).await?;
     check_cursors(shard, user, &body.cursors)?;
     let timeout_s = body
@@ -175,9 +176,20 @@ pub async fn longpoll(
         }
     }
     shard.metrics().longpoll_parked(true);
-    let changes = wait_any(shard, waits, Duration::from_secs(timeout_s.into())).await;
+    // A token revoked (or its user disabled) while parked ends the wait with 401.
+    let still_valid = || crate::auth::user_of_token(shard, &token).map(|_| ());
+    let changes = wait_any(
+        shard,
+        waits,
+        Duration::from_secs(timeout_s.into()),
+        &still_valid,
+    )
+    .await;
     shard.metrics().longpoll_parked(false);
-    Ok(json(StatusCode::OK, &LongpollResponse { changes }))
+    Ok(json(
+        StatusCode::OK,
+        &LongpollResponse { changes: changes? },
+    ))
 }
 
 /// Parks a waiter on `ns` unless it has changed for `seen` already (`None`).
@@ -207,19 +219,25 @@ fn park_here(
 }
 
 /// Whether any waiter is woken within `timeout`; false at once when the server stops.
-async fn wait_any(shard: &Shard, waits: Vec<oneshot::Receiver<()>>, timeout: Duration) -> bool {
+async fn wait_any(
+    shard: &Shard,
+    waits: Vec<oneshot::Receiver<()>>,
+    timeout: Duration,
+    still_valid: &dyn Fn() -> Result<(), ApiError>,
+) -> Result<bool, ApiError> {
     let deadline = Instant::now() + timeout;
     let mut woken = futures::future::select_all(waits);
     loop {
+        still_valid()?;
         let now = Instant::now();
         if now >= deadline || shard.stopping() {
-            return false;
+            return Ok(false);
         }
         let slice = glommio::timer::sleep((deadline - now).min(STOP_POLL));
         match futures::future::select(woken, Box::pin(slice)).await {
             // A waiter dropped unsent (its shard stopping) also ends the wait: listing again
             // is always safe.
-            Either::Left(_) => return true,
+            Either::Left(_) => return Ok(true),
             Either::Right((_, pending)) => woken = pending,
         }
     }

@@ -11,4 +11,5 @@ pub mod list;
 pub mod quota;
 pub mod retrieve;
 pub mod rewind;
+pub mod tokens;
 pub mod users;

@@ -67,7 +67,12 @@ impl Shard {
                         root_ns: ns,
                         admin: false,
                     },
-                    JournalRecord::Token { user, token_sha256 },
+                    JournalRecord::DeviceToken {
+                        user,
+                        token_sha256,
+                        device: String::new(),
+                        created_ms: crate::directory::now_ms(),
+                    },
                 ];
                 (records, Some(namespace), vec![user, ns])
             }
@@ -114,6 +119,25 @@ impl Shard {
             DirectoryOp::SetQuota { user, bytes } => {
                 (vec![JournalRecord::Quota { user, bytes }], None, vec![])
             }
+            DirectoryOp::AddToken {
+                user,
+                token_sha256,
+                device,
+            } => (
+                vec![JournalRecord::DeviceToken {
+                    user,
+                    token_sha256,
+                    device,
+                    created_ms: crate::directory::now_ms(),
+                }],
+                None,
+                vec![],
+            ),
+            DirectoryOp::RevokeToken { token_sha256 } => (
+                vec![JournalRecord::TokenRevoked { token_sha256 }],
+                None,
+                vec![],
+            ),
             DirectoryOp::SetDisabled { user, disabled } => (
                 vec![JournalRecord::UserDisabled { user, disabled }],
                 None,

@@ -2,6 +2,7 @@
 //! namespaces whose id maps to it) and its metrics, and keeps a replica of the directory.
 
 use std::cell::{Cell, OnceCell, Ref, RefCell, RefMut};
+use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,6 +95,8 @@ pub struct Shard {
     history_retention: std::time::Duration,
     /// Blocks of this shard stored or served lately.
     block_cache: RefCell<BlockCache>,
+    /// When each token was last used on this shard (since it started), ms since the epoch.
+    token_uses: RefCell<HashMap<[u8; 32], u64>>,
     /// Set when the server is stopping: parked requests end early.
     stop: Arc<AtomicBool>,
     /// Requests that may write rows referencing stored blocks, by epoch.
@@ -188,6 +191,7 @@ impl Shard {
                 cfg.block_cache_bytes_per_shard,
                 cfg.recent_blocks,
             )),
+            token_uses: RefCell::new(HashMap::new()),
             stop,
             gate: CommitGate::default(),
             collecting: futures::lock::Mutex::new(()),
@@ -272,6 +276,24 @@ impl Shard {
     /// `.await`.
     pub fn arrivals_mut(&self) -> RefMut<'_, Waiters<BlockHash, ()>> {
         self.arrivals.borrow_mut()
+    }
+
+    /// Notes that a live token was just used here. The map holds only tokens that
+    /// authenticated, so it is bounded by the directory's tokens.
+    pub fn note_token_use(&self, sha: [u8; 32]) {
+        self.token_uses
+            .borrow_mut()
+            .insert(sha, crate::directory::now_ms());
+    }
+
+    /// When the token was last used on this shard, if it was since the start.
+    pub fn token_last_used(&self, sha: &[u8; 32]) -> Option<u64> {
+        self.token_uses.borrow().get(sha).copied()
+    }
+
+    /// Forgets a revoked token's uses.
+    pub fn forget_token(&self, sha: &[u8; 32]) {
+        self.token_uses.borrow_mut().remove(sha);
     }
 
     /// Blocks stored or served lately. Do not hold across an `.await`.
