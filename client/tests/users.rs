@@ -108,3 +108,39 @@ fn a_device_token_is_made_listed_and_revoked_and_its_sync_stops_saying_why() {
     assert!(a.sync().ok);
     assert!(a.path("from-laptop.txt").exists());
 }
+
+#[test]
+fn a_rate_limited_client_waits_as_told_and_finishes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start_with(&tmp.path().join("data"), &["--token-requests-per-s", "4"]);
+    let token = server.add_user("ann");
+    let a = Client::new(&server, &token, &tmp.path().join("a"));
+    for i in 0..30 {
+        let dir = a.path(&format!("d{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("f.txt"), bytes(i, 100)).unwrap();
+    }
+    let once = a.sync();
+    assert!(once.ok, "{}", once.stderr);
+    let b = Client::new(&server, &token, &tmp.path().join("b"));
+    let got = b.sync();
+    assert!(got.ok, "{}", got.stderr);
+    assert_eq!(tree(&a.dir), tree(&b.dir));
+    let metrics = metrics_text(&server);
+    assert!(
+        metrics.contains("status=\"429\""),
+        "the limit was reached: {metrics}"
+    );
+}
+
+/// The server's /metrics text.
+fn metrics_text(server: &Server) -> String {
+    let addr = server.url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}

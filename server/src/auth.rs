@@ -15,6 +15,9 @@ use crate::shard::Shard;
 pub fn authenticate(shard: &Shard, req: &Request<Incoming>) -> Result<User, ApiError> {
     let sha = bearer_sha256(req)?;
     let user = user_of_token(shard, &sha)?;
+    if let Err(wait) = shard.rate_limiter().admit(&sha, std::time::Instant::now()) {
+        return Err(ApiError::too_many_requests(wait));
+    }
     shard.note_token_use(sha);
     Ok(user)
 }

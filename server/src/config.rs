@@ -26,7 +26,8 @@ pub struct ServeArgs {
     pub shards: Option<usize>,
     /// TOML file with any of the keys `data`, `listen`, `shards`, `prefetch_ttl_s`,
     /// `prefetch_entries_max`, `streaming`, `block_cache`, `recent_blocks`,
-    /// `client_timeout_s`, `history_retention`, `gc_interval`, `gc_rate`, `store_key_file`.
+    /// `client_timeout_s`, `history_retention`, `gc_interval`, `gc_rate`, `store_key_file`,
+    /// `token_requests_per_s`.
     #[arg(long, env = "HOLDALL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Seconds a prefetch entry (and a user's proof of upload) lives [default: 600].
@@ -61,6 +62,10 @@ pub struct ServeArgs {
     /// Most bytes per second compaction copies; 0 for no bound [default: 104857600].
     #[arg(long, env = "HOLDALL_GC_RATE")]
     pub gc_rate: Option<u64>,
+    /// Most requests per second one token may make (one second's worth may come at once);
+    /// beyond it 429 with Retry-After; 0 for no limit [default: 1000].
+    #[arg(long, env = "HOLDALL_TOKEN_REQUESTS_PER_S")]
+    pub token_requests_per_s: Option<u32>,
     /// The store key, kept outside the data folder (`holdalld keygen PATH` makes one); it
     /// must exist [default: DATA/store.key, created on first start].
     #[arg(long, env = "HOLDALL_STORE_KEY_FILE")]
@@ -83,6 +88,7 @@ struct FileConfig {
     gc_interval: Option<String>,
     gc_rate: Option<u64>,
     store_key_file: Option<PathBuf>,
+    token_requests_per_s: Option<u32>,
 }
 
 /// A byte count in the TOML file: a number, or a string with a unit (`"512M"`).
@@ -131,6 +137,8 @@ pub struct Config {
     pub gc_rate_bytes_per_s: u64,
     /// The store key's file when it is kept outside the data folder.
     pub store_key_file: Option<PathBuf>,
+    /// Most requests per second per token; 0 for no limit.
+    pub token_requests_per_s: u32,
 }
 
 /// Default client timeout.
@@ -263,6 +271,10 @@ impl Config {
             gc_interval,
             gc_rate_bytes_per_s: args.gc_rate.or(file.gc_rate).unwrap_or(GC_RATE_DEFAULT),
             store_key_file,
+            token_requests_per_s: args
+                .token_requests_per_s
+                .or(file.token_requests_per_s)
+                .unwrap_or(TOKEN_REQUESTS_PER_S_DEFAULT),
         })
     }
 
@@ -275,6 +287,11 @@ impl Config {
         })
     }
 }
+
+/// Default per-token request rate: far above what one syncing device asks for (a 1 GB/s
+/// upload is 125 store_batch requests a second), low enough that one runaway script cannot
+/// take a shard's every cycle.
+pub const TOKEN_REQUESTS_PER_S_DEFAULT: u32 = 1000;
 
 /// The store key's name in the data folder when no outside file is given.
 pub const STORE_KEY_IN_DATA: &str = "store.key";

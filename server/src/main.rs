@@ -11,6 +11,8 @@ mod handlers;
 mod http;
 mod mesh;
 mod metrics;
+mod process;
+mod rate_limit;
 mod reply;
 mod request;
 mod routes;

@@ -127,8 +127,8 @@ impl Route {
 }
 
 /// Status codes counted; anything else counts as the last.
-const CODES: [u16; 13] = [
-    200, 400, 401, 403, 404, 405, 408, 409, 413, 500, 503, 507, 0,
+const CODES: [u16; 14] = [
+    200, 400, 401, 403, 404, 405, 408, 409, 413, 429, 500, 503, 507, 0,
 ];
 /// Upper bounds of the latency histogram's buckets, seconds.
 const BUCKETS_S: [f64; 9] = [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];

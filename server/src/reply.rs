@@ -20,6 +20,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds for a `Retry-After` header.
+    retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -29,6 +31,20 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after_s: None,
+        }
+    }
+
+    /// 429: the token is over its request rate; it may try again after `wait`.
+    pub fn too_many_requests(wait: std::time::Duration) -> ApiError {
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        ApiError {
+            retry_after_s: Some(seconds),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("this token is over its request rate; retry in {seconds} s"),
+            )
         }
     }
 
@@ -59,7 +75,12 @@ impl ApiError {
 
     /// The JSON error response.
     pub fn into_response(self) -> Response<Body> {
-        error(self.status, self.code, &self.message)
+        let mut r = error(self.status, self.code, &self.message);
+        if let Some(s) = self.retry_after_s {
+            r.headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        r
     }
 }
 

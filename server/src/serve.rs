@@ -14,7 +14,8 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::metrics::ShardMetrics;
+use crate::process::Process;
+use crate::rate_limit::RateLimiter;
 use crate::shard::Shard;
 use crate::start::{step, StartProgress, StartStep};
 
@@ -43,9 +44,11 @@ pub fn run(cfg: Config) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("installing signal handlers")?;
-    let all_metrics: Arc<Vec<Arc<ShardMetrics>>> =
-        Arc::new((0..cfg.shards).map(|_| Arc::default()).collect());
-    let (handles, addr) = start_shards(&cfg, &stop, &all_metrics)?;
+    let process = Arc::new(Process {
+        metrics: (0..cfg.shards).map(|_| Arc::default()).collect(),
+        rate: RateLimiter::new(cfg.token_requests_per_s),
+    });
+    let (handles, addr) = start_shards(&cfg, &stop, &process)?;
     println!(
         "holdalld listening on http://{addr} ({} shards, data in {})",
         cfg.shards,
@@ -90,7 +93,7 @@ pub fn run(cfg: Config) -> Result<()> {
 fn start_shards(
     cfg: &Config,
     stop: &Arc<AtomicBool>,
-    all_metrics: &Arc<Vec<Arc<ShardMetrics>>>,
+    process: &Arc<Process>,
 ) -> Result<(Vec<ShardHandle>, SocketAddr)> {
     let (meshes, inboxes) = crate::mesh::build(cfg.shards);
     let mut wiring = meshes.into_iter().zip(inboxes);
@@ -108,7 +111,7 @@ fn start_shards(
             cfg: cfg.clone(),
             init: init.clone(),
             mesh: wiring.next().expect("one mesh end per shard"),
-            metrics: all_metrics.clone(),
+            process: process.clone(),
             stop: stop.clone(),
             at: at.clone(),
         };
@@ -149,7 +152,7 @@ struct ShardStart {
         crate::mesh::Mesh<Shard>,
         futures::channel::mpsc::Receiver<crate::mesh::Task<Shard>>,
     ),
-    metrics: Arc<Vec<Arc<ShardMetrics>>>,
+    process: Arc<Process>,
     stop: Arc<AtomicBool>,
     at: StartStep,
 }
@@ -169,7 +172,7 @@ fn spawn_shard(start: ShardStart, ready: mpsc::Sender<Ready>) -> Result<ShardHan
                 start.cfg,
                 start.init,
                 start.mesh,
-                start.metrics,
+                start.process,
                 start.stop,
                 (&ready, &start.at),
             )
@@ -244,7 +247,7 @@ async fn shard_main(
         crate::mesh::Mesh<Shard>,
         futures::channel::mpsc::Receiver<crate::mesh::Task<Shard>>,
     ),
-    all_metrics: Arc<Vec<Arc<ShardMetrics>>>,
+    process: Arc<Process>,
     stop: Arc<AtomicBool>,
     (ready, at): (&mpsc::Sender<Ready>, &StartStep),
 ) -> Result<()> {
@@ -288,7 +291,7 @@ async fn shard_main(
         &cfg,
         records.clone(),
         directory,
-        all_metrics,
+        process,
         stop.clone(),
         at,
     )

@@ -137,3 +137,40 @@ fn device_tokens_are_made_listed_and_revoked_everywhere_at_once() {
     assert_eq!(get(&server, "/v1/account", &laptop).0, 401);
     assert!(server.terminate().success());
 }
+
+#[test]
+fn a_token_over_its_request_rate_gets_429_with_retry_after_and_others_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        2,
+        &["--token-requests-per-s", "5"],
+    );
+    let (ana, _) = create_user(&server, "ana");
+    let (bo, _) = create_user(&server, "bo");
+    let statuses: Vec<(u16, Option<String>)> = (0..12)
+        .map(|_| {
+            let r = request(&server.addr, "GET", "/v1/account", Some(&ana), b"");
+            (r.status, r.header("retry-after").map(str::to_owned))
+        })
+        .collect();
+    let limited: Vec<_> = statuses.iter().filter(|(s, _)| *s == 429).collect();
+    assert!(limited.len() >= 6, "{statuses:?}");
+    assert!(
+        limited
+            .iter()
+            .all(|(_, after)| after.as_deref() == Some("1")),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses[0].0, 200);
+    assert_eq!(
+        get(&server, "/v1/account", &bo).0,
+        200,
+        "another token has its own rate"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(get(&server, "/v1/account", &ana).0, 200, "the rate refills");
+    let r = request(&server.addr, "GET", "/metrics", None, b"");
+    let text = String::from_utf8_lossy(&r.body);
+    assert!(text.contains("route=\"account\",status=\"429\""), "counted");
+}

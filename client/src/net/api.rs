@@ -100,6 +100,23 @@ impl ApiError {
     }
 }
 
+/// Times a rate-limited call is sent again before its 429 is the answer.
+const RATE_LIMITED_RETRIES: u32 = 5;
+
+/// Longest `Retry-After` honoured; a longer one is taken as this.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
+
+/// The wait a response's `Retry-After` (in seconds) asks for: 1 s if it has none.
+fn retry_after(response: &ureq::http::Response<ureq::Body>) -> Duration {
+    response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::from_secs(1), Duration::from_secs)
+        .min(RETRY_AFTER_MAX)
+}
+
 /// How to reach the server.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -251,13 +268,24 @@ impl Api {
     /// [`Api::call`], with the answer's bytes in `answer` (its old contents replaced). A
     /// buffer reused across calls keeps its memory: a fresh one per 8 MiB answer cost a page
     /// fault per 4 KiB, and growing it by doubling a copy of everything read so far.
+    /// A 429 (the token over its request rate) is sent again after the `Retry-After` the
+    /// server gives, up to [`RATE_LIMITED_RETRIES`] times.
     fn call_into(&self, call: &Call, answer: &mut Vec<u8>) -> Result<(), ApiError> {
-        let mut response = self.send(call)?;
-        let status = response.status().as_u16();
-        self.read_rest(&mut response, call.limit, answer)?;
-        match status {
-            200 => Ok(()),
-            _ => Err(Self::refusal(status, answer)),
+        let mut retries = 0;
+        loop {
+            let mut response = self.send(call)?;
+            let status = response.status().as_u16();
+            let wait = retry_after(&response);
+            self.read_rest(&mut response, call.limit, answer)?;
+            match status {
+                200 => return Ok(()),
+                429 if retries < RATE_LIMITED_RETRIES => {
+                    tracing::debug!(wait_s = wait.as_secs_f64(), "rate limited; waiting as told");
+                    std::thread::sleep(wait);
+                    retries += 1;
+                }
+                _ => return Err(Self::refusal(status, answer)),
+            }
         }
     }
 

@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::directory::DirectoryOp;
 use crate::mesh::Mesh;
 use crate::metrics::{EngineGauges, ShardMetrics};
+use crate::process::Process;
 use crate::start::{step, StartStep};
 use crate::uploads::Uploads;
 use crate::waiters::Waiters;
@@ -73,7 +74,7 @@ pub struct Shard {
     /// This shard's counters.
     metrics: Arc<ShardMetrics>,
     /// Every shard's counters, for `/metrics`.
-    all_metrics: Arc<Vec<Arc<ShardMetrics>>>,
+    process: Arc<Process>,
     /// The directory journal: shard 0 only.
     directory_journal: Option<Journal>,
     /// Next user and namespace ids: shard 0 only, taken before any await so that concurrent
@@ -128,7 +129,7 @@ impl Shard {
         cfg: &Config,
         directory_records: Vec<JournalRecord>,
         directory_journal: Option<Journal>,
-        all_metrics: Arc<Vec<Arc<ShardMetrics>>>,
+        process: Arc<Process>,
         stop: Arc<AtomicBool>,
         at: &StartStep,
     ) -> Result<Rc<Shard>> {
@@ -164,7 +165,7 @@ impl Shard {
                 .await
                 .with_context(|| format!("recording shard {id}'s namespaces"))?;
         }
-        let metrics = all_metrics[id].clone();
+        let metrics = process.metrics[id].clone();
         let (max_user, max_ns) = directory.max_ids();
         Ok(Rc::new(Shard {
             id,
@@ -176,7 +177,7 @@ impl Shard {
             journal,
             directory: RefCell::new(directory),
             metrics,
-            all_metrics,
+            process,
             prefetch: RefCell::new(PrefetchTable::new(PrefetchConfig {
                 ttl: cfg.prefetch_ttl,
                 entries_max: cfg.prefetch_entries_max,
@@ -249,7 +250,12 @@ impl Shard {
 
     /// Every shard's counters, for `/metrics`.
     pub fn all_metrics(&self) -> &[Arc<ShardMetrics>] {
-        &self.all_metrics
+        &self.process.metrics
+    }
+
+    /// The process's per-token request rate limiter.
+    pub fn rate_limiter(&self) -> &crate::rate_limit::RateLimiter {
+        &self.process.rate
     }
 
     /// The prefetch entries of this shard's namespaces.
