@@ -6,7 +6,10 @@ use hyper::body::Incoming;
 use hyper::header::AUTHORIZATION;
 use hyper::{Request, StatusCode};
 
+use std::sync::Arc;
+
 use crate::directory::token_sha256;
+use crate::rate_limit::ConnectionOwner;
 use crate::reply::ApiError;
 use crate::shard::Shard;
 
@@ -17,6 +20,11 @@ pub fn authenticate(shard: &Shard, req: &Request<Incoming>) -> Result<User, ApiE
     let user = user_of_token(shard, &sha)?;
     if let Err(wait) = shard.rate_limiter().admit(&sha, std::time::Instant::now()) {
         return Err(ApiError::too_many_requests(wait));
+    }
+    if let Some(owner) = req.extensions().get::<Arc<ConnectionOwner>>() {
+        if !owner.claim(user.id, shard.connection_counts()) {
+            return Err(ApiError::too_many_connections());
+        }
     }
     shard.note_token_use(sha);
     Ok(user)

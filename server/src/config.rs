@@ -27,7 +27,7 @@ pub struct ServeArgs {
     /// TOML file with any of the keys `data`, `listen`, `shards`, `prefetch_ttl_s`,
     /// `prefetch_entries_max`, `streaming`, `block_cache`, `recent_blocks`,
     /// `client_timeout_s`, `history_retention`, `gc_interval`, `gc_rate`, `store_key_file`,
-    /// `token_requests_per_s`.
+    /// `token_requests_per_s`, `user_connections_max`.
     #[arg(long, env = "HOLDALL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Seconds a prefetch entry (and a user's proof of upload) lives [default: 600].
@@ -66,6 +66,10 @@ pub struct ServeArgs {
     /// beyond it 429 with Retry-After; 0 for no limit [default: 1000].
     #[arg(long, env = "HOLDALL_TOKEN_REQUESTS_PER_S")]
     pub token_requests_per_s: Option<u32>,
+    /// Most connections one user may hold at once, over all shards; one more gets 429 and
+    /// is closed; 0 for no limit [default: 64].
+    #[arg(long, env = "HOLDALL_USER_CONNECTIONS_MAX")]
+    pub user_connections_max: Option<u32>,
     /// The store key, kept outside the data folder (`holdalld keygen PATH` makes one); it
     /// must exist [default: DATA/store.key, created on first start].
     #[arg(long, env = "HOLDALL_STORE_KEY_FILE")]
@@ -89,6 +93,7 @@ struct FileConfig {
     gc_rate: Option<u64>,
     store_key_file: Option<PathBuf>,
     token_requests_per_s: Option<u32>,
+    user_connections_max: Option<u32>,
 }
 
 /// A byte count in the TOML file: a number, or a string with a unit (`"512M"`).
@@ -139,6 +144,8 @@ pub struct Config {
     pub store_key_file: Option<PathBuf>,
     /// Most requests per second per token; 0 for no limit.
     pub token_requests_per_s: u32,
+    /// Most connections per user; 0 for no limit.
+    pub user_connections_max: u32,
 }
 
 /// Default client timeout.
@@ -275,6 +282,10 @@ impl Config {
                 .token_requests_per_s
                 .or(file.token_requests_per_s)
                 .unwrap_or(TOKEN_REQUESTS_PER_S_DEFAULT),
+            user_connections_max: args
+                .user_connections_max
+                .or(file.user_connections_max)
+                .unwrap_or(USER_CONNECTIONS_MAX_DEFAULT),
         })
     }
 
@@ -292,6 +303,10 @@ impl Config {
 /// upload is 125 store_batch requests a second), low enough that one runaway script cannot
 /// take a shard's every cycle.
 pub const TOKEN_REQUESTS_PER_S_DEFAULT: u32 = 1000;
+
+/// Default connections per user: a syncing device keeps about ten (its transfer workers and
+/// a longpoll), so this is several devices' worth.
+pub const USER_CONNECTIONS_MAX_DEFAULT: u32 = 64;
 
 /// The store key's name in the data folder when no outside file is given.
 pub const STORE_KEY_IN_DATA: &str = "store.key";

@@ -19,6 +19,8 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use tracing::debug;
 
+use crate::rate_limit::ConnectionOwner;
+
 /// How long a client may stall, in a request extension so body readers find it.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientTimeout(pub Duration);
@@ -270,8 +272,10 @@ pub async fn serve<H, F>(
         });
         glommio::spawn_local(async move {
             let io = Io::new(stream, phase.clone(), client_timeout);
+            let owner = Arc::new(ConnectionOwner::default());
             let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 req.extensions_mut().insert(ClientTimeout(client_timeout));
+                req.extensions_mut().insert(owner.clone());
                 busy.set(busy.get() + 1);
                 phase.in_request.set(true);
                 let fut = handle(req);

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::metrics::ShardMetrics;
-use crate::rate_limit::RateLimiter;
+use crate::rate_limit::{ConnectionCounts, RateLimiter};
 
 /// The process-wide parts of the server.
 pub struct Process {
@@ -12,4 +12,6 @@ pub struct Process {
     pub metrics: Vec<Arc<ShardMetrics>>,
     /// Requests per second per token.
     pub rate: RateLimiter,
+    /// Connections per user.
+    pub connections: Arc<ConnectionCounts>,
 }

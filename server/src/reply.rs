@@ -22,6 +22,8 @@ pub struct ApiError {
     message: String,
     /// Seconds for a `Retry-After` header.
     retry_after_s: Option<u64>,
+    /// Whether the connection is closed after the answer.
+    close: bool,
 }
 
 impl ApiError {
@@ -32,6 +34,20 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after_s: None,
+            close: false,
+        }
+    }
+
+    /// 429: the user holds the most connections they may; this one is closed.
+    pub fn too_many_connections() -> ApiError {
+        ApiError {
+            retry_after_s: Some(1),
+            close: true,
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections",
+                "this account holds the most connections it may; this one is closed",
+            )
         }
     }
 
@@ -79,6 +95,10 @@ impl ApiError {
         if let Some(s) = self.retry_after_s {
             r.headers_mut()
                 .insert(hyper::header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if self.close {
+            r.headers_mut()
+                .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
         }
         r
     }

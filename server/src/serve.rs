@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::process::Process;
-use crate::rate_limit::RateLimiter;
+use crate::rate_limit::{ConnectionCounts, RateLimiter};
 use crate::shard::Shard;
 use crate::start::{step, StartProgress, StartStep};
 
@@ -47,6 +47,7 @@ pub fn run(cfg: Config) -> Result<()> {
     let process = Arc::new(Process {
         metrics: (0..cfg.shards).map(|_| Arc::default()).collect(),
         rate: RateLimiter::new(cfg.token_requests_per_s),
+        connections: Arc::new(ConnectionCounts::new(cfg.user_connections_max)),
     });
     let (handles, addr) = start_shards(&cfg, &stop, &process)?;
     println!(

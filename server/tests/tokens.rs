@@ -174,3 +174,69 @@ fn a_token_over_its_request_rate_gets_429_with_retry_after_and_others_do_not() {
     let text = String::from_utf8_lossy(&r.body);
     assert!(text.contains("route=\"account\",status=\"429\""), "counted");
 }
+
+/// One keep-alive connection: sends `GET /v1/account` and reads the answer's status and
+/// whether the server said it closes the connection.
+fn account_on(conn: &mut std::net::TcpStream, token: &str) -> (u16, bool) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let head =
+        format!("GET /v1/account HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n");
+    conn.write_all(head.as_bytes()).unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let status = line.split(' ').nth(1).unwrap().parse().unwrap();
+    let (mut length, mut close) = (0, false);
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        let l = line.trim_end().to_ascii_lowercase();
+        if l.is_empty() {
+            break;
+        }
+        if let Some(v) = l.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap();
+        }
+        close |= l == "connection: close";
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    (status, close)
+}
+
+#[test]
+fn a_user_holds_at_most_its_connections_and_a_closed_one_frees_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        2,
+        &["--user-connections-max", "2"],
+    );
+    let (ana, _) = create_user(&server, "ana");
+    let connect = || std::net::TcpStream::connect(&server.addr).unwrap();
+    let (mut one, mut two, mut three) = (connect(), connect(), connect());
+    assert_eq!(account_on(&mut one, &ana), (200, false));
+    assert_eq!(account_on(&mut two, &ana), (200, false));
+    assert_eq!(
+        account_on(&mut one, &ana),
+        (200, false),
+        "the same connection again"
+    );
+    assert_eq!(
+        account_on(&mut three, &ana),
+        (429, true),
+        "a third is refused and closed"
+    );
+    assert_eq!(
+        get(&server, "/v1/account", &server.admin_token()).0,
+        200,
+        "others are not"
+    );
+    drop(one);
+    let freed = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        account_on(&mut connect(), &ana).0 == 200
+    });
+    assert!(freed, "a closed connection frees its place");
+    drop(two);
+}

@@ -253,6 +253,11 @@ impl Shard {
         &self.process.metrics
     }
 
+    /// How many connections each user holds, over the process.
+    pub fn connection_counts(&self) -> &Arc<crate::rate_limit::ConnectionCounts> {
+        &self.process.connections
+    }
+
     /// The process's per-token request rate limiter.
     pub fn rate_limiter(&self) -> &crate::rate_limit::RateLimiter {
         &self.process.rate
