@@ -611,6 +611,39 @@ pub struct RewindResponse {
     pub changes: Option<Vec<RewindChange>>,
 }
 
+/// A retained version's block that no shard holds, in `POST /v1/admin/fsck`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissingBlock {
+    /// Namespace of the version.
+    pub ns: NsId,
+    /// Its path.
+    pub path: String,
+    /// Its row.
+    pub jid: Jid,
+    /// The block it lists that is gone.
+    pub hash: String,
+}
+
+/// Answer to `POST /v1/admin/fsck`: every stored block read and checked, every retained
+/// version's blocks looked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsckResponse {
+    /// Nothing damaged and nothing missing.
+    pub clean: bool,
+    /// Block records read and checked (CRC, tag, SHA-256).
+    pub blocks_checked: u64,
+    /// Their bytes.
+    pub bytes_checked: u64,
+    /// Blocks whose record failed a check (hex SHA-256), by shard order.
+    pub damaged_blocks: Vec<String>,
+    /// Retained versions' blocks no shard holds (the first 1000).
+    pub missing: Vec<MissingBlock>,
+    /// How many there are in all.
+    pub missing_total: u64,
+    /// How long it took, milliseconds.
+    pub ms: u64,
+}
+
 /// Answer to `POST /v1/admin/gc`: what one full collection did, over all shards.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GcResponse {

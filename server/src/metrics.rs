@@ -46,6 +46,8 @@ pub enum Route {
     Rewind,
     /// `POST /v1/admin/gc`.
     AdminGc,
+    /// `POST /v1/admin/fsck`.
+    AdminFsck,
     /// `POST /v1/admin/users/{user}/quota`.
     AdminQuota,
     /// `GET /v1/admin/users`.
@@ -65,7 +67,7 @@ pub enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 26] = [
+    const ALL: [Route; 27] = [
         Route::Healthz,
         Route::Metrics,
         Route::Account,
@@ -84,6 +86,7 @@ impl Route {
         Route::Deleted,
         Route::Rewind,
         Route::AdminGc,
+        Route::AdminFsck,
         Route::AdminQuota,
         Route::AdminListUsers,
         Route::AdminDisable,
@@ -114,6 +117,7 @@ impl Route {
             Route::Deleted => "deleted",
             Route::Rewind => "rewind",
             Route::AdminGc => "admin_gc",
+            Route::AdminFsck => "admin_fsck",
             Route::AdminQuota => "admin_quota",
             Route::AdminListUsers => "admin_list_users",
             Route::AdminDisable => "admin_disable",

@@ -41,6 +41,14 @@ pub async fn gc(shard: &Rc<Shard>, user: &User) -> Result<Response<Body>, ApiErr
     Ok(json(StatusCode::OK, &done))
 }
 
+/// `POST /v1/admin/fsck`: reads and checks every stored block and looks for every retained
+/// version's blocks, changing nothing; answers when done.
+pub async fn fsck(shard: &Rc<Shard>, user: &User) -> Result<Response<Body>, ApiError> {
+    admin_only(user, "check the store")?;
+    let found = shard.fsck_all().await?;
+    Ok(json(StatusCode::OK, &found))
+}
+
 /// `POST /v1/admin/users`.
 pub async fn create_user(
     shard: &Rc<Shard>,

@@ -194,7 +194,10 @@ impl Shard {
     }
 
     /// Runs `work` on every shard at once; their answers in shard order.
-    async fn on_every_shard<T, W, F>(self: &Rc<Self>, work: W) -> Result<Vec<T>, ShardError>
+    pub(super) async fn on_every_shard<T, W, F>(
+        self: &Rc<Self>,
+        work: W,
+    ) -> Result<Vec<T>, ShardError>
     where
         T: Send + 'static,
         W: Fn(&Rc<Shard>) -> F + Send + Clone + 'static,

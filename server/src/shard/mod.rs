@@ -22,6 +22,7 @@ use holdall_proto::BlockHash;
 mod collection;
 mod directory_change;
 mod error;
+mod fsck;
 mod gate;
 
 pub use error::ShardError;
