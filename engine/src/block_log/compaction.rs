@@ -21,13 +21,14 @@
 //! location per block, and live bytes are counted from it.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::channel::oneshot;
 use futures::StreamExt;
 use holdall_proto::BlockHash;
 use tracing::{info, warn};
 
+use super::pacer::Pacer;
 use super::writer::WriteRequest;
 use super::{hint_path, io_err, segment_path, BlockLog, BlockLogError, Location};
 use crate::block_log::live::LiveSet;
@@ -80,26 +81,6 @@ impl Usage {
             return 0.0;
         }
         1.0 - self.live.min(records) as f64 / records as f64
-    }
-}
-
-/// Keeps compaction's copying under its rate.
-struct Pacer {
-    started: Instant,
-    bytes: u64,
-    rate_bytes_per_s: u64,
-}
-
-impl Pacer {
-    async fn account(&mut self, bytes: u64) {
-        self.bytes += bytes;
-        if self.rate_bytes_per_s == 0 {
-            return;
-        }
-        let due = Duration::from_secs_f64(self.bytes as f64 / self.rate_bytes_per_s as f64);
-        if let Some(wait) = due.checked_sub(self.started.elapsed()) {
-            glommio::timer::sleep(wait).await;
-        }
     }
 }
 
@@ -177,11 +158,7 @@ impl BlockLog {
             victims.push(active);
         }
         let mut report = CollectReport::default();
-        let mut pacer = Pacer {
-            started: Instant::now(),
-            bytes: 0,
-            rate_bytes_per_s: plan.rate_bytes_per_s,
-        };
+        let mut pacer = Pacer::new(plan.rate_bytes_per_s);
         for id in victims {
             self.compact(id, &mut pacer, &mut report).await?;
         }

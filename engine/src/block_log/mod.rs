@@ -16,6 +16,7 @@ mod compaction;
 pub mod hint;
 pub mod index;
 pub mod live;
+mod pacer;
 pub mod record;
 mod recovery;
 mod writer;
@@ -494,7 +495,7 @@ impl BlockLog {
             .entries()
             .map(|(_, hash, loc)| (hash, loc))
             .collect();
-        let started = std::time::Instant::now();
+        let mut pacer = pacer::Pacer::new(rate_bytes_per_s);
         let mut report = VerifyReport::default();
         let mut scratch = Vec::new();
         for (hash, loc) in entries {
@@ -512,14 +513,7 @@ impl BlockLog {
             }
             report.records += 1;
             report.bytes += len as u64;
-            if rate_bytes_per_s > 0 {
-                let due = std::time::Duration::from_secs_f64(
-                    report.bytes as f64 / rate_bytes_per_s as f64,
-                );
-                if let Some(wait) = due.checked_sub(started.elapsed()) {
-                    glommio::timer::sleep(wait).await;
-                }
-            }
+            pacer.account(len as u64).await;
         }
         Ok(report)
     }
