@@ -322,6 +322,49 @@ fn corruption_in_a_sealed_segment_is_detected_at_read() {
 }
 
 #[test]
+fn verify_finds_a_damaged_record_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    runtime::run(async move {
+        let config = || {
+            let mut c = BlockLogConfig::new(&path, key());
+            c.segment_bytes_max = 16 * 1024;
+            c
+        };
+        let log = BlockLog::open(config()).await.unwrap();
+        let blocks: Vec<Vec<u8>> = (0..6).map(|i| block(i, 5000)).collect();
+        for b in &blocks {
+            log.put(BlockHash::of(b), b, false).await.unwrap();
+        }
+        let clean = log.verify(0).await.unwrap();
+        assert_eq!((clean.records, clean.damaged.len()), (6, 0));
+        log.close().await;
+        let seg = path.join("seg-0000000001.hblk");
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes[4096 + 500] ^= 1;
+        std::fs::write(&seg, &bytes).unwrap();
+
+        let log = BlockLog::open(config()).await.unwrap();
+        let found = log.verify(0).await.unwrap();
+        assert_eq!(found.damaged, [BlockHash::of(&blocks[0])]);
+        assert_eq!(found.records, 6);
+        assert_eq!(
+            log.verify(0).await.unwrap(),
+            found,
+            "verifying again finds the same"
+        );
+        assert_eq!(log.stats().corrupt_records, 0, "nothing was dropped");
+        assert!(log.contains(&BlockHash::of(&blocks[0])));
+        assert_eq!(std::fs::read(&seg).unwrap(), bytes);
+        // A rate bound paces it: 6 records of 8 KiB at 96 KiB/s take about half a second.
+        let started = std::time::Instant::now();
+        log.verify(96 << 10).await.unwrap();
+        assert!(started.elapsed() >= std::time::Duration::from_millis(400));
+        log.close().await;
+    });
+}
+
+#[test]
 fn a_forged_record_inside_a_plain_payload_is_never_indexed() {
     use holdall_engine::block_log::record::{encode_record, record_len, stored_len, HEADER_BYTES};
     let dir = tempfile::tempdir().unwrap();
