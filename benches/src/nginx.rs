@@ -18,7 +18,7 @@ pub struct Nginx {
     /// `127.0.0.1:port`.
     pub addr: String,
     root: PathBuf,
-    _prefix: tempfile::TempDir,
+    prefix: tempfile::TempDir,
 }
 
 impl Drop for Nginx {
@@ -89,7 +89,7 @@ impl Nginx {
             master,
             addr,
             root: prefix.path().join("dav"),
-            _prefix: prefix,
+            prefix,
         };
         nginx.wait_listening()?;
         Ok(nginx)
@@ -103,8 +103,7 @@ impl Nginx {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let log =
-            std::fs::read_to_string(self._prefix.path().join("error.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(self.prefix.path().join("error.log")).unwrap_or_default();
         bail!("nginx did not listen on {} within 10 s: {log}", self.addr)
     }
 

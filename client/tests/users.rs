@@ -126,21 +126,9 @@ fn a_rate_limited_client_waits_as_told_and_finishes() {
     let got = b.sync();
     assert!(got.ok, "{}", got.stderr);
     assert_eq!(tree(&a.dir), tree(&b.dir));
-    let metrics = metrics_text(&server);
+    let metrics = server.metrics_text();
     assert!(
         metrics.contains("status=\"429\""),
         "the limit was reached: {metrics}"
     );
-}
-
-/// The server's /metrics text.
-fn metrics_text(server: &Server) -> String {
-    let addr = server.url.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    use std::io::{Read, Write};
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }

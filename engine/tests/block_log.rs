@@ -278,28 +278,44 @@ fn bit_flips_lose_only_the_damaged_record() {
     });
 }
 
+/// A log of 16 KiB segments in `path`.
+fn small_segments(path: &std::path::Path) -> BlockLogConfig {
+    let mut c = BlockLogConfig::new(path, key());
+    c.segment_bytes_max = 16 * 1024;
+    c
+}
+
+/// Stores six 5000-byte blocks in small segments, runs `before_damage` on the open log,
+/// closes it and flips one bit inside the first record of the first segment; the blocks.
+async fn sealed_blocks_with_a_flipped_bit<F>(
+    path: &std::path::Path,
+    before_damage: impl FnOnce(std::rc::Rc<BlockLog>) -> F,
+) -> Vec<Vec<u8>>
+where
+    F: std::future::Future<Output = ()>,
+{
+    let log = std::rc::Rc::new(BlockLog::open(small_segments(path)).await.unwrap());
+    let blocks: Vec<Vec<u8>> = (0..6).map(|i| block(i, 5000)).collect();
+    for b in &blocks {
+        log.put(BlockHash::of(b), b, false).await.unwrap();
+    }
+    before_damage(log.clone()).await;
+    let log = std::rc::Rc::try_unwrap(log).unwrap_or_else(|_| panic!("the log is still held"));
+    log.close().await;
+    let seg = path.join("seg-0000000001.hblk");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[4096 + 500] ^= 1;
+    std::fs::write(&seg, &bytes).unwrap();
+    blocks
+}
+
 #[test]
 fn corruption_in_a_sealed_segment_is_detected_at_read() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     runtime::run(async move {
-        let config = || {
-            let mut c = BlockLogConfig::new(&path, key());
-            c.segment_bytes_max = 16 * 1024;
-            c
-        };
-        let log = BlockLog::open(config()).await.unwrap();
-        let blocks: Vec<Vec<u8>> = (0..6).map(|i| block(i, 5000)).collect();
-        for b in &blocks {
-            log.put(BlockHash::of(b), b, false).await.unwrap();
-        }
-        log.close().await;
-        let seg = path.join("seg-0000000001.hblk");
-        let mut bytes = std::fs::read(&seg).unwrap();
-        bytes[4096 + 500] ^= 1;
-        std::fs::write(&seg, &bytes).unwrap();
-
-        let log = BlockLog::open(config()).await.unwrap();
+        let blocks = sealed_blocks_with_a_flipped_bit(&path, |_| async {}).await;
+        let log = BlockLog::open(small_segments(&path)).await.unwrap();
         let first = BlockHash::of(&blocks[0]);
         let mut out = Vec::new();
         assert!(matches!(
@@ -326,25 +342,14 @@ fn verify_finds_a_damaged_record_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     runtime::run(async move {
-        let config = || {
-            let mut c = BlockLogConfig::new(&path, key());
-            c.segment_bytes_max = 16 * 1024;
-            c
-        };
-        let log = BlockLog::open(config()).await.unwrap();
-        let blocks: Vec<Vec<u8>> = (0..6).map(|i| block(i, 5000)).collect();
-        for b in &blocks {
-            log.put(BlockHash::of(b), b, false).await.unwrap();
-        }
-        let clean = log.verify(0).await.unwrap();
-        assert_eq!((clean.records, clean.damaged.len()), (6, 0));
-        log.close().await;
+        let blocks = sealed_blocks_with_a_flipped_bit(&path, |log| async move {
+            let clean = log.verify(0).await.unwrap();
+            assert_eq!((clean.records, clean.damaged.len()), (6, 0));
+        })
+        .await;
         let seg = path.join("seg-0000000001.hblk");
-        let mut bytes = std::fs::read(&seg).unwrap();
-        bytes[4096 + 500] ^= 1;
-        std::fs::write(&seg, &bytes).unwrap();
-
-        let log = BlockLog::open(config()).await.unwrap();
+        let bytes = std::fs::read(&seg).unwrap();
+        let log = BlockLog::open(small_segments(&path)).await.unwrap();
         let found = log.verify(0).await.unwrap();
         assert_eq!(found.damaged, [BlockHash::of(&blocks[0])]);
         assert_eq!(found.records, 6);

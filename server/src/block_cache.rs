@@ -92,7 +92,8 @@ impl BlockCache {
     /// Takes `data`, just stored as `hash`, if it is large enough; the oldest stored go
     /// beyond their own bound.
     pub fn insert_stored(&mut self, hash: BlockHash, data: Pieces) {
-        if data.len() < STORED_BLOCK_BYTES_MIN || self.stored_blocks_max == 0 {
+        let held = self.held.contains_key(&hash);
+        if held || data.len() < STORED_BLOCK_BYTES_MIN || self.stored_blocks_max == 0 {
             return;
         }
         while self.stored_order.len() >= self.stored_blocks_max {
@@ -234,6 +235,11 @@ mod tests {
         assert!(cache.get(&blocks[0].0).is_some(), "a served block stays");
         assert!(cache.get(&blocks[1].0).is_none(), "the oldest stored went");
         assert!(cache.get(&blocks[2].0).is_some() && cache.get(&blocks[3].0).is_some());
+        cache.insert_stored(blocks[3].0, blocks[3].1.clone());
+        assert!(
+            cache.get(&blocks[2].0).is_some(),
+            "storing a held block again evicts none"
+        );
         let mut none_stored = BlockCache::new(10 * BLOCK_COST, 0);
         none_stored.insert_stored(blocks[0].0, blocks[0].1.clone());
         none_stored.insert_served(blocks[1].0, blocks[1].1.clone());

@@ -79,8 +79,8 @@ impl Server {
 }
 
 impl Server {
-    /// The sum of every series of the counter or gauge `name` on `/metrics`.
-    pub fn metric(&self, name: &str) -> f64 {
+    /// The server's `/metrics` answer, head included.
+    pub fn metrics_text(&self) -> String {
         use std::io::{Read, Write};
         let addr = self.url.trim_start_matches("http://");
         let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -88,7 +88,13 @@ impl Server {
             .unwrap();
         let mut text = String::new();
         s.read_to_string(&mut text).unwrap();
-        text.lines()
+        text
+    }
+
+    /// The sum of every series of the counter or gauge `name` on `/metrics`.
+    pub fn metric(&self, name: &str) -> f64 {
+        self.metrics_text()
+            .lines()
             .filter(|l| {
                 l.strip_prefix(name)
                     .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))

@@ -162,6 +162,14 @@ impl BlockIndex {
         self.chunks.iter().map(Vec::len).sum()
     }
 
+    /// The block indexed in `slot`, if the slot is in use: a walk by slot number needs no
+    /// copy of the index and sees the index as it is at each step.
+    pub fn at_slot(&self, slot: u32) -> Option<(BlockHash, Location)> {
+        let s = slot as usize;
+        let e = self.chunks.get(s / CHUNK_ENTRIES)?.get(s % CHUNK_ENTRIES)?;
+        (self.slot_of(&e.hash) == Some(slot)).then_some((e.hash, e.location))
+    }
+
     /// Every indexed block with its slot, in no particular order.
     pub fn entries(&self) -> impl Iterator<Item = (u32, BlockHash, Location)> + '_ {
         self.table.iter().map(|&slot| {
@@ -255,6 +263,10 @@ mod tests {
         let all: Vec<_> = idx.entries().collect();
         assert_eq!(all, vec![(slot, a, loc(3))]);
         assert_eq!(idx.slots_len(), 1);
+        assert_eq!(idx.at_slot(slot), Some((a, loc(3))));
+        assert!(idx.at_slot(slot + 1).is_none(), "past the slots");
+        idx.remove(&a);
+        assert!(idx.at_slot(slot).is_none(), "a freed slot holds nothing");
     }
 
     #[test]

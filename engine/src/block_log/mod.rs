@@ -488,17 +488,14 @@ impl BlockLog {
     /// the plaintext), at most `rate_bytes_per_s` (0: no bound), changing nothing: a damaged
     /// record is counted and left where it is. The blocks whose records failed.
     pub async fn verify(&self, rate_bytes_per_s: u64) -> Result<VerifyReport, BlockLogError> {
-        let entries: Vec<(BlockHash, Location)> = self
-            .inner
-            .index
-            .borrow()
-            .entries()
-            .map(|(_, hash, loc)| (hash, loc))
-            .collect();
+        let slots = self.inner.index.borrow().slots_len() as u32;
         let mut pacer = pacer::Pacer::new(rate_bytes_per_s);
         let mut report = VerifyReport::default();
         let mut scratch = Vec::new();
-        for (hash, loc) in entries {
+        for slot in 0..slots {
+            let Some((hash, loc)) = self.inner.index.borrow().at_slot(slot) else {
+                continue;
+            };
             let Some(file) = self.inner.files.borrow().get(&loc.segment).cloned() else {
                 continue;
             };

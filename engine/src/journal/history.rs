@@ -17,6 +17,8 @@ use crate::{align_up, ALIGN_BYTES};
 
 /// Bytes read first for a row: most rows (a path and a few hashes) fit.
 const FIRST_READ_BYTES: u64 = 8192;
+/// Latest rows taken from the state at a time by [`Journal::retained_versions`].
+const PATHS_PER_PAGE: usize = 256;
 
 /// A walk down one path's history; see [`Journal::history`].
 pub struct History<'j> {
@@ -38,6 +40,21 @@ pub struct Retained<'j> {
     cutoff_ms: u64,
     /// Commit time of the row last returned: when the next one was superseded.
     superseded_ms: Option<u64>,
+}
+
+/// Every retained version of every path of one namespace; see
+/// [`Journal::retained_versions`].
+pub struct NamespaceVersions<'j> {
+    journal: &'j Journal,
+    ns: NsId,
+    cutoff_ms: u64,
+    /// Paths of the page of latest rows being walked.
+    paths: std::collections::VecDeque<String>,
+    /// Where the next page of latest rows starts, and whether there is one.
+    cursor: u64,
+    more: bool,
+    /// The path being walked, and whether its next row is its latest.
+    walk: Option<(Retained<'j>, bool)>,
 }
 
 /// Whether a version superseded at `superseded_ms` (`None`: it is the latest) is still
@@ -75,6 +92,21 @@ impl Journal {
             walk: self.history(ns, path),
             cutoff_ms,
             superseded_ms: None,
+        }
+    }
+
+    /// A walk over every path of `ns` and, for each, its versions within retention
+    /// (`cutoff_ms` as for [`Journal::retained_history`]), newest first. It holds one page
+    /// of paths at a time, so a namespace of any size is walked in bounded memory.
+    pub fn retained_versions(&self, ns: NsId, cutoff_ms: u64) -> NamespaceVersions<'_> {
+        NamespaceVersions {
+            journal: self,
+            ns,
+            cutoff_ms,
+            paths: std::collections::VecDeque::new(),
+            cursor: 0,
+            more: true,
+            walk: None,
         }
     }
 
@@ -173,5 +205,46 @@ impl Retained<'_> {
             self.superseded_ms = Some(r.committed_ms);
         }
         Ok(row)
+    }
+}
+
+impl NamespaceVersions<'_> {
+    /// The next retained version, and whether it is its path's latest row; `None` at the
+    /// end of the namespace.
+    pub async fn next(&mut self) -> Result<Option<(Row, bool)>, JournalError> {
+        loop {
+            if let Some((walk, latest)) = &mut self.walk {
+                if let Some(row) = walk.next().await? {
+                    return Ok(Some((row, std::mem::replace(latest, false))));
+                }
+                self.walk = None;
+            }
+            let Some(path) = self.next_path() else {
+                return Ok(None);
+            };
+            let walk = self
+                .journal
+                .retained_history(self.ns, &path, self.cutoff_ms);
+            self.walk = Some((walk, true));
+        }
+    }
+
+    fn next_path(&mut self) -> Option<String> {
+        if self.paths.is_empty() && self.more {
+            let state = self.journal.state();
+            match state.list(self.ns, self.cursor, PATHS_PER_PAGE) {
+                None => self.more = false,
+                Some(page) => {
+                    debug_assert!(
+                        !page.has_more || page.cursor > self.cursor,
+                        "the walk moves forward"
+                    );
+                    self.paths = page.rows.iter().map(|r| r.path.clone()).collect();
+                    self.cursor = page.cursor;
+                    self.more = page.has_more;
+                }
+            }
+        }
+        self.paths.pop_front()
     }
 }

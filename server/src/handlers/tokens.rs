@@ -109,12 +109,13 @@ pub async fn revoke_token(
     user: &User,
     id: &str,
 ) -> Result<Response<Body>, ApiError> {
+    let id = id.to_ascii_lowercase();
     let sha = shard
         .directory()
         .tokens_of(user.id)
         .into_iter()
         .map(|(sha, _)| sha)
-        .find(|sha| token_id(sha) == id.to_ascii_lowercase())
+        .find(|sha| token_id(sha) == id)
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,

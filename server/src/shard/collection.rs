@@ -29,8 +29,6 @@ use super::{shard_of_block, shard_of_namespace, Shard, ShardError};
 
 /// Hashes sent to a block owner in one message.
 const MARK_BATCH: usize = 4096;
-/// Latest rows read from the state at a time (the rest of the walk reads the journal).
-const PAGE_ROWS: usize = 256;
 /// Longest wait for the writers that entered before the collection.
 const DRAIN_WAIT_MAX: Duration = Duration::from_secs(300);
 
@@ -251,36 +249,17 @@ impl Shard {
         cutoff_ms: u64,
         marks: &mut Marks<'_>,
     ) -> Result<u64, ShardError> {
-        let mut cursor = 0;
         let mut oldest = u64::MAX;
-        loop {
-            let (paths, next, more) = {
-                let state = self.journal().state();
-                let Some(page) = state.list(ns, cursor, PAGE_ROWS) else {
-                    return Ok(oldest);
-                };
-                let paths: Vec<String> = page.rows.iter().map(|r| r.path.clone()).collect();
-                (paths, page.cursor, page.has_more)
-            };
-            for path in paths {
-                let mut walk = self.journal().retained_history(ns, &path, cutoff_ms);
-                let mut latest = true;
-                while let Some(row) = walk.next().await? {
-                    if let (false, Some(at)) = (latest, row.at) {
-                        oldest = oldest.min(at.generation);
-                    }
-                    latest = false;
-                    for h in row.version.blocklist {
-                        marks.add(h).await?;
-                    }
-                }
+        let mut versions = self.journal().retained_versions(ns, cutoff_ms);
+        while let Some((row, latest)) = versions.next().await? {
+            if let (false, Some(at)) = (latest, row.at) {
+                oldest = oldest.min(at.generation);
             }
-            if !more {
-                return Ok(oldest);
+            for h in row.version.blocklist {
+                marks.add(h).await?;
             }
-            debug_assert!(next > cursor, "the walk moves forward");
-            cursor = next;
         }
+        Ok(oldest)
     }
 
     /// Step 4 on this shard: marks its upload proofs, then drops and compacts.

@@ -16,8 +16,6 @@ use super::{shard_of_block, shard_of_namespace, Shard, ShardError};
 const MISSING_LISTED_MAX: usize = 1000;
 /// Hashes asked of one owner at a time.
 const PRESENCE_BATCH: usize = 4096;
-/// Latest rows read from the state at a time.
-const PAGE_ROWS: usize = 1000;
 
 /// A block a retained version lists, and where.
 type Listed = (NsId, String, Jid, BlockHash);
@@ -85,33 +83,16 @@ impl Shard {
         let mut pending: Vec<Vec<Listed>> = vec![Vec::new(); self.shards];
         let mut missing = Missing::default();
         for ns in owned {
-            let mut cursor = 0;
-            loop {
-                let (paths, next, more) = {
-                    let state = self.journal().state();
-                    let Some(page) = state.list(ns, cursor, PAGE_ROWS) else {
-                        break;
-                    };
-                    let paths: Vec<String> = page.rows.iter().map(|r| r.path.clone()).collect();
-                    (paths, page.cursor, page.has_more)
-                };
-                for path in paths {
-                    let mut walk = self.journal().retained_history(ns, &path, cutoff_ms);
-                    while let Some(row) = walk.next().await? {
-                        for h in row.version.blocklist {
-                            let owner = shard_of_block(&h, self.shards);
-                            pending[owner].push((ns, path.clone(), row.jid, h));
-                            if pending[owner].len() >= PRESENCE_BATCH {
-                                let batch = std::mem::take(&mut pending[owner]);
-                                self.ask_presence(owner, batch, &mut missing).await?;
-                            }
-                        }
+            let mut versions = self.journal().retained_versions(ns, cutoff_ms);
+            while let Some((row, _)) = versions.next().await? {
+                for h in row.version.blocklist {
+                    let owner = shard_of_block(&h, self.shards);
+                    pending[owner].push((ns, row.path.clone(), row.jid, h));
+                    if pending[owner].len() >= PRESENCE_BATCH {
+                        let batch = std::mem::take(&mut pending[owner]);
+                        self.ask_presence(owner, batch, &mut missing).await?;
                     }
                 }
-                if !more {
-                    break;
-                }
-                cursor = next;
             }
         }
         for (owner, batch) in pending.into_iter().enumerate() {
