@@ -499,6 +499,7 @@ fn an_unreachable_server_is_a_clear_error() {
         dir: tmp.path().join("c"),
         url: format!("http://127.0.0.1:{port}"),
         token: "t".into(),
+        ca: None,
     };
     std::fs::create_dir_all(&c.dir).unwrap();
     let s = c.sync();
@@ -581,44 +582,76 @@ fn a_client_killed_mid_download_resumes_without_fetching_again() {
 }
 
 #[test]
-fn https_through_a_tls_proxy_with_a_private_ca() {
+fn https_served_by_holdalld_with_a_private_ca() {
+    use holdall_testkit::tls::{TestCa, Validity};
     let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start(&tmp.path().join("data"));
+    let ca = TestCa::new(tmp.path());
+    let pair = ca.issue(tmp.path(), "server", "127.0.0.1", Validity::Current);
+    let server = Server::start_tls(&tmp.path().join("data"), &pair, &ca.pem);
     let token = server.add_user("ann");
-    let proxy = support::tls_proxy::TlsProxy::start(&server.url, tmp.path());
-    let over_tls = |name: &str| {
-        let dir = tmp.path().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        Client {
-            dir,
-            url: proxy.url.clone(),
-            token: token.clone(),
-        }
-    };
-    let (a, b) = (over_tls("a"), over_tls("b"));
-    let ca = proxy.ca_pem.to_str().unwrap();
+    let a = Client::new(&server, &token, &tmp.path().join("a"));
+    let b = Client::new(&server, &token, &tmp.path().join("b"));
     write(&a, "through-tls.bin", &bytes(11, 5 * MIB));
+    write(&a, "small.txt", b"small");
 
     // Without the private CA, the server's certificate is refused, clearly.
-    let refused = a.sync();
-    eprintln!("{}", refused.stderr);
+    let untrusting = Client {
+        ca: None,
+        ..Client::new(&server, &token, &a.dir)
+    };
+    let refused = untrusting.sync();
     assert!(!refused.ok, "{}", refused.stderr);
     assert!(
-        refused.stderr.contains(&proxy.url)
-            && refused.stderr.to_lowercase().contains("certificate"),
+        refused.stderr.contains(&server.url) && refused.stderr.contains("--ca"),
         "{}",
         refused.stderr
     );
 
     for c in [&a, &b] {
-        let s = c.sync_with(&["--ca", ca]);
-        assert!(s.ok, "{}", s.stderr);
+        c.synced();
     }
     assert_eq!(tree(&a.dir), tree(&b.dir));
     assert_eq!(
         std::fs::read(b.path("through-tls.bin")).unwrap(),
         bytes(11, 5 * MIB)
     );
+}
+
+#[test]
+fn expired_and_wrong_host_certificates_are_refused_clearly() {
+    use holdall_testkit::tls::{TestCa, Validity};
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(tmp.path());
+    let cases = [
+        ("expired", "127.0.0.1", Validity::Expired, "expired"),
+        (
+            "elsewhere",
+            "sync.example",
+            Validity::Current,
+            "not valid for",
+        ),
+    ];
+    for (name, host, validity, says) in cases {
+        let pair = ca.issue(tmp.path(), name, host, validity);
+        let server = Server::start_tls(&tmp.path().join(name), &pair, &ca.pem);
+        // The admin's token, read from the data folder: no request has to succeed first.
+        let admin = std::fs::read_to_string(server.data.join("admin.token")).unwrap();
+        let c = Client::new(
+            &server,
+            admin.trim(),
+            &tmp.path().join(format!("{name}-dir")),
+        );
+        let refused = c.sync();
+        assert!(!refused.ok, "{name}: {}", refused.stderr);
+        let lower = refused.stderr.to_lowercase();
+        assert!(
+            refused.stderr.contains(&server.url)
+                && lower.contains("certificate")
+                && lower.contains(says),
+            "{name}: {}",
+            refused.stderr
+        );
+    }
 }
 
 #[test]

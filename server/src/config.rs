@@ -27,7 +27,7 @@ pub struct ServeArgs {
     /// TOML file with any of the keys `data`, `listen`, `shards`, `prefetch_ttl_s`,
     /// `prefetch_entries_max`, `streaming`, `block_cache`, `recent_blocks`,
     /// `client_timeout_s`, `history_retention`, `gc_interval`, `gc_rate`, `store_key_file`,
-    /// `token_requests_per_s`, `user_connections_max`.
+    /// `token_requests_per_s`, `user_connections_max`, `tls_cert`, `tls_key`.
     #[arg(long, env = "HOLDALL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Seconds a prefetch entry (and a user's proof of upload) lives [default: 600].
@@ -74,6 +74,13 @@ pub struct ServeArgs {
     /// must exist [default: DATA/store.key, created on first start].
     #[arg(long, env = "HOLDALL_STORE_KEY_FILE")]
     pub store_key_file: Option<PathBuf>,
+    /// PEM certificate chain to serve HTTPS with (with --tls-key; SIGHUP reloads both)
+    /// [default: plain HTTP].
+    #[arg(long, env = "HOLDALL_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "HOLDALL_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -94,6 +101,8 @@ struct FileConfig {
     store_key_file: Option<PathBuf>,
     token_requests_per_s: Option<u32>,
     user_connections_max: Option<u32>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// A byte count in the TOML file: a number, or a string with a unit (`"512M"`).
@@ -146,6 +155,15 @@ pub struct Config {
     pub token_requests_per_s: u32,
     /// Most connections per user; 0 for no limit.
     pub user_connections_max: u32,
+    /// The certificate and key files HTTPS is served with; None for plain HTTP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// `--tls-cert` and `--tls-key`.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Default client timeout.
@@ -224,6 +242,14 @@ impl Config {
             Some(a) => a,
             None => LISTEN_DEFAULT.parse().expect("valid default address"),
         };
+        let tls = match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => bail!("--tls-cert and --tls-key go together: give both or neither"),
+        };
         let store_key_file = args.store_key_file.or(file.store_key_file);
         check_store_key(&data, store_key_file.as_deref())?;
         let requested = args.shards.or(file.shards);
@@ -286,6 +312,7 @@ impl Config {
                 .user_connections_max
                 .or(file.user_connections_max)
                 .unwrap_or(USER_CONNECTIONS_MAX_DEFAULT),
+            tls,
         })
     }
 

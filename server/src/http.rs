@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures::io::{AsyncRead, AsyncWrite};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
 use glommio::timer::Timer;
@@ -20,6 +19,8 @@ use hyper::{Request, Response};
 use tracing::debug;
 
 use crate::rate_limit::ConnectionOwner;
+use crate::tls::Tls;
+use crate::transport::Transport;
 
 /// How long a client may stall, in a request extension so body readers find it.
 #[derive(Debug, Clone, Copy)]
@@ -38,7 +39,7 @@ pub struct Phase {
 /// connection is closed then too), and a write must make progress within it. Slow or stalled
 /// clients lose the connection, not a shard's resources.
 pub struct Io {
-    stream: TcpStream,
+    stream: Transport,
     phase: Rc<Phase>,
     timeout: Duration,
     read_deadline: Option<(Instant, Pin<Box<Timer>>)>,
@@ -56,7 +57,7 @@ const GATHER_BYTES_MAX: usize = 64 * 1024;
 const READ_BUFFER_BYTES: usize = 256 * 1024;
 
 impl Io {
-    fn new(stream: TcpStream, phase: Rc<Phase>, timeout: Duration) -> Io {
+    fn new(stream: Transport, phase: Rc<Phase>, timeout: Duration) -> Io {
         Io {
             stream,
             phase,
@@ -92,6 +93,32 @@ fn timed_out(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, format!("{what} timed out"))
 }
 
+/// Receives what is already waiting on plain socket `fd` straight into hyper's buffer;
+/// None when nothing is waiting.
+fn recv_waiting(fd: i32, buf: &mut hyper::rt::ReadBufCursor<'_>) -> Option<io::Result<()>> {
+    // SAFETY: recv writes at most `spare.len()` bytes into `spare`; exactly the `n` it
+    // reports written are marked filled.
+    let received = unsafe {
+        let spare = buf.as_mut();
+        libc::recv(
+            fd,
+            spare.as_mut_ptr().cast(),
+            spare.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if let Ok(n) = usize::try_from(received) {
+        // SAFETY: recv wrote these n bytes.
+        unsafe { buf.advance(n) };
+        return Some(Ok(()));
+    }
+    let e = io::Error::last_os_error();
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => None,
+        _ => Some(Err(e)),
+    }
+}
+
 impl hyper::rt::Read for Io {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -102,37 +129,19 @@ impl hyper::rt::Read for Io {
         // uninitialized memory, which is what hyper offers. glommio's reads want initialized
         // memory, so only when the socket is empty does the read go through glommio (which
         // waits for readiness) into the connection's scratch buffer, zeroed once, and is
-        // copied over: the copy was 6 % of the server's time storing 4 MiB blocks.
+        // copied over: the copy was 6 % of the server's time storing 4 MiB blocks. TLS
+        // always reads through the scratch buffer: rustls hands out plaintext by copy only.
         let this = &mut *self;
-        let fd = this.stream.as_raw_fd();
-        // SAFETY: recv writes at most `spare.len()` bytes into `spare`; exactly the `n` it
-        // reports written are marked filled.
-        let received = unsafe {
-            let spare = buf.as_mut();
-            libc::recv(
-                fd,
-                spare.as_mut_ptr().cast(),
-                spare.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if let Ok(n) = usize::try_from(received) {
-            // SAFETY: recv wrote these n bytes.
-            unsafe { buf.advance(n) };
-            return Poll::Ready(Ok(()));
-        }
-        let e = io::Error::last_os_error();
-        if !matches!(
-            e.kind(),
-            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-        ) {
-            return Poll::Ready(Err(e));
+        if let Transport::Plain(stream) = &this.stream {
+            if let Some(result) = recv_waiting(stream.as_raw_fd(), &mut buf) {
+                return Poll::Ready(result);
+            }
         }
         let want = buf.remaining().min(READ_BUFFER_BYTES);
         let scratch = this
             .read_buffer
             .get_or_insert_with(|| vec![0; READ_BUFFER_BYTES].into_boxed_slice());
-        match Pin::new(&mut this.stream).poll_read(cx, &mut scratch[..want]) {
+        match this.stream.poll_read(cx, &mut scratch[..want]) {
             Poll::Ready(Ok(n)) => {
                 buf.put_slice(&scratch[..n]);
                 Poll::Ready(Ok(()))
@@ -154,7 +163,7 @@ impl hyper::rt::Write for Io {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.stream).poll_write(cx, buf) {
+        match self.stream.poll_write(cx, buf) {
             Poll::Pending => {
                 let timeout = self.timeout;
                 let timer = self
@@ -205,11 +214,11 @@ impl hyper::rt::Write for Io {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        self.stream.poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_close(cx)
+        self.stream.poll_close(cx)
     }
 }
 
@@ -227,6 +236,7 @@ pub async fn serve<H, F>(
     stop: Arc<AtomicBool>,
     grace: Duration,
     client_timeout: Duration,
+    tls: Option<Arc<Tls>>,
     handle: H,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + 'static,
@@ -264,36 +274,14 @@ pub async fn serve<H, F>(
         let Ok(permit) = permits.clone().acquire_static_permit(1).await else {
             break;
         };
+        let connection = Connection {
+            tls: tls.clone(),
+            client_timeout,
+            busy: busy.clone(),
+        };
         let handle = handle.clone();
-        let busy = busy.clone();
-        let phase = Rc::new(Phase {
-            in_request: Cell::new(false),
-            idle_since: Cell::new(Instant::now()),
-        });
         glommio::spawn_local(async move {
-            let io = Io::new(stream, phase.clone(), client_timeout);
-            let owner = Arc::new(ConnectionOwner::default());
-            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                req.extensions_mut().insert(ClientTimeout(client_timeout));
-                req.extensions_mut().insert(owner.clone());
-                busy.set(busy.get() + 1);
-                phase.in_request.set(true);
-                let fut = handle(req);
-                let (busy, phase) = (busy.clone(), phase.clone());
-                async move {
-                    let response = fut.await;
-                    busy.set(busy.get() - 1);
-                    phase.in_request.set(false);
-                    phase.idle_since.set(Instant::now());
-                    Ok::<_, std::convert::Infallible>(response)
-                }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(io, service);
-            if let Err(e) = conn.await {
-                debug!(error = %e, "connection ended with an error");
-            }
+            connection.serve(stream, handle).await;
             drop(permit);
         })
         .detach();
@@ -303,5 +291,59 @@ pub async fn serve<H, F>(
     let deadline = Instant::now() + grace;
     while busy.get() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(STOP_POLL).await;
+    }
+}
+
+/// What serving one accepted connection needs from its shard.
+struct Connection {
+    tls: Option<Arc<Tls>>,
+    client_timeout: Duration,
+    /// Requests in the shard's handlers, for the stop's grace period.
+    busy: Rc<Cell<usize>>,
+}
+
+impl Connection {
+    /// Opens the transport (the TLS handshake, if any) and serves requests on it with
+    /// `handle` until the client or a timeout ends it.
+    async fn serve<H, F>(self, stream: TcpStream, handle: H)
+    where
+        H: Fn(Request<Incoming>) -> F + Clone + 'static,
+        F: Future<Output = Response<crate::body::Body>> + 'static,
+    {
+        let Connection {
+            tls,
+            client_timeout,
+            busy,
+        } = self;
+        let Some(transport) = Transport::open(stream, tls.as_deref(), client_timeout).await else {
+            return;
+        };
+        let phase = Rc::new(Phase {
+            in_request: Cell::new(false),
+            idle_since: Cell::new(Instant::now()),
+        });
+        let io = Io::new(transport, phase.clone(), client_timeout);
+        let owner = Arc::new(ConnectionOwner::default());
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(ClientTimeout(client_timeout));
+            req.extensions_mut().insert(owner.clone());
+            busy.set(busy.get() + 1);
+            phase.in_request.set(true);
+            let fut = handle(req);
+            let (busy, phase) = (busy.clone(), phase.clone());
+            async move {
+                let response = fut.await;
+                busy.set(busy.get() - 1);
+                phase.in_request.set(false);
+                phase.idle_since.set(Instant::now());
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(io, service);
+        if let Err(e) = conn.await {
+            debug!(error = %e, "connection ended with an error");
+        }
     }
 }

@@ -19,6 +19,8 @@ mod routes;
 mod serve;
 mod shard;
 mod start;
+mod tls;
+mod transport;
 mod uploads;
 mod waiters;
 

@@ -18,6 +18,7 @@ use crate::process::Process;
 use crate::rate_limit::{ConnectionCounts, RateLimiter};
 use crate::shard::Shard;
 use crate::start::{step, StartProgress, StartStep};
+use crate::tls::Tls;
 
 /// How long in-progress requests may take to finish after a stop signal.
 const GRACE: Duration = Duration::from_secs(10);
@@ -41,6 +42,10 @@ const START_REPORT: Duration = Duration::from_secs(10);
 
 /// Runs the server until SIGTERM or SIGINT; exits cleanly after in-progress requests end.
 pub fn run(cfg: Config) -> Result<()> {
+    let tls = match &cfg.tls {
+        Some(files) => Some(Tls::load(&files.cert, &files.key)?),
+        None => None,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("installing signal handlers")?;
@@ -48,10 +53,12 @@ pub fn run(cfg: Config) -> Result<()> {
         metrics: (0..cfg.shards).map(|_| Arc::default()).collect(),
         rate: RateLimiter::new(cfg.token_requests_per_s),
         connections: Arc::new(ConnectionCounts::new(cfg.user_connections_max)),
+        tls: tls.clone(),
     });
     let (handles, addr) = start_shards(&cfg, &stop, &process)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     println!(
-        "holdalld listening on http://{addr} ({} shards, data in {})",
+        "holdalld listening on {scheme}://{addr} ({} shards, data in {})",
         cfg.shards,
         cfg.data.display()
     );
@@ -63,7 +70,7 @@ pub fn run(cfg: Config) -> Result<()> {
         version = env!("CARGO_PKG_VERSION"),
         %addr,
         shards = cfg.shards,
-        tls = false,
+        tls = tls.is_some(),
         data = %cfg.data.display(),
         store_key,
         "serving"
@@ -71,9 +78,9 @@ pub fn run(cfg: Config) -> Result<()> {
     'serving: loop {
         for signal in signals.pending() {
             if signal == SIGHUP {
-                // The service manager's reload; without TLS there is nothing to reload
-                // yet, and the signal's default (exit) must not stop the server.
-                info!("SIGHUP: nothing to reload");
+                // The service manager's reload (the signal's default, exit, must not stop
+                // the server).
+                reload(tls.as_deref());
                 continue;
             }
             info!("stopping: finishing requests in progress");
@@ -86,6 +93,20 @@ pub fn run(cfg: Config) -> Result<()> {
     }
     stop.store(true, Ordering::Relaxed);
     join_shards(handles)
+}
+
+/// SIGHUP: the TLS pair read again; a bad one is logged and the old pair kept.
+fn reload(tls: Option<&Tls>) {
+    let Some(tls) = tls else {
+        info!("SIGHUP: plain HTTP, nothing to reload");
+        return;
+    };
+    match tls.reload() {
+        Ok(()) => info!(cert = %tls.cert_path().display(), "SIGHUP: TLS certificate reloaded"),
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), "SIGHUP: TLS reload failed; still serving the previous certificate")
+        }
+    }
 }
 
 /// Starts every shard: shard 0 first, until it has opened the directory and bound the
@@ -287,6 +308,7 @@ async fn shard_main(
     if id == 0 {
         let _ = ready.send(Ok(Started::Init(records.clone(), addr)));
     }
+    let tls = process.tls.clone();
     let shard = Shard::open(
         id,
         &cfg,
@@ -326,7 +348,7 @@ async fn shard_main(
         let shard = shard.clone();
         move |req| crate::routes::handle(shard.clone(), req)
     };
-    crate::http::serve(listener, stop, GRACE, cfg.client_timeout, handler).await;
+    crate::http::serve(listener, stop, GRACE, cfg.client_timeout, tls, handler).await;
     publisher.await;
     shard.publish_gauges();
     Ok(())

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+pub mod tls;
+
 /// Longest wait for holdalld to say where it listens.
 pub const START_MAX: Duration = Duration::from_secs(60);
 
@@ -16,6 +18,8 @@ pub struct Spawned {
     pub child: Child,
     /// `127.0.0.1:PORT`.
     pub addr: String,
+    /// `http://127.0.0.1:PORT`, or `https://` when the flags turn TLS on.
+    pub url: String,
     /// Where its stderr goes: `DATA.stderr`, beside the data folder.
     pub stderr_path: PathBuf,
 }
@@ -54,15 +58,16 @@ pub fn spawn_holdalld(bin: &Path, data: &Path, shards: usize, flags: &[&str]) ->
             stderr_text()
         );
     };
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
+    let url = line
+        .split_whitespace()
+        .find(|word| word.starts_with("http://") || word.starts_with("https://"))
         .unwrap_or_else(|| panic!("no address in {line:?}: {}", stderr_text()))
         .to_string();
+    let addr = url.split_once("://").expect("a URL").1.to_string();
     Spawned {
         child,
         addr,
+        url,
         stderr_path,
     }
 }

@@ -4,8 +4,6 @@
 // Every test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
-pub mod tls_proxy;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
@@ -31,10 +29,12 @@ fn holdalld_bin() -> PathBuf {
 /// A running holdalld.
 pub struct Server {
     child: Child,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://` when it serves TLS.
     pub url: String,
     /// Its data folder.
     pub data: PathBuf,
+    /// The private CA that signed its certificate, given to its clients as `HOLDALL_CA`.
+    pub ca: Option<PathBuf>,
 }
 
 impl Server {
@@ -45,13 +45,23 @@ impl Server {
 
     /// Starts holdalld on `data` with two shards and extra flags.
     pub fn start_with(data: &Path, flags: &[&str]) -> Server {
-        let holdall_testkit::Spawned { child, addr, .. } =
+        let holdall_testkit::Spawned { child, url, .. } =
             holdall_testkit::spawn_holdalld(&holdalld_bin(), data, 2, flags);
         Server {
             child,
-            url: format!("http://{addr}"),
+            url,
             data: data.to_path_buf(),
+            ca: None,
         }
+    }
+
+    /// Starts holdalld on `data` serving HTTPS with `pair`, which the CA in `ca` signed.
+    pub fn start_tls(data: &Path, pair: &holdall_testkit::tls::Issued, ca: &Path) -> Server {
+        let (cert, key) = (pair.cert.to_str().unwrap(), pair.key.to_str().unwrap());
+        let mut server = Server::start_with(data, &["--tls-cert", cert, "--tls-key", key]);
+        assert!(server.url.starts_with("https://"), "{}", server.url);
+        server.ca = Some(ca.to_path_buf());
+        server
     }
 
     /// Creates a user with `holdall admin add-user`; their token.
@@ -67,6 +77,7 @@ impl Server {
             .args(args)
             .env("HOLDALL_SERVER", &self.url)
             .env("HOLDALL_TOKEN", admin.trim())
+            .envs(self.ca.iter().map(|ca| ("HOLDALL_CA", ca)))
             .output()
             .unwrap();
         assert!(
@@ -139,6 +150,8 @@ pub struct Client {
     pub url: String,
     /// The user's token.
     pub token: String,
+    /// The private CA it trusts, if any.
+    pub ca: Option<PathBuf>,
 }
 
 impl Client {
@@ -149,6 +162,7 @@ impl Client {
             dir: dir.to_path_buf(),
             url: server.url.clone(),
             token: token.to_string(),
+            ca: server.ca.clone(),
         }
     }
 
@@ -158,7 +172,8 @@ impl Client {
         c.args(args)
             .env("HOLDALL_SERVER", &self.url)
             .env("HOLDALL_TOKEN", &self.token)
-            .env("HOLDALL_LOG", "warn");
+            .env("HOLDALL_LOG", "warn")
+            .envs(self.ca.iter().map(|ca| ("HOLDALL_CA", ca)));
         c
     }
 

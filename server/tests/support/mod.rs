@@ -33,6 +33,7 @@ impl Server {
             child,
             addr,
             stderr_path,
+            ..
         } = holdall_testkit::spawn_holdalld(
             Path::new(env!("CARGO_BIN_EXE_holdalld")),
             data,
