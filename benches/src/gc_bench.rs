@@ -4,6 +4,7 @@
 //! compaction copies live records (against the disk's O_DIRECT write), and what a second
 //! collection, at the default `--gc-rate`, costs a store_batch load running beside it.
 
+use crate::http_client::Target;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -77,7 +78,7 @@ impl Server {
         let token = std::fs::read_to_string(data.join("admin.token"))?
             .trim()
             .to_owned();
-        let ns = load::root_ns(&addr, &token)?;
+        let ns = load::root_ns(&Target::plain(&addr), &token)?;
         Ok(Server {
             _daemon: daemon,
             addr,
@@ -176,7 +177,13 @@ pub fn run(dir: &Path, fill_gib: usize) -> Result<GcFigures> {
     // The second collection runs at the default --gc-rate, beside a store_batch load.
     let server = Server::start(&data, &[])?;
     let idle = load::unique_blocks(256);
-    let store_idle_gbps = load::ingest(&server.addr, &server.token, &idle, CONCURRENCY)?.gbps();
+    let store_idle_gbps = load::ingest(
+        &Target::plain(&server.addr),
+        &server.token,
+        &idle,
+        CONCURRENCY,
+    )?
+    .gbps();
     drop(idle);
     delete_every_other(&server, &mut stored)?;
     std::thread::sleep(RETENTION + Duration::from_secs(1));
@@ -201,7 +208,12 @@ fn fill(server: &Server, files: usize) -> Result<Vec<Stored>> {
     let mut stored = Vec::with_capacity(files);
     for i in 0..files {
         let blocks: Vec<Block> = load::unique_blocks(FILE_BLOCKS);
-        load::ingest(&server.addr, &server.token, &blocks, CONCURRENCY)?;
+        load::ingest(
+            &Target::plain(&server.addr),
+            &server.token,
+            &blocks,
+            CONCURRENCY,
+        )?;
         let path = format!("gc-bench/f{i:05}");
         let version = FileVersion {
             kind: EntryKind::File,
@@ -242,7 +254,12 @@ fn store_while_collecting(server: &Server) -> Result<(f64, bool)> {
         });
         // Let the mark finish and the copying start.
         std::thread::sleep(Duration::from_millis(300));
-        let during = load::ingest(&server.addr, &server.token, &blocks, CONCURRENCY);
+        let during = load::ingest(
+            &Target::plain(&server.addr),
+            &server.token,
+            &blocks,
+            CONCURRENCY,
+        );
         let overlapped = collecting.load(Ordering::Relaxed);
         collector
             .join()

@@ -1,17 +1,106 @@
 //! A small blocking HTTP/1.1 client with keep-alive, for the load generator: one connection
-//! per worker thread, bodies written as slices (no copy into one buffer), answers read by
-//! their Content-Length.
+//! per worker thread, plain or TLS (rustls), bodies written as slices (no copy into one
+//! buffer), answers read by their Content-Length.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+/// Where the load goes: `host:port`, and TLS's settings for an `https://` server.
+#[derive(Clone)]
+pub struct Target {
+    /// `host:port`.
+    pub addr: String,
+    tls: Option<Arc<ClientConfig>>,
+}
+
+impl Target {
+    /// A plain-HTTP server at `addr`.
+    pub fn plain(addr: &str) -> Target {
+        Target {
+            addr: addr.to_string(),
+            tls: None,
+        }
+    }
+
+    /// `http://host:port` or `https://host:port`; for https, `ca` is the PEM CA to trust.
+    pub fn parse(url: &str, ca: Option<&Path>) -> Result<Target> {
+        let url = url.trim_end_matches('/');
+        if let Some(addr) = url.strip_prefix("http://") {
+            return Ok(Target::plain(addr));
+        }
+        let addr = url
+            .strip_prefix("https://")
+            .context("the server URL starts with http:// or https://")?;
+        let ca = ca.context("an https:// server needs --ca (the PEM CA that signed it)")?;
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca)
+            .with_context(|| format!("reading {}", ca.display()))?
+        {
+            roots.add(cert.with_context(|| format!("parsing {}", ca.display()))?)?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Target {
+            addr: addr.to_string(),
+            tls: Some(Arc::new(config)),
+        })
+    }
+
+    /// The port.
+    pub fn port(&self) -> Result<u16> {
+        self.addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .context("the server address has no port")
+    }
+}
+
+/// A connection's bytes: the socket, or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
 
 /// One keep-alive connection.
 pub struct Conn {
     addr: String,
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    stream: BufReader<Stream>,
 }
 
 /// `host:port` of an `http://host:port[/]` URL.
@@ -23,14 +112,33 @@ pub fn host_port(server: &str) -> Result<String> {
 }
 
 impl Conn {
-    /// Connects to `addr` (`host:port`).
+    /// Connects to plain-HTTP `addr` (`host:port`).
     pub fn connect(addr: &str) -> Result<Conn> {
-        let stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
-        stream.set_nodelay(true)?;
+        Conn::open(&Target::plain(addr))
+    }
+
+    /// Connects to `target`, with TLS's handshake done if it is https.
+    pub fn open(target: &Target) -> Result<Conn> {
+        let addr = &target.addr;
+        let tcp = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+        tcp.set_nodelay(true)?;
+        let stream = match &target.tls {
+            None => Stream::Plain(tcp),
+            Some(config) => {
+                let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+                let name = ServerName::try_from(host.to_string())?;
+                let mut tls = StreamOwned::new(ClientConnection::new(config.clone(), name)?, tcp);
+                while tls.conn.is_handshaking() {
+                    tls.conn
+                        .complete_io(&mut tls.sock)
+                        .with_context(|| format!("TLS handshake with {addr}"))?;
+                }
+                Stream::Tls(Box::new(tls))
+            }
+        };
         Ok(Conn {
-            addr: addr.to_string(),
-            reader: BufReader::with_capacity(1 << 20, stream.try_clone()?),
-            writer: stream,
+            addr: addr.clone(),
+            stream: BufReader::with_capacity(1 << 20, stream),
         })
     }
 
@@ -47,12 +155,14 @@ impl Conn {
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Length: {len}\r\n\r\n",
             self.addr
         );
-        self.writer.write_all(head.as_bytes())?;
+        let writer = self.stream.get_mut();
+        writer.write_all(head.as_bytes())?;
         for p in parts {
-            self.writer.write_all(p)?;
+            writer.write_all(p)?;
         }
+        writer.flush()?;
         let mut line = String::new();
-        self.reader.read_line(&mut line)?;
+        self.stream.read_line(&mut line)?;
         let status: u16 = line
             .split(' ')
             .nth(1)
@@ -61,7 +171,7 @@ impl Conn {
         let mut length = None;
         loop {
             line.clear();
-            if self.reader.read_line(&mut line)? == 0 {
+            if self.stream.read_line(&mut line)? == 0 {
                 bail!("connection closed inside a response head");
             }
             let l = line.trim_end();
@@ -80,7 +190,7 @@ impl Conn {
             _ => length,
         };
         let mut body = vec![0; length.context("response without Content-Length")?];
-        self.reader.read_exact(&mut body)?;
+        self.stream.read_exact(&mut body)?;
         Ok((status, body))
     }
 }

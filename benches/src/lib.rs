@@ -11,6 +11,7 @@ pub mod restart_bench;
 pub mod server_cpu;
 pub mod streaming_bench;
 pub mod sync_bench;
+pub mod tls_bench;
 pub mod versus_nginx;
 
 /// Median of `v` (sorts it).

@@ -16,7 +16,7 @@ use holdall_proto::limits::{BATCH_BYTES_DEFAULT, BLOCK_BYTES_MAX};
 use holdall_proto::BlockHash;
 use holdall_proto::FileVersion;
 
-use crate::http_client::Conn;
+use crate::http_client::{Conn, Target};
 
 /// Blocks per request.
 const BLOCKS_PER_BATCH: usize = BATCH_BYTES_DEFAULT / BLOCK_BYTES_MAX;
@@ -66,7 +66,7 @@ impl Run {
 
 /// Runs `work(conn, batch_index)` for every batch from `concurrency` threads.
 pub(crate) fn parallel(
-    addr: &str,
+    target: &Target,
     batches: usize,
     concurrency: usize,
     work: impl Fn(&mut Conn, usize) -> Result<u64> + Sync,
@@ -77,7 +77,7 @@ pub(crate) fn parallel(
         let workers: Vec<_> = (0..concurrency.max(1))
             .map(|_| {
                 s.spawn(|| -> Result<u64> {
-                    let mut conn = Conn::connect(addr)?;
+                    let mut conn = Conn::open(target)?;
                     let mut moved = 0;
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
@@ -104,9 +104,9 @@ pub(crate) fn parallel(
 }
 
 /// Stores `blocks` with store_batch.
-pub fn ingest(addr: &str, token: &str, blocks: &[Block], concurrency: usize) -> Result<Run> {
+pub fn ingest(target: &Target, token: &str, blocks: &[Block], concurrency: usize) -> Result<Run> {
     let batches: Vec<&[Block]> = blocks.chunks(BLOCKS_PER_BATCH).collect();
-    parallel(addr, batches.len(), concurrency, |conn, i| {
+    parallel(target, batches.len(), concurrency, |conn, i| {
         let batch = batches[i];
         let headers: Vec<_> = batch
             .iter()
@@ -128,8 +128,8 @@ pub fn ingest(addr: &str, token: &str, blocks: &[Block], concurrency: usize) -> 
 }
 
 /// The caller's root namespace.
-pub fn root_ns(addr: &str, token: &str) -> Result<NsId> {
-    let (status, body) = Conn::connect(addr)?.request("GET", "/v1/account", token, &[])?;
+pub fn root_ns(target: &Target, token: &str) -> Result<NsId> {
+    let (status, body) = Conn::open(target)?.request("GET", "/v1/account", token, &[])?;
     ensure!(
         status == 200,
         "account: {status} {}",
@@ -140,7 +140,13 @@ pub fn root_ns(addr: &str, token: &str) -> Result<NsId> {
 }
 
 /// Commits a file at `path` made of `blocks` (all stored), so they can be retrieved.
-pub fn commit_file(addr: &str, token: &str, ns: NsId, path: &str, blocks: &[Block]) -> Result<()> {
+pub fn commit_file(
+    target: &Target,
+    token: &str,
+    ns: NsId,
+    path: &str,
+    blocks: &[Block],
+) -> Result<()> {
     let commit = CommitRequest {
         ns,
         path: path.into(),
@@ -153,7 +159,7 @@ pub fn commit_file(addr: &str, token: &str, ns: NsId, path: &str, blocks: &[Bloc
         parent_jid: None,
     };
     let body = serde_json::to_vec(&commit)?;
-    let (status, answer) = Conn::connect(addr)?.request("POST", "/v1/commit", token, &[&body])?;
+    let (status, answer) = Conn::open(target)?.request("POST", "/v1/commit", token, &[&body])?;
     match serde_json::from_slice::<CommitResult>(&answer) {
         Ok(CommitResult::Ok { .. }) => Ok(()),
         _ => bail!("commit: {status} {}", String::from_utf8_lossy(&answer)),
@@ -162,7 +168,7 @@ pub fn commit_file(addr: &str, token: &str, ns: NsId, path: &str, blocks: &[Bloc
 
 /// Reads the blocks of the file at `path` back with retrieve_batch, checking every frame.
 pub fn fetch(
-    addr: &str,
+    target: &Target,
     token: &str,
     ns: NsId,
     path: &str,
@@ -170,7 +176,7 @@ pub fn fetch(
     concurrency: usize,
 ) -> Result<Run> {
     let batches: Vec<&[BlockHash]> = hashes.chunks(BLOCKS_PER_BATCH).collect();
-    parallel(addr, batches.len(), concurrency, |conn, i| {
+    parallel(target, batches.len(), concurrency, |conn, i| {
         let ask = RetrieveBatchRequest {
             items: vec![RetrieveItem {
                 ns,

@@ -3,12 +3,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 use holdall_benches::server_cpu::{measured, ServerCpu};
 use holdall_benches::streaming_bench::{self, Link, ASYMMETRIC, EQUAL, SEED_TABLE};
 use holdall_benches::{
-    engine_runs, gc_bench, http_client, limits, load, median, restart_bench, sync_bench,
+    engine_runs, gc_bench, http_client, limits, load, median, restart_bench, sync_bench, tls_bench,
     versus_nginx,
 };
 use holdall_engine::runtime;
@@ -41,6 +41,9 @@ struct LoadArgs {
     /// A folder on the server's disk, for the O_DIRECT limits.
     #[arg(long, default_value = ".")]
     dir: PathBuf,
+    /// For an https:// server: the PEM CA that signed its certificate.
+    #[arg(long, env = "HOLDALL_CA")]
+    ca: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -70,6 +73,25 @@ enum Command {
         /// Repetitions (the median is printed).
         #[arg(long, default_value_t = 3)]
         runs: usize,
+    },
+    /// What TLS costs: store_batch, retrieve_batch and a one-file sync against a plain and
+    /// an HTTPS holdalld (a private CA made for the run), alternated, in one invocation.
+    Tls {
+        /// Scratch folder on the disk to measure.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Unique 4 MiB blocks per run.
+        #[arg(long, default_value_t = 256)]
+        blocks: usize,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Repetitions (medians are printed).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Size of the synced file in MiB.
+        #[arg(long, default_value_t = 1024)]
+        file_mib: usize,
     },
     /// SHA-256 per core and the disk's O_DIRECT sequential write/read.
     Limits {
@@ -279,6 +301,19 @@ fn main() -> Result<()> {
             concurrency,
             runs,
         } => versus_nginx(&dir, blocks, concurrency, runs)?,
+        Command::Tls {
+            dir,
+            blocks,
+            concurrency,
+            runs,
+            file_mib,
+        } => {
+            let (sha, aes, _, _) = limits_row(&dir, 1)?;
+            let tcp = limits::loopback_gbps(2 << 30)?;
+            println!("limits: SHA-256 one core {sha:.2} GB/s, AES-256-GCM seal one core {aes:.2} GB/s, loopback TCP {tcp:.2} GB/s");
+            let report = tls_bench::run(&dir, blocks, concurrency, runs, file_mib)?;
+            print!("{}", report.table(file_mib));
+        }
         Command::Restart {
             dir,
             shards,
@@ -476,7 +511,7 @@ fn sync(
         let times = (0..runs)
             .map(|_| {
                 let mut k = sync_bench::Kept::default();
-                sync_bench::run(dir, &|a| sync_bench::one_file(a, large), mode, &mut k)
+                sync_bench::run(dir, &[], &|a| sync_bench::one_file(a, large), mode, &mut k)
             })
             .collect::<Result<Vec<_>>>()?;
         let (up, down, total) = medians(&times);
@@ -490,6 +525,7 @@ fn sync(
             .map(|_| {
                 sync_bench::run(
                     dir,
+                    &[],
                     &|a| sync_bench::small_files(a, folders, per_folder, small_bytes),
                     mode,
                     &mut kept,
@@ -585,16 +621,12 @@ fn versus_nginx(
 
 /// Runs the load generator and prints its median beside the limits of the same run.
 fn load(args: &LoadArgs, fetch: bool) -> Result<()> {
-    let addr = http_client::host_port(&args.server)?;
+    let target = http_client::Target::parse(&args.server, args.ca.as_deref())?;
     let (sha, _, w, r) = limits_row(&args.dir, 1)?;
     let tcp = limits::loopback_gbps(2 << 30)?;
     println!("limits: SHA-256 one core {sha:.2} GB/s, O_DIRECT write {w:.2} / read {r:.2} GB/s, loopback TCP {tcp:.2} GB/s");
-    let port: u16 = addr
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .context("the server address has no port")?;
-    let cpu = ServerCpu::listening_on(port)?;
-    let ns = load::root_ns(&addr, &args.token)?;
+    let cpu = ServerCpu::listening_on(target.port()?)?;
+    let ns = load::root_ns(&target, &args.token)?;
     let (mut rates, mut costs) = (Vec::new(), Vec::new());
     // One run: its GB/s, and the server's core-seconds per GB over it.
     let mut measure = |what: &str, run: &dyn Fn() -> Result<load::Run>| -> Result<()> {
@@ -609,14 +641,14 @@ fn load(args: &LoadArgs, fetch: bool) -> Result<()> {
     };
     if fetch {
         let blocks = load::unique_blocks(args.blocks);
-        load::ingest(&addr, &args.token, &blocks, args.concurrency)?;
+        load::ingest(&target, &args.token, &blocks, args.concurrency)?;
         let path = format!("holdall-bench/{}", blocks[0].hash);
-        load::commit_file(&addr, &args.token, ns, &path, &blocks)?;
+        load::commit_file(&target, &args.token, ns, &path, &blocks)?;
         let hashes: Vec<_> = blocks.iter().map(|b| b.hash).collect();
         drop(blocks);
         for _ in 0..args.runs {
             measure("retrieve_batch", &|| {
-                load::fetch(&addr, &args.token, ns, &path, &hashes, args.concurrency)
+                load::fetch(&target, &args.token, ns, &path, &hashes, args.concurrency)
             })?;
         }
         let (m, c) = (median(&mut rates), median(&mut costs));
@@ -631,7 +663,7 @@ fn load(args: &LoadArgs, fetch: bool) -> Result<()> {
         for _ in 0..args.runs {
             let blocks = load::unique_blocks(args.blocks);
             measure("store_batch", &|| {
-                load::ingest(&addr, &args.token, &blocks, args.concurrency)
+                load::ingest(&target, &args.token, &blocks, args.concurrency)
             })?;
         }
         let (m, c) = (median(&mut rates), median(&mut costs));

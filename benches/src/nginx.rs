@@ -2,6 +2,7 @@
 //! prefix on loopback with WebDAV PUT enabled, and the same block workload as store_batch and
 //! retrieve_batch sent to it as one PUT or GET per 4 MiB block.
 
+use crate::http_client::Target;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -109,16 +110,22 @@ impl Nginx {
 
     /// PUTs every block to `/{hash}`, one per request.
     pub fn put(&self, blocks: &[Block], concurrency: usize) -> Result<Run> {
-        parallel(&self.addr, blocks.len(), concurrency, |conn, i| {
-            let b = &blocks[i];
-            let (status, body) = conn.request("PUT", &format!("/{}", b.hash), "", &[&b.data])?;
-            ensure!(
-                status == 201 || status == 204,
-                "PUT: {status} {}",
-                String::from_utf8_lossy(&body)
-            );
-            Ok(b.data.len() as u64)
-        })
+        parallel(
+            &Target::plain(&self.addr),
+            blocks.len(),
+            concurrency,
+            |conn, i| {
+                let b = &blocks[i];
+                let (status, body) =
+                    conn.request("PUT", &format!("/{}", b.hash), "", &[&b.data])?;
+                ensure!(
+                    status == 201 || status == 204,
+                    "PUT: {status} {}",
+                    String::from_utf8_lossy(&body)
+                );
+                Ok(b.data.len() as u64)
+            },
+        )
     }
 
     /// Makes everything PUT so far durable (syncfs of its file system), so that a store can
@@ -149,7 +156,7 @@ impl Nginx {
     /// GETs every block back, checking each answer's length and first bytes.
     pub fn get(&self, blocks: &[Block], concurrency: usize) -> Result<Run> {
         parallel(
-            &self.addr,
+            &Target::plain(&self.addr),
             blocks.len(),
             concurrency,
             |conn: &mut Conn, i| {

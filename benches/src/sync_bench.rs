@@ -50,13 +50,12 @@ pub fn start_server_with(data: &Path, flags: &[&str]) -> Result<(Daemon, String)
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.take().context("holdalld stdout")?)
         .read_line(&mut line)?;
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://") || w.starts_with("https://"))
         .context("holdalld did not say where it listens")?
         .to_string();
-    Ok((Daemon(child), format!("http://{addr}")))
+    Ok((Daemon(child), url))
 }
 
 /// Runs `holdall ARGS [DIR]` as the user with `token`; what it printed.
@@ -113,8 +112,13 @@ pub struct Setup {
 
 /// Starts a fresh server in a new folder under `scratch` and creates a user.
 pub fn setup(scratch: &Path) -> Result<Setup> {
+    setup_with(scratch, &[])
+}
+
+/// As [`setup`], the server started with `flags`.
+pub fn setup_with(scratch: &Path, flags: &[&str]) -> Result<Setup> {
     let dir = tempfile::tempdir_in(scratch)?;
-    let (server, url) = start_server(&dir.path().join("data"))?;
+    let (server, url) = start_server_with(&dir.path().join("data"), flags)?;
     let admin = std::fs::read_to_string(dir.path().join("data/admin.token"))?;
     let token = holdall(&url, admin.trim(), &["admin", "add-user", "bench"], None)?;
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
@@ -146,11 +150,13 @@ pub type Written = Vec<(PathBuf, u64)>;
 /// Longest wait for a running B to hold what A wrote.
 const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// One run: a fresh server and user under `scratch`, `fill` writes A's folder (and returns
-/// the relative paths and sizes it wrote), then A syncs up and B syncs down as `mode` says.
-/// The run's folder is handed to `keep` rather than deleted: see [`Kept`].
+/// One run: a fresh server (started with `flags`) and user under `scratch`, `fill` writes
+/// A's folder (and returns the relative paths and sizes it wrote), then A syncs up and B
+/// syncs down as `mode` says. The run's folder is handed to `keep` rather than deleted: see
+/// [`Kept`].
 pub fn run(
     scratch: &Path,
+    flags: &[&str],
     fill: &dyn Fn(&Path) -> Result<Written>,
     mode: Mode,
     keep: &mut Kept,
@@ -162,7 +168,7 @@ pub fn run(
         a,
         b,
         dir,
-    } = setup(scratch)?;
+    } = setup_with(scratch, flags)?;
     keep.0.push(dir);
     let (url, token, a, b) = (url.as_str(), token.as_str(), a.as_path(), b.as_path());
     let follower = match mode {

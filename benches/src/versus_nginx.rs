@@ -12,6 +12,7 @@
 //! figure, with a syncfs after the last PUT) and serves with GET: cold after its files were
 //! evicted from the page cache, then again.
 
+use crate::http_client::Target;
 use std::path::Path;
 
 use anyhow::Result;
@@ -90,7 +91,7 @@ impl Holdalld {
         let token = std::fs::read_to_string(data.path().join("admin.token"))?
             .trim()
             .to_owned();
-        let ns = load::root_ns(&addr, &token)?;
+        let ns = load::root_ns(&Target::plain(&addr), &token)?;
         let cpu = ServerCpu::listening_on(port_of(&addr)?)?;
         Ok(Holdalld {
             _daemon: daemon,
@@ -105,8 +106,10 @@ impl Holdalld {
     /// Stores and commits `set` as file `path`; what it cost.
     fn store(&self, set: &[load::Block], path: &str, concurrency: usize) -> Result<Measured> {
         let (addr, token) = (self.addr.as_str(), self.token.as_str());
-        let store = measured(&self.cpu, || load::ingest(addr, token, set, concurrency))?;
-        load::commit_file(addr, token, self.ns, path, set)?;
+        let store = measured(&self.cpu, || {
+            load::ingest(&Target::plain(addr), token, set, concurrency)
+        })?;
+        load::commit_file(&Target::plain(addr), token, self.ns, path, set)?;
         Ok(store)
     }
 
@@ -114,7 +117,14 @@ impl Holdalld {
     fn fetch(&self, path: &str, hashes: &[BlockHash], concurrency: usize) -> Result<Measured> {
         let (addr, token) = (self.addr.as_str(), self.token.as_str());
         measured(&self.cpu, || {
-            load::fetch(addr, token, self.ns, path, hashes, concurrency)
+            load::fetch(
+                &Target::plain(addr),
+                token,
+                self.ns,
+                path,
+                hashes,
+                concurrency,
+            )
         })
     }
 }

@@ -642,6 +642,36 @@ pub struct FsckResponse {
     pub missing_total: u64,
     /// How long it took, milliseconds.
     pub ms: u64,
+    /// What each shard found, by shard id.
+    #[serde(default)]
+    pub shards: Vec<ShardFsck>,
+}
+
+/// One shard's part of an fsck.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardFsck {
+    /// The shard's id.
+    pub shard: usize,
+    /// Block records read and checked.
+    pub blocks_checked: u64,
+    /// Their bytes.
+    pub bytes_checked: u64,
+    /// Of them, records that failed a check.
+    pub damaged_blocks: u64,
+    /// Damaged records the block log's open found (a damaged header, a record of the
+    /// active segment's unhinted tail).
+    pub block_log_corrupt_at_open: u64,
+    /// Damaged records of the shard's journal skipped at open (shard 0's include the
+    /// directory journal's).
+    pub journal_corrupt_records: u64,
+    /// Torn tails (what a crash leaves: writes never acknowledged) cut at open, block log
+    /// and journal: by the check's own open when it repairs, else what an open would cut.
+    /// Reported; not damage.
+    pub torn_tails_cut: u64,
+    /// Bytes in them.
+    pub torn_tail_bytes: u64,
+    /// Retained versions' blocks of this shard's namespaces that no shard holds.
+    pub missing_blocks: u64,
 }
 
 /// Answer to `POST /v1/admin/gc`: what one full collection did, over all shards.

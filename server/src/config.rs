@@ -157,6 +157,9 @@ pub struct Config {
     pub user_connections_max: u32,
     /// The certificate and key files HTTPS is served with; None for plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// Open the engines over an overlay that keeps every change in memory (an fsck that
+    /// must not change the data folder).
+    pub read_only: bool,
 }
 
 /// `--tls-cert` and `--tls-key`.
@@ -313,7 +316,17 @@ impl Config {
                 .or(file.user_connections_max)
                 .unwrap_or(USER_CONNECTIONS_MAX_DEFAULT),
             tls,
+            read_only: false,
         })
+    }
+
+    /// The medium the engines open on: the disk, or the disk under an in-memory overlay.
+    pub fn storage(&self) -> std::rc::Rc<dyn Storage> {
+        use holdall_engine::storage::{dma::DmaStorage, overlay::OverlayStorage};
+        match self.read_only {
+            true => std::rc::Rc::new(OverlayStorage::new(std::rc::Rc::new(DmaStorage))),
+            false => std::rc::Rc::new(DmaStorage),
+        }
     }
 
     /// Loads the store key: the outside file, which must exist, or the data folder's,

@@ -6,6 +6,7 @@ use holdall_engine::storage::Storage;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::rc::Rc;
 
 use anyhow::{Context, Result};
 use holdall_engine::journal::record::{JournalRecord, NamespaceKind};
@@ -47,10 +48,13 @@ pub fn new_token() -> Result<String> {
 }
 
 /// Opens the directory journal.
-pub async fn open(data: &Path) -> Result<Journal> {
-    Journal::open(JournalConfig::new(data.join("directory")))
-        .await
-        .context("opening the directory journal")
+pub async fn open(data: &Path, storage: Rc<dyn Storage>) -> Result<Journal> {
+    Journal::open(JournalConfig {
+        storage,
+        ..JournalConfig::new(data.join("directory"))
+    })
+    .await
+    .context("opening the directory journal")
 }
 
 /// On first start, creates the admin user with root namespace 1 and writes its token to

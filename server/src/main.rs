@@ -4,6 +4,7 @@
 mod auth;
 mod block_cache;
 mod body;
+mod check;
 mod config;
 mod demo;
 mod directory;
@@ -47,6 +48,10 @@ enum Command {
         /// Where to write it: outside the data folder, e.g. /etc/holdall/store.key.
         path: PathBuf,
     },
+    /// Check a data folder offline: every block record (CRC, tag, SHA-256), every journal
+    /// record, every retained version's blocks. Exit status 0 clean, 1 damage found, 2 the
+    /// check could not run.
+    Fsck(check::FsckArgs),
     /// Store a file's blocks and commit it with the embedded engine, then reopen and check.
     Demo {
         /// Data folder (the demo uses its demo/ subfolder).
@@ -80,6 +85,13 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
+        Command::Fsck(args) => match check::run(args) {
+            Ok(clean) => std::process::exit(if clean { 0 } else { 1 }),
+            Err(e) => {
+                eprintln!("holdalld fsck: {e:#}");
+                std::process::exit(2)
+            }
+        },
         Command::Demo { data, mib } => runtime::run(demo::demo(data, mib)),
     }
 }

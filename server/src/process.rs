@@ -19,3 +19,15 @@ pub struct Process {
     /// HTTPS's certificate and key; None for plain HTTP.
     pub tls: Option<Arc<Tls>>,
 }
+
+impl Process {
+    /// The shared parts for `cfg`'s shards.
+    pub fn new(cfg: &crate::config::Config, tls: Option<Arc<Tls>>) -> Process {
+        Process {
+            metrics: (0..cfg.shards).map(|_| Arc::default()).collect(),
+            rate: RateLimiter::new(cfg.token_requests_per_s),
+            connections: Arc::new(ConnectionCounts::new(cfg.user_connections_max)),
+            tls,
+        }
+    }
+}

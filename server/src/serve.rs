@@ -10,18 +10,28 @@ use anyhow::{anyhow, bail, Context, Result};
 use glommio::net::TcpListener;
 use holdall_engine::journal::record::JournalRecord;
 use holdall_engine::runtime;
+use holdall_proto::api::FsckResponse;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::process::Process;
-use crate::rate_limit::{ConnectionCounts, RateLimiter};
 use crate::shard::Shard;
 use crate::start::{step, StartProgress, StartStep};
 use crate::tls::Tls;
 
 /// How long in-progress requests may take to finish after a stop signal.
 const GRACE: Duration = Duration::from_secs(10);
+
+/// What the shards are started for.
+#[derive(Clone)]
+pub enum Mode {
+    /// Serve requests on the listen address.
+    Serve,
+    /// Listen nowhere: shard 0 checks the whole store (as `POST /v1/admin/fsck` does) and
+    /// sends the report here.
+    Check(mpsc::Sender<Result<FsckResponse, String>>),
+}
 
 /// What a starting shard tells the main thread, in order.
 enum Started {
@@ -49,13 +59,8 @@ pub fn run(cfg: Config) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("installing signal handlers")?;
-    let process = Arc::new(Process {
-        metrics: (0..cfg.shards).map(|_| Arc::default()).collect(),
-        rate: RateLimiter::new(cfg.token_requests_per_s),
-        connections: Arc::new(ConnectionCounts::new(cfg.user_connections_max)),
-        tls: tls.clone(),
-    });
-    let (handles, addr) = start_shards(&cfg, &stop, &process)?;
+    let process = Arc::new(Process::new(&cfg, tls.clone()));
+    let (handles, addr) = start_shards(&cfg, &stop, &process, &Mode::Serve)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!(
         "holdalld listening on {scheme}://{addr} ({} shards, data in {})",
@@ -112,10 +117,11 @@ fn reload(tls: Option<&Tls>) {
 /// Starts every shard: shard 0 first, until it has opened the directory and bound the
 /// port; then the others, whose engines open alongside shard 0's (a restart takes the
 /// longest shard's open, not the sum). Returns once all of them accept requests.
-fn start_shards(
+pub fn start_shards(
     cfg: &Config,
     stop: &Arc<AtomicBool>,
     process: &Arc<Process>,
+    mode: &Mode,
 ) -> Result<(Vec<ShardHandle>, SocketAddr)> {
     let (meshes, inboxes) = crate::mesh::build(cfg.shards);
     let mut wiring = meshes.into_iter().zip(inboxes);
@@ -136,6 +142,7 @@ fn start_shards(
             process: process.clone(),
             stop: stop.clone(),
             at: at.clone(),
+            mode: mode.clone(),
         };
         handles.push(spawn_shard(start, ready_tx)?);
         if id == 0 {
@@ -177,9 +184,10 @@ struct ShardStart {
     process: Arc<Process>,
     stop: Arc<AtomicBool>,
     at: StartStep,
+    mode: Mode,
 }
 
-type ShardHandle = glommio::ExecutorJoinHandle<Result<()>>;
+pub type ShardHandle = glommio::ExecutorJoinHandle<Result<()>>;
 
 /// Starts shard `start.id` on its own pinned executor thread; it says on `ready` when it
 /// listens, or why it could not start.
@@ -189,16 +197,7 @@ fn spawn_shard(start: ShardStart, ready: mpsc::Sender<Ready>) -> Result<ShardHan
     runtime::builder(&format!("shard-{id}"), Some(id % cores))
         .spawn(move || async move {
             let stop = start.stop.clone();
-            let result = shard_main(
-                id,
-                start.cfg,
-                start.init,
-                start.mesh,
-                start.process,
-                start.stop,
-                (&ready, &start.at),
-            )
-            .await;
+            let result = shard_main(start, &ready).await;
             if let Err(e) = &result {
                 // Before ready this fails the start; after it, it stops the server.
                 let _ = ready.send(Err(format!("{e:#}")));
@@ -243,7 +242,7 @@ fn wait_ready(id: usize, ready: &mpsc::Receiver<Ready>, at: &StartStep) -> Resul
 }
 
 /// Waits for every shard to end; the last failure, if any.
-fn join_shards(handles: Vec<ShardHandle>) -> Result<()> {
+pub fn join_shards(handles: Vec<ShardHandle>) -> Result<()> {
     let mut failed = None;
     for (id, h) in handles.into_iter().enumerate() {
         match h.join() {
@@ -261,18 +260,51 @@ fn join_shards(handles: Vec<ShardHandle>) -> Result<()> {
     }
 }
 
-async fn shard_main(
-    id: usize,
-    cfg: Config,
-    init: Option<Init>,
-    (mesh, mut inbox): (
-        crate::mesh::Mesh<Shard>,
-        futures::channel::mpsc::Receiver<crate::mesh::Task<Shard>>,
-    ),
-    process: Arc<Process>,
-    stop: Arc<AtomicBool>,
-    (ready, at): (&mpsc::Sender<Ready>, &StartStep),
-) -> Result<()> {
+/// Shard 0's start: the data folder, the store key, the directory journal and (when
+/// serving) the admin user made on first start.
+async fn open_directory(
+    cfg: &Config,
+    mode: &Mode,
+    at: &StartStep,
+) -> Result<holdall_engine::journal::Journal> {
+    let serving = matches!(mode, Mode::Serve);
+    step(at, "creating the data folder and the store key");
+    if serving {
+        std::fs::create_dir_all(&cfg.data)?;
+    }
+    cfg.load_store_key()?;
+    step(at, "opening the directory journal");
+    let directory = crate::directory::open(&cfg.data, cfg.storage()).await?;
+    if serving {
+        step(at, "creating the admin user");
+        crate::directory::ensure_admin(&directory, &cfg.data).await?;
+    }
+    Ok(directory)
+}
+
+/// The shard's listener, bound to `addr`; none when checking.
+fn listen(mode: &Mode, addr: SocketAddr) -> Result<Option<TcpListener>> {
+    match mode {
+        Mode::Check(_) => Ok(None),
+        Mode::Serve => TcpListener::bind(addr)
+            .map(Some)
+            .map_err(std::io::Error::from)
+            .with_context(|| format!("listening on {addr}")),
+    }
+}
+
+async fn shard_main(start: ShardStart, ready: &mpsc::Sender<Ready>) -> Result<()> {
+    let ShardStart {
+        id,
+        cfg,
+        init,
+        mesh: (mesh, mut inbox),
+        process,
+        stop,
+        at,
+        mode,
+    } = start;
+    let at = &at;
     let _watched = runtime::start_reactor_tick();
     at.tid.store(
         holdall_engine::watchdog::current_tid(),
@@ -282,33 +314,25 @@ async fn shard_main(
         // Shard 0 owns the directory and binds first, so a port of 0 resolves once and the
         // other shards join the same port.
         None => {
-            step(at, "creating the data folder and the store key");
-            std::fs::create_dir_all(&cfg.data)?;
-            cfg.load_store_key()?;
-            step(at, "opening the directory journal");
-            let directory = crate::directory::open(&cfg.data).await?;
-            step(at, "creating the admin user");
-            crate::directory::ensure_admin(&directory, &cfg.data).await?;
+            let directory = open_directory(&cfg, &mode, at).await?;
             step(at, "listening");
             let records: Vec<JournalRecord> = directory.state().snapshot_records().collect();
-            let listener = TcpListener::bind(cfg.listen)
-                .map_err(std::io::Error::from)
-                .with_context(|| format!("listening on {}", cfg.listen))?;
-            (records, listener, Some(directory))
+            (records, listen(&mode, cfg.listen)?, Some(directory))
         }
         Some((records, addr)) => {
             step(at, "listening");
-            let listener = TcpListener::bind(addr)
-                .map_err(std::io::Error::from)
-                .with_context(|| format!("listening on {addr}"))?;
-            (records, listener, None)
+            (records, listen(&mode, addr)?, None)
         }
     };
-    let addr = listener.local_addr().map_err(std::io::Error::from)?;
+    let addr = match &listener {
+        Some(l) => l.local_addr().map_err(std::io::Error::from)?,
+        None => cfg.listen,
+    };
     if id == 0 {
         let _ = ready.send(Ok(Started::Init(records.clone(), addr)));
     }
     let tls = process.tls.clone();
+    let checking = matches!(mode, Mode::Check(_));
     let shard = Shard::open(
         id,
         &cfg,
@@ -332,7 +356,7 @@ async fn shard_main(
         .detach();
     }
 
-    if id == 0 && !cfg.gc_interval.is_zero() {
+    if id == 0 && !cfg.gc_interval.is_zero() && !checking {
         glommio::spawn_local(shard.clone().collect_in_background(cfg.gc_interval)).detach();
     }
     let publisher = {
@@ -348,7 +372,17 @@ async fn shard_main(
         let shard = shard.clone();
         move |req| crate::routes::handle(shard.clone(), req)
     };
-    crate::http::serve(listener, stop, GRACE, cfg.client_timeout, tls, handler).await;
+    if let Some(listener) = listener {
+        crate::http::serve(listener, stop, GRACE, cfg.client_timeout, tls, handler).await;
+    } else if let Mode::Check(report) = &mode {
+        if id == 0 {
+            let checked = shard.fsck_all().await.map_err(|e| e.to_string());
+            let _ = report.send(checked);
+        }
+        while !stop.load(Ordering::Relaxed) {
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
+    }
     publisher.await;
     shard.publish_gauges();
     Ok(())

@@ -4,6 +4,7 @@
 //! connection slot.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -20,7 +21,7 @@ const PLAIN_TO_TLS_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: t
 /// The connection's byte stream: the socket itself, or TLS over it.
 pub enum Transport {
     Plain(TcpStream),
-    Tls(Box<futures_rustls::server::TlsStream<TcpStream>>),
+    Tls(Box<futures_rustls::server::TlsStream<TlsSocket>>),
 }
 
 impl Transport {
@@ -73,7 +74,7 @@ impl Transport {
             if first[0] != HANDSHAKE_RECORD {
                 return Ok(Err(stream));
             }
-            Ok(Ok(tls.acceptor().accept(stream).await?))
+            Ok(Ok(tls.acceptor().accept(TlsSocket::new(stream)).await?))
         })
         .await;
         match opened {
@@ -106,5 +107,142 @@ async fn within<T>(timeout: Duration, work: impl std::future::Future<Output = T>
     match futures::future::select(work, timer).await {
         futures::future::Either::Left((out, _)) => Some(out),
         futures::future::Either::Right(_) => None,
+    }
+}
+
+/// Bytes one receive under TLS takes from the socket at most.
+const TLS_RECEIVE_BYTES: usize = 128 * 1024;
+
+/// Most records one send under TLS carries.
+const TLS_SEND_SLICES_MAX: usize = 64;
+
+/// The socket under TLS. rustls reads at most 4 KiB at a time and writes a record (16 KiB)
+/// per call: straight to the socket, that was a system call, and a copy through glommio's
+/// buffer, per 4 KiB received. Here rustls's reads are served from one large receive and
+/// every record it has queued goes out in one `sendmsg`; glommio only waits for readiness.
+pub struct TlsSocket {
+    stream: TcpStream,
+    /// Received and not yet taken: `received[start..end]`; allocated on the first read.
+    received: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl TlsSocket {
+    fn new(stream: TcpStream) -> TlsSocket {
+        TlsSocket {
+            stream,
+            received: Box::default(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Refills the buffer from the socket; Ready(Ok(0)) at the end of the stream.
+    fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.received.is_empty() {
+            self.received = vec![0; TLS_RECEIVE_BYTES].into_boxed_slice();
+        }
+        // SAFETY: recv writes at most `received.len()` bytes into `received`.
+        let n = unsafe {
+            libc::recv(
+                self.stream.as_raw_fd(),
+                self.received.as_mut_ptr().cast(),
+                self.received.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        let got = match usize::try_from(n) {
+            Ok(got) => got,
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if !matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) {
+                    return Poll::Ready(Err(e));
+                }
+                match Pin::new(&mut self.stream).poll_read(cx, &mut self.received) {
+                    Poll::Ready(Ok(got)) => got,
+                    other => return other,
+                }
+            }
+        };
+        (self.start, self.end) = (0, got);
+        Poll::Ready(Ok(got))
+    }
+}
+
+impl AsyncRead for TlsSocket {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.start == this.end {
+            match this.poll_receive(cx) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(0)),
+                Poll::Ready(Ok(_)) => {}
+                other => return other,
+            }
+        }
+        let n = buf.len().min(this.end - this.start);
+        buf[..n].copy_from_slice(&this.received[this.start..this.start + n]);
+        this.start += n;
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl AsyncWrite for TlsSocket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let slices = &bufs[..bufs.len().min(TLS_SEND_SLICES_MAX)];
+        // SAFETY: IoSlice is ABI-compatible with iovec; sendmsg only reads the slices.
+        let sent = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = slices.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = slices.len();
+            libc::sendmsg(
+                self.stream.as_raw_fd(),
+                &msg,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if let Ok(n) = usize::try_from(sent) {
+            return Poll::Ready(Ok(n));
+        }
+        let e = io::Error::last_os_error();
+        if !matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        ) {
+            return Poll::Ready(Err(e));
+        }
+        // Not writable now: glommio's write waits for it.
+        let first = slices
+            .iter()
+            .find(|s| !s.is_empty())
+            .map_or(&[][..], |s| &s[..]);
+        Pin::new(&mut self.stream).poll_write(cx, first)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_close(cx)
     }
 }

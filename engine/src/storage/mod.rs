@@ -1,10 +1,12 @@
 //! The storage seam: every byte the block log and the journal keep goes through
 //! [`Storage`] and [`StorageFile`], so that the medium can be swapped without touching them.
 //!
-//! Two implementations: [`dma::DmaStorage`], the production one (O_DIRECT through glommio's
+//! Implementations: [`dma::DmaStorage`], the production one (O_DIRECT through glommio's
 //! io_uring), and [`memory::MemStorage`], which keeps files in memory, tracks what a crash
 //! would keep (synced bytes, synced directory entries), and can fail I/O on a countdown or
 //! crash at the N-th sync. Crash-consistency tests drive the real engine code over it.
+//! [`overlay::OverlayStorage`] sits on another medium and keeps every change in memory, so
+//! an engine can be opened and checked without changing a byte on disk.
 //!
 //! The seam is a file medium: positional aligned reads and writes, fdatasync, truncation,
 //! and the directory operations the engine uses (list, rename, remove, directory fsync).
@@ -14,6 +16,7 @@
 
 pub mod dma;
 pub mod memory;
+pub mod overlay;
 
 use std::io;
 use std::ops::Deref;

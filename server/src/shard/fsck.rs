@@ -35,7 +35,7 @@ impl Shard {
         let verified = self
             .on_every_shard(move |s| {
                 let s = s.clone();
-                async move { Ok(s.blocks().verify(rate).await?) }
+                async move { Ok((s.blocks().verify(rate).await?, s.opened())) }
             })
             .await?;
         let walks = self
@@ -52,20 +52,34 @@ impl Shard {
             missing: Vec::new(),
             missing_total: 0,
             ms: 0,
+            shards: Vec::new(),
         };
-        for v in verified {
+        for (shard, (v, mut part)) in verified.into_iter().enumerate() {
             answer.blocks_checked += v.records;
             answer.bytes_checked += v.bytes;
             answer
                 .damaged_blocks
                 .extend(v.damaged.iter().map(BlockHash::to_hex));
+            part.shard = shard;
+            part.blocks_checked = v.records;
+            part.bytes_checked = v.bytes;
+            part.damaged_blocks = v.damaged.len() as u64;
+            answer.shards.push(part);
         }
-        for (listed, total) in walks {
+        for (shard, (listed, total)) in walks.into_iter().enumerate() {
+            answer.shards[shard].missing_blocks = total;
             answer.missing_total += total;
             let room = MISSING_LISTED_MAX - answer.missing.len().min(MISSING_LISTED_MAX);
             answer.missing.extend(listed.into_iter().take(room));
         }
-        answer.clean = answer.damaged_blocks.is_empty() && answer.missing_total == 0;
+        // A torn tail is what a crash leaves (writes never acknowledged): reported, not
+        // damage.
+        let damaged_at_open = answer
+            .shards
+            .iter()
+            .any(|p| p.journal_corrupt_records + p.block_log_corrupt_at_open > 0);
+        answer.clean =
+            answer.damaged_blocks.is_empty() && answer.missing_total == 0 && !damaged_at_open;
         answer.ms = started.elapsed().as_millis() as u64;
         Ok(answer)
     }

@@ -101,6 +101,8 @@ pub struct Shard {
     token_uses: RefCell<HashMap<[u8; 32], u64>>,
     /// Set when the server is stopping: parked requests end early.
     stop: Arc<AtomicBool>,
+    /// What opening the engine found damaged (and cut), for fsck.
+    opened: holdall_proto::api::ShardFsck,
     /// Requests that may write rows referencing stored blocks, by epoch.
     gate: CommitGate,
     /// Held by the collection running (shard 0).
@@ -115,6 +117,32 @@ pub fn shard_of_block(hash: &BlockHash, shards: usize) -> usize {
     let mut first = [0u8; 8];
     first.copy_from_slice(&hash.as_bytes()[..8]);
     (u64::from_le_bytes(first) % shards as u64) as usize
+}
+
+/// What the opens of a shard's block log and journal (and, on shard 0, the directory's)
+/// found damaged and cut.
+fn opened_damage(
+    blocks: &BlockLog,
+    journal: &Journal,
+    directory: Option<&Journal>,
+) -> holdall_proto::api::ShardFsck {
+    let b = blocks.stats();
+    let journals: Vec<_> = std::iter::once(journal)
+        .chain(directory)
+        .map(Journal::stats)
+        .collect();
+    holdall_proto::api::ShardFsck {
+        block_log_corrupt_at_open: b.corrupt_records,
+        // A journal's torn tail is counted as a damaged record too; here it is a torn tail.
+        journal_corrupt_records: journals
+            .iter()
+            .map(|j| j.corrupt_records.saturating_sub(j.torn_tail_cuts))
+            .sum(),
+        torn_tails_cut: b.torn_tail_cuts + journals.iter().map(|j| j.torn_tail_cuts).sum::<u64>(),
+        torn_tail_bytes: b.torn_tail_bytes
+            + journals.iter().map(|j| j.torn_tail_bytes).sum::<u64>(),
+        ..Default::default()
+    }
 }
 
 /// The shard that owns namespace `ns`.
@@ -137,14 +165,22 @@ impl Shard {
         let (shards, data) = (cfg.shards, cfg.data.as_path());
         let key = Rc::new(cfg.load_store_key()?);
         let root = data.join(format!("shard-{id}"));
+        let storage = cfg.storage();
         step(at, "opening its block log");
-        let blocks = BlockLog::open(BlockLogConfig::new(root.join("blocks"), Some(key)))
-            .await
-            .with_context(|| format!("opening shard {id}'s block log"))?;
+        let blocks = BlockLog::open(BlockLogConfig {
+            storage: storage.clone(),
+            ..BlockLogConfig::new(root.join("blocks"), Some(key))
+        })
+        .await
+        .with_context(|| format!("opening shard {id}'s block log"))?;
         step(at, "opening its journal");
-        let journal = Journal::open(JournalConfig::new(root.join("journal")))
-            .await
-            .with_context(|| format!("opening shard {id}'s journal"))?;
+        let journal = Journal::open(JournalConfig {
+            storage,
+            ..JournalConfig::new(root.join("journal"))
+        })
+        .await
+        .with_context(|| format!("opening shard {id}'s journal"))?;
+        let opened = opened_damage(&blocks, &journal, directory_journal.as_ref());
         let mut directory = State::default();
         directory.apply_all(directory_records);
         let missing: Vec<JournalRecord> = directory
@@ -195,10 +231,16 @@ impl Shard {
             )),
             token_uses: RefCell::new(HashMap::new()),
             stop,
+            opened,
             gate: CommitGate::default(),
             collecting: futures::lock::Mutex::new(()),
             gc_rate_bytes_per_s: cfg.gc_rate_bytes_per_s,
         }))
+    }
+
+    /// What opening the engine found damaged.
+    pub fn opened(&self) -> holdall_proto::api::ShardFsck {
+        self.opened.clone()
     }
 
     /// Number of shards.
