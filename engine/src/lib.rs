@@ -6,6 +6,7 @@
 //! executor. Every byte kept goes through the [`storage`] seam; the block log and the
 //! journal use glommio only for its local channels and tasks. No HTTP.
 
+pub mod backup;
 pub mod block_log;
 pub mod group_commit;
 pub mod journal;

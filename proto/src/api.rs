@@ -647,6 +647,31 @@ pub struct FsckResponse {
     pub shards: Vec<ShardFsck>,
 }
 
+/// Body of `POST /v1/admin/backup`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupRequest {
+    /// The folder to back up into: absolute, outside the data folder; empty, new, or an
+    /// earlier backup (which is brought up to date).
+    pub to: String,
+}
+
+/// Answer to `POST /v1/admin/backup`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupResponse {
+    /// Files hard-linked from the store.
+    pub files_linked: u64,
+    /// Files copied, whole or in part.
+    pub files_copied: u64,
+    /// Bytes copied.
+    pub bytes_copied: u64,
+    /// Files an earlier backup in the folder already held.
+    pub files_kept: u64,
+    /// Files of an earlier backup the store no longer has, removed.
+    pub files_removed: u64,
+    /// How long it took, milliseconds.
+    pub ms: u64,
+}
+
 /// One shard's part of an fsck.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardFsck {

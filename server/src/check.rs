@@ -11,7 +11,7 @@ use std::sync::{mpsc, Arc};
 use anyhow::{bail, Context, Result};
 use holdall_proto::api::FsckResponse;
 
-use crate::config::{Config, ServeArgs, STORE_KEY_IN_DATA};
+use crate::config::{Config, DataLock, ServeArgs, STORE_KEY_IN_DATA};
 use crate::process::Process;
 use crate::serve::{join_shards, start_shards, Mode};
 
@@ -60,6 +60,12 @@ pub fn run(args: FsckArgs) -> Result<bool> {
         ..ServeArgs::default()
     })?;
     cfg.read_only = !args.repair;
+    let _lock = DataLock::try_take(&cfg.data)?.with_context(|| {
+        format!(
+            "a holdalld is serving {}: check it online with POST /v1/admin/fsck",
+            cfg.data.display()
+        )
+    })?;
     let report = check(&cfg)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -348,6 +348,39 @@ pub const TOKEN_REQUESTS_PER_S_DEFAULT: u32 = 1000;
 /// a longpoll), so this is several devices' worth.
 pub const USER_CONNECTIONS_MAX_DEFAULT: u32 = 64;
 
+/// An exclusive lock on a data folder (`flock` of its layout.toml), held by whatever
+/// serves, checks or backs it up offline: two of them would each see the other's writes as
+/// damage.
+pub struct DataLock {
+    _file: std::fs::File,
+}
+
+impl DataLock {
+    /// Takes the lock; None if another process holds it.
+    pub fn try_take(data: &Path) -> Result<Option<DataLock>> {
+        use std::os::fd::AsRawFd;
+        let path = data.join("layout.toml");
+        let file = std::fs::File::open(&path)
+            .with_context(|| format!("{} is not a holdalld data folder", data.display()))?;
+        // SAFETY: flock on a descriptor this function owns.
+        let taken = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if taken == 0 {
+            return Ok(Some(DataLock { _file: file }));
+        }
+        let e = std::io::Error::last_os_error();
+        match e.kind() {
+            std::io::ErrorKind::WouldBlock => Ok(None),
+            _ => Err(e).with_context(|| format!("locking {}", path.display())),
+        }
+    }
+
+    /// Takes the lock or says who holds it.
+    pub fn take(data: &Path) -> Result<DataLock> {
+        DataLock::try_take(data)?
+            .with_context(|| format!("another holdalld is serving or checking {}", data.display()))
+    }
+}
+
 /// The store key's name in the data folder when no outside file is given.
 pub const STORE_KEY_IN_DATA: &str = "store.key";
 

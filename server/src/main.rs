@@ -2,6 +2,7 @@
 //! storage engine alone.
 
 mod auth;
+mod backup_cli;
 mod block_cache;
 mod body;
 mod check;
@@ -52,6 +53,9 @@ enum Command {
     /// record, every retained version's blocks. Exit status 0 clean, 1 damage found, 2 the
     /// check could not run.
     Fsck(check::FsckArgs),
+    /// Back the store up into a folder: online through the holdalld serving it, or, with
+    /// none serving it, offline. Linked where the file system allows, incremental.
+    Backup(backup_cli::BackupArgs),
     /// Store a file's blocks and commit it with the embedded engine, then reopen and check.
     Demo {
         /// Data folder (the demo uses its demo/ subfolder).
@@ -92,6 +96,11 @@ fn main() -> Result<()> {
                 std::process::exit(2)
             }
         },
+        Command::Backup(args) => {
+            let done = backup_cli::run(args)?;
+            println!("{}", serde_json::to_string(&done)?);
+            Ok(())
+        }
         Command::Demo { data, mib } => runtime::run(demo::demo(data, mib)),
     }
 }

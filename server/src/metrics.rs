@@ -48,6 +48,7 @@ pub enum Route {
     AdminGc,
     /// `POST /v1/admin/fsck`.
     AdminFsck,
+    AdminBackup,
     /// `POST /v1/admin/users/{user}/quota`.
     AdminQuota,
     /// `GET /v1/admin/users`.
@@ -67,7 +68,7 @@ pub enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 27] = [
+    const ALL: [Route; 28] = [
         Route::Healthz,
         Route::Metrics,
         Route::Account,
@@ -87,6 +88,7 @@ impl Route {
         Route::Rewind,
         Route::AdminGc,
         Route::AdminFsck,
+        Route::AdminBackup,
         Route::AdminQuota,
         Route::AdminListUsers,
         Route::AdminDisable,
@@ -118,6 +120,7 @@ impl Route {
             Route::Rewind => "rewind",
             Route::AdminGc => "admin_gc",
             Route::AdminFsck => "admin_fsck",
+            Route::AdminBackup => "admin_backup",
             Route::AdminQuota => "admin_quota",
             Route::AdminListUsers => "admin_list_users",
             Route::AdminDisable => "admin_disable",

@@ -221,6 +221,11 @@ impl From<ShardError> for ApiError {
             ShardError::MountConflict(m) => {
                 ApiError::new(StatusCode::CONFLICT, "mount_conflict", m)
             }
+            ShardError::Backup(m) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "backup_failed",
+                format!("backup failed: {m}"),
+            ),
             ShardError::Internal(m) => ApiError::internal(m),
         }
     }

@@ -11,7 +11,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use crate::auth::authenticate;
 use crate::body::Body;
 use crate::handlers::{
-    account, admin, blocks, commit, history, list, quota, retrieve, rewind, tokens, users,
+    account, admin, backup, blocks, commit, history, list, quota, retrieve, rewind, tokens, users,
 };
 use crate::metrics::Route;
 use crate::reply::{method_not_allowed, text, ApiError};
@@ -57,6 +57,7 @@ async fn dispatch(shard: &Rc<Shard>, req: Request<Incoming>) -> (Route, Response
         ["v1", "admin", "users", _, "enable"] => (Route::AdminEnable, Method::POST),
         ["v1", "admin", "gc"] => (Route::AdminGc, Method::POST),
         ["v1", "admin", "fsck"] => (Route::AdminFsck, Method::POST),
+        ["v1", "admin", "backup"] => (Route::AdminBackup, Method::POST),
         ["v1", "admin", "users", _, "quota"] => (Route::AdminQuota, Method::POST),
         ["v1", "store_batch"] => (Route::StoreBatch, Method::POST),
         ["v1", "namespaces"] => (Route::Namespaces, Method::POST),
@@ -116,6 +117,7 @@ async fn dispatch(shard: &Rc<Shard>, req: Request<Incoming>) -> (Route, Response
                 Route::Rewind => rewind::rewind(shard, &user, req).await,
                 Route::AdminGc => admin::gc(shard, &user).await,
                 Route::AdminFsck => admin::fsck(shard, &user).await,
+                Route::AdminBackup => backup::backup(shard, &user, req).await,
                 Route::AdminQuota => quota::set_quota(shard, &user, segments[3], req).await,
                 Route::AdminListUsers => users::list_users(shard, &user).await,
                 Route::TokensCreate => tokens::create_token(shard, &user, req).await,

@@ -52,6 +52,7 @@ const START_REPORT: Duration = Duration::from_secs(10);
 
 /// Runs the server until SIGTERM or SIGINT; exits cleanly after in-progress requests end.
 pub fn run(cfg: Config) -> Result<()> {
+    let _lock = crate::config::DataLock::take(&cfg.data)?;
     let tls = match &cfg.tls {
         Some(files) => Some(Tls::load(&files.cert, &files.key)?),
         None => None,
@@ -62,6 +63,14 @@ pub fn run(cfg: Config) -> Result<()> {
     let process = Arc::new(Process::new(&cfg, tls.clone()));
     let (handles, addr) = start_shards(&cfg, &stop, &process, &Mode::Serve)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let url_file = cfg.data.join(crate::backup_cli::URL_FILE);
+    let local = match addr.ip().is_unspecified() {
+        true => SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port()),
+        false => addr,
+    };
+    // Where `holdalld backup` finds this server.
+    std::fs::write(&url_file, format!("{scheme}://{local}\n"))
+        .with_context(|| format!("writing {}", url_file.display()))?;
     println!(
         "holdalld listening on {scheme}://{addr} ({} shards, data in {})",
         cfg.shards,
@@ -97,6 +106,7 @@ pub fn run(cfg: Config) -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     stop.store(true, Ordering::Relaxed);
+    let _ = std::fs::remove_file(&url_file);
     join_shards(handles)
 }
 

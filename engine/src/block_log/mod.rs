@@ -556,6 +556,26 @@ impl BlockLog {
         }
     }
 
+    /// The files a backup takes now: every sealed segment and its hint, and the active
+    /// segment up to what is durable.
+    pub fn backup_files(&self) -> crate::backup::FileSet {
+        let inner = &self.inner;
+        let active = inner.active.borrow();
+        let mut immutable = Vec::new();
+        for &id in inner.files.borrow().keys().filter(|&&id| id != active.id) {
+            immutable.push(segment_path(&inner.dir, id));
+            let hint = hint_path(&inner.dir, id);
+            if hint.exists() {
+                immutable.push(hint);
+            }
+        }
+        crate::backup::FileSet {
+            dir: inner.dir.clone(),
+            immutable,
+            growing: vec![(segment_path(&inner.dir, active.id), active.len)],
+        }
+    }
+
     /// Current counters.
     pub fn stats(&self) -> BlockLogStats {
         let mut s = *self.inner.stats.borrow();

@@ -334,6 +334,29 @@ impl Journal {
         self.inner.state.borrow()
     }
 
+    /// The files a backup takes now: every sealed journal file and snapshot, and the
+    /// active file up to what is durable.
+    pub fn backup_files(&self) -> Result<crate::backup::FileSet, JournalError> {
+        let inner = &self.inner;
+        let active = inner.active.borrow();
+        let listing = |prefix, suffix| generations(&*inner.storage, &inner.dir, prefix, suffix);
+        let mut immutable: Vec<PathBuf> = listing("journal-", ".hjnl")?
+            .into_iter()
+            .filter(|&g| g < active.generation)
+            .map(|g| journal_path(&inner.dir, g))
+            .collect();
+        immutable.extend(
+            listing("snap-", ".hsnp")?
+                .into_iter()
+                .map(|g| snapshot_path(&inner.dir, g)),
+        );
+        Ok(crate::backup::FileSet {
+            dir: inner.dir.clone(),
+            immutable,
+            growing: vec![(journal_path(&inner.dir, active.generation), active.end)],
+        })
+    }
+
     /// Current counters.
     pub fn stats(&self) -> JournalStats {
         *self.inner.stats.borrow()

@@ -24,6 +24,9 @@ pub enum ShardError {
     /// A mount would overlap one the user has.
     #[error("{0}")]
     MountConflict(String),
+    /// A backup's copying failed (the store is untouched).
+    #[error("backup failed: {0}")]
+    Backup(String),
     /// A broken invariant of the server itself.
     #[error("{0}")]
     Internal(String),

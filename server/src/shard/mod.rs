@@ -19,6 +19,8 @@ use holdall_engine::prefetch::{PrefetchConfig, PrefetchTable, Uploader};
 use holdall_proto::api::{Jid, NsId};
 use holdall_proto::BlockHash;
 
+mod backup;
+pub(crate) use backup::copy_store;
 mod collection;
 mod directory_change;
 mod error;
@@ -103,6 +105,8 @@ pub struct Shard {
     stop: Arc<AtomicBool>,
     /// What opening the engine found damaged (and cut), for fsck.
     opened: holdall_proto::api::ShardFsck,
+    /// The data folder.
+    data: std::path::PathBuf,
     /// Requests that may write rows referencing stored blocks, by epoch.
     gate: CommitGate,
     /// Held by the collection running (shard 0).
@@ -232,6 +236,7 @@ impl Shard {
             token_uses: RefCell::new(HashMap::new()),
             stop,
             opened,
+            data: cfg.data.clone(),
             gate: CommitGate::default(),
             collecting: futures::lock::Mutex::new(()),
             gc_rate_bytes_per_s: cfg.gc_rate_bytes_per_s,
@@ -241,6 +246,11 @@ impl Shard {
     /// What opening the engine found damaged.
     pub fn opened(&self) -> holdall_proto::api::ShardFsck {
         self.opened.clone()
+    }
+
+    /// The data folder.
+    pub fn data(&self) -> &std::path::Path {
+        &self.data
     }
 
     /// Number of shards.
