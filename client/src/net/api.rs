@@ -197,6 +197,11 @@ impl Api {
             Some(path) => load_ca(path)?,
             None => RootCerts::PlatformVerifier,
         };
+        // The bulk path's own TLS settings, trusting what the general path trusts.
+        let bulk_tls = match url.starts_with("https://") {
+            true => Some(crate::net::wire::tls_config(endpoint.ca.as_deref())?),
+            false => None,
+        };
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(10)))
@@ -207,7 +212,7 @@ impl Api {
             .into();
         Ok(Api {
             agent,
-            bulk: Bulk::new(&url).map(Arc::new),
+            bulk: Bulk::new(&url, bulk_tls).map(Arc::new),
             bulk_off: Arc::new(AtomicBool::new(false)),
             url,
             auth: format!("Bearer {}", endpoint.token),

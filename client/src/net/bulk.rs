@@ -11,21 +11,22 @@
 //! sendfile each costs more than the copy. Answers' heads are parsed with `httparse`; only
 //! `Content-Length` bodies are taken (what holdalld sends).
 //!
-//! Only `http://` servers: through TLS the bytes must pass through user space to be
-//! encrypted, and those transfers keep the ureq path. A block that changes while it is
+//! To an `https://` server the same requests go through rustls (`net::wire`): a block is
+//! read from its file into a buffer and sealed, an answer opened in rustls's buffer and
+//! copied into the caller's, no copy beyond the cipher's. A block that changes while it is
 //! sent is refused by the server (it hashes every block); a file cut short while it is sent
 //! leaves the request unfinishable, so the connection is dropped and the caller told.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use holdall_proto::frame::{store_frame_header, STORE_HEADER_BYTES};
 use holdall_proto::BlockHash;
+
+use super::wire::Wire;
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -101,8 +102,7 @@ pub enum BulkError {
     BadAnswer(String),
 }
 
-/// Connections to one `http://` server.
-#[derive(Debug)]
+/// Connections to one server.
 pub struct Bulk {
     /// `host:port` to connect to.
     authority: String,
@@ -110,7 +110,18 @@ pub struct Bulk {
     host: String,
     /// The URL's path before `/v1/...`, without a trailing slash.
     prefix: String,
-    idle: Mutex<Vec<TcpStream>>,
+    /// For an `https://` server: TLS's settings.
+    tls: Option<Arc<rustls::ClientConfig>>,
+    idle: Mutex<Vec<Wire>>,
+}
+
+impl std::fmt::Debug for Bulk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bulk")
+            .field("authority", &self.authority)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 /// What went wrong in one exchange, and whether any of the answer had arrived.
@@ -139,7 +150,7 @@ fn answered(error: BulkError) -> Failure {
 /// small blocks) are served from a buffer filled a socket read at a time, large ones go
 /// straight from the socket into the caller's memory.
 pub struct BodyReader<'a> {
-    stream: &'a TcpStream,
+    stream: &'a mut Wire,
     /// Bytes received but not yet read: `buf[at..end]` (at first, those that came with the
     /// head).
     buf: Vec<u8>,
@@ -159,8 +170,7 @@ impl Read for BodyReader<'_> {
             // Refill, never past the body's end (the connection's next answer follows it).
             let room = BUFFERED_READ_BYTES.min(self.left);
             self.buf.resize(self.buf.len().max(room), 0);
-            let mut stream = self.stream;
-            self.end = match stream.read(&mut self.buf[..room])? {
+            self.end = match self.stream.read(&mut self.buf[..room])? {
                 0 => return Err(io::ErrorKind::UnexpectedEof.into()),
                 n => n,
             };
@@ -172,8 +182,7 @@ impl Read for BodyReader<'_> {
             self.at += n;
             n
         } else {
-            let mut stream = self.stream;
-            match stream.read(&mut out[..want])? {
+            match self.stream.read(&mut out[..want])? {
                 0 => return Err(io::ErrorKind::UnexpectedEof.into()),
                 n => n,
             }
@@ -199,9 +208,14 @@ impl BodyReader<'_> {
 }
 
 impl Bulk {
-    /// Connections to the server at `url`; None unless it is `http://`.
-    pub fn new(url: &str) -> Option<Bulk> {
-        let rest = url.strip_prefix("http://")?;
+    /// Connections to the server at `url`: `http://`, or `https://` with `tls`'s
+    /// settings; None for anything else.
+    pub fn new(url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Option<Bulk> {
+        let (rest, tls, port) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (rest, None, 80),
+            (_, Some(rest)) => (rest, Some(tls?), 443),
+            _ => return None,
+        };
         let (host, prefix) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
             None => (rest, ""),
@@ -213,12 +227,13 @@ impl Bulk {
         let has_port = host.rfind(':').is_some_and(|i| !host[i..].contains(']'));
         let authority = match has_port {
             true => host.to_string(),
-            false => format!("{host}:80"),
+            false => format!("{host}:{port}"),
         };
         Some(Bulk {
             authority,
             host: host.to_string(),
             prefix: prefix.to_string(),
+            tls,
             idle: Mutex::new(Vec::new()),
         })
     }
@@ -255,7 +270,7 @@ impl Bulk {
         };
         // At most two attempts: `reused` is false after the first.
         loop {
-            match exchange(&stream, &head, body, timeout, &mut take) {
+            match exchange(&mut stream, &head, body, timeout, &mut take) {
                 Ok((answer, keep)) => {
                     self.keep(stream, keep);
                     return Ok(answer);
@@ -269,7 +284,24 @@ impl Bulk {
         }
     }
 
-    fn connect(&self) -> io::Result<TcpStream> {
+    fn connect(&self) -> io::Result<Wire> {
+        let tcp = self.connect_tcp()?;
+        match &self.tls {
+            None => Ok(Wire::Plain(tcp)),
+            Some(config) => {
+                tcp.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+                tcp.set_write_timeout(Some(CONNECT_TIMEOUT))?;
+                let name = self
+                    .authority
+                    .rsplit_once(':')
+                    .map_or(&*self.authority, |(h, _)| h);
+                let name = name.trim_start_matches('[').trim_end_matches(']');
+                Wire::tls(tcp, config, name)
+            }
+        }
+    }
+
+    fn connect_tcp(&self) -> io::Result<TcpStream> {
         use std::net::ToSocketAddrs;
         let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
         for addr in self.authority.to_socket_addrs()? {
@@ -284,7 +316,7 @@ impl Bulk {
         Err(last)
     }
 
-    fn keep(&self, stream: TcpStream, keep: bool) {
+    fn keep(&self, stream: Wire, keep: bool) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if keep && idle.len() < IDLE_CONNECTIONS_MAX {
             idle.push(stream);
@@ -295,23 +327,21 @@ impl Bulk {
 /// Sends the request and hands the answer to `take`; true with its result if the
 /// connection may be reused.
 fn exchange<T>(
-    stream: &TcpStream,
+    stream: &mut Wire,
     head: &str,
     body: Body,
     timeout: Duration,
     take: &mut impl FnMut(u16, &mut BodyReader) -> Result<T, BulkError>,
 ) -> Result<(T, bool), Failure> {
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(BulkError::Io)?;
-    stream
-        .set_write_timeout(Some(timeout))
+    let tcp = stream.tcp();
+    tcp.set_read_timeout(Some(timeout)).map_err(BulkError::Io)?;
+    tcp.set_write_timeout(Some(timeout))
         .map_err(BulkError::Io)?;
     let sent = match body {
         Body::Pieces { pieces, read } => send_pieces(stream, head, pieces, read),
-        Body::Json(json) => {
-            send(stream, head.as_bytes(), true).and_then(|()| send(stream, json, false))
-        }
+        Body::Json(json) => stream
+            .send(head.as_bytes(), true)
+            .and_then(|()| stream.send(json, false)),
     };
     let broken = match sent {
         Ok(()) => None,
@@ -332,7 +362,7 @@ fn exchange<T>(
 /// Sends the head and the frames: blocks from files by sendfile, blocks already read
 /// gathered with the headers into writes of up to [`STAGED_BYTES_MAX`].
 fn send_pieces(
-    stream: &TcpStream,
+    stream: &mut Wire,
     head: &str,
     pieces: &[Piece],
     read: &[u8],
@@ -343,9 +373,9 @@ fn send_pieces(
         staged.extend_from_slice(&store_frame_header(&piece.hash, piece.len as u32));
         match &piece.source {
             Source::File { file, offset } => {
-                send(stream, &staged, true)?;
+                stream.send(&staged, true)?;
                 staged.clear();
-                send_file(stream, file, *offset, piece.len)?;
+                stream.send_file(file, *offset, piece.len)?;
             }
             Source::Read { at } => {
                 let bytes = read.get(*at..*at + piece.len).ok_or_else(|| {
@@ -353,93 +383,18 @@ fn send_pieces(
                 })?;
                 staged.extend_from_slice(bytes);
                 if staged.len() >= STAGED_BYTES_MAX {
-                    send(stream, &staged, true)?;
+                    stream.send(&staged, true)?;
                     staged.clear();
                 }
             }
         }
     }
-    send(stream, &staged, false)
-}
-
-/// Writes `bytes`; with `more`, telling the kernel more follows (so a frame header and its
-/// block leave in the same segments).
-fn send(stream: &TcpStream, mut bytes: &[u8], more: bool) -> Result<(), BulkError> {
-    let flags = match more {
-        true => libc::MSG_MORE | libc::MSG_NOSIGNAL,
-        false => libc::MSG_NOSIGNAL,
-    };
-    while !bytes.is_empty() {
-        // SAFETY: the pointer and length describe `bytes`, which outlives the call; the
-        // descriptor is the stream's own.
-        let n = unsafe {
-            libc::send(
-                stream.as_raw_fd(),
-                bytes.as_ptr().cast(),
-                bytes.len(),
-                flags,
-            )
-        };
-        match n {
-            n if n > 0 => bytes = &bytes[n as usize..],
-            0 => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e.into());
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Sends `len` bytes at `offset` of `file` with `sendfile(2)`.
-fn send_file(stream: &TcpStream, file: &File, offset: u64, len: usize) -> Result<(), BulkError> {
-    let mut at = libc::off_t::try_from(offset)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset beyond off_t"))?;
-    let mut left = len;
-    while left > 0 {
-        // SAFETY: both descriptors stay open for the call (borrowed from live owners), and
-        // `at` is a valid off_t the kernel advances.
-        let n = unsafe { libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut at, left) };
-        match n {
-            n if n > 0 => left -= n as usize,
-            0 => return Err(BulkError::SourceShort),
-            _ => {
-                let e = io::Error::last_os_error();
-                match e.raw_os_error() {
-                    Some(libc::EINTR) => {}
-                    // A filesystem that cannot splice its pages (some FUSE ones): copy.
-                    Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => {
-                        return send_copied(stream, file, at as u64, left);
-                    }
-                    Some(libc::EIO) => return Err(BulkError::SourceShort),
-                    _ => return Err(e.into()),
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Sends `len` bytes at `offset` of `file` by reading them into a buffer first.
-fn send_copied(stream: &TcpStream, file: &File, offset: u64, len: usize) -> Result<(), BulkError> {
-    let mut buf = vec![0u8; len.min(STAGED_BYTES_MAX)];
-    let mut done = 0;
-    while done < len {
-        let n = buf.len().min(len - done);
-        file.read_exact_at(&mut buf[..n], offset + done as u64)
-            .map_err(|_| BulkError::SourceShort)?;
-        send(stream, &buf[..n], true)?;
-        done += n;
-    }
-    Ok(())
+    stream.send(&staged, false)
 }
 
 /// Reads an answer's head: its status, a reader of its body, and whether the connection
 /// stays open after it.
-fn read_head(stream: &TcpStream) -> Result<(u16, BodyReader<'_>, bool), Failure> {
+fn read_head(stream: &mut Wire) -> Result<(u16, BodyReader<'_>, bool), Failure> {
     let mut buf = vec![0u8; 4096];
     let mut filled = 0;
     loop {
@@ -451,8 +406,7 @@ fn read_head(stream: &TcpStream) -> Result<(u16, BodyReader<'_>, bool), Failure>
             }
             buf.resize(buf.len() * 2, 0);
         }
-        let mut s = stream;
-        let n = match s.read(&mut buf[filled..]) {
+        let n = match stream.read(&mut buf[filled..]) {
             Ok(0) if filled == 0 => {
                 let closed = io::Error::new(io::ErrorKind::ConnectionAborted, "closed");
                 return Err(BulkError::Io(closed).into());
@@ -524,22 +478,35 @@ pub(crate) mod tests {
     use std::net::TcpListener;
 
     #[test]
-    fn only_http_urls_get_a_bulk_path() {
-        let b = Bulk::new("http://127.0.0.1:8340").unwrap();
+    fn http_and_https_urls_get_a_bulk_path() {
+        let b = Bulk::new("http://127.0.0.1:8340", None).unwrap();
         assert_eq!(
             (b.authority.as_str(), b.prefix.as_str()),
             ("127.0.0.1:8340", "")
         );
-        let b = Bulk::new("http://sync.example/holdall/").unwrap();
+        let b = Bulk::new("http://sync.example/holdall/", None).unwrap();
         assert_eq!(b.authority, "sync.example:80");
         assert_eq!(
             (b.host.as_str(), b.prefix.as_str()),
             ("sync.example", "/holdall")
         );
-        assert_eq!(Bulk::new("http://[::1]").unwrap().authority, "[::1]:80");
-        assert_eq!(Bulk::new("http://[::1]:9").unwrap().authority, "[::1]:9");
-        assert!(Bulk::new("https://sync.example").is_none());
-        assert!(Bulk::new("http://").is_none());
+        assert_eq!(
+            Bulk::new("http://[::1]", None).unwrap().authority,
+            "[::1]:80"
+        );
+        assert_eq!(
+            Bulk::new("http://[::1]:9", None).unwrap().authority,
+            "[::1]:9"
+        );
+        assert!(
+            Bulk::new("https://sync.example", None).is_none(),
+            "https needs TLS settings"
+        );
+        let tls = crate::net::wire::tls_config(None).unwrap();
+        let b = Bulk::new("https://sync.example", Some(tls)).unwrap();
+        assert_eq!(b.authority, "sync.example:443");
+        assert!(Bulk::new("ftp://sync.example", None).is_none());
+        assert!(Bulk::new("http://", None).is_none());
     }
 
     /// Reads one request: its head and body; None if the connection closed first. Shared
@@ -606,7 +573,7 @@ pub(crate) mod tests {
             }
             seen
         });
-        let bulk = Bulk::new(&url).unwrap();
+        let bulk = Bulk::new(&url, None).unwrap();
         // A small block already read, a large one from the file, another small one.
         let tail = data.len() - 500;
         let read = [&data[..1000], &data[tail..]].concat();
@@ -680,7 +647,7 @@ pub(crate) mod tests {
             // Hold the connection until the client is done with it.
             let _ = s.read(&mut [0u8; 1]);
         });
-        let bulk = Bulk::new(&url).unwrap();
+        let bulk = Bulk::new(&url, None).unwrap();
         let piece = |len| Piece {
             hash: BlockHash::of(b"x"),
             len,
@@ -741,7 +708,7 @@ pub(crate) mod tests {
             }
             bodies
         });
-        let bulk = Bulk::new(&url).unwrap();
+        let bulk = Bulk::new(&url, None).unwrap();
         let timeout = Duration::from_secs(10);
         for json in [&b"{\"a\":1}"[..], b"{}"] {
             let got = bulk
@@ -776,18 +743,18 @@ pub(crate) mod tests {
             s.read_to_end(&mut got).unwrap();
             got
         });
-        let stream = TcpStream::connect(addr).unwrap();
+        let mut stream = Wire::Plain(TcpStream::connect(addr).unwrap());
         let file = File::open(&path).unwrap();
-        send_copied(&stream, &file, 10, data.len() - 10).unwrap();
-        send(&stream, b"", false).unwrap();
+        stream.send_read(&file, 10, data.len() - 10).unwrap();
+        stream.send(b"", false).unwrap();
         drop(stream);
         assert!(
             reader.join().unwrap() == data[10..],
             "the bytes from the offset on"
         );
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let cut = send_copied(&stream, &file, data.len() as u64 - 10, 11);
+        let mut stream = Wire::Plain(TcpStream::connect(listener.local_addr().unwrap()).unwrap());
+        let cut = stream.send_read(&file, data.len() as u64 - 10, 11);
         assert!(matches!(cut, Err(BulkError::SourceShort)), "{cut:?}");
     }
 }

@@ -6,3 +6,4 @@ pub mod api;
 pub mod bulk;
 pub mod progress;
 pub mod throttle;
+pub mod wire;
