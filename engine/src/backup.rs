@@ -22,6 +22,9 @@ pub struct FileSet {
     pub dir: PathBuf,
     /// Files that never change: linked.
     pub immutable: Vec<PathBuf>,
+    /// Files that never change and may be removed meanwhile because a newer one in
+    /// `immutable` stands for them (older journal snapshots): skipped if gone.
+    pub superseded: Vec<PathBuf>,
     /// Files being appended to, with the length to copy.
     pub growing: Vec<(PathBuf, u64)>,
 }
@@ -64,6 +67,16 @@ pub fn copy_set(set: &FileSet, dest: &Path) -> io::Result<CopyStats> {
         let name = file_name(src)?;
         listed.insert(name.to_owned());
         link_or_copy(src, &dest.join(name), &mut stats)?;
+    }
+    for src in &set.superseded {
+        let name = file_name(src)?;
+        match link_or_copy(src, &dest.join(name), &mut stats) {
+            Ok(()) => {
+                listed.insert(name.to_owned());
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
     }
     for (src, len) in &set.growing {
         let name = file_name(src)?;
@@ -161,6 +174,7 @@ mod tests {
         let set = FileSet {
             dir: src.clone(),
             immutable: vec![src.join("sealed")],
+            superseded: vec![src.join("removed-meanwhile")],
             growing: vec![(src.join("active"), 4096)],
         };
         let first = copy_set(&set, &dst).unwrap();

@@ -519,3 +519,33 @@ fn a_collection_gives_dead_space_back_to_the_file_system_and_keeps_live_blocks()
         log.close().await;
     });
 }
+
+#[test]
+fn forgetting_damaged_records_keeps_them_out_of_the_index_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    runtime::run(async move {
+        let blocks = sealed_blocks_with_a_flipped_bit(&path, |_| async {}).await;
+        let first = BlockHash::of(&blocks[0]);
+        let log = BlockLog::open(small_segments(&path)).await.unwrap();
+        let found = log.verify(0).await.unwrap();
+        assert_eq!(found.damaged, [first]);
+        assert_eq!(log.forget_damaged(&found.damaged).await.unwrap(), 1);
+        assert!(!log.contains(&first));
+        log.close().await;
+
+        let log = BlockLog::open(small_segments(&path)).await.unwrap();
+        assert!(!log.contains(&first), "the hint no longer lists it");
+        let again = log.verify(0).await.unwrap();
+        assert_eq!((again.records, again.damaged.len()), (5, 0));
+        for b in &blocks[1..] {
+            assert_eq!(read(&log, &BlockHash::of(b)).await.as_deref(), Some(&b[..]));
+        }
+        assert_eq!(
+            log.put(first, &blocks[0], true).await,
+            Ok(PutOutcome::Stored)
+        );
+        assert_eq!(read(&log, &first).await.as_deref(), Some(&blocks[0][..]));
+        log.close().await;
+    });
+}

@@ -697,6 +697,9 @@ pub struct ShardFsck {
     pub torn_tail_bytes: u64,
     /// Retained versions' blocks of this shard's namespaces that no shard holds.
     pub missing_blocks: u64,
+    /// With `holdalld fsck --repair`: damaged records dropped from the index for good.
+    #[serde(default)]
+    pub damaged_dropped: u64,
 }
 
 /// Answer to `POST /v1/admin/gc`: what one full collection did, over all shards.

@@ -21,8 +21,10 @@ pub struct FsckArgs {
     /// The data folder to check (holdalld must not be serving it).
     #[arg(long, env = "HOLDALL_DATA")]
     pub data: PathBuf,
-    /// Cut torn tails of the block logs and journals, as a start would; without it nothing
-    /// on disk is changed and the report says what a start would cut.
+    /// Cut torn tails of the block logs and journals, as a start would, and drop damaged
+    /// block records from the index for good (they then count as missing and clients
+    /// upload them again); without it nothing on disk is changed and the report says what
+    /// a start would cut.
     #[arg(long)]
     pub repair: bool,
     /// The store key, when it is kept outside the data folder.
@@ -99,11 +101,12 @@ fn human(r: &FsckResponse, repaired: bool) -> String {
     let mut out = String::new();
     for p in &r.shards {
         out += &format!(
-            "shard {}: {} block records ({} bytes) checked, {} damaged; block log damaged at open {}; journal damaged records {}; torn tails {cut}: {} ({} bytes); missing blocks {}\n",
+            "shard {}: {} block records ({} bytes) checked, {} damaged ({} dropped from the index); block log damaged at open {}; journal damaged records {}; torn tails {cut}: {} ({} bytes); missing blocks {}\n",
             p.shard,
             p.blocks_checked,
             p.bytes_checked,
             p.damaged_blocks,
+            p.damaged_dropped,
             p.block_log_corrupt_at_open,
             p.journal_corrupt_records,
             p.torn_tails_cut,

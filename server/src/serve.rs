@@ -386,7 +386,10 @@ async fn shard_main(start: ShardStart, ready: &mpsc::Sender<Ready>) -> Result<()
         crate::http::serve(listener, stop, GRACE, cfg.client_timeout, tls, handler).await;
     } else if let Mode::Check(report) = &mode {
         if id == 0 {
-            let checked = shard.fsck_all().await.map_err(|e| e.to_string());
+            let checked = shard
+                .fsck_all(!cfg.read_only)
+                .await
+                .map_err(|e| e.to_string());
             let _ = report.send(checked);
         }
         while !stop.load(Ordering::Relaxed) {

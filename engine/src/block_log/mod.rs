@@ -515,6 +515,63 @@ impl BlockLog {
         Ok(report)
     }
 
+    /// Drops `damaged` blocks (found by [`BlockLog::verify`]) from the index for good:
+    /// every segment that held one gets its hint rewritten without it, so no later open
+    /// indexes it again (the record's bytes stay; a collection's compaction leaves them
+    /// behind). The blocks then count as missing and can be stored again. The number
+    /// dropped.
+    pub async fn forget_damaged(&self, damaged: &[BlockHash]) -> Result<u64, BlockLogError> {
+        let inner = &self.inner;
+        let mut segments = std::collections::BTreeSet::new();
+        let mut dropped = 0;
+        for hash in damaged {
+            if let Some(loc) = inner.index.borrow_mut().remove(hash) {
+                segments.insert(loc.segment);
+                dropped += 1;
+            }
+        }
+        let active_id = inner.active.borrow().id;
+        for id in segments {
+            let mut entries = self.entries_of(id);
+            let len = match id == active_id {
+                // Its hint covers a prefix; what follows is checked in full at open.
+                true => {
+                    let mut active = inner.active.borrow_mut();
+                    active.hints.retain(|e| !damaged.contains(&e.hash));
+                    entries.retain(|e| e.offset < active.hinted_len);
+                    active.hinted_len
+                }
+                false => {
+                    let file = inner.files.borrow().get(&id).cloned();
+                    match file {
+                        Some(f) => f.size().await.map_err(io_err("segment size"))?,
+                        None => 0,
+                    }
+                }
+            };
+            if len > 0 {
+                write_hint(&*inner.storage, &inner.dir, id, len, &entries)?;
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// The index's entries in segment `id`, in offset order.
+    fn entries_of(&self, id: u32) -> Vec<HintEntry> {
+        let index = self.inner.index.borrow();
+        let mut entries: Vec<HintEntry> = (0..index.slots_len() as u32)
+            .filter_map(|slot| index.at_slot(slot))
+            .filter(|(_, loc)| loc.segment == id)
+            .map(|(hash, loc)| HintEntry {
+                hash,
+                offset: loc.offset_pages as u64 * ALIGN_BYTES,
+                record_len: loc.len_pages * ALIGN_BYTES as u32,
+            })
+            .collect();
+        entries.sort_by_key(|e| e.offset);
+        entries
+    }
+
     /// Reads block `hash` into `out` (replacing its content). `Ok(false)` if the log does
     /// not have it; a record that fails its checks is an error and leaves the index.
     pub async fn get(&self, hash: &BlockHash, out: &mut Vec<u8>) -> Result<bool, BlockLogError> {
@@ -572,6 +629,7 @@ impl BlockLog {
         crate::backup::FileSet {
             dir: inner.dir.clone(),
             immutable,
+            superseded: Vec::new(),
             growing: vec![(segment_path(&inner.dir, active.id), active.len)],
         }
     }

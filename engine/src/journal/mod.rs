@@ -345,14 +345,17 @@ impl Journal {
             .filter(|&g| g < active.generation)
             .map(|g| journal_path(&inner.dir, g))
             .collect();
-        immutable.extend(
-            listing("snap-", ".hsnp")?
-                .into_iter()
-                .map(|g| snapshot_path(&inner.dir, g)),
-        );
+        // The flusher removes an older snapshot once a newer one is written; the newest
+        // listed stays until two more are.
+        let mut snapshots: Vec<PathBuf> = listing("snap-", ".hsnp")?
+            .into_iter()
+            .map(|g| snapshot_path(&inner.dir, g))
+            .collect();
+        immutable.extend(snapshots.pop());
         Ok(crate::backup::FileSet {
             dir: inner.dir.clone(),
             immutable,
+            superseded: snapshots,
             growing: vec![(journal_path(&inner.dir, active.generation), active.end)],
         })
     }

@@ -45,7 +45,7 @@ pub async fn gc(shard: &Rc<Shard>, user: &User) -> Result<Response<Body>, ApiErr
 /// version's blocks, changing nothing; answers when done.
 pub async fn fsck(shard: &Rc<Shard>, user: &User) -> Result<Response<Body>, ApiError> {
     admin_only(user, "check the store")?;
-    let found = shard.fsck_all().await?;
+    let found = shard.fsck_all(false).await?;
     Ok(json(StatusCode::OK, &found))
 }
 

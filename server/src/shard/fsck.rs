@@ -28,14 +28,22 @@ struct Missing {
 }
 
 impl Shard {
-    /// Checks every shard (on any shard) and answers what it found.
-    pub async fn fsck_all(self: &Rc<Self>) -> Result<FsckResponse, ShardError> {
+    /// Checks every shard (on any shard) and answers what it found; with `repair`, each
+    /// shard then drops its damaged records from its index for good.
+    pub async fn fsck_all(self: &Rc<Self>, repair: bool) -> Result<FsckResponse, ShardError> {
         let started = Instant::now();
         let rate = self.gc_rate_bytes_per_s;
         let verified = self
             .on_every_shard(move |s| {
                 let s = s.clone();
-                async move { Ok((s.blocks().verify(rate).await?, s.opened())) }
+                async move {
+                    let v = s.blocks().verify(rate).await?;
+                    let mut part = s.opened();
+                    if repair {
+                        part.damaged_dropped = s.blocks().forget_damaged(&v.damaged).await?;
+                    }
+                    Ok((v, part))
+                }
             })
             .await?;
         let walks = self
