@@ -23,6 +23,7 @@ use holdall_proto::limits::{BATCH_BYTES_DEFAULT, COMMIT_BATCH_MAX};
 use holdall_proto::BlockHash;
 use holdall_proto::FileVersion;
 
+use crate::backups;
 use crate::collections;
 use crate::daemon::{create_user, Daemon};
 use crate::ledger::{BlockSpec, Book, Reconciled};
@@ -51,6 +52,8 @@ pub struct Options {
     pub collect_every: Duration,
     /// holdalld's `--history-retention`, if not its default.
     pub history_retention: Option<String>,
+    /// Take an online backup early in each load and check it (crate::backups).
+    pub backup: bool,
 }
 
 impl Options {
@@ -87,6 +90,10 @@ pub struct Summary {
     pub checked_versions: u64,
     /// Versions refused that had left the retention between listing and reading.
     pub aged_out_versions: u64,
+    /// Backups taken during a load (not cut short by its kill) and checked.
+    pub backups: u64,
+    /// Versions acknowledged before those backups began, read back from them.
+    pub backup_versions: u64,
 }
 
 /// A store (data folder) and what the load was told about it.
@@ -127,14 +134,37 @@ pub fn run(opts: &Options) -> Result<Summary> {
         };
         let kill_after =
             Duration::from_millis(rng.u64(..=opts.kill_after_max.as_millis().max(1) as u64));
+        let backup = opts.backup.then(|| {
+            let to = backups::folder(&opts.dir, opts.seed, cycle);
+            let _ = std::fs::remove_dir_all(&to);
+            (to, backups::acked(&s.books))
+        });
         let load = Load {
             kill_after,
             collect_every: opts.collect_every,
             cycle,
+            backup_to: backup.as_ref().map(|(to, _)| to.clone()),
         };
-        let violations = load_then_kill(&mut daemon, &mut s, &load, &mut rng, &mut summary)?;
+        let (violations, backed_up) =
+            load_then_kill(&mut daemon, &mut s, &load, &mut rng, &mut summary)?;
         if let Some(v) = violations.first() {
             bail!("{}: {}", failed_at(opts, cycle, &s), v.0);
+        }
+        match (backup, backed_up) {
+            (Some((to, acked)), true) => check_backup(opts, &s, &to, &acked, &mut summary)
+                .with_context(|| {
+                    format!(
+                        "{} (backup in {})",
+                        failed_at(opts, cycle, &s),
+                        to.display()
+                    )
+                })?,
+            (Some((to, _)), false) => bail!(
+                "{}: the backup into {} failed",
+                failed_at(opts, cycle, &s),
+                to.display()
+            ),
+            (None, _) => {}
         }
         summary.cycles += 1;
         store = Some(s);
@@ -175,22 +205,50 @@ fn new_store(opts: &Options, cycle: u64) -> Result<(Daemon, Store)> {
     Ok((daemon, store))
 }
 
-/// One cycle's load: when to kill, how often to collect meanwhile.
+/// One cycle's load: when to kill, how often to collect meanwhile, where to back up.
 struct Load {
     kill_after: Duration,
     collect_every: Duration,
     cycle: u64,
+    backup_to: Option<PathBuf>,
 }
 
-/// Runs the workers (and, if asked, forced collections), kills the server after
-/// `kill_after`, and waits for them to notice.
+/// When a cycle's backup begins: once the load is under way.
+const BACKUP_AFTER: Duration = Duration::from_millis(30);
+
+/// Checks a backup taken during the load, then removes it.
+fn check_backup(
+    opts: &Options,
+    s: &Store,
+    to: &std::path::Path,
+    acked: &backups::Acked,
+    summary: &mut Summary,
+) -> Result<()> {
+    let specs = backups::specs(&s.books);
+    let read = backups::check(
+        &opts.holdalld,
+        to,
+        opts.shards,
+        (&s.token, s.ns),
+        acked,
+        |c, row| read_back(c, &s.token, row, &specs),
+    )?;
+    summary.backups += 1;
+    summary.backup_versions += read;
+    std::fs::remove_dir_all(to)?;
+    let _ = std::fs::remove_file(to.with_extension("log"));
+    Ok(())
+}
+
+/// Runs the workers (and, if asked, forced collections and a backup), kills the
+/// server after `kill_after`, and waits for them to notice. Whether the backup completed.
 fn load_then_kill(
     daemon: &mut Daemon,
     s: &mut Store,
     load: &Load,
     rng: &mut fastrand::Rng,
     summary: &mut Summary,
-) -> Result<Vec<Violation>> {
+) -> Result<(Vec<Violation>, bool)> {
     let stop = AtomicBool::new(false);
     let addr = daemon.addr.clone();
     let target = Target {
@@ -200,7 +258,7 @@ fn load_then_kill(
     };
     let (floor, data) = (s.jid_floor, s.data.clone());
     let seeds: Vec<u64> = s.books.iter().map(|_| rng.u64(..)).collect();
-    let (violations, kill) = std::thread::scope(|scope| {
+    let (violations, kill, backed_up) = std::thread::scope(|scope| {
         let workers: Vec<_> = s
             .books
             .iter_mut()
@@ -218,6 +276,15 @@ fn load_then_kill(
             let (addr, data, stop) = (&addr, &data, &stop);
             scope.spawn(move || collections::collect_until(addr, data, load.collect_every, stop))
         });
+        let backup = load.backup_to.as_ref().map(|to| {
+            let (addr, data, after) = (&addr, &data, BACKUP_AFTER.min(load.kill_after));
+            scope.spawn(move || {
+                std::thread::sleep(after);
+                backups::take(addr, data, to)
+            })
+        });
+        // The kill comes its random time after the backup, so every backup is checked.
+        let backed_up = backup.is_some_and(|b| b.join().unwrap_or(false));
         std::thread::sleep(load.kill_after);
         let kill = daemon.kill();
         stop.store(true, Ordering::Relaxed);
@@ -234,10 +301,10 @@ fn load_then_kill(
             Some(Err(_)) => violations.push(Violation("the collector panicked".into())),
             None => {}
         }
-        (violations, kill)
+        (violations, kill, backed_up)
     });
     kill?;
-    Ok(violations)
+    Ok((violations, backed_up))
 }
 
 /// After a restart: every path's row against the books, every live row's blocks and every
@@ -394,7 +461,11 @@ fn probe(
 }
 
 /// The latest row of every path of `ns`.
-fn list_all(conn: &mut Conn, token: &str, ns: NsId) -> Result<BTreeMap<String, ListEntry>> {
+pub(crate) fn list_all(
+    conn: &mut Conn,
+    token: &str,
+    ns: NsId,
+) -> Result<BTreeMap<String, ListEntry>> {
     let mut rows = BTreeMap::new();
     let mut cursors = BTreeMap::from([(ns, 0)]);
     loop {

@@ -1,6 +1,7 @@
 //! holdall-chaos: Holdall's reliability harnesses, run by hand for long runs and by the
 //! tests for short ones.
 
+mod backups;
 mod collections;
 mod crash;
 mod daemon;
@@ -59,6 +60,10 @@ enum Command {
         /// holdalld's `--history-retention` (short, so that collections free versions).
         #[arg(long)]
         history_retention: Option<String>,
+        /// Take an online backup early in each load, while it runs; each one not
+        /// cut short must pass fsck and serve every version acknowledged before it.
+        #[arg(long)]
+        backup: bool,
     },
     /// Real `holdall sync` processes on two to four folders under a seeded schedule of
     /// edits, renames, moves, deletions, syncs killed with SIGKILL and wiped state folders;
@@ -98,6 +103,7 @@ fn main() -> Result<()> {
             kill_after_ms_max,
             collect_every_ms,
             history_retention,
+            backup,
         } => {
             let seed = seed.unwrap_or_else(clock_seed);
             let opts = crash::Options {
@@ -111,6 +117,7 @@ fn main() -> Result<()> {
                 kill_after_max: Duration::from_millis(kill_after_ms_max),
                 collect_every: Duration::from_millis(collect_every_ms),
                 history_retention,
+                backup,
             };
             println!(
                 "crash harness: seed {seed}, {cycles} cycles, {workers} workers, {shards} shards"
@@ -118,7 +125,7 @@ fn main() -> Result<()> {
             let started = Instant::now();
             let s = crash::run(&opts)?;
             println!(
-                "ok: {} cycles in {:.0} s; {} commits acknowledged and kept; unanswered at a kill: {} there whole, {} gone; {} rows, {} versions within the retention ({} aged out while read) and {} acknowledged blocks read back byte-exact ({:.1} MB); {} forced collections",
+                "ok: {} cycles in {:.0} s; {} commits acknowledged and kept; unanswered at a kill: {} there whole, {} gone; {} rows, {} versions within the retention ({} aged out while read) and {} acknowledged blocks read back byte-exact ({:.1} MB); {} forced collections; {} backups taken under load checked ({} versions acknowledged before them read back)",
                 s.cycles,
                 started.elapsed().as_secs_f64(),
                 s.acked_commits,
@@ -129,7 +136,9 @@ fn main() -> Result<()> {
                 s.aged_out_versions,
                 s.checked_blocks,
                 s.checked_bytes as f64 / 1e6,
-                s.collections
+                s.collections,
+                s.backups,
+                s.backup_versions
             );
         }
         Command::Devices {

@@ -55,6 +55,29 @@ fn twenty_kills_under_load_lose_nothing_acknowledged() {
 }
 
 #[test]
+fn backups_taken_under_load_pass_fsck_and_hold_every_acknowledged_version() {
+    let out = chaos(&[
+        "crash",
+        "--seed",
+        "20261207",
+        "--cycles",
+        "4",
+        "--cycles-per-store",
+        "2",
+        "--backup",
+    ]);
+    assert!(out.contains("ok: 4 cycles"), "{out}");
+    assert!(out.contains("; 4 backups taken under load checked ("), "{out}");
+    let versions: u64 = out
+        .rsplit("checked (")
+        .next()
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of versions in {out}"));
+    assert!(versions > 0, "no acknowledged version was looked for: {out}");
+}
+
+#[test]
 fn kills_during_collections_lose_no_retained_version() {
     let out = chaos(&[
         "crash",
