@@ -67,14 +67,20 @@ fn backups_taken_under_load_pass_fsck_and_hold_every_acknowledged_version() {
         "--backup",
     ]);
     assert!(out.contains("ok: 4 cycles"), "{out}");
-    assert!(out.contains("; 4 backups taken under load checked ("), "{out}");
+    assert!(
+        out.contains("; 4 backups taken under load checked ("),
+        "{out}"
+    );
     let versions: u64 = out
         .rsplit("checked (")
         .next()
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no count of versions in {out}"));
-    assert!(versions > 0, "no acknowledged version was looked for: {out}");
+    assert!(
+        versions > 0,
+        "no acknowledged version was looked for: {out}"
+    );
 }
 
 #[test]

@@ -150,6 +150,9 @@ enum Request {
         records: Vec<JournalRecord>,
         done: oneshot::Sender<Result<(), JournalError>>,
     },
+    Snapshot {
+        done: oneshot::Sender<Result<(), JournalError>>,
+    },
 }
 
 struct ActiveFile {
@@ -324,6 +327,18 @@ impl Journal {
         let (done, rx) = oneshot::channel();
         self.queue
             .send(Request::Records { records, done })
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Writes a snapshot of everything committed so far and starts a new journal file, in
+    /// order with the commits around it (a backup's fresh snapshot); nothing to do if the
+    /// current file is empty.
+    pub async fn snapshot(&self) -> Result<(), JournalError> {
+        let (done, rx) = oneshot::channel();
+        self.queue
+            .send(Request::Snapshot { done })
             .await
             .map_err(|_| JournalError::Closed)?;
         rx.await.map_err(|_| JournalError::Closed)?

@@ -110,11 +110,11 @@ impl Member for Request {
     fn weight(&self) -> usize {
         match self {
             Request::Commits { commits, .. } => commits.len(),
-            Request::Records { .. } => 1,
+            Request::Records { .. } | Request::Snapshot { .. } => 1,
         }
     }
 
-    /// Commits share a group; admin records are written in a burst of their own.
+    /// Commits share a group; admin records and a requested snapshot go alone.
     fn joins(&self, first: &Self) -> bool {
         matches!(
             (first, self),
@@ -127,13 +127,24 @@ impl Inner {
     /// Writes one group: admin records alone, or every commit of the group in one burst;
     /// then a snapshot if one is due.
     pub(super) async fn flush(&self, mut group: Vec<Request>) {
-        if matches!(group.first(), Some(Request::Records { .. })) {
-            debug_assert_eq!(group.len(), 1, "admin records are a group of their own");
-            if let Some(Request::Records { records, done }) = group.pop() {
-                let _ = done.send(self.append_records(records).await);
+        match group.first() {
+            Some(Request::Records { .. } | Request::Snapshot { .. }) => {
+                debug_assert_eq!(group.len(), 1, "a request that goes alone");
+                match group.pop() {
+                    Some(Request::Records { records, done }) => {
+                        let _ = done.send(self.append_records(records).await);
+                    }
+                    Some(Request::Snapshot { done }) => {
+                        let empty = self.active.borrow().end == 0;
+                        let _ = done.send(match empty {
+                            true => Ok(()),
+                            false => self.snapshot_now().await,
+                        });
+                    }
+                    _ => {}
+                }
             }
-        } else {
-            self.commit_group(group).await;
+            _ => self.commit_group(group).await,
         }
         if let Err(e) = self.snapshot_if_due().await {
             warn!(error = %e, "snapshot failed; will retry after the next write");
@@ -220,13 +231,16 @@ impl Inner {
     }
 
     async fn snapshot_if_due(&self) -> Result<(), JournalError> {
-        let (generation, end) = {
-            let a = self.active.borrow();
-            (a.generation, a.end)
-        };
+        let end = self.active.borrow().end;
         if end < self.snapshot_after_bytes {
             return Ok(());
         }
+        self.snapshot_now().await
+    }
+
+    /// Writes a snapshot of the state as the current file ends and starts the next file.
+    async fn snapshot_now(&self) -> Result<(), JournalError> {
+        let generation = self.active.borrow().generation;
         let bytes = encode_snapshot(&self.state.borrow(), generation);
         let path = snapshot_path(&self.dir, generation);
         storage::replace_file(&*self.storage, &path, &bytes)

@@ -44,6 +44,11 @@ impl Storage for DmaStorage {
         .boxed_local()
     }
 
+    fn ready_for_reads(&self, dir: &Path) -> LocalBoxFuture<'_, io::Result<()>> {
+        let dir = dir.to_path_buf();
+        async move { probe_device_read_only(&dir).await }.boxed_local()
+    }
+
     fn open(
         &self,
         path: &Path,
@@ -118,10 +123,8 @@ impl Storage for DmaStorage {
 /// on a device without poll queues fails with EOPNOTSUPP. Opening a file that has data first
 /// makes the probe see the device's real answer.
 async fn probe_device(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    thread_local!(static PROBED: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) });
-    let dev = std::fs::metadata(dir)?.dev();
-    if PROBED.with(|p| p.borrow().contains(&dev)) {
+    let dev = device(dir)?;
+    if probed(dev) {
         return Ok(());
     }
     let path = dir.join(".io-probe");
@@ -129,6 +132,47 @@ async fn probe_device(dir: &Path) -> io::Result<()> {
     let file = OpenOptions::new().read(true).dma_open(&path).await;
     std::fs::remove_file(&path)?;
     file?.close().await?;
-    PROBED.with(|p| p.borrow_mut().push(dev));
+    mark_probed(dev);
     Ok(())
+}
+
+/// As [`probe_device`] without writing: the probe reads a file that already has data, in
+/// `dir` or the nearest folder above it that exists (a check of a store must not write to
+/// it). Nothing is settled if no such file is found there.
+async fn probe_device_read_only(dir: &Path) -> io::Result<()> {
+    let Some(dir) = dir.ancestors().find(|d| d.is_dir()) else {
+        return Ok(());
+    };
+    let dev = device(dir)?;
+    if probed(dev) {
+        return Ok(());
+    }
+    let with_data = std::fs::read_dir(dir)?.flatten().find(|e| {
+        e.metadata()
+            .is_ok_and(|m| m.is_file() && m.len() >= PROBE_BYTES_MIN)
+    });
+    if let Some(entry) = with_data {
+        let file = OpenOptions::new().read(true).dma_open(entry.path()).await?;
+        file.close().await?;
+        mark_probed(dev);
+    }
+    Ok(())
+}
+
+/// What glommio's probe reads at offset 0.
+const PROBE_BYTES_MIN: u64 = 512;
+
+thread_local!(static PROBED: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) });
+
+fn device(dir: &Path) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata(dir)?.dev())
+}
+
+fn probed(dev: u64) -> bool {
+    PROBED.with(|p| p.borrow().contains(&dev))
+}
+
+fn mark_probed(dev: u64) {
+    PROBED.with(|p| p.borrow_mut().push(dev));
 }

@@ -75,6 +75,11 @@ pub trait StorageFile {
 pub trait Storage {
     /// Creates `dir` (and its parents) and readies the medium for files in it.
     fn create_dir(&self, dir: &Path) -> LocalBoxFuture<'_, io::Result<()>>;
+    /// Readies the medium for reading files in `dir`, or the nearest folder above it that
+    /// exists, without writing anything.
+    fn ready_for_reads(&self, _dir: &Path) -> LocalBoxFuture<'_, io::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
     /// Opens the file at `path`.
     fn open(
         &self,

@@ -162,9 +162,10 @@ fn not_found(path: &Path) -> io::Error {
 }
 
 impl Storage for OverlayStorage {
-    fn create_dir(&self, _dir: &Path) -> LocalBoxFuture<'_, io::Result<()>> {
-        // Listing a folder that is only in the overlay shows its files (below).
-        async { Ok(()) }.boxed_local()
+    fn create_dir(&self, dir: &Path) -> LocalBoxFuture<'_, io::Result<()>> {
+        // Nothing is made (listing a folder that is only in the overlay shows its files);
+        // the base is readied for reading what is there.
+        self.base.ready_for_reads(dir)
     }
 
     fn open(

@@ -4,7 +4,8 @@
 //! before it was written, and a namespace is recorded in the directory before any row of
 //! it, so every commit acknowledged before the backup began, and every block and namespace
 //! it needs, is in the lists. No collection runs meanwhile (one at a time, on shard 0), so
-//! nothing listed is removed before it is copied. The copying runs off the shards.
+//! nothing listed is removed before it is copied. Every journal first writes a fresh
+//! snapshot, so the copy opens fast. The copying runs off the shards.
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -38,13 +39,20 @@ impl Shard {
 
     async fn backup_now(self: &Rc<Self>, to: PathBuf) -> Result<BackupResponse, ShardError> {
         let started = Instant::now();
-        let mut sets: Vec<FileSet> = self
-            .on_every_shard(|s| std::future::ready(s.journal().backup_files().map_err(Into::into)))
-            .await?;
         let directory = self
             .directory_journal
             .as_ref()
             .ok_or_else(|| ShardError::Internal("a backup runs on shard 0".into()))?;
+        // A fresh snapshot in every journal, so that the copy opens without a long replay.
+        self.on_every_shard(|s| {
+            let s = s.clone();
+            async move { Ok(s.journal().snapshot().await?) }
+        })
+        .await?;
+        directory.snapshot().await?;
+        let mut sets: Vec<FileSet> = self
+            .on_every_shard(|s| std::future::ready(s.journal().backup_files().map_err(Into::into)))
+            .await?;
         sets.push(directory.backup_files()?);
         sets.extend(
             self.on_every_shard(|s| std::future::ready(Ok(s.blocks().backup_files())))
