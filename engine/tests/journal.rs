@@ -401,3 +401,40 @@ fn damage_in_a_sealed_journal_file_costs_only_its_records() {
         j.close().await;
     });
 }
+
+#[test]
+fn a_requested_snapshot_rolls_the_file_and_verify_reads_what_an_open_skips() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    runtime::run(async move {
+        let j = open(&path, 64 << 20).await;
+        j.append(setup_records()).await.unwrap();
+        for i in 0..10 {
+            j.commit(vec![file(1, &format!("before{i}"), None)])
+                .await
+                .unwrap();
+        }
+        j.snapshot().await.unwrap();
+        j.snapshot().await.unwrap();
+        assert_eq!(j.stats().snapshots, 1, "an empty file is not rolled again");
+        j.commit(vec![file(1, "after", None)]).await.unwrap();
+        let (records, damaged) = j.verify().await.unwrap();
+        assert_eq!(damaged, 0);
+        assert!(records >= 11, "{records}");
+        let before = dump(&j);
+        j.close().await;
+
+        // Damage inside the first file, which the snapshot covers: an open does not read
+        // it, verify does.
+        let first = path.join("journal-0000000001.hjnl");
+        let mut bytes = std::fs::read(&first).unwrap();
+        bytes[100] ^= 0x40;
+        std::fs::write(&first, &bytes).unwrap();
+        let j = open(&path, 64 << 20).await;
+        assert_eq!(dump(&j), before, "opened from the snapshot");
+        assert_eq!(j.stats().corrupt_records, 0);
+        let (_, damaged) = j.verify().await.unwrap();
+        assert_eq!(damaged, 1);
+        j.close().await;
+    });
+}

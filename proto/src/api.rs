@@ -700,6 +700,13 @@ pub struct ShardFsck {
     /// With `holdalld fsck --repair`: damaged records dropped from the index for good.
     #[serde(default)]
     pub damaged_dropped: u64,
+    /// Journal records read and checked, in every journal file (shard 0's include the
+    /// directory journal's).
+    #[serde(default)]
+    pub journal_records_checked: u64,
+    /// Of them, damaged records (a sealed file's damaged end counts as one).
+    #[serde(default)]
+    pub journal_damaged_records: u64,
 }
 
 /// Answer to `POST /v1/admin/gc`: what one full collection did, over all shards.

@@ -101,13 +101,15 @@ fn human(r: &FsckResponse, repaired: bool) -> String {
     let mut out = String::new();
     for p in &r.shards {
         out += &format!(
-            "shard {}: {} block records ({} bytes) checked, {} damaged ({} dropped from the index); block log damaged at open {}; journal damaged records {}; torn tails {cut}: {} ({} bytes); missing blocks {}\n",
+            "shard {}: {} block records ({} bytes) checked, {} damaged ({} dropped from the index); block log damaged at open {}; {} journal records checked, {} damaged (at open {}); torn tails {cut}: {} ({} bytes); missing blocks {}\n",
             p.shard,
             p.blocks_checked,
             p.bytes_checked,
             p.damaged_blocks,
             p.damaged_dropped,
             p.block_log_corrupt_at_open,
+            p.journal_records_checked,
+            p.journal_damaged_records,
             p.journal_corrupt_records,
             p.torn_tails_cut,
             p.torn_tail_bytes,

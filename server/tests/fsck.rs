@@ -199,6 +199,16 @@ fn offline_fsck_reports_a_flipped_bit_and_a_torn_journal_tail_exactly_and_repair
     let torn = parts[shard]["torn_tail_bytes"].as_u64().unwrap();
     assert!((100..=100 + 4096).contains(&torn), "{v}");
     assert_eq!(parts[1 - shard]["torn_tails_cut"], json!(0), "{v}");
+    // Every journal record was read: ana's six commits on her shard, the directory's on 0.
+    assert!(
+        parts[shard]["journal_records_checked"].as_u64().unwrap() >= 6,
+        "{v}"
+    );
+    assert!(
+        parts[0]["journal_records_checked"].as_u64().unwrap() >= 3,
+        "{v}"
+    );
+    assert_eq!(parts[shard]["journal_damaged_records"], json!(0), "{v}");
     assert_eq!(
         files(&data),
         before,

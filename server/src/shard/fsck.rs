@@ -39,6 +39,12 @@ impl Shard {
                 async move {
                     let v = s.blocks().verify(rate).await?;
                     let mut part = s.opened();
+                    let journals = std::iter::once(s.journal()).chain(s.directory_journal.as_ref());
+                    for journal in journals {
+                        let (records, damaged) = journal.verify().await?;
+                        part.journal_records_checked += records;
+                        part.journal_damaged_records += damaged;
+                    }
                     if repair {
                         part.damaged_dropped = s.blocks().forget_damaged(&v.damaged).await?;
                     }
@@ -82,10 +88,9 @@ impl Shard {
         }
         // A torn tail is what a crash leaves (writes never acknowledged): reported, not
         // damage.
-        let damaged_at_open = answer
-            .shards
-            .iter()
-            .any(|p| p.journal_corrupt_records + p.block_log_corrupt_at_open > 0);
+        let damaged_at_open = answer.shards.iter().any(|p| {
+            p.journal_corrupt_records + p.journal_damaged_records + p.block_log_corrupt_at_open > 0
+        });
         answer.clean =
             answer.damaged_blocks.is_empty() && answer.missing_total == 0 && !damaged_at_open;
         answer.ms = started.elapsed().as_millis() as u64;
