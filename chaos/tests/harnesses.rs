@@ -98,9 +98,9 @@ fn kills_during_collections_lose_no_retained_version() {
     ]);
     assert!(out.contains("ok: 10 cycles"), "{out}");
     let collections: u64 = out
-        .split_whitespace()
-        .rev()
-        .nth(2)
+        .split(" forced collections")
+        .next()
+        .and_then(|before| before.split_whitespace().next_back())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no count of collections in {out}"));
     assert!(collections > 0, "no collection ran: {out}");
