@@ -7,6 +7,24 @@ mod support;
 use serde_json::json;
 use support::{block, commit_file, create_user, post, store_block, Server};
 
+/// Flips one bit inside the first record of a segment that holds one; the segment and its
+/// bytes now.
+fn flip_a_bit_in_a_block(data: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
+    let segment = ["shard-0", "shard-1"]
+        .iter()
+        .flat_map(|shard| std::fs::read_dir(data.join(shard).join("blocks")).unwrap())
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.extension().is_some_and(|e| e == "hblk")
+                && std::fs::metadata(p).unwrap().len() > 1 << 20
+        })
+        .expect("a segment with a record");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[4096 + 65536] ^= 0x10;
+    std::fs::write(&segment, &bytes).unwrap();
+    (segment, bytes)
+}
+
 #[test]
 fn fsck_reports_a_clean_store_then_a_flipped_bit_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -31,18 +49,7 @@ fn fsck_reports_a_clean_store_then_a_flipped_bit_and_changes_nothing() {
     assert!(server.terminate().success());
 
     // One bit flipped inside the first record of a segment.
-    let segment = ["shard-0", "shard-1"]
-        .iter()
-        .flat_map(|shard| std::fs::read_dir(data.join(shard).join("blocks")).unwrap())
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.extension().is_some_and(|e| e == "hblk")
-                && std::fs::metadata(p).unwrap().len() > 1 << 20
-        })
-        .expect("a segment with a record");
-    let mut bytes = std::fs::read(&segment).unwrap();
-    bytes[4096 + 65536] ^= 0x10;
-    std::fs::write(&segment, &bytes).unwrap();
+    let (segment, bytes) = flip_a_bit_in_a_block(&data);
 
     let server = Server::start(&data, 2);
     let (status, v) = post(&server, "/v1/admin/fsck", &admin, json!({}));
@@ -139,18 +146,7 @@ fn offline_fsck_reports_a_flipped_bit_and_a_torn_journal_tail_exactly_and_repair
     assert!(out.contains("fsck: clean (6 block records"), "{out}");
 
     // A flipped bit in a block record, and a torn tail on ana's shard's journal.
-    let segment = ["shard-0", "shard-1"]
-        .iter()
-        .flat_map(|shard| std::fs::read_dir(data.join(shard).join("blocks")).unwrap())
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.extension().is_some_and(|e| e == "hblk")
-                && std::fs::metadata(p).unwrap().len() > 1 << 20
-        })
-        .expect("a segment with a record");
-    let mut bytes = std::fs::read(&segment).unwrap();
-    bytes[4096 + 65536] ^= 0x10;
-    std::fs::write(&segment, &bytes).unwrap();
+    let (segment, bytes) = flip_a_bit_in_a_block(&data);
     let shard = (ns % 2) as usize;
     let journal = std::fs::read_dir(data.join(format!("shard-{shard}/journal")))
         .unwrap()
