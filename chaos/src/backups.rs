@@ -53,16 +53,28 @@ pub fn take(addr: &str, data: &Path, to: &Path) -> bool {
     matches!(answer, Ok((200, _)))
 }
 
+/// How the crash harness lists a namespace's rows and reads a row's blocks back.
+pub struct Reader<L, R> {
+    /// Every row of the namespace, by path.
+    pub list: L,
+    /// Reads a row's blocks and checks them; the bytes read.
+    pub read_back: R,
+}
+
 /// Checks the backup in `dir`: fsck clean, then served, every version of `acked` there
 /// (at its JID or a later one) and readable at its JID; the versions read.
-pub fn check(
+pub fn check<L, R>(
     holdalld: &Path,
     dir: &Path,
     shards: usize,
-    (token, ns): (&str, NsId),
+    ns: NsId,
     acked: &Acked,
-    read_back: impl Fn(&mut Conn, &ListEntry) -> Result<u64>,
-) -> Result<u64> {
+    reader: Reader<L, R>,
+) -> Result<u64>
+where
+    L: Fn(&mut Conn) -> Result<BTreeMap<String, ListEntry>>,
+    R: Fn(&mut Conn, &ListEntry) -> Result<u64>,
+{
     let out = Command::new(holdalld)
         .args(["fsck", "--data"])
         .arg(dir)
@@ -77,7 +89,7 @@ pub fn check(
     let log = dir.with_extension("log");
     let daemon = crate::daemon::Daemon::start(holdalld, dir, shards, &[], &log)?;
     let mut conn = Conn::connect(&daemon.addr)?;
-    let rows = crate::crash::list_all(&mut conn, token, ns)?;
+    let rows = (reader.list)(&mut conn)?;
     for (path, (jid, version)) in acked {
         let row = rows
             .get(path)
@@ -93,7 +105,7 @@ pub fn check(
             path: path.clone(),
             version: version.clone(),
         };
-        read_back(&mut conn, &at)
+        (reader.read_back)(&mut conn, &at)
             .with_context(|| format!("reading {path} at jid {jid} from the backup"))?;
     }
     daemon.stop()?;

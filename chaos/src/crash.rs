@@ -225,14 +225,11 @@ fn check_backup(
     summary: &mut Summary,
 ) -> Result<()> {
     let specs = backups::specs(&s.books);
-    let read = backups::check(
-        &opts.holdalld,
-        to,
-        opts.shards,
-        (&s.token, s.ns),
-        acked,
-        |c, row| read_back(c, &s.token, row, &specs),
-    )?;
+    let reader = backups::Reader {
+        list: |c: &mut Conn| list_all(c, &s.token, s.ns),
+        read_back: |c: &mut Conn, row: &ListEntry| read_back(c, &s.token, row, &specs),
+    };
+    let read = backups::check(&opts.holdalld, to, opts.shards, s.ns, acked, reader)?;
     summary.backups += 1;
     summary.backup_versions += read;
     std::fs::remove_dir_all(to)?;
@@ -461,11 +458,7 @@ fn probe(
 }
 
 /// The latest row of every path of `ns`.
-pub(crate) fn list_all(
-    conn: &mut Conn,
-    token: &str,
-    ns: NsId,
-) -> Result<BTreeMap<String, ListEntry>> {
+fn list_all(conn: &mut Conn, token: &str, ns: NsId) -> Result<BTreeMap<String, ListEntry>> {
     let mut rows = BTreeMap::new();
     let mut cursors = BTreeMap::from([(ns, 0)]);
     loop {
