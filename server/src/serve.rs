@@ -71,11 +71,6 @@ pub fn run(cfg: Config) -> Result<()> {
     // Where `holdalld backup` finds this server.
     std::fs::write(&url_file, format!("{scheme}://{local}\n"))
         .with_context(|| format!("writing {}", url_file.display()))?;
-    println!(
-        "holdalld listening on {scheme}://{addr} ({} shards, data in {})",
-        cfg.shards,
-        cfg.data.display()
-    );
     let store_key = cfg.store_key_file.as_ref().map_or_else(
         || format!("{} (in the data folder)", crate::config::STORE_KEY_IN_DATA),
         |p| p.display().to_string(),
@@ -88,6 +83,12 @@ pub fn run(cfg: Config) -> Result<()> {
         data = %cfg.data.display(),
         store_key,
         "serving"
+    );
+    // Last: whoever waits for this line finds the log line and the URL file written.
+    println!(
+        "holdalld listening on {scheme}://{addr} ({} shards, data in {})",
+        cfg.shards,
+        cfg.data.display()
     );
     'serving: loop {
         for signal in signals.pending() {
