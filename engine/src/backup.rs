@@ -129,14 +129,14 @@ fn link_or_copy(src: &Path, dst: &Path, stats: &mut CopyStats) -> io::Result<()>
 /// A growing file: its first `len` bytes, extending what the backup has when that is a
 /// prefix of them (the file only grows), else written anew.
 fn copy_prefix(src: &Path, dst: &Path, len: u64, stats: &mut CopyStats) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     let from = File::open(src)?;
-    let held = std::fs::metadata(dst).map(|m| m.len()).unwrap_or(0);
-    // A link would share the inode: the backup would change as the log grows.
-    let linked = std::fs::metadata(dst).is_ok_and(|m| {
-        use std::os::unix::fs::MetadataExt;
-        m.nlink() > 1
-    });
-    let start = if held <= len && !linked { held } else { 0 };
+    // A prefix held by a link would share the inode: the backup would change as the log
+    // grows, so such a file is written anew.
+    let start = match std::fs::metadata(dst) {
+        Ok(m) if m.len() <= len && m.nlink() == 1 => m.len(),
+        _ => 0,
+    };
     if start == 0 {
         let _ = std::fs::remove_file(dst);
     }

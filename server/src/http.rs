@@ -95,28 +95,18 @@ fn timed_out(what: &str) -> io::Error {
 
 /// Receives what is already waiting on plain socket `fd` straight into hyper's buffer;
 /// None when nothing is waiting.
-fn recv_waiting(fd: i32, buf: &mut hyper::rt::ReadBufCursor<'_>) -> Option<io::Result<()>> {
-    // SAFETY: recv writes at most `spare.len()` bytes into `spare`; exactly the `n` it
-    // reports written are marked filled.
-    let received = unsafe {
+fn recv_into_hyper(fd: i32, buf: &mut hyper::rt::ReadBufCursor<'_>) -> Option<io::Result<()>> {
+    // SAFETY: recv writes at most `spare.len()` bytes into `spare` (uninitialized memory is
+    // fine for it); exactly the `n` it reports written are marked filled.
+    unsafe {
         let spare = buf.as_mut();
-        libc::recv(
-            fd,
-            spare.as_mut_ptr().cast(),
-            spare.len(),
-            libc::MSG_DONTWAIT,
-        )
-    };
-    if let Ok(n) = usize::try_from(received) {
-        // SAFETY: recv wrote these n bytes.
-        unsafe { buf.advance(n) };
-        return Some(Ok(()));
+        let n = match crate::transport::recv_waiting(fd, spare.as_mut_ptr().cast(), spare.len())? {
+            Ok(n) => n,
+            Err(e) => return Some(Err(e)),
+        };
+        buf.advance(n);
     }
-    let e = io::Error::last_os_error();
-    match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => None,
-        _ => Some(Err(e)),
-    }
+    Some(Ok(()))
 }
 
 impl hyper::rt::Read for Io {
@@ -133,7 +123,7 @@ impl hyper::rt::Read for Io {
         // always reads through the scratch buffer: rustls hands out plaintext by copy only.
         let this = &mut *self;
         if let Transport::Plain(stream) = &this.stream {
-            if let Some(result) = recv_waiting(stream.as_raw_fd(), &mut buf) {
+            if let Some(result) = recv_into_hyper(stream.as_raw_fd(), &mut buf) {
                 return Poll::Ready(result);
             }
         }

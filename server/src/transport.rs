@@ -15,8 +15,34 @@ use tracing::debug;
 
 use crate::tls::{Tls, HANDSHAKE_RECORD};
 
-/// What a plain-HTTP request to the TLS port gets back before the connection closes.
-const PLAIN_TO_TLS_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 46\r\nConnection: close\r\n\r\nthis port speaks HTTPS: use an https:// URL.\r\n";
+/// The body of what a plain-HTTP request to the TLS port gets back.
+const PLAIN_TO_TLS_BODY: &str = "this port speaks HTTPS: use an https:// URL.\r\n";
+
+/// The whole answer to a plain-HTTP request to the TLS port, before the connection closes.
+fn plain_to_tls_answer() -> String {
+    format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{PLAIN_TO_TLS_BODY}",
+        PLAIN_TO_TLS_BODY.len()
+    )
+}
+
+/// Receives into `len` bytes at `buf` what is already waiting on socket `fd`, without
+/// waiting; None when nothing is.
+///
+/// # Safety
+/// `buf` must be valid for writes of `len` bytes.
+pub unsafe fn recv_waiting(fd: i32, buf: *mut u8, len: usize) -> Option<io::Result<usize>> {
+    // SAFETY: the caller vouches for `buf` and `len`; recv writes at most `len` bytes.
+    let received = unsafe { libc::recv(fd, buf.cast(), len, libc::MSG_DONTWAIT) };
+    if let Ok(n) = usize::try_from(received) {
+        return Some(Ok(n));
+    }
+    let e = io::Error::last_os_error();
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => None,
+        _ => Some(Err(e)),
+    }
+}
 
 /// The connection's byte stream: the socket itself, or TLS over it.
 pub enum Transport {
@@ -52,9 +78,7 @@ impl Transport {
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
         }
     }
-}
 
-impl Transport {
     /// The transport of a newly accepted `stream`: plain without `tls`, else TLS once the
     /// handshake has finished within `timeout`. None when the connection is not worth
     /// serving (it is closed, after a plain-HTTP client has been told why).
@@ -82,7 +106,7 @@ impl Transport {
             Some(Ok(Err(mut plain))) => {
                 debug!("plain request to the TLS port");
                 let _ = within(timeout, async {
-                    plain.write_all(PLAIN_TO_TLS_ANSWER).await?;
+                    plain.write_all(plain_to_tls_answer().as_bytes()).await?;
                     plain.close().await
                 })
                 .await;
@@ -143,30 +167,15 @@ impl TlsSocket {
         if self.received.is_empty() {
             self.received = vec![0; TLS_RECEIVE_BYTES].into_boxed_slice();
         }
-        // SAFETY: recv writes at most `received.len()` bytes into `received`.
-        let n = unsafe {
-            libc::recv(
-                self.stream.as_raw_fd(),
-                self.received.as_mut_ptr().cast(),
-                self.received.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        let got = match usize::try_from(n) {
-            Ok(got) => got,
-            Err(_) => {
-                let e = io::Error::last_os_error();
-                if !matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) {
-                    return Poll::Ready(Err(e));
-                }
-                match Pin::new(&mut self.stream).poll_read(cx, &mut self.received) {
-                    Poll::Ready(Ok(got)) => got,
-                    other => return other,
-                }
-            }
+        let (fd, len) = (self.stream.as_raw_fd(), self.received.len());
+        // SAFETY: `received` is valid for writes of its length.
+        let got = match unsafe { recv_waiting(fd, self.received.as_mut_ptr(), len) } {
+            Some(Ok(got)) => got,
+            Some(Err(e)) => return Poll::Ready(Err(e)),
+            None => match Pin::new(&mut self.stream).poll_read(cx, &mut self.received) {
+                Poll::Ready(Ok(got)) => got,
+                other => return other,
+            },
         };
         (self.start, self.end) = (0, got);
         Poll::Ready(Ok(got))

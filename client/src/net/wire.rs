@@ -18,7 +18,7 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use super::bulk::BulkError;
 
-/// Bytes of a file read at once to be sealed and sent over TLS.
+/// Bytes of a file read at once to be sent from a buffer (sealed under TLS).
 const TLS_FILE_CHUNK_BYTES: usize = 1 << 20;
 
 /// A bulk connection.
@@ -106,17 +106,27 @@ impl Wire {
 
     /// Sends `len` bytes at `offset` of `file` by reading them into a buffer first.
     pub fn send_read(&mut self, file: &File, offset: u64, len: usize) -> Result<(), BulkError> {
-        let mut buf = vec![0u8; len.min(TLS_FILE_CHUNK_BYTES)];
-        let mut done = 0;
-        while done < len {
-            let n = buf.len().min(len - done);
-            file.read_exact_at(&mut buf[..n], offset + done as u64)
-                .map_err(|_| BulkError::SourceShort)?;
-            self.send(&buf[..n], true)?;
-            done += n;
-        }
-        Ok(())
+        read_and_send(file, offset, len, |bytes| self.send(bytes, true))
     }
+}
+
+/// Reads `len` bytes at `offset` of `file` a chunk at a time and hands each to `send`.
+fn read_and_send(
+    file: &File,
+    offset: u64,
+    len: usize,
+    mut send: impl FnMut(&[u8]) -> Result<(), BulkError>,
+) -> Result<(), BulkError> {
+    let mut buf = vec![0u8; len.min(TLS_FILE_CHUNK_BYTES)];
+    let mut done = 0;
+    while done < len {
+        let n = buf.len().min(len - done);
+        file.read_exact_at(&mut buf[..n], offset + done as u64)
+            .map_err(|_| BulkError::SourceShort)?;
+        send(&buf[..n])?;
+        done += n;
+    }
+    Ok(())
 }
 
 impl Read for Wire {
@@ -186,8 +196,9 @@ fn send_file_plain(
                 match e.raw_os_error() {
                     Some(libc::EINTR) => {}
                     Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => {
-                        let mut wire = Wire::Plain(stream.try_clone()?);
-                        return wire.send_read(file, at as u64, left);
+                        return read_and_send(file, at as u64, left, |bytes| {
+                            send_plain(stream, bytes, true)
+                        });
                     }
                     Some(libc::EIO) => return Err(BulkError::SourceShort),
                     _ => return Err(e.into()),
