@@ -1,5 +1,7 @@
 //! Response bodies: a list of byte chunks sent in order, so a retrieve answer goes out as
-//! frame headers and block buffers side by side, never copied into one buffer.
+//! frame headers and block buffers side by side, never copied into one buffer; or chunks
+//! a task produces while the body is sent (a whole file's download), through a bounded
+//! channel so at most a few blocks wait in memory.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -14,6 +16,9 @@ use hyper::body::{Frame, SizeHint};
 pub struct Body {
     chunks: VecDeque<Bytes>,
     remaining_bytes: u64,
+    /// Chunks still to come from a producer; the producer ending early (a failed read)
+    /// ends the body short of its length, which the client sees as a cut response.
+    stream: Option<futures::channel::mpsc::Receiver<Bytes>>,
 }
 
 impl Body {
@@ -28,6 +33,16 @@ impl Body {
         Body {
             chunks: chunks.into_iter().filter(|c| !c.is_empty()).collect(),
             remaining_bytes,
+            stream: None,
+        }
+    }
+
+    /// A body of `len` bytes that `chunks` will bring.
+    pub fn streamed(len: u64, chunks: futures::channel::mpsc::Receiver<Bytes>) -> Body {
+        Body {
+            chunks: VecDeque::new(),
+            remaining_bytes: len,
+            stream: Some(chunks),
         }
     }
 }
@@ -38,19 +53,31 @@ impl hyper::body::Body for Body {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        match self.chunks.pop_front() {
-            Some(chunk) => {
-                self.remaining_bytes -= chunk.len() as u64;
-                Poll::Ready(Some(Ok(Frame::data(chunk))))
+        if let Some(chunk) = self.chunks.pop_front() {
+            self.remaining_bytes -= chunk.len() as u64;
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match futures::Stream::poll_next(Pin::new(stream), cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(chunk)) => {
+                let len = (chunk.len() as u64).min(self.remaining_bytes);
+                self.remaining_bytes -= len;
+                Poll::Ready(Some(Ok(Frame::data(chunk.slice(..len as usize)))))
             }
-            None => Poll::Ready(None),
+            Poll::Ready(None) => {
+                self.stream = None;
+                Poll::Ready(None)
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.chunks.is_empty()
+        self.chunks.is_empty() && (self.stream.is_none() || self.remaining_bytes == 0)
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -80,7 +80,9 @@ pub fn run(args: FsckArgs) -> Result<bool> {
 /// Opens the shards in check mode and waits for shard 0's report.
 fn check(cfg: &Config) -> Result<FsckResponse> {
     let stop = Arc::new(AtomicBool::new(false));
-    let process = Arc::new(Process::new(cfg, None));
+    // A check serves no cursors, and must not create a key file in the folder it checks.
+    let cursor_key = holdall_engine::store_key::StoreKey::from_bytes(&[0; 32]);
+    let process = Arc::new(Process::new(cfg, None, cursor_key));
     let (tx, rx) = mpsc::channel();
     let (handles, _) = start_shards(cfg, &stop, &process, &Mode::Check(tx))?;
     let report = rx.recv();

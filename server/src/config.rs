@@ -27,7 +27,8 @@ pub struct ServeArgs {
     /// TOML file with any of the keys `data`, `listen`, `shards`, `prefetch_ttl_s`,
     /// `prefetch_entries_max`, `streaming`, `block_cache`, `recent_blocks`,
     /// `client_timeout_s`, `history_retention`, `gc_interval`, `gc_rate`, `store_key_file`,
-    /// `token_requests_per_s`, `user_connections_max`, `tls_cert`, `tls_key`.
+    /// `token_requests_per_s`, `user_connections_max`, `tls_cert`, `tls_key`,
+    /// `upload_session_bytes_max`.
     #[arg(long, env = "HOLDALL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Seconds a prefetch entry (and a user's proof of upload) lives [default: 600].
@@ -47,6 +48,9 @@ pub struct ServeArgs {
     /// (`512M`, `2G`; 0 keeps none) [default: a 32nd of the machine's memory].
     #[arg(long, env = "HOLDALL_BLOCK_CACHE", value_parser = parse_bytes)]
     pub block_cache: Option<u64>,
+    /// Most bytes one Dropbox API upload session may hold (`350G`) [default: 350G].
+    #[arg(long, env = "HOLDALL_UPLOAD_SESSION_BYTES_MAX", value_parser = parse_bytes)]
+    pub upload_session_bytes_max: Option<u64>,
     /// Of the block cache, most large blocks per shard taken as they are stored, for
     /// devices that stream the upload; 0 takes none [default: 32].
     #[arg(long, env = "HOLDALL_RECENT_BLOCKS")]
@@ -93,6 +97,7 @@ struct FileConfig {
     prefetch_entries_max: Option<usize>,
     streaming: Option<bool>,
     block_cache: Option<ByteCount>,
+    upload_session_bytes_max: Option<ByteCount>,
     recent_blocks: Option<usize>,
     client_timeout_s: Option<u64>,
     history_retention: Option<String>,
@@ -139,6 +144,8 @@ pub struct Config {
     pub streaming: bool,
     /// Bytes of blocks each shard keeps in memory after storing or serving them.
     pub block_cache_bytes_per_shard: usize,
+    /// Most bytes one Dropbox API upload session may hold.
+    pub upload_session_bytes_max: u64,
     /// Of them, most blocks per shard taken as they were stored.
     pub recent_blocks: usize,
     /// How long a client may stall a request head, a body or a response.
@@ -230,6 +237,17 @@ impl Config {
             (None, Some(b)) => Some(b.bytes().context("block_cache")?),
             (None, None) => None,
         };
+        let upload_session_bytes_max = match (
+            args.upload_session_bytes_max,
+            &file.upload_session_bytes_max,
+        ) {
+            (Some(b), _) => b,
+            (None, Some(b)) => b.bytes().context("upload_session_bytes_max")?,
+            (None, None) => UPLOAD_SESSION_BYTES_MAX_DEFAULT,
+        };
+        if upload_session_bytes_max == 0 {
+            bail!("upload_session_bytes_max must be more than 0");
+        }
         let recent_blocks = args
             .recent_blocks
             .or(file.recent_blocks)
@@ -301,6 +319,7 @@ impl Config {
             prefetch_entries_max,
             streaming: args.streaming.or(file.streaming).unwrap_or(true),
             block_cache_bytes_per_shard,
+            upload_session_bytes_max,
             recent_blocks,
             client_timeout: Duration::from_secs(client_timeout_s),
             history_retention,
@@ -338,6 +357,9 @@ impl Config {
         })
     }
 }
+
+/// Default bound on one Dropbox API upload session: Dropbox's own.
+pub const UPLOAD_SESSION_BYTES_MAX_DEFAULT: u64 = 350 << 30;
 
 /// Default per-token request rate: far above what one syncing device asks for (a 1 GB/s
 /// upload is 125 store_batch requests a second), low enough that one runaway script cannot

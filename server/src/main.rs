@@ -9,6 +9,7 @@ mod check;
 mod config;
 mod demo;
 mod directory;
+mod dropbox;
 mod handlers;
 mod http;
 mod mesh;
@@ -23,6 +24,7 @@ mod shard;
 mod start;
 mod tls;
 mod transport;
+mod upload_sessions;
 mod uploads;
 mod waiters;
 

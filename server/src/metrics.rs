@@ -44,6 +44,14 @@ pub enum Route {
     Deleted,
     /// `POST /v1/rewind`.
     Rewind,
+    /// A Dropbox API RPC call, `POST /2/…`.
+    DropboxRpc,
+    /// A Dropbox API upload, `POST /2/files/upload…`.
+    DropboxUpload,
+    /// A Dropbox API download, `POST /2/files/download`.
+    DropboxDownload,
+    /// The Dropbox API's `POST /2/files/list_folder/longpoll`.
+    DropboxNotify,
     /// `POST /v1/admin/gc`.
     AdminGc,
     /// `POST /v1/admin/fsck`.
@@ -68,7 +76,7 @@ pub enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 28] = [
+    const ALL: [Route; 32] = [
         Route::Healthz,
         Route::Metrics,
         Route::Account,
@@ -86,6 +94,10 @@ impl Route {
         Route::Restore,
         Route::Deleted,
         Route::Rewind,
+        Route::DropboxRpc,
+        Route::DropboxUpload,
+        Route::DropboxDownload,
+        Route::DropboxNotify,
         Route::AdminGc,
         Route::AdminFsck,
         Route::AdminBackup,
@@ -118,6 +130,10 @@ impl Route {
             Route::Restore => "restore",
             Route::Deleted => "deleted",
             Route::Rewind => "rewind",
+            Route::DropboxRpc => "dropbox_rpc",
+            Route::DropboxUpload => "dropbox_upload",
+            Route::DropboxDownload => "dropbox_download",
+            Route::DropboxNotify => "dropbox_notify",
             Route::AdminGc => "admin_gc",
             Route::AdminFsck => "admin_fsck",
             Route::AdminBackup => "admin_backup",
@@ -193,6 +209,8 @@ pub struct EngineGauges {
     pub prefetch_touches: u64,
     /// Upload records (user, block) kept for the Dropship rule.
     pub upload_records: u64,
+    /// Dropbox API upload sessions open.
+    pub upload_sessions: u64,
     /// The block cache's counters.
     pub block_cache: BlockCacheStats,
     /// Bytes of the block log's segment files.
@@ -320,6 +338,7 @@ impl ShardMetrics {
             g.prefetch_removals,
             g.prefetch_touches,
             g.upload_records,
+            g.upload_sessions,
             g.block_cache.blocks,
             g.block_cache.bytes,
             g.block_cache.hits,
@@ -341,7 +360,7 @@ impl ShardMetrics {
     }
 }
 
-const GAUGE_NAMES: [(&str, &str, &str); 35] = [
+const GAUGE_NAMES: [(&str, &str, &str); 36] = [
     ("holdall_blocks", "gauge", "Blocks stored"),
     (
         "holdall_block_bytes_appended_total",
@@ -438,6 +457,11 @@ const GAUGE_NAMES: [(&str, &str, &str); 35] = [
         "holdall_upload_records",
         "gauge",
         "Upload records kept for the Dropship rule",
+    ),
+    (
+        "holdall_upload_sessions",
+        "gauge",
+        "Dropbox API upload sessions open",
     ),
     (
         "holdall_block_cache_blocks",

@@ -84,6 +84,16 @@ impl ApiError {
         self.code
     }
 
+    /// The status it answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// Seconds the client should wait before trying again, when it says.
+    pub fn retry_after_s(&self) -> Option<u64> {
+        self.retry_after_s
+    }
+
     /// What was wrong.
     pub fn message(&self) -> &str {
         &self.message
@@ -101,6 +111,12 @@ impl ApiError {
                 .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
         }
         r
+    }
+}
+
+impl std::fmt::Debug for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status(), self.code(), self.message())
     }
 }
 

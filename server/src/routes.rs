@@ -44,6 +44,9 @@ async fn dispatch(shard: &Rc<Shard>, req: Request<Incoming>) -> (Route, Response
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if let Some(route) = path.strip_prefix("/2/") {
+        return crate::dropbox::handle(shard, route, req).await;
+    }
     let (route, allowed) = match segments.as_slice() {
         ["healthz"] => (Route::Healthz, Method::GET),
         ["metrics"] => (Route::Metrics, Method::GET),
@@ -125,9 +128,13 @@ async fn dispatch(shard: &Rc<Shard>, req: Request<Incoming>) -> (Route, Response
                 Route::TokensRevoke => tokens::revoke_token(shard, &user, segments[2]).await,
                 Route::AdminDisable => users::set_disabled(shard, &user, segments[3], true).await,
                 Route::AdminEnable => users::set_disabled(shard, &user, segments[3], false).await,
-                Route::Healthz | Route::Metrics | Route::Other => {
-                    Err(ApiError::internal("route dispatched twice"))
-                }
+                Route::Healthz
+                | Route::Metrics
+                | Route::Other
+                | Route::DropboxRpc
+                | Route::DropboxUpload
+                | Route::DropboxDownload
+                | Route::DropboxNotify => Err(ApiError::internal("route dispatched twice")),
             },
         },
     };

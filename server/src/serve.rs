@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use glommio::net::TcpListener;
 use holdall_engine::journal::record::JournalRecord;
 use holdall_engine::runtime;
+use holdall_engine::store_key::StoreKey;
 use holdall_proto::api::FsckResponse;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{info, warn};
@@ -47,6 +48,10 @@ type Ready = Result<Started, String>;
 /// The directory's records and the address, from shard 0.
 type Init = (Vec<JournalRecord>, SocketAddr);
 
+/// The file in the data folder with the key that seals Dropbox API cursors (created on
+/// first start, mode 0600).
+pub const CURSOR_KEY_IN_DATA: &str = "cursor.key";
+
 /// How often the main thread says which step a shard that is not ready yet is at.
 const START_REPORT: Duration = Duration::from_secs(10);
 
@@ -60,7 +65,8 @@ pub fn run(cfg: Config) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("installing signal handlers")?;
-    let process = Arc::new(Process::new(&cfg, tls.clone()));
+    let cursor_key = StoreKey::load_or_create(&cfg.data.join(CURSOR_KEY_IN_DATA))?;
+    let process = Arc::new(Process::new(&cfg, tls.clone(), cursor_key));
     let (handles, addr) = start_shards(&cfg, &stop, &process, &Mode::Serve)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let url_file = cfg.data.join(crate::backup_cli::URL_FILE);

@@ -35,6 +35,11 @@ impl TestCa {
         let key = KeyPair::generate().expect("a CA key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // OpenSSL takes a leaf whose issuer reads as its own subject for self-signed, so
+        // the CA and its leaves carry different names.
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Holdall test CA");
         let cert = params.self_signed(&key).expect("the CA certificate");
         let pem = dir.join("ca.pem");
         std::fs::write(&pem, cert.pem()).expect("writing ca.pem");
@@ -55,6 +60,9 @@ impl TestCa {
             Validity::Current => (now - day, now + 365 * day),
             Validity::Expired => (now - 30 * day, now - day),
         };
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, host.to_string());
         params.not_before = from.into();
         params.not_after = to.into();
         let cert = params.signed_by(&key, &self.issuer).expect("signing");

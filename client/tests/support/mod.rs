@@ -57,8 +57,20 @@ impl Server {
 
     /// Starts holdalld on `data` serving HTTPS with `pair`, which the CA in `ca` signed.
     pub fn start_tls(data: &Path, pair: &holdall_testkit::tls::Issued, ca: &Path) -> Server {
+        Server::start_tls_with(data, pair, ca, &[])
+    }
+
+    /// Starts holdalld on `data` serving HTTPS with `pair`, with extra flags.
+    pub fn start_tls_with(
+        data: &Path,
+        pair: &holdall_testkit::tls::Issued,
+        ca: &Path,
+        flags: &[&str],
+    ) -> Server {
         let (cert, key) = (pair.cert.to_str().unwrap(), pair.key.to_str().unwrap());
-        let mut server = Server::start_with(data, &["--tls-cert", cert, "--tls-key", key]);
+        let mut all = vec!["--tls-cert", cert, "--tls-key", key];
+        all.extend_from_slice(flags);
+        let mut server = Server::start_with(data, &all);
         assert!(server.url.starts_with("https://"), "{}", server.url);
         server.ca = Some(ca.to_path_buf());
         server

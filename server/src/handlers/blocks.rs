@@ -1,9 +1,10 @@
 //! The block routes: `POST /v1/store_batch`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use holdall_engine::block_log::PutOutcome;
+use holdall_engine::journal::record::UserId;
 use holdall_engine::journal::state::User;
 use holdall_proto::api::StoreBatchResponse;
 use holdall_proto::frame::FrameError;
@@ -67,7 +68,28 @@ pub async fn store_batch(
             ));
         }
     }
-    let uploader = user.id;
+    let mut outcome = put_verified(shard, user.id, by_owner).await?;
+    let mut response = StoreBatchResponse {
+        stored: Vec::new(),
+        present: Vec::new(),
+    };
+    for hash in order {
+        match outcome.remove(&hash) {
+            Some(PutOutcome::Stored) => response.stored.push(hash),
+            Some(PutOutcome::Present) => response.present.push(hash),
+            None => {}
+        }
+    }
+    Ok(json(StatusCode::OK, &response))
+}
+
+/// Stores blocks whose hashes were checked, each on its owner (`by_owner`), as uploaded by
+/// `uploader`; what each put found. Answers once every block is durable.
+pub(crate) async fn put_verified(
+    shard: &Rc<Shard>,
+    uploader: UserId,
+    by_owner: BTreeMap<usize, Blocks>,
+) -> Result<HashMap<BlockHash, PutOutcome>, ApiError> {
     let puts = by_owner.into_iter().map(|(owner, blocks)| async move {
         let hashes: Vec<BlockHash> = blocks.iter().map(|(h, _)| *h).collect();
         shard
@@ -78,7 +100,7 @@ pub async fn store_batch(
             .await?
             .map(|outcomes| hashes.into_iter().zip(outcomes).collect::<Vec<_>>())
     });
-    let mut outcome: std::collections::HashMap<BlockHash, PutOutcome> = Default::default();
+    let mut outcome: HashMap<BlockHash, PutOutcome> = HashMap::new();
     for result in futures::future::join_all(puts).await {
         for (hash, o) in result? {
             // A block named twice in one batch is written once: stored wins.
@@ -102,16 +124,5 @@ pub async fn store_batch(
     for touched in futures::future::join_all(touches).await {
         touched?;
     }
-    let mut response = StoreBatchResponse {
-        stored: Vec::new(),
-        present: Vec::new(),
-    };
-    for hash in order {
-        match outcome.remove(&hash) {
-            Some(PutOutcome::Stored) => response.stored.push(hash),
-            Some(PutOutcome::Present) => response.present.push(hash),
-            None => {}
-        }
-    }
-    Ok(json(StatusCode::OK, &response))
+    Ok(outcome)
 }

@@ -35,7 +35,7 @@ const COMMIT_BODY_BYTES_MAX: usize = 32 << 20;
 const COMMIT_BATCH_BODY_BYTES_MAX: usize = 64 << 20;
 
 /// One commit's answer, or why it was refused.
-type Answer = Result<CommitResult, ApiError>;
+pub(crate) type Answer = Result<CommitResult, ApiError>;
 
 /// `POST /v1/commit`.
 pub async fn commit(
@@ -46,7 +46,7 @@ pub async fn commit(
     let uploader = uploader_of(user, &req)?;
     let author = author_of(user, &req);
     let body: CommitRequest = read_json(req, COMMIT_BODY_BYTES_MAX).await?;
-    let answer = run(shard, user, (uploader, author), vec![body])
+    let answer = run(shard, user, (uploader, author), vec![body], &HashSet::new())
         .await?
         .pop()
         .ok_or_else(|| ApiError::internal("no answer to the commit"))??;
@@ -76,16 +76,22 @@ pub async fn commit_batch(
             ),
         ));
     }
-    let results = run(shard, user, (uploader, author), body.commits)
-        .await?
-        .into_iter()
-        .map(|a| {
-            a.unwrap_or_else(|e| CommitResult::Error {
-                error: e.code().into(),
-                message: e.message().into(),
-            })
+    let results = run(
+        shard,
+        user,
+        (uploader, author),
+        body.commits,
+        &HashSet::new(),
+    )
+    .await?
+    .into_iter()
+    .map(|a| {
+        a.unwrap_or_else(|e| CommitResult::Error {
+            error: e.code().into(),
+            message: e.message().into(),
         })
-        .collect();
+    })
+    .collect();
     Ok(json(StatusCode::OK, &CommitBatchResponse { results }))
 }
 
@@ -101,11 +107,14 @@ fn invalid(e: CommitInvalid) -> ApiError {
 }
 
 /// Answers `requests` in order; an error for the whole call only when a shard cannot answer.
-async fn run(
+/// `vouched` are blocks the server itself took from this user's bytes outside a
+/// store_batch (a Dropbox API upload session): claimable while stored, whatever their age.
+pub(crate) async fn run(
     shard: &Rc<Shard>,
     user: &User,
     (uploader, author): (Uploader, Author),
     requests: Vec<CommitRequest>,
+    vouched: &HashSet<BlockHash>,
 ) -> Result<Vec<Answer>, ApiError> {
     let _gate = shard.enter_gate();
     let namespaces = crate::handlers::access::namespaces_of(&shard.directory(), user);
@@ -136,7 +145,7 @@ async fn run(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let claimable = claimable(shard, user, &namespaces, hashes).await?;
+    let claimable = claimable(shard, user, &namespaces, hashes, vouched).await?;
     let mut by_owner: BTreeMap<usize, Vec<(usize, Commit, Vec<BlockHash>)>> = BTreeMap::new();
     for (i, c) in commits {
         let mut seen = HashSet::new();
@@ -175,6 +184,7 @@ async fn claimable(
     user: &User,
     namespaces: &[NsId],
     hashes: Vec<BlockHash>,
+    vouched: &HashSet<BlockHash>,
 ) -> Result<HashSet<BlockHash>, ApiError> {
     if hashes.is_empty() {
         return Ok(HashSet::new());
@@ -232,7 +242,7 @@ async fn claimable(
     let mut claimable = HashSet::new();
     for found in stored {
         for (h, uploaded) in found? {
-            if uploaded || in_namespaces.contains(&h) {
+            if uploaded || in_namespaces.contains(&h) || vouched.contains(&h) {
                 claimable.insert(h);
             }
         }

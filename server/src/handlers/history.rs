@@ -32,7 +32,7 @@ const BODY_BYTES_MAX: usize = 16 << 10;
 /// Versions or entries in one answer unless the caller asks for fewer or more.
 const PAGE_DEFAULT: u32 = 100;
 /// Most versions or entries in one answer.
-const PAGE_MAX: u32 = 1000;
+pub(crate) const PAGE_MAX: u32 = 1000;
 
 pub(crate) fn bad_path(e: holdall_proto::PathError) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad_path", e.to_string())
@@ -73,7 +73,7 @@ pub async fn history(
 
 /// On the owner: up to `limit` retained versions older than `before_jid`, and whether more
 /// remain.
-async fn versions_here(
+pub(crate) async fn versions_here(
     shard: &Shard,
     ns: NsId,
     path: &str,
@@ -121,7 +121,22 @@ pub async fn restore(
     let body: RestoreRequest = read_json(req, BODY_BYTES_MAX).await?;
     access::check_user(shard, user, body.ns)?;
     validate_path(&body.path).map_err(bad_path)?;
-    let jid = shard
+    let jid = restore_version(shard, body, author).await?;
+    let answer = RestoreResponse {
+        status: "ok".into(),
+        jid,
+    };
+    Ok(json(StatusCode::OK, &answer))
+}
+
+/// Puts version `body.jid` of the path back on top, on the namespace's owner; the JID of
+/// the path's latest row after. The caller checked access and the path.
+pub(crate) async fn restore_version(
+    shard: &Rc<Shard>,
+    body: RestoreRequest,
+    author: holdall_engine::journal::record::Author,
+) -> Result<Jid, ApiError> {
+    shard
         .submit_to(shard_of_namespace(body.ns, shard.shards()), move |s| {
             let s = s.clone();
             async move {
@@ -133,12 +148,7 @@ pub async fn restore(
                 }
             }
         })
-        .await??;
-    let answer = RestoreResponse {
-        status: "ok".into(),
-        jid,
-    };
-    Ok(json(StatusCode::OK, &answer))
+        .await?
 }
 
 enum Restore {

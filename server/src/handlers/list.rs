@@ -193,7 +193,7 @@ pub async fn longpoll(
 }
 
 /// Parks a waiter on `ns` unless it has changed for `seen` already (`None`).
-fn park_here(
+pub(crate) fn park_here(
     shard: &Shard,
     ns: NsId,
     seen: Seen,
@@ -219,7 +219,7 @@ fn park_here(
 }
 
 /// Whether any waiter is woken within `timeout`; false at once when the server stops.
-async fn wait_any(
+pub(crate) async fn wait_any(
     shard: &Shard,
     waits: Vec<oneshot::Receiver<()>>,
     timeout: Duration,

@@ -139,7 +139,7 @@ fn binary(body: Body) -> Response<Body> {
 }
 
 /// Answers every asked hash in order: its status and, when `Ok`, its bytes.
-async fn retrieve(
+pub(crate) async fn retrieve(
     shard: &Rc<Shard>,
     user: &User,
     items: Vec<RetrieveItem>,

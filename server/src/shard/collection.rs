@@ -1,14 +1,15 @@
 //! One garbage collection over every shard, run by shard 0, one at a time.
 //!
 //! A block is live if a retained version of any file references it, if a live prefetch
-//! entry lists it, or if someone's proof of upload for it is within the prefetch TTL. The
+//! entry or an open upload session lists it, or if someone's proof of upload for it is within the prefetch TTL. The
 //! sequence:
 //! 1. every block log begins its mark (from now on puts and claims mark), and every commit
 //!    gate moves to a new epoch;
 //! 2. the writers that entered before (they may have claimed blocks before the mark began)
 //!    are waited for, so their rows are in the journal before it is walked;
 //! 3. each shard walks its namespaces (every path's retained versions, newest first, read
-//!    back from the journal) and its prefetch entries, and sends the hashes to the blocks'
+//!    back from the journal), its prefetch entries and its open upload sessions (the
+//!    Dropbox API's), and sends the hashes to the blocks'
 //!    owners in batches, which mark them;
 //!    Once its walk is complete, each shard removes the journal files that no retained
 //!    version (other than a latest row, which memory and every snapshot hold) lives in;
@@ -236,6 +237,11 @@ impl Shard {
             for h in listed {
                 marks.add(h).await?;
             }
+        }
+        // Blocks of upload sessions still open here, which no row lists yet.
+        let in_sessions: Vec<BlockHash> = self.upload_sessions_mut().hashes().collect();
+        for h in in_sessions {
+            marks.add(h).await?;
         }
         marks.finish().await?;
         Ok(self.journal().remove_files_before(needed_from).await?)

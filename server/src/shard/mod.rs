@@ -37,6 +37,7 @@ use crate::mesh::Mesh;
 use crate::metrics::{EngineGauges, ShardMetrics};
 use crate::process::Process;
 use crate::start::{step, StartStep};
+use crate::upload_sessions::{SessionLimits, UploadSessions};
 use crate::uploads::Uploads;
 use crate::waiters::Waiters;
 use holdall_proto::pieces::Pieces;
@@ -89,6 +90,8 @@ pub struct Shard {
     prefetch: RefCell<PrefetchTable>,
     /// Who uploaded which of this shard's blocks lately.
     uploads: RefCell<Uploads>,
+    /// Dropbox API upload sessions started on this shard.
+    upload_sessions: RefCell<UploadSessions>,
     /// Longpolls parked on this shard's namespaces.
     longpolls: RefCell<Waiters<NsId, Seen>>,
     /// Retrieves parked on this shard's blocks not uploaded yet.
@@ -225,6 +228,13 @@ impl Shard {
                 ..PrefetchConfig::default()
             })),
             uploads: RefCell::new(Uploads::new(cfg.prefetch_ttl, UPLOAD_RECORDS_MAX)),
+            upload_sessions: RefCell::new(UploadSessions::new(
+                SessionLimits {
+                    session_bytes_max: cfg.upload_session_bytes_max,
+                    ..SessionLimits::default()
+                },
+                fastrand::u64(..),
+            )),
             longpolls: RefCell::new(Waiters::new(LONGPOLLS_MAX)),
             arrivals: RefCell::new(Waiters::new(ARRIVAL_WAITERS_MAX)),
             streaming: cfg.streaming,
@@ -329,6 +339,21 @@ impl Shard {
     /// Who uploaded which of this shard's blocks lately.
     pub fn uploads(&self) -> Ref<'_, Uploads> {
         self.uploads.borrow()
+    }
+
+    /// The Dropbox API upload sessions started here. Do not hold across an `.await`.
+    pub fn upload_sessions_mut(&self) -> RefMut<'_, UploadSessions> {
+        self.upload_sessions.borrow_mut()
+    }
+
+    /// The key that seals Dropbox API cursors.
+    pub fn cursor_key(&self) -> &holdall_engine::store_key::StoreKey {
+        &self.process.cursor_key
+    }
+
+    /// This shard's index.
+    pub fn id(&self) -> usize {
+        self.id
     }
 
     /// Longpolls parked on this shard's namespaces. Do not hold across an `.await`.
@@ -499,6 +524,7 @@ impl Shard {
             prefetch_removals: p.removals,
             prefetch_touches: p.touches,
             upload_records: self.uploads.borrow().len() as u64,
+            upload_sessions: self.upload_sessions.borrow().len() as u64,
             block_cache: self.block_cache.borrow().stats(),
             block_segment_bytes: b.segment_bytes,
             block_live_bytes: b.live_bytes,
