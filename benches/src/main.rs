@@ -8,8 +8,8 @@ use clap::{Parser, Subcommand};
 use holdall_benches::server_cpu::{measured, ServerCpu};
 use holdall_benches::streaming_bench::{self, Link, ASYMMETRIC, EQUAL, SEED_TABLE};
 use holdall_benches::{
-    engine_runs, gc_bench, http_client, limits, load, median, restart_bench, sync_bench, tls_bench,
-    versus_nginx,
+    dropbox_bench, engine_runs, gc_bench, http_client, limits, load, median, restart_bench,
+    sync_bench, tls_bench, versus_nginx,
 };
 use holdall_engine::runtime;
 
@@ -92,6 +92,23 @@ enum Command {
         /// Size of the synced file in MiB.
         #[arg(long, default_value_t = 1024)]
         file_mib: usize,
+    },
+    /// One file through the official Dropbox Python SDK (upload session, download)
+    /// against the same through `holdall sync`, on one HTTPS holdalld, in one invocation.
+    Dropbox {
+        /// Scratch folder on the disk to measure.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Size of the file in MiB.
+        #[arg(long, default_value_t = 1024)]
+        file_mib: usize,
+        /// Repetitions (medians are printed).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// A Python with the `dropbox` SDK (the venv `cargo test` makes from
+        /// client/tests/dropbox/requirements.txt).
+        #[arg(long, default_value = "target/dropbox-sdk-venv/bin/python")]
+        python: PathBuf,
     },
     /// SHA-256 per core and the disk's O_DIRECT sequential write/read.
     Limits {
@@ -313,6 +330,18 @@ fn main() -> Result<()> {
             println!("limits: SHA-256 one core {sha:.2} GB/s, AES-256-GCM seal one core {aes:.2} GB/s, loopback TCP {tcp:.2} GB/s");
             let report = tls_bench::run(&dir, blocks, concurrency, runs, file_mib)?;
             print!("{}", report.table(file_mib));
+        }
+        Command::Dropbox {
+            dir,
+            file_mib,
+            runs,
+            python,
+        } => {
+            let (sha, _, _, _) = limits_row(&dir, 1)?;
+            let tcp = limits::loopback_gbps(2 << 30)?;
+            println!("limits: SHA-256 one core {sha:.2} GB/s, loopback TCP {tcp:.2} GB/s");
+            let report = dropbox_bench::run(&dir, file_mib, runs, &python)?;
+            print!("{}", report.table());
         }
         Command::Restart {
             dir,

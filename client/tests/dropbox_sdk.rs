@@ -87,6 +87,7 @@ fn the_official_python_sdk_works_against_holdalld() {
         .env("HOLDALL_USER", "ada")
         .env("HOLDALL_TOKEN", &token)
         .env("HOLDALL_OTHER_TOKEN", &other)
+        .env("HOLDALL_OTHER_USER", "bob")
         .env("HOLDALL_BIN", holdall_bin())
         .env("HOLDALL_SYNC_DIR", &sync.dir)
         .env("HOLDALL_SESSION_BYTES_MAX", &limit)

@@ -96,65 +96,94 @@ pub async fn read_chunks(
     limit: usize,
     mut take: impl FnMut(Bytes) -> Result<(), ApiError>,
 ) -> Result<(), ApiError> {
-    use http_body_util::BodyExt;
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("the body is larger than {limit} bytes"),
-        )
-    };
-    let declared = hyper::body::Body::size_hint(req.body()).lower();
-    if declared > limit as u64 {
-        return Err(too_large());
+    let mut body = BodyReader::new(req, limit)?;
+    while let Some(chunk) = body.next().await? {
+        take(chunk)?;
     }
-    let idle_max = req.extensions().get::<crate::http::ClientTimeout>().map_or(
-        Duration::from_secs(crate::config::CLIENT_TIMEOUT_S_DEFAULT),
-        |t| t.0,
-    );
-    let expected = match hyper::body::Body::size_hint(req.body()).exact() {
-        Some(n) => n,
-        None => limit as u64,
-    };
-    let deadline = Instant::now() + idle_max + Duration::from_secs(expected / BODY_BYTES_PER_S_MIN);
-    let mut body = req.into_body();
-    let mut total = 0;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let wait = idle_max.min(left);
-        let next =
-            futures::future::select(body.frame(), Box::pin(glommio::timer::sleep(wait))).await;
-        let frame = match next {
-            futures::future::Either::Left((frame, _)) => frame,
-            futures::future::Either::Right(_) if wait < idle_max => {
-                return Err(ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "body_timeout",
-                    format!(
-                    "the body came slower than {BODY_BYTES_PER_S_MIN} bytes/s after the first {} s",
-                    idle_max.as_secs()
-                ),
-                ))
+    Ok(())
+}
+
+/// A request body read chunk by chunk, with the limits and timeouts of [`read_body`]: the
+/// caller awaits its own work between chunks, and the client waits meanwhile.
+pub struct BodyReader {
+    body: Incoming,
+    limit: usize,
+    idle_max: Duration,
+    deadline: Instant,
+    total: usize,
+}
+
+impl BodyReader {
+    /// The body of `req`, of at most `limit` bytes (413 at once when its declared length is
+    /// more).
+    pub fn new(req: Request<Incoming>, limit: usize) -> Result<BodyReader, ApiError> {
+        let declared = hyper::body::Body::size_hint(req.body()).lower();
+        if declared > limit as u64 {
+            return Err(too_large(limit));
+        }
+        let idle_max = req.extensions().get::<crate::http::ClientTimeout>().map_or(
+            Duration::from_secs(crate::config::CLIENT_TIMEOUT_S_DEFAULT),
+            |t| t.0,
+        );
+        let expected = hyper::body::Body::size_hint(req.body())
+            .exact()
+            .unwrap_or(limit as u64);
+        let deadline =
+            Instant::now() + idle_max + Duration::from_secs(expected / BODY_BYTES_PER_S_MIN);
+        Ok(BodyReader {
+            body: req.into_body(),
+            limit,
+            idle_max,
+            deadline,
+            total: 0,
+        })
+    }
+
+    /// The next chunk; `None` at the end.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, ApiError> {
+        use http_body_util::BodyExt;
+        loop {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            let wait = self.idle_max.min(left);
+            let next =
+                futures::future::select(self.body.frame(), Box::pin(glommio::timer::sleep(wait)))
+                    .await;
+            let frame = match next {
+                futures::future::Either::Left((frame, _)) => frame,
+                futures::future::Either::Right(_) => return Err(self.timed_out(wait)),
+            };
+            let Some(frame) = frame else { return Ok(None) };
+            let frame = frame
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string()))?;
+            if let Ok(data) = frame.into_data() {
+                self.total += data.len();
+                if self.total > self.limit {
+                    return Err(too_large(self.limit));
+                }
+                return Ok(Some(data));
             }
-            futures::future::Either::Right(_) => {
-                return Err(ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "body_timeout",
-                    format!("no body bytes for {} s", idle_max.as_secs()),
-                ))
-            }
-        };
-        let Some(frame) = frame else { return Ok(()) };
-        let frame =
-            frame.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string()))?;
-        if let Ok(data) = frame.into_data() {
-            total += data.len();
-            if total > limit {
-                return Err(too_large());
-            }
-            take(data)?;
         }
     }
+
+    fn timed_out(&self, waited: Duration) -> ApiError {
+        let message = if waited < self.idle_max {
+            format!(
+                "the body came slower than {BODY_BYTES_PER_S_MIN} bytes/s after the first {} s",
+                self.idle_max.as_secs()
+            )
+        } else {
+            format!("no body bytes for {} s", self.idle_max.as_secs())
+        };
+        ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", message)
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("the body is larger than {limit} bytes"),
+    )
 }
 
 /// Reads a JSON body of at most `limit` bytes: 413 beyond, 400 `bad_json` if it does not parse

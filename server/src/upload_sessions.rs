@@ -195,18 +195,28 @@ impl UploadSessions {
     }
 
     /// Gives a taken session back with `len` more bytes: `blocks` stored, then `tail`;
-    /// closed too if `close`.
-    pub fn append(&mut self, id: u64, appended: Appended, now: Instant) {
-        if let Some(s) = self.sessions.get_mut(&id) {
-            debug_assert!(s.busy, "appended to a session not taken");
-            debug_assert!(appended.tail.len() < holdall_proto::limits::BLOCK_BYTES_MAX);
-            s.content.blocklist.extend(appended.blocks);
-            s.content.tail = appended.tail;
-            s.content.offset += appended.len;
-            s.closed |= appended.close;
-            s.busy = false;
-            s.touched = now;
+    /// closed too if `close`. Refused, changing nothing, past the session's byte bound (a
+    /// body longer than it said); the caller then puts it back.
+    pub fn append(
+        &mut self,
+        id: u64,
+        appended: Appended,
+        now: Instant,
+    ) -> Result<(), SessionError> {
+        let max = self.limits.session_bytes_max;
+        let s = self.sessions.get_mut(&id).ok_or(SessionError::NotFound)?;
+        debug_assert!(s.busy, "appended to a session not taken");
+        debug_assert!(appended.tail.len() < holdall_proto::limits::BLOCK_BYTES_MAX);
+        if s.content.offset.saturating_add(appended.len) > max {
+            return Err(SessionError::TooLarge { max });
         }
+        s.content.blocklist.extend(appended.blocks);
+        s.content.tail = appended.tail;
+        s.content.offset += appended.len;
+        s.closed |= appended.close;
+        s.busy = false;
+        s.touched = now;
+        Ok(())
     }
 
     /// Gives a taken session back unchanged: the request failed.
@@ -288,7 +298,7 @@ mod tests {
             len: 10,
             close: false,
         };
-        s.append(id, appended, now);
+        s.append(id, appended, now).unwrap();
         assert_eq!(
             s.take(id, 1, 0, 1, now).unwrap_err(),
             SessionError::IncorrectOffset { correct: 10 }
@@ -308,7 +318,7 @@ mod tests {
             close: true,
             ..Appended::default()
         };
-        s.append(id, close, now);
+        s.append(id, close, now).unwrap();
         assert!(s.is_closed(id));
         assert_eq!(s.take(id, 1, 10, 5, now).unwrap_err(), SessionError::Closed);
         // A closed session is still taken for its finish (no bytes).

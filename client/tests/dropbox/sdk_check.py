@@ -113,6 +113,9 @@ def upload_small_and_conflicts():
     assert v3.size == 9
     _, resp = DBX.files_download("/Docs/hello.txt")
     assert resp.content == b"hello v3\n"
+    accents = DBX.files_upload("naïve ✓\n".encode(), "/Docs/été ✓.txt")
+    got, resp = DBX.files_download(accents.id)
+    assert got.name == "été ✓.txt" and resp.content == "naïve ✓\n".encode(), got
     wrong = "0" * 64
     expect_api_error(lambda: DBX.files_upload(b"y", "/Docs/y.txt", content_hash=wrong), lambda e: e.is_content_hash_mismatch())
 
@@ -179,7 +182,7 @@ def list_and_continue():
         result = DBX.files_list_folder_continue(result.cursor)
         seen |= {e.name for e in result.entries}
         pages += 1
-    assert pages >= 2 and seen == {"hello.txt", "hello (1).txt"}, (pages, seen)
+    assert pages >= 2 and seen == {"hello.txt", "hello (1).txt", "été ✓.txt"}, (pages, seen)
     DBX.files_upload(b"new\n", "/Docs/new.txt")
     DBX.files_delete_v2("/Docs/hello (1).txt")
     changes = DBX.files_list_folder_continue(result.cursor)
@@ -272,6 +275,38 @@ def search():
     assert [m.metadata.get_metadata().name for m in found.matches] == ["b1.txt"], found
 
 
+def shared_folders():
+    base, auth = f"https://{HOST}", {"Authorization": f"Bearer {TOKEN}"}
+    made = requests.post(f"{base}/v1/namespaces", json={"mount_path": "Team"}, headers=auth, verify=CA)
+    made.raise_for_status()
+    ns = made.json()["ns"]
+    member = {"user": os.environ["HOLDALL_OTHER_USER"], "mount_path": "Shared/Team"}
+    requests.post(f"{base}/v1/namespaces/{ns}/members", json=member, headers=auth, verify=CA).raise_for_status()
+    top = {e.path_display for e in OTHER.files_list_folder("").entries}
+    assert "/Shared" in top, top
+    assert isinstance(OTHER.files_get_metadata("/shared"), files.FolderMetadata)
+    cursor = OTHER.files_list_folder_get_latest_cursor("", recursive=True).cursor
+    woke = {}
+    waiter = threading.Thread(target=lambda: woke.update(r=OTHER.files_list_folder_longpoll(cursor, timeout=60)))
+    waiter.start()
+    time.sleep(1.5)
+    md = DBX.files_upload(b"the plan\n", "/Team/plan.txt")
+    waiter.join(60)
+    assert woke["r"].changes is True, woke
+    moved = DBX.files_move_v2("/Docs/elsewhere.txt", "/team/elsewhere.txt").metadata
+    assert moved.path_display == "/Team/elsewhere.txt", moved
+    seen = {e.path_display for e in OTHER.files_list_folder_continue(cursor).entries}
+    assert {"/Shared/Team/plan.txt", "/Shared/Team/elsewhere.txt"} <= seen, seen
+    everything = {e.path_display for e in OTHER.files_list_folder("", recursive=True).entries}
+    assert {"/Shared", "/Shared/Team", "/Shared/Team/plan.txt"} <= everything, everything
+    _, resp = OTHER.files_download("/shared/team/PLAN.txt")
+    assert resp.content == b"the plan\n" and md.content_hash == content_hash(b"the plan\n")
+    expect_api_error(lambda: OTHER.files_get_metadata("/Docs/hello.txt"), lambda e: e.is_path())
+    mine = DBX.files_get_metadata("/Docs/hello.txt")
+    expect_api_error(lambda: OTHER.files_download(mine.id), lambda e: e.is_path() and e.get_path().is_not_found())
+    expect_api_error(lambda: OTHER.files_copy_v2(mine.id, "/mine.txt"), lambda e: True)
+
+
 def malformed_calls():
     url = f"https://{HOST}/2/files/upload"
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/octet-stream"}
@@ -315,6 +350,7 @@ for fn in [
     metadata_move_copy_delete,
     revisions_and_restore,
     search,
+    shared_folders,
     malformed_calls,
     revoked_token_kills_its_cursor,
 ]:

@@ -119,3 +119,12 @@ pub fn header_arg<T: DeserializeOwned>(
         )
     })
 }
+
+/// `e`, after reading the rest of `req`'s body (at most `limit` bytes) and dropping it: a
+/// client still sending a large body then gets the answer, not a closed connection.
+pub async fn drained(req: Request<Incoming>, limit: usize, e: DbxError) -> DbxError {
+    if let Ok(mut body) = crate::request::BodyReader::new(req, limit) {
+        while let Ok(Some(_)) = body.next().await {}
+    }
+    e
+}

@@ -18,11 +18,11 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response};
 use serde::Deserialize;
 
-use super::call::{header_arg, Call};
+use super::call::{drained, header_arg, Call};
 use super::error::DbxError;
 use super::owner::lookup_at;
 use super::tree::{Node, Place};
-use super::write::{cut, file_version, hash_blocks, store_blocks, write_file, Mode};
+use super::write::{file_version, receive, write_file, Mode};
 use super::{json_ok, metadata, names};
 use crate::body::Body;
 use crate::handlers::retrieve::retrieve;
@@ -56,25 +56,14 @@ pub struct CommitInfo {
 
 /// `files/upload`.
 pub async fn upload(call: &Call<'_>, req: Request<Incoming>) -> Result<Response<Body>, DbxError> {
-    let arg: CommitInfo = header_arg(call.route, &req)?;
-    let place = call.tree.place(&arg.path)?;
-    let mut chunks = Vec::new();
-    let read = crate::request::read_chunks(req, UPLOAD_BYTES_MAX, |c| {
-        chunks.push(c);
-        Ok(())
-    })
-    .await;
-    if let Err(e) = read {
-        if e.status() == hyper::StatusCode::PAYLOAD_TOO_LARGE {
-            return Err(DbxError::tags(&["payload_too_large"]));
-        }
-        return Err(e.into());
-    }
-    let size: u64 = chunks.iter().map(|c| c.len() as u64).sum();
-    let (blocks, _) = cut(Bytes::new(), chunks, true);
-    let hashes = hash_blocks(call, &blocks).await?;
-    store_blocks(call, &hashes, blocks).await?;
-    let row = commit_file(call, &place, &arg, hashes, size, &HashSet::new()).await?;
+    let target = header_arg::<CommitInfo>(call.route, &req)
+        .and_then(|arg| Ok((call.tree.place(&arg.path)?, arg)));
+    let (place, arg) = match target {
+        Ok(t) => t,
+        Err(e) => return Err(drained(req, UPLOAD_BYTES_MAX, e).await),
+    };
+    let got = receive(call, req, UPLOAD_BYTES_MAX, (Bytes::new(), true)).await?;
+    let row = commit_file(call, &place, &arg, got.hashes, got.len, &HashSet::new()).await?;
     Ok(json_ok(&metadata::file(&call.tree, &row)))
 }
 

@@ -168,17 +168,61 @@ pub async fn delete(call: &Call<'_>, req: Request<Incoming>) -> Result<Response<
         }
     }
     let before = node_metadata(call, place.ns, &node);
-    let tombstones = rows
-        .iter()
+    commit_all(call, tombstones(&rows), &HashSet::new()).await?;
+    Ok(json_ok(&json!({ "metadata": before })))
+}
+
+/// Tombstones for `rows`, each over the row it deletes.
+fn tombstones(rows: &[Row]) -> Vec<CommitRequest> {
+    rows.iter()
         .map(|r| CommitRequest {
             ns: r.ns,
             path: r.path.clone(),
             version: FileVersion::deleted(),
             parent_jid: Some(r.jid),
         })
-        .collect();
-    commit_all(call, tombstones, &HashSet::new()).await?;
-    Ok(json_ok(&json!({ "metadata": before })))
+        .collect()
+}
+
+/// The commits putting `rows` (all under `from_root`) at `target` in `ns`, each over the
+/// latest row at its new path; first a folder row for the target when the source folder
+/// had none (only its content implied it).
+async fn copies(
+    call: &Call<'_>,
+    ns: u64,
+    target: &str,
+    from_root: &str,
+    rows: &[Row],
+    implied: bool,
+) -> Result<Vec<CommitRequest>, DbxError> {
+    let mut wanted: Vec<(String, FileVersion)> = Vec::with_capacity(rows.len() + 1);
+    if implied {
+        wanted.push((target.to_owned(), FileVersion::dir()));
+    }
+    wanted.extend(rows.iter().map(|r| {
+        (
+            format!("{target}{}", &r.path[from_root.len()..]),
+            r.version.clone(),
+        )
+    }));
+    let paths: Vec<String> = wanted.iter().map(|(p, _)| p.clone()).collect();
+    let parents = on_owner(call, ns, move |s| {
+        paths
+            .iter()
+            .map(|p| latest_jid(s, ns, p))
+            .collect::<Vec<_>>()
+    })
+    .await?;
+    Ok(wanted
+        .into_iter()
+        .zip(parents)
+        .map(|((path, version), parent_jid)| CommitRequest {
+            ns,
+            path,
+            version,
+            parent_jid,
+        })
+        .collect())
 }
 
 /// A move or a copy.
@@ -225,64 +269,13 @@ pub async fn relocate(
         return Err(DbxError::tags(&["cant_move_folder_into_itself"]));
     }
     let (target_path, dirs) = target;
-    let moved: Vec<(String, FileVersion)> = rows
-        .iter()
-        .map(|r| {
-            (
-                format!("{target_path}{}", &r.path[from_root.len()..]),
-                r.version.clone(),
-            )
-        })
-        .collect();
-    let (ns, paths) = (
-        to.ns,
-        moved.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
-    );
-    let parents = on_owner(call, ns, move |s| {
-        paths
-            .iter()
-            .map(|p| latest_jid(s, ns, p))
-            .collect::<Vec<_>>()
-    })
-    .await?;
+    let ns = to.ns;
+    let implied = matches!(node, Node::Folder(_, None));
     let mut commits = dirs_of(ns, dirs);
-    if matches!(node, Node::Folder(_, None)) {
-        // A folder only its content implied still becomes a folder row at the target.
-        let parent_jid = on_owner(call, ns, {
-            let p = target_path.clone();
-            move |s| latest_jid(s, ns, &p)
-        })
-        .await?;
-        commits.push(CommitRequest {
-            ns,
-            path: target_path.clone(),
-            version: FileVersion::dir(),
-            parent_jid,
-        });
-    }
-    commits.extend(
-        moved
-            .into_iter()
-            .zip(parents)
-            .map(|((path, version), parent_jid)| CommitRequest {
-                ns,
-                path,
-                version,
-                parent_jid,
-            }),
-    );
+    commits.extend(copies(call, ns, &target_path, &from_root, &rows, implied).await?);
     commit_all(call, commits, &HashSet::new()).await?;
     if how == Relocation::Move {
-        let tombstones = rows
-            .iter()
-            .map(|r| CommitRequest {
-                ns: r.ns,
-                path: r.path.clone(),
-                version: FileVersion::deleted(),
-                parent_jid: Some(r.jid),
-            })
-            .collect();
-        commit_all(call, tombstones, &HashSet::new()).await?;
+        commit_all(call, tombstones(&rows), &HashSet::new()).await?;
     }
     let answer = match lookup_at(
         call,

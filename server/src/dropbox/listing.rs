@@ -8,6 +8,7 @@
 //! namespace is in the folder. The first listing shows what is there (deletions only with
 //! `include_deleted`); after it, the cursor lists changes, deletions included.
 
+use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,7 @@ use super::call::{rpc_arg, Call};
 use super::cursor::{Cursor, Part};
 use super::error::DbxError;
 use super::owner::{lookup_at, on_owner};
-use super::tree::{is_under, name_of, Node, Place, Tree};
+use super::tree::{is_under, Node, Place, Tree};
 use super::{json_ok, metadata};
 use crate::body::Body;
 use crate::reply::ApiError;
@@ -164,7 +165,7 @@ async fn page(
 ) -> Result<(Vec<Value>, bool), DbxError> {
     let mut entries = Vec::new();
     if cursor.first && !cursor.mounts_listed {
-        entries.extend(mount_folders(&call.tree, cursor));
+        entries.extend(mount_folders(call, cursor).await?);
         cursor.mounts_listed = true;
     }
     let mut has_more = false;
@@ -193,41 +194,70 @@ async fn page(
     Ok((entries, has_more))
 }
 
-/// Folder entries for the mounts a first listing shows: those inside its folder (directly,
-/// unless recursive), which the root namespace has no rows for.
-fn mount_folders(tree: &Tree, cursor: &Cursor) -> Vec<Value> {
-    let Some(first) = cursor.parts.first().filter(|p| p.ns == tree.root) else {
-        return Vec::new();
+/// Folder entries a first listing shows that no row of the root namespace holds: each
+/// mount inside its folder, and the folders on the way to one (only those directly inside
+/// the folder, unless recursive).
+async fn mount_folders(call: &Call<'_>, cursor: &Cursor) -> Result<Vec<Value>, DbxError> {
+    let root = call.tree.root;
+    let Some(first) = cursor.parts.first().filter(|p| p.ns == root) else {
+        return Ok(Vec::new());
     };
-    tree.mounts_under(&first.folder)
-        .into_iter()
-        .filter(|(_, at)| {
-            cursor.recursive || wanted_path(at, &first.folder.to_lowercase(), false, true)
-        })
-        .map(|(ns, _)| metadata::folder(tree, ns, ""))
-        .collect()
+    let folder = first.folder.clone();
+    let skip = if folder.is_empty() {
+        0
+    } else {
+        folder.len() + 1
+    };
+    let mut shown = Vec::new();
+    let mut between = BTreeSet::new();
+    for (ns, at) in call.tree.mounts_under(&folder) {
+        let segments: Vec<&str> = at.get(skip..).unwrap_or_default().split('/').collect();
+        let deepest = if cursor.recursive {
+            segments.len() - 1
+        } else {
+            1.min(segments.len() - 1)
+        };
+        for k in 1..=deepest {
+            let inner = segments[..k].join("/");
+            between.insert(if folder.is_empty() {
+                inner
+            } else {
+                format!("{folder}/{inner}")
+            });
+        }
+        if cursor.recursive || segments.len() == 1 {
+            shown.push(ns);
+        }
+    }
+    let implied: Vec<String> = on_owner(call, root, move |s| {
+        between
+            .into_iter()
+            .filter(|p| {
+                s.latest(root, p)
+                    .is_none_or(|r| r.version.kind == EntryKind::Deleted)
+            })
+            .collect()
+    })
+    .await?;
+    let tree = &call.tree;
+    Ok(implied
+        .iter()
+        .map(|p| metadata::folder(tree, root, p))
+        .chain(shown.into_iter().map(|ns| metadata::folder(tree, ns, "")))
+        .collect())
 }
 
 /// Whether `row` belongs in a listing of `folder`.
 fn wanted(row: &Row, folder: &str, recursive: bool) -> bool {
-    wanted_path(&row.path, folder, recursive, false)
-}
-
-fn wanted_path(path: &str, folder: &str, recursive: bool, lower: bool) -> bool {
-    let path = if lower {
-        path.to_lowercase()
-    } else {
-        path.to_owned()
-    };
-    if !is_under(&path, folder) {
+    if !is_under(&row.path, folder) {
         return false;
     }
     let rest = if folder.is_empty() {
-        &path[..]
+        &row.path[..]
     } else {
-        &path[folder.len() + 1..]
+        &row.path[folder.len() + 1..]
     };
-    recursive || name_of(rest) == rest
+    recursive || !rest.contains('/')
 }
 
 /// Up to `room` rows of `ns` after JID `after` that `keep` takes, reading at most

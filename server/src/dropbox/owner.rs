@@ -7,7 +7,7 @@ use holdall_proto::api::{Jid, NsId};
 
 use super::call::Call;
 use super::error::DbxError;
-use super::tree::{lookup, Node, Place};
+use super::tree::{is_under, lookup, Node, Place};
 use crate::reply::ApiError;
 use crate::shard::shard_of_namespace;
 
@@ -33,8 +33,20 @@ pub async fn row_at(call: &Call<'_>, ns: NsId, jid: Jid) -> Result<Row, DbxError
         .ok_or_else(|| DbxError::Holdall(ApiError::internal("a row just written is gone")))
 }
 
-/// What `place` names, its case resolved.
+/// What `place` names, its case resolved; in the root namespace, a folder on the way to a
+/// mount is a folder even with no row.
 pub async fn lookup_at(call: &Call<'_>, place: &Place) -> Result<Option<Node>, DbxError> {
     let (ns, path) = (place.ns, place.path.clone());
-    on_owner(call, ns, move |state| lookup(state, ns, &path)).await
+    let found = on_owner(call, ns, move |state| lookup(state, ns, &path)).await?;
+    if found.is_some() || ns != call.tree.root {
+        return Ok(found);
+    }
+    let lower = place.path.to_lowercase();
+    Ok(call
+        .tree
+        .mounts
+        .iter()
+        .find(|(_, at)| is_under(&at.to_lowercase(), &lower))
+        .and_then(|(_, at)| at.get(..place.path.len()))
+        .map(|exact| Node::Folder(exact.to_owned(), None)))
 }

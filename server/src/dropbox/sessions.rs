@@ -16,10 +16,10 @@ use hyper::{Request, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::call::{header_arg, Call};
+use super::call::{drained, header_arg, Call};
 use super::content::{commit_file, CommitInfo, UPLOAD_BYTES_MAX};
 use super::error::DbxError;
-use super::write::{cut, hash_blocks, store_blocks};
+use super::write::{cut, hash_blocks, receive, store_blocks, Received};
 use super::{json_ok, metadata};
 use crate::body::Body;
 use crate::upload_sessions::{Appended, SessionError};
@@ -86,36 +86,23 @@ fn finish_lookup_error(e: SessionError) -> DbxError {
     }
 }
 
-/// Reads a session request's bytes.
-async fn read_bytes(req: Request<Incoming>) -> Result<Vec<Bytes>, DbxError> {
-    let mut chunks = Vec::new();
-    crate::request::read_chunks(req, UPLOAD_BYTES_MAX, |c| {
-        chunks.push(c);
-        Ok(())
-    })
-    .await
-    .map_err(|e| match e.status() {
-        hyper::StatusCode::PAYLOAD_TOO_LARGE => DbxError::tags(&["payload_too_large"]),
-        _ => DbxError::from(e),
-    })?;
-    Ok(chunks)
-}
-
 /// `files/upload_session/start`.
 pub async fn start(call: &Call<'_>, req: Request<Incoming>) -> Result<Response<Body>, DbxError> {
-    let arg: StartArg = header_arg(call.route, &req)?;
-    let chunks = read_bytes(req).await?;
-    let id = call
-        .shard
-        .upload_sessions_mut()
-        .start(call.user.id, fastrand::u64(..), Instant::now())
-        .map_err(lookup_error)?;
+    let started = header_arg::<StartArg>(call.route, &req).and_then(|arg| {
+        let mut sessions = call.shard.upload_sessions_mut();
+        let id = sessions.start(call.user.id, fastrand::u64(..), Instant::now());
+        Ok((arg, id.map_err(lookup_error)?))
+    });
+    let (arg, id) = match started {
+        Ok(s) => s,
+        Err(e) => return Err(drained(req, UPLOAD_BYTES_MAX, e).await),
+    };
     let session_id = format!("{:x}-{id:016x}", call.shard.id());
     let cursor = SessionCursor {
         session_id: session_id.clone(),
         offset: 0,
     };
-    if let Err(e) = add(call, &cursor, chunks, arg.close).await {
+    if let Err(e) = add(call, &cursor, req, arg.close).await {
         end(call, &cursor).await?;
         return Err(e.map_err(lookup_error));
     }
@@ -124,9 +111,11 @@ pub async fn start(call: &Call<'_>, req: Request<Incoming>) -> Result<Response<B
 
 /// `files/upload_session/append_v2`.
 pub async fn append(call: &Call<'_>, req: Request<Incoming>) -> Result<Response<Body>, DbxError> {
-    let arg: AppendArg = header_arg(call.route, &req)?;
-    let chunks = read_bytes(req).await?;
-    add(call, &arg.cursor, chunks, arg.close)
+    let arg: AppendArg = match header_arg(call.route, &req) {
+        Ok(arg) => arg,
+        Err(e) => return Err(drained(req, UPLOAD_BYTES_MAX, e).await),
+    };
+    add(call, &arg.cursor, req, arg.close)
         .await
         .map_err(|e| e.map_err(lookup_error))?;
     Ok(json_ok(&Value::Null))
@@ -134,9 +123,11 @@ pub async fn append(call: &Call<'_>, req: Request<Incoming>) -> Result<Response<
 
 /// `files/upload_session/finish`.
 pub async fn finish(call: &Call<'_>, req: Request<Incoming>) -> Result<Response<Body>, DbxError> {
-    let arg: FinishArg = header_arg(call.route, &req)?;
-    let chunks = read_bytes(req).await?;
-    let meta = finish_one(call, arg, chunks, false).await?;
+    let arg: FinishArg = match header_arg(call.route, &req) {
+        Ok(arg) => arg,
+        Err(e) => return Err(drained(req, UPLOAD_BYTES_MAX, e).await),
+    };
+    let meta = finish_one(call, arg, Some(req), false).await?;
     Ok(json_ok(&meta))
 }
 
@@ -157,7 +148,7 @@ pub async fn finish_batch(
     }
     let mut entries = Vec::with_capacity(arg.entries.len());
     for entry in arg.entries {
-        let answer = match finish_one(call, entry, Vec::new(), true).await {
+        let answer = match finish_one(call, entry, None, true).await {
             Ok(mut meta) => {
                 meta[".tag"] = json!("success");
                 meta
@@ -170,14 +161,56 @@ pub async fn finish_batch(
     Ok(json_ok(&json!({ "entries": entries })))
 }
 
-/// Adds `chunks` and, if `finish`, the tail as a last block, then commits the file by
-/// `arg.commit`; the file's metadata. `closed_only` refuses a session not closed.
+/// Adds the bytes of `req` (if any) and the tail as the last block, then commits the file
+/// by `arg.commit`; the file's metadata. `closed_only` refuses a session not closed.
 async fn finish_one(
     call: &Call<'_>,
     arg: FinishArg,
-    chunks: Vec<Bytes>,
+    req: Option<Request<Incoming>>,
     closed_only: bool,
 ) -> Result<Value, DbxError> {
+    let taken = match finish_checks(call, &arg, req.as_ref(), closed_only).await {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(match req {
+                Some(req) => drained(req, UPLOAD_BYTES_MAX, e).await,
+                None => e,
+            })
+        }
+    };
+    let (place, tail, blocklist) = taken;
+    let kept = tail.clone();
+    let committed = async {
+        let got = match req {
+            Some(req) => receive(call, req, UPLOAD_BYTES_MAX, (tail, true)).await?,
+            None => receive_nothing(call, tail).await?,
+        };
+        let all: Vec<BlockHash> = blocklist.into_iter().chain(got.hashes).collect();
+        let vouched: HashSet<BlockHash> = all.iter().copied().collect();
+        let size = arg.cursor.offset + got.len;
+        commit_file(call, &place, &arg.commit, all, size, &vouched).await
+    }
+    .await;
+    match committed {
+        Ok(row) => {
+            end(call, &arg.cursor).await?;
+            Ok(metadata::file(&call.tree, &row))
+        }
+        Err(e) => {
+            put_back(call, &arg.cursor, kept).await?;
+            Err(e)
+        }
+    }
+}
+
+/// What a finish checks before it reads its body: the commit's place, the session closed
+/// if `closed_only`, and the session taken (its tail and blocklist).
+async fn finish_checks(
+    call: &Call<'_>,
+    arg: &FinishArg,
+    req: Option<&Request<Incoming>>,
+    closed_only: bool,
+) -> Result<(super::tree::Place, Bytes, Vec<BlockHash>), DbxError> {
     let place = call.tree.place(&arg.commit.path)?;
     let (shard, id) = parse_session(&arg.cursor.session_id)
         .ok_or_else(|| finish_lookup_error(SessionError::NotFound))?;
@@ -192,38 +225,28 @@ async fn finish_one(
             return Err(finish_lookup_error(SessionError::NotClosed));
         }
     }
-    let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+    let len = req.map_or(0, declared_len);
     let (tail, blocklist) = take(call, &arg.cursor, len)
         .await
         .map_err(|e| e.map_err(finish_lookup_error))?;
-    let kept = tail.clone();
-    let committed = async {
-        let (blocks, _) = cut(tail, chunks, true);
-        let hashes = hash_blocks(call, &blocks).await?;
-        store_blocks(call, &hashes, blocks).await?;
-        let all: Vec<BlockHash> = blocklist.into_iter().chain(hashes).collect();
-        let vouched: HashSet<BlockHash> = all.iter().copied().collect();
-        commit_file(
-            call,
-            &place,
-            &arg.commit,
-            all,
-            arg.cursor.offset + len,
-            &vouched,
-        )
-        .await
-    }
-    .await;
-    match committed {
-        Ok(row) => {
-            end(call, &arg.cursor).await?;
-            Ok(metadata::file(&call.tree, &row))
-        }
-        Err(e) => {
-            put_back(call, &arg.cursor, kept).await?;
-            Err(e)
-        }
-    }
+    Ok((place, tail, blocklist))
+}
+
+/// Stores a session's tail as its last block, for a finish with no body.
+async fn receive_nothing(call: &Call<'_>, tail: Bytes) -> Result<Received, DbxError> {
+    let (blocks, _) = cut(tail, Vec::new(), true);
+    let hashes = hash_blocks(call, &blocks).await?;
+    store_blocks(call, &hashes, blocks).await?;
+    Ok(Received {
+        hashes,
+        rest: Bytes::new(),
+        len: 0,
+    })
+}
+
+/// The length a request says its body has (0 when it does not say).
+fn declared_len(req: &Request<Incoming>) -> u64 {
+    hyper::body::Body::size_hint(req.body()).lower()
 }
 
 /// A session request's failure: the session's own refusal, or anything else.
@@ -268,46 +291,52 @@ async fn take(
     taken.map_err(Failed::Session)
 }
 
-/// Appends `chunks` to the session at `cursor`: whole blocks stored, the rest kept.
+/// Appends the body of `req` to the session at `cursor`: whole blocks stored as they
+/// arrive, the rest kept.
 async fn add(
     call: &Call<'_>,
     cursor: &SessionCursor,
-    chunks: Vec<Bytes>,
+    req: Request<Incoming>,
     close: bool,
 ) -> Result<(), Failed> {
-    let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
-    let (tail, _) = take(call, cursor, len).await?;
+    let (tail, _) = match take(call, cursor, declared_len(&req)).await {
+        Ok(taken) => taken,
+        Err(Failed::Session(e)) => {
+            return Err(Failed::Other(
+                drained(req, UPLOAD_BYTES_MAX, lookup_error(e)).await,
+            ))
+        }
+        Err(Failed::Other(e)) => {
+            return Err(Failed::Other(drained(req, UPLOAD_BYTES_MAX, e).await))
+        }
+    };
     let kept = tail.clone();
-    let stored = async {
-        let (blocks, rest) = cut(tail, chunks, false);
-        let hashes = hash_blocks(call, &blocks).await?;
-        store_blocks(call, &hashes, blocks).await?;
-        Ok::<_, DbxError>(Appended {
-            blocks: hashes,
-            tail: rest,
-            len,
-            close,
-        })
-    }
-    .await;
     let (shard, id) =
         parse_session(&cursor.session_id).ok_or(Failed::Session(SessionError::NotFound))?;
-    match stored {
-        Ok(appended) => {
-            call.shard
-                .submit_to(shard, move |s| {
-                    s.upload_sessions_mut().append(id, appended, Instant::now());
-                    std::future::ready(())
-                })
-                .await
-                .map_err(|e| Failed::Other(e.into()))?;
-            Ok(())
-        }
+    let appended = match receive(call, req, UPLOAD_BYTES_MAX, (tail, false)).await {
+        Ok(got) => Appended {
+            blocks: got.hashes,
+            tail: got.rest,
+            len: got.len,
+            close,
+        },
         Err(e) => {
             put_back(call, cursor, kept).await?;
-            Err(Failed::Other(e))
+            return Err(Failed::Other(e));
         }
+    };
+    let appended = call
+        .shard
+        .submit_to(shard, move |s| {
+            std::future::ready(s.upload_sessions_mut().append(id, appended, Instant::now()))
+        })
+        .await
+        .map_err(|e| Failed::Other(e.into()))?;
+    if let Err(e) = appended {
+        put_back(call, cursor, kept).await?;
+        return Err(Failed::Session(e));
     }
+    Ok(())
 }
 
 /// Gives the taken session back unchanged.

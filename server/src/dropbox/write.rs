@@ -58,6 +58,75 @@ impl<'de> Deserialize<'de> for Mode {
     }
 }
 
+/// Bytes gathered while a body arrives before their whole blocks are hashed and stored, so
+/// a request holds a bounded few blocks in memory whatever its size.
+const STORE_RUN_BYTES: usize = 4 * BLOCK_BYTES_MAX;
+
+/// What [`receive`] took from a body.
+#[derive(Debug)]
+pub struct Received {
+    /// The blocks stored, in order.
+    pub hashes: Vec<BlockHash>,
+    /// The bytes after the last whole block (empty when the body was the last).
+    pub rest: Bytes,
+    /// The body's length.
+    pub len: u64,
+}
+
+/// Reads `req`'s body (at most `limit` bytes) after `tail`, storing whole blocks as they
+/// gather; with `last`, the bytes after them are stored as a final short block too.
+pub async fn receive(
+    call: &Call<'_>,
+    req: hyper::Request<hyper::body::Incoming>,
+    limit: usize,
+    (tail, last): (Bytes, bool),
+) -> Result<Received, DbxError> {
+    let too_large = |e: crate::reply::ApiError| match e.status() {
+        hyper::StatusCode::PAYLOAD_TOO_LARGE => DbxError::tags(&["payload_too_large"]),
+        _ => DbxError::from(e),
+    };
+    let mut body = crate::request::BodyReader::new(req, limit).map_err(too_large)?;
+    let mut received = Received {
+        hashes: Vec::new(),
+        rest: tail,
+        len: 0,
+    };
+    let mut pending: Vec<Bytes> = Vec::new();
+    let mut pending_bytes = received.rest.len();
+    while let Some(chunk) = body.next().await.map_err(too_large)? {
+        received.len += chunk.len() as u64;
+        pending_bytes += chunk.len();
+        pending.push(chunk);
+        if pending_bytes >= STORE_RUN_BYTES {
+            let carry = std::mem::take(&mut received.rest);
+            let (blocks, rest) = cut(carry, std::mem::take(&mut pending), false);
+            pending_bytes = rest.len();
+            received.rest = rest;
+            store_run(call, blocks, &mut received.hashes).await?;
+        }
+    }
+    let carry = std::mem::take(&mut received.rest);
+    let (blocks, rest) = cut(carry, pending, last);
+    received.rest = rest;
+    store_run(call, blocks, &mut received.hashes).await?;
+    Ok(received)
+}
+
+/// Hashes and stores `blocks`, adding their hashes to `hashes`.
+async fn store_run(
+    call: &Call<'_>,
+    blocks: Vec<Pieces>,
+    hashes: &mut Vec<BlockHash>,
+) -> Result<(), DbxError> {
+    if blocks.is_empty() {
+        return Ok(());
+    }
+    let run = hash_blocks(call, &blocks).await?;
+    store_blocks(call, &run, blocks).await?;
+    hashes.extend(run);
+    Ok(())
+}
+
 /// Cuts `tail` and then `chunks` into whole blocks; the bytes after the last whole block
 /// are returned, or, when `last`, become a final short block.
 pub fn cut(tail: Bytes, chunks: Vec<Bytes>, last: bool) -> (Vec<Pieces>, Bytes) {
