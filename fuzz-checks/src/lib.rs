@@ -17,6 +17,7 @@ use holdall_proto::api::{
 };
 use holdall_proto::frame::{
     decode_retrieve_frames, decode_store_frames, encode_retrieve_frame, encode_store_frame,
+    store_frame_header_v2, FrameFormat,
 };
 use holdall_proto::limits::{BATCH_BYTES_DEFAULT, BLOCK_BYTES_MAX};
 use holdall_proto::path::{parent, validate_path, validate_path_bytes};
@@ -41,6 +42,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("path", path),
     ("store_stream", store_stream),
     ("retrieve_stream", retrieve_stream),
+    ("store_stream_v2", store_stream_v2),
 ];
 
 /// A store_batch body: frames decode within the payload bound, each re-encodes to exactly
@@ -125,9 +127,13 @@ pub fn store_stream(data: &[u8]) -> bool {
     let streamed = pushed.and_then(|()| splitter.finish()).map(|blocks| {
         blocks
             .into_iter()
-            .map(|(hash, pieces)| {
+            .map(|frame| {
+                let pieces = frame.pieces;
                 assert_eq!(pieces.hash(), BlockHash::of_pieces(pieces.parts()));
-                (hash, pieces.into_iter().flat_map(|p| p.to_vec()).collect())
+                (
+                    frame.header.hash,
+                    pieces.into_iter().flat_map(|p| p.to_vec()).collect(),
+                )
             })
             .collect::<Vec<_>>()
     });
@@ -138,6 +144,55 @@ pub fn store_stream(data: &[u8]) -> bool {
         summary(&whole)
     );
     whole.is_ok()
+}
+
+/// A format-2 store_batch body through the production decoder (`FrameSplitter`, chunked by
+/// the first byte): each frame's bytes are as long as its header says, a raw frame's
+/// lengths agree and a compressed one is smaller than its block, block bytes stay within
+/// the bound, and the frames re-encode to exactly the body. Accepted: a body that decodes.
+pub fn store_stream_v2(data: &[u8]) -> bool {
+    let Some((&seed, body)) = data.split_first() else {
+        return false;
+    };
+    let bytes = bytes::Bytes::copy_from_slice(body);
+    let mut splitter = FrameSplitter::with_format(STREAM_PAYLOAD_BYTES_MAX, FrameFormat::V2);
+    let mut at = 0;
+    for len in chunk_lens(seed, body.len()) {
+        if splitter.push(bytes.slice(at..at + len)).is_err() {
+            return false;
+        }
+        at += len;
+    }
+    let Ok(frames) = splitter.finish() else {
+        return false;
+    };
+    let mut again = Vec::with_capacity(body.len());
+    let mut blocks_total = 0u64;
+    for frame in frames {
+        let h = frame.header;
+        assert_eq!(
+            frame.pieces.len(),
+            h.wire_len as usize,
+            "bytes unlike the header"
+        );
+        assert!(h.raw_len as usize <= BLOCK_BYTES_MAX, "a block over 4 MiB");
+        assert!(if h.zstd {
+            h.wire_len < h.raw_len
+        } else {
+            h.wire_len == h.raw_len
+        });
+        blocks_total += u64::from(h.raw_len);
+        again.extend_from_slice(&store_frame_header_v2(&h));
+        for part in frame.pieces.parts() {
+            again.extend_from_slice(part);
+        }
+    }
+    assert!(
+        blocks_total <= STREAM_PAYLOAD_BYTES_MAX,
+        "blocks over the bound"
+    );
+    assert_eq!(again, body, "not canonical");
+    true
 }
 
 /// Decoded blocks, short enough for a failure message: each block's length, or the error.

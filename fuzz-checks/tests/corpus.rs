@@ -60,6 +60,29 @@ fn valid_inputs(target: &str) -> Vec<Vec<u8>> {
                 .map(|seed| [vec![seed], body.clone()].concat())
                 .collect()
         }
+        "store_stream_v2" => {
+            use holdall_proto::frame::{store_frame_header_v2, StoreHeader};
+            let page = vec![5u8; 4099];
+            let raw = StoreHeader {
+                hash: h(&page),
+                raw_len: 4099,
+                wire_len: 4099,
+                zstd: false,
+            };
+            let packed = StoreHeader {
+                hash: h(&page),
+                raw_len: 4099,
+                wire_len: 3,
+                zstd: true,
+            };
+            let mut body = store_frame_header_v2(&raw).to_vec();
+            body.extend_from_slice(&page);
+            body.extend_from_slice(&store_frame_header_v2(&packed));
+            body.extend_from_slice(b"zst");
+            (0..8u8)
+                .map(|seed| [vec![seed], body.clone()].concat())
+                .collect()
+        }
         "journal_record" => {
             let records = [
                 JournalRecord::Row(Row {

@@ -54,6 +54,10 @@ pub struct Limits {
     pub prefetch_ttl_s: Option<u64>,
 }
 
+/// The feature a server lists in `GET /v1/account` when it takes frame format 2 (blocks
+/// that may travel zstd-compressed) in store_batch and retrieve_batch.
+pub const FEATURE_ZSTD: &str = "zstd";
+
 /// `GET /v1/account`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountResponse {
@@ -68,6 +72,10 @@ pub struct AccountResponse {
     /// What the user's files take against their quota (absent from older servers).
     #[serde(default)]
     pub usage: Usage,
+    /// Protocol features the server accepts beyond the base protocol: `zstd` (frame
+    /// format 2 in store_batch and retrieve_batch). Empty from older servers.
+    #[serde(default)]
+    pub features: Vec<String>,
 }
 
 /// A user's usage: logical bytes of the latest versions of the files in the namespaces

@@ -2,7 +2,9 @@
 //!
 //! store_batch bodies are a sequence of store frames `[hash 32 B][len u32 LE][bytes]`;
 //! retrieve_batch bodies are retrieve frames `[hash 32 B][status u8][len u32 LE][bytes]`,
-//! where only status `ok` carries bytes. Decoders borrow from the body (no allocation), and
+//! where only status `ok` carries bytes. Format 2 (`Holdall-Frame-Format: 2`) adds a flags
+//! byte and both lengths after the hash (and status): `[flags u8][raw_len u32 LE][wire_len
+//! u32 LE]`, flag bit 0 meaning the `wire_len` bytes are the block zstd-compressed. Decoders borrow from the body (no allocation), and
 //! refuse truncated frames, blocks over [`BLOCK_BYTES_MAX`], payload totals over the caller's
 //! limit, and trailing garbage, without panicking.
 
@@ -13,6 +15,58 @@ use crate::limits::BLOCK_BYTES_MAX;
 pub const STORE_HEADER_BYTES: usize = 32 + 4;
 /// Bytes of a retrieve frame's header.
 pub const RETRIEVE_HEADER_BYTES: usize = 32 + 1 + 4;
+
+/// Bytes of a format-2 store frame's header.
+pub const STORE_V2_HEADER_BYTES: usize = 32 + 1 + 4 + 4;
+/// Bytes of a format-2 retrieve frame's header.
+pub const RETRIEVE_V2_HEADER_BYTES: usize = 32 + 1 + 1 + 4 + 4;
+/// Format-2 flag: the frame's bytes are zstd-compressed.
+pub const FLAG_ZSTD: u8 = 1;
+/// The request header that selects a frame format.
+pub const FRAME_FORMAT_HEADER: &str = "Holdall-Frame-Format";
+
+/// The frame formats a store_batch or retrieve_batch may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FrameFormat {
+    /// Raw blocks, one length.
+    #[default]
+    V1,
+    /// A flags byte and both lengths: blocks may travel compressed.
+    V2,
+}
+
+impl FrameFormat {
+    /// The format a `Holdall-Frame-Format` value names.
+    pub fn from_header(value: &str) -> Option<FrameFormat> {
+        match value.trim() {
+            "1" => Some(FrameFormat::V1),
+            "2" => Some(FrameFormat::V2),
+            _ => None,
+        }
+    }
+
+    /// Bytes of a store frame header in this format.
+    pub fn store_header_bytes(self) -> usize {
+        match self {
+            FrameFormat::V1 => STORE_HEADER_BYTES,
+            FrameFormat::V2 => STORE_V2_HEADER_BYTES,
+        }
+    }
+}
+
+/// A store frame header, either format: the claimed hash, the block's length, and the
+/// bytes that follow (compressed when `zstd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreHeader {
+    /// The hash the sender claims for the block.
+    pub hash: BlockHash,
+    /// The block's length.
+    pub raw_len: u32,
+    /// Bytes that follow the header.
+    pub wire_len: u32,
+    /// Whether those bytes are the block zstd-compressed.
+    pub zstd: bool,
+}
 
 /// What is wrong with a frame body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +104,25 @@ pub enum FrameError {
         offset: usize,
         /// The status byte.
         status: u8,
+    },
+    /// A format-2 frame sets flags this reader does not know.
+    #[error("frame at byte {offset} has unknown flags {flags:#04x}")]
+    BadFlags {
+        /// Offset of the frame in the body.
+        offset: usize,
+        /// The flags byte.
+        flags: u8,
+    },
+    /// A format-2 frame's lengths disagree: a raw block whose lengths differ, or a
+    /// compressed one no smaller than the block.
+    #[error("frame at byte {offset} declares {raw_len} block bytes but {wire_len} on the wire")]
+    LengthMismatch {
+        /// Offset of the frame in the body.
+        offset: usize,
+        /// The block's declared length.
+        raw_len: u32,
+        /// The bytes that follow.
+        wire_len: u32,
     },
     /// A retrieve frame whose status is not `ok` carries bytes.
     #[error("frame at byte {offset} has status {status:?} but carries {len} bytes")]
@@ -318,6 +391,81 @@ pub fn decode_store_header(
     let len = read_u32(&header[32..36]);
     checked_len(offset, len, payload_total, payload_bytes_max)?;
     Ok((read_hash(header), len))
+}
+
+/// Decodes a store frame header of `format` (its first `format.store_header_bytes()` bytes
+/// of `header`) at byte `offset` of a body: as [`decode_store_header`], and for format 2
+/// the flags and the lengths. The batch limit counts block bytes (what the server will hold
+/// once a compressed block is expanded).
+pub fn decode_store_header_of(
+    format: FrameFormat,
+    header: &[u8],
+    offset: usize,
+    payload_total: &mut u64,
+    payload_bytes_max: u64,
+) -> Result<StoreHeader, FrameError> {
+    let hash = read_hash(header);
+    if format == FrameFormat::V1 {
+        let len = read_u32(&header[32..36]);
+        checked_len(offset, len, payload_total, payload_bytes_max)?;
+        return Ok(StoreHeader {
+            hash,
+            raw_len: len,
+            wire_len: len,
+            zstd: false,
+        });
+    }
+    let flags = header[32];
+    let (raw_len, wire_len) = (read_u32(&header[33..37]), read_u32(&header[37..41]));
+    if flags & !FLAG_ZSTD != 0 {
+        return Err(FrameError::BadFlags { offset, flags });
+    }
+    checked_len(offset, raw_len, payload_total, payload_bytes_max)?;
+    let zstd = flags & FLAG_ZSTD != 0;
+    let fits = if zstd {
+        wire_len < raw_len
+    } else {
+        wire_len == raw_len
+    };
+    if !fits {
+        return Err(FrameError::LengthMismatch {
+            offset,
+            raw_len,
+            wire_len,
+        });
+    }
+    Ok(StoreHeader {
+        hash,
+        raw_len,
+        wire_len,
+        zstd,
+    })
+}
+
+/// The header of a format-2 store frame.
+pub fn store_frame_header_v2(header: &StoreHeader) -> [u8; STORE_V2_HEADER_BYTES] {
+    let mut h = [0u8; STORE_V2_HEADER_BYTES];
+    h[..32].copy_from_slice(header.hash.as_bytes());
+    h[32] = if header.zstd { FLAG_ZSTD } else { 0 };
+    h[33..37].copy_from_slice(&header.raw_len.to_le_bytes());
+    h[37..41].copy_from_slice(&header.wire_len.to_le_bytes());
+    h
+}
+
+/// The header of a format-2 retrieve frame: `wire_len` bytes follow, the block of
+/// `raw_len` bytes compressed when `zstd`.
+pub fn retrieve_frame_header_v2(
+    hash: &BlockHash,
+    status: RetrieveStatus,
+    (raw_len, wire_len, zstd): (u32, u32, bool),
+) -> [u8; RETRIEVE_V2_HEADER_BYTES] {
+    let mut h = [0u8; RETRIEVE_V2_HEADER_BYTES];
+    h[..32].copy_from_slice(hash.as_bytes());
+    h[32] = status as u8;
+    h[33] = if zstd { FLAG_ZSTD } else { 0 };
+    h[34..38].copy_from_slice(&raw_len.to_le_bytes());
+    h[38..42].copy_from_slice(&wire_len.to_le_bytes());
+    h
 }
 
 /// Decodes the header of the retrieve frame at byte `offset` of an answer, for readers that

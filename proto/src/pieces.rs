@@ -8,7 +8,9 @@
 //! log. Dropping a chunk soon lets hyper reuse its memory; held pieces (the recently stored
 //! blocks) keep only their own chunks alive.
 
-use crate::frame::{decode_store_header, FrameError, STORE_HEADER_BYTES};
+use crate::frame::{
+    decode_store_header_of, FrameError, FrameFormat, StoreHeader, STORE_V2_HEADER_BYTES,
+};
 use crate::BlockHash;
 use bytes::Bytes;
 
@@ -79,19 +81,30 @@ impl IntoIterator for Pieces {
 /// The frame being read: its header bytes so far, then its payload.
 enum Reading {
     Header {
-        bytes: [u8; STORE_HEADER_BYTES],
+        bytes: [u8; STORE_V2_HEADER_BYTES],
         have: usize,
     },
     Payload {
-        hash: BlockHash,
+        header: StoreHeader,
         left: usize,
         pieces: Pieces,
     },
 }
 
-/// Cuts a store_batch body, fed chunk by chunk, into its blocks without copying payloads.
-/// Checks what [`crate::frame::decode_store_frames`] checks, with the same errors.
+/// One frame of a store_batch body: its header and its bytes, as slices of the body.
+#[derive(Debug, Clone)]
+pub struct Framed {
+    /// The claimed hash and the lengths.
+    pub header: StoreHeader,
+    /// The bytes that followed the header (the block, or it compressed).
+    pub pieces: Pieces,
+}
+
+/// Cuts a store_batch body, fed chunk by chunk, into its frames without copying payloads.
+/// Checks what [`crate::frame::decode_store_frames`] checks (format 1) or
+/// [`crate::frame::decode_store_header_of`] (format 2), with the same errors.
 pub struct FrameSplitter {
+    format: FrameFormat,
     reading: Reading,
     /// Offset in the body of the frame being read.
     frame_offset: usize,
@@ -99,45 +112,53 @@ pub struct FrameSplitter {
     offset: usize,
     payload_total: u64,
     payload_bytes_max: u64,
-    blocks: Vec<(BlockHash, Pieces)>,
+    frames: Vec<Framed>,
 }
 
 impl FrameSplitter {
-    /// A splitter for a body whose payloads total at most `payload_bytes_max`.
+    /// A splitter for a format-1 body whose payloads total at most `payload_bytes_max`.
     pub fn new(payload_bytes_max: u64) -> FrameSplitter {
+        FrameSplitter::with_format(payload_bytes_max, FrameFormat::V1)
+    }
+
+    /// A splitter for a body of `format` whose blocks total at most `payload_bytes_max`.
+    pub fn with_format(payload_bytes_max: u64, format: FrameFormat) -> FrameSplitter {
         FrameSplitter {
+            format,
             reading: Reading::Header {
-                bytes: [0; STORE_HEADER_BYTES],
+                bytes: [0; STORE_V2_HEADER_BYTES],
                 have: 0,
             },
             frame_offset: 0,
             offset: 0,
             payload_total: 0,
             payload_bytes_max,
-            blocks: Vec::new(),
+            frames: Vec::new(),
         }
     }
 
     /// Takes the body's next chunk. After an error the body is refused: feed no more.
     pub fn push(&mut self, mut chunk: Bytes) -> Result<(), FrameError> {
+        let header_bytes = self.format.store_header_bytes();
         while !chunk.is_empty() {
             match &mut self.reading {
                 Reading::Header { bytes, have } => {
-                    let n = (STORE_HEADER_BYTES - *have).min(chunk.len());
+                    let n = (header_bytes - *have).min(chunk.len());
                     bytes[*have..*have + n].copy_from_slice(&chunk[..n]);
                     *have += n;
                     self.offset += n;
                     let _ = chunk.split_to(n);
-                    if *have == STORE_HEADER_BYTES {
-                        let (hash, len) = decode_store_header(
-                            bytes,
+                    if *have == header_bytes {
+                        let header = decode_store_header_of(
+                            self.format,
+                            &bytes[..header_bytes],
                             self.frame_offset,
                             &mut self.payload_total,
                             self.payload_bytes_max,
                         )?;
                         self.reading = Reading::Payload {
-                            hash,
-                            left: len as usize,
+                            header,
+                            left: header.wire_len as usize,
                             pieces: Pieces::default(),
                         };
                     }
@@ -161,23 +182,24 @@ impl FrameSplitter {
             let done = std::mem::replace(
                 &mut self.reading,
                 Reading::Header {
-                    bytes: [0; STORE_HEADER_BYTES],
+                    bytes: [0; STORE_V2_HEADER_BYTES],
                     have: 0,
                 },
             );
-            if let Reading::Payload { hash, pieces, .. } = done {
-                self.blocks.push((hash, pieces));
+            if let Reading::Payload { header, pieces, .. } = done {
+                self.frames.push(Framed { header, pieces });
             }
             self.frame_offset = self.offset;
         }
     }
 
-    /// The blocks of a body that has ended; an error if it ended inside a frame.
-    pub fn finish(self) -> Result<Vec<(BlockHash, Pieces)>, FrameError> {
+    /// The frames of a body that has ended; an error if it ended inside a frame.
+    pub fn finish(self) -> Result<Vec<Framed>, FrameError> {
+        let header_bytes = self.format.store_header_bytes();
         let needed = match &self.reading {
-            Reading::Header { have: 0, .. } => return Ok(self.blocks),
-            Reading::Header { .. } => STORE_HEADER_BYTES,
-            Reading::Payload { left, pieces, .. } => STORE_HEADER_BYTES + pieces.len() + left,
+            Reading::Header { have: 0, .. } => return Ok(self.frames),
+            Reading::Header { .. } => header_bytes,
+            Reading::Payload { left, pieces, .. } => header_bytes + pieces.len() + left,
         };
         Err(FrameError::Truncated {
             offset: self.frame_offset,
@@ -190,7 +212,7 @@ impl FrameSplitter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::{decode_store_frames, encode_store_frame};
+    use crate::frame::{decode_store_frames, encode_store_frame, STORE_HEADER_BYTES};
     use crate::limits::BATCH_BYTES_DEFAULT;
 
     const LIMIT: u64 = BATCH_BYTES_DEFAULT as u64;
@@ -205,12 +227,24 @@ mod tests {
 
     /// Feeds `body` in chunks of `step` bytes.
     fn split(body: &[u8], step: usize) -> Result<Vec<(BlockHash, Pieces)>, FrameError> {
+        split_as(body, step, FrameFormat::V1)
+    }
+
+    fn split_as(
+        body: &[u8],
+        step: usize,
+        format: FrameFormat,
+    ) -> Result<Vec<(BlockHash, Pieces)>, FrameError> {
         let body = Bytes::copy_from_slice(body);
-        let mut splitter = FrameSplitter::new(LIMIT);
+        let mut splitter = FrameSplitter::with_format(LIMIT, format);
         for at in (0..body.len()).step_by(step) {
             splitter.push(body.slice(at..(at + step).min(body.len())))?;
         }
-        splitter.finish()
+        Ok(splitter
+            .finish()?
+            .into_iter()
+            .map(|f| (f.header.hash, f.pieces))
+            .collect())
     }
 
     /// What the whole-body decoder says of `body`.
@@ -249,7 +283,7 @@ mod tests {
         splitter.push(body.slice(..500)).unwrap();
         splitter.push(body.slice(500..)).unwrap();
         let blocks = splitter.finish().unwrap();
-        let parts = blocks[0].1.parts();
+        let parts = blocks[0].pieces.parts();
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[0].as_ptr(), body[STORE_HEADER_BYTES..].as_ptr());
         assert_eq!(parts[1].as_ptr(), body[500..].as_ptr());
@@ -283,5 +317,66 @@ mod tests {
             let expected = reference(&body).unwrap_err();
             assert_eq!(split(&body, 65_536).unwrap_err(), expected);
         }
+    }
+
+    #[test]
+    fn format_2_frames_split_under_any_chunking_and_lying_lengths_are_refused() {
+        let raw = vec![5u8; 3000];
+        let hash = BlockHash::of(&raw);
+        let frame = |header: StoreHeader, bytes: &[u8]| {
+            let mut body = crate::frame::store_frame_header_v2(&header).to_vec();
+            body.extend_from_slice(bytes);
+            body
+        };
+        let plain = StoreHeader {
+            hash,
+            raw_len: 3000,
+            wire_len: 3000,
+            zstd: false,
+        };
+        let packed = StoreHeader {
+            hash,
+            raw_len: 3000,
+            wire_len: 10,
+            zstd: true,
+        };
+        let body = [frame(plain, &raw), frame(packed, &[1; 10])].concat();
+        for step in [1, 40, 41, 42, 4096] {
+            let got = split_as(&body, step, FrameFormat::V2).unwrap();
+            assert_eq!(got.len(), 2);
+            assert_eq!(got[0].1.len(), 3000);
+            assert_eq!(got[1].1.len(), 10, "the compressed bytes, as sent");
+        }
+        let lying = StoreHeader {
+            wire_len: 2999,
+            ..plain
+        };
+        assert!(matches!(
+            split_as(&frame(lying, &raw[..2999]), 7, FrameFormat::V2),
+            Err(FrameError::LengthMismatch { .. })
+        ));
+        let not_smaller = StoreHeader {
+            wire_len: 3000,
+            ..packed
+        };
+        assert!(matches!(
+            split_as(&frame(not_smaller, &raw), 7, FrameFormat::V2),
+            Err(FrameError::LengthMismatch { .. })
+        ));
+        let mut odd = frame(plain, &raw);
+        odd[32] = 0x80;
+        assert!(matches!(
+            split_as(&odd, 7, FrameFormat::V2),
+            Err(FrameError::BadFlags { flags: 0x80, .. })
+        ));
+        let huge = StoreHeader {
+            raw_len: (4 << 20) + 1,
+            wire_len: 10,
+            ..packed
+        };
+        assert!(matches!(
+            split_as(&frame(huge, &[0; 10]), 7, FrameFormat::V2),
+            Err(FrameError::BlockTooLarge { .. })
+        ));
     }
 }

@@ -6,19 +6,18 @@ the CA, two users' tokens, the holdall binary and a folder for `holdall sync`. E
 prints its name; any failure ends the run with a traceback and exit status 1.
 """
 
+import datetime
 import hashlib
-import json
 import os
 import pathlib
 import subprocess
-import sys
 import threading
 import time
 
 import dropbox
 import requests
 from dropbox import files
-from dropbox.exceptions import ApiError, AuthError, BadInputError
+from dropbox.exceptions import ApiError, AuthError
 
 CA = os.environ["HOLDALL_CA"]
 HOST = os.environ["DROPBOX_API_HOST"]
@@ -116,6 +115,11 @@ def upload_small_and_conflicts():
     accents = DBX.files_upload("naïve ✓\n".encode(), "/Docs/été ✓.txt")
     got, resp = DBX.files_download(accents.id)
     assert got.name == "été ✓.txt" and resp.content == "naïve ✓\n".encode(), got
+    when = datetime.datetime(2021, 3, 4, 5, 6, 7)
+    dated = DBX.files_upload(b"dated\n", "/Docs/dated.txt", client_modified=when)
+    assert dated.client_modified == when and dated.server_modified > when, dated
+    assert DBX.users_get_space_usage().used > 0
+    DBX.files_delete_v2("/Docs/dated.txt")
     wrong = "0" * 64
     expect_api_error(lambda: DBX.files_upload(b"y", "/Docs/y.txt", content_hash=wrong), lambda e: e.is_content_hash_mismatch())
 

@@ -138,8 +138,11 @@ pub async fn list_continue(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, DbxError> {
     let arg: ContinueArg = call.rpc_arg(req).await?;
+    let namespaces = call.tree.namespaces();
+    // A cursor of another user, or covering a namespace no longer in the caller's tree.
     let mut cursor = Cursor::open(call.shard.cursor_key(), &arg.cursor)
         .filter(|c| c.user == call.user.id)
+        .filter(|c| c.parts.iter().all(|p| namespaces.contains(&p.ns)))
         .ok_or_else(|| DbxError::tags(&["reset"]))?;
     answer_page(call, &mut cursor, PAGE_ENTRIES_MAX).await
 }
@@ -327,6 +330,11 @@ pub async fn longpoll(
         }
     };
     still_valid()?;
+    let user = crate::auth::user_of_token(shard, &token)?;
+    let namespaces = Tree::of(&shard.directory(), &user).namespaces();
+    if !cursor.parts.iter().all(|p| namespaces.contains(&p.ns)) {
+        return Err(DbxError::tags(&["reset"]));
+    }
     if let Err(wait) = shard.rate_limiter().admit(&token, Instant::now()) {
         return Err(ApiError::too_many_requests(wait).into());
     }

@@ -33,6 +33,7 @@ pub async fn account(shard: &Rc<Shard>, user: &User) -> Result<Response<Body>, A
             prefetch_ttl_s: shard.streaming().then(|| shard.prefetch().ttl().as_secs()),
         },
         usage,
+        features: vec![holdall_proto::api::FEATURE_ZSTD.into()],
     };
     Ok(json(StatusCode::OK, &body))
 }

@@ -16,8 +16,9 @@ use hyper::{Request, Response, StatusCode};
 use crate::body::Body;
 use crate::reply::{json, ApiError};
 use crate::request::read_chunks;
-use crate::shard::{shard_of_block, verify, Blocks, Shard};
-use holdall_proto::pieces::FrameSplitter;
+use crate::shard::{shard_of_block, Blocks, Shard};
+use holdall_proto::frame::{FrameFormat, FRAME_FORMAT_HEADER};
+use holdall_proto::pieces::{FrameSplitter, Framed, Pieces};
 
 /// Room for frame headers on top of the payload limit: 36 bytes a frame, so about 116,000
 /// frames (many tiny blocks) fit.
@@ -32,6 +33,64 @@ fn frame_error(e: FrameError) -> ApiError {
     }
 }
 
+/// The frame format the request asks for (`Holdall-Frame-Format`, 1 when absent).
+pub(crate) fn frame_format(req: &Request<Incoming>) -> Result<FrameFormat, ApiError> {
+    let Some(value) = req.headers().get(FRAME_FORMAT_HEADER) else {
+        return Ok(FrameFormat::V1);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(FrameFormat::from_header)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_frame_format",
+                "Holdall-Frame-Format must be 1 or 2",
+            )
+        })
+}
+
+/// On the blocks' owner: each frame's block, expanded if it came compressed (never past its
+/// declared length), checked against its hash. The first frame that fails refuses all.
+fn decode_frames(frames: Vec<Framed>) -> Result<Blocks, ApiError> {
+    let refuse = |code, hash: BlockHash, why: &str| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            code,
+            format!("block {hash} {why}; nothing in this batch was kept"),
+        )
+    };
+    let mut blocks = Vec::with_capacity(frames.len());
+    for Framed { header, pieces } in frames {
+        let data = if header.zstd {
+            let packed: Vec<u8> = pieces.parts().concat();
+            let raw = zstd::bulk::decompress(&packed, header.raw_len as usize)
+                .ok()
+                .filter(|raw| raw.len() == header.raw_len as usize)
+                .ok_or_else(|| {
+                    refuse(
+                        "bad_frame",
+                        header.hash,
+                        "does not decompress to its declared length",
+                    )
+                })?;
+            Pieces::from(bytes::Bytes::from(raw))
+        } else {
+            pieces
+        };
+        if data.hash() != header.hash {
+            return Err(refuse(
+                "hash_mismatch",
+                header.hash,
+                "does not hash to its name",
+            ));
+        }
+        blocks.push((header.hash, data));
+    }
+    Ok(blocks)
+}
+
 /// `POST /v1/store_batch`: checks every frame and every block's hash (on the block's own
 /// shard) before storing any, so a rejected batch keeps nothing; answers once durable.
 pub async fn store_batch(
@@ -39,7 +98,8 @@ pub async fn store_batch(
     user: &User,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let mut splitter = FrameSplitter::new(BATCH_BYTES_DEFAULT as u64);
+    let format = frame_format(&req)?;
+    let mut splitter = FrameSplitter::with_format(BATCH_BYTES_DEFAULT as u64, format);
     read_chunks(
         req,
         BATCH_BYTES_DEFAULT + FRAME_HEADERS_BYTES_MAX,
@@ -47,26 +107,25 @@ pub async fn store_batch(
     )
     .await?;
     let mut order: Vec<BlockHash> = Vec::new();
-    let mut by_owner: BTreeMap<usize, Blocks> = BTreeMap::new();
-    for (hash, pieces) in splitter.finish().map_err(frame_error)? {
-        order.push(hash);
+    let mut by_owner: BTreeMap<usize, Vec<Framed>> = BTreeMap::new();
+    for frame in splitter.finish().map_err(frame_error)? {
+        order.push(frame.header.hash);
         by_owner
-            .entry(shard_of_block(&hash, shard.shards()))
+            .entry(shard_of_block(&frame.header.hash, shard.shards()))
             .or_default()
-            .push((hash, pieces));
+            .push(frame);
     }
-    let checks = by_owner.iter().map(|(owner, blocks)| {
-        let blocks = blocks.clone();
-        shard.submit_to(*owner, move |_| std::future::ready(verify(&blocks)))
+    // Phase one, on every owner at once: expand compressed blocks and check every hash.
+    let checks = by_owner.into_iter().map(|(owner, frames)| async move {
+        let decoded = shard
+            .submit_to(owner, move |_| std::future::ready(decode_frames(frames)))
+            .await?;
+        Ok::<_, ApiError>((owner, decoded?))
     });
-    for mismatch in futures::future::join_all(checks).await {
-        if let Some(hash) = mismatch? {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "hash_mismatch",
-                format!("block {hash} does not hash to its name; nothing in this batch was kept"),
-            ));
-        }
+    let mut by_owner: BTreeMap<usize, Blocks> = BTreeMap::new();
+    for checked in futures::future::join_all(checks).await {
+        let (owner, blocks) = checked?;
+        by_owner.insert(owner, blocks);
     }
     let mut outcome = put_verified(shard, user.id, by_owner).await?;
     let mut response = StoreBatchResponse {

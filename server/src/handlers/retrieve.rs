@@ -19,7 +19,9 @@ use holdall_engine::block_log::BlockLogError;
 use holdall_engine::journal::record::Row;
 use holdall_engine::journal::state::User;
 use holdall_proto::api::{EntryKind, Jid, NsId, RetrieveBatchRequest, RetrieveItem};
-use holdall_proto::frame::{retrieve_frame_header, RetrieveStatus};
+use holdall_proto::frame::{
+    retrieve_frame_header, retrieve_frame_header_v2, FrameFormat, RetrieveStatus,
+};
 use holdall_proto::limits::{BATCH_BYTES_DEFAULT, RETRIEVE_HASHES_MAX, RETRIEVE_WAIT_MS_MAX};
 use holdall_proto::BlockHash;
 use hyper::body::Incoming;
@@ -54,6 +56,7 @@ pub async fn retrieve_batch(
     user: &User,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
+    let format = crate::handlers::blocks::frame_format(&req)?;
     let body: RetrieveBatchRequest = read_json(req, RETRIEVE_BODY_BYTES_MAX).await?;
     let asked: usize = body.items.iter().map(|i| i.hashes.len()).sum();
     if asked > RETRIEVE_HASHES_MAX {
@@ -68,9 +71,14 @@ pub async fn retrieve_batch(
     let mut chunks = Vec::with_capacity(answers.len() * 2);
     for (hash, status, data) in answers {
         let len = data.as_ref().map_or(0, |d| d.len() as u32);
-        chunks.push(Bytes::copy_from_slice(&retrieve_frame_header(
-            &hash, status, len,
-        )));
+        // Blocks are kept raw, so a format-2 answer flags none compressed.
+        let header = match format {
+            FrameFormat::V1 => Bytes::copy_from_slice(&retrieve_frame_header(&hash, status, len)),
+            FrameFormat::V2 => {
+                Bytes::copy_from_slice(&retrieve_frame_header_v2(&hash, status, (len, len, false)))
+            }
+        };
+        chunks.push(header);
         chunks.extend(data.into_iter().flatten());
     }
     Ok(binary(Body::from_chunks(chunks)))

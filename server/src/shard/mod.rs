@@ -539,11 +539,3 @@ impl Shard {
         });
     }
 }
-
-/// The first block whose bytes do not hash to its name.
-pub fn verify(blocks: &Blocks) -> Option<BlockHash> {
-    blocks
-        .iter()
-        .find(|(hash, data)| data.hash() != *hash)
-        .map(|(hash, _)| *hash)
-}
