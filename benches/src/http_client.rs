@@ -150,9 +150,21 @@ impl Conn {
         token: &str,
         parts: &[&[u8]],
     ) -> Result<(u16, Vec<u8>)> {
+        self.request_with(method, path, token, "", parts)
+    }
+
+    /// As [`Conn::request`], with `extra` header lines (each ending in `\r\n`).
+    pub fn request_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: &str,
+        extra: &str,
+        parts: &[&[u8]],
+    ) -> Result<(u16, Vec<u8>)> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Length: {len}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n{extra}Content-Length: {len}\r\n\r\n",
             self.addr
         );
         let writer = self.stream.get_mut();

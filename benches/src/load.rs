@@ -11,7 +11,10 @@ use holdall_proto::api::{
     AccountResponse, CommitRequest, CommitResult, EntryKind, NsId, RetrieveBatchRequest,
     RetrieveItem,
 };
-use holdall_proto::frame::{decode_retrieve_frames, store_frame_header, RetrieveStatus};
+use holdall_proto::frame::{
+    decode_retrieve_frames, store_frame_header, store_frame_header_v2, FrameFormat, RetrieveStatus,
+    StoreHeader,
+};
 use holdall_proto::limits::{BATCH_BYTES_DEFAULT, BLOCK_BYTES_MAX};
 use holdall_proto::BlockHash;
 use holdall_proto::FileVersion;
@@ -105,19 +108,48 @@ pub(crate) fn parallel(
 
 /// Stores `blocks` with store_batch.
 pub fn ingest(target: &Target, token: &str, blocks: &[Block], concurrency: usize) -> Result<Run> {
+    ingest_as(target, token, blocks, concurrency, FrameFormat::V1)
+}
+
+/// As [`ingest`], the frames in `format` (format 2: every block raw, flags 0).
+pub fn ingest_as(
+    target: &Target,
+    token: &str,
+    blocks: &[Block],
+    concurrency: usize,
+    format: FrameFormat,
+) -> Result<Run> {
     let batches: Vec<&[Block]> = blocks.chunks(BLOCKS_PER_BATCH).collect();
+    let extra = match format {
+        FrameFormat::V1 => "",
+        FrameFormat::V2 => "Holdall-Frame-Format: 2\r\n",
+    };
     parallel(target, batches.len(), concurrency, |conn, i| {
         let batch = batches[i];
-        let headers: Vec<_> = batch
+        let headers: Vec<Vec<u8>> = batch
             .iter()
-            .map(|b| store_frame_header(&b.hash, b.data.len() as u32))
+            .map(|b| {
+                let len = b.data.len() as u32;
+                match format {
+                    FrameFormat::V1 => store_frame_header(&b.hash, len).to_vec(),
+                    FrameFormat::V2 => {
+                        let h = StoreHeader {
+                            hash: b.hash,
+                            raw_len: len,
+                            wire_len: len,
+                            zstd: false,
+                        };
+                        store_frame_header_v2(&h).to_vec()
+                    }
+                }
+            })
             .collect();
         let mut parts: Vec<&[u8]> = Vec::new();
         for (h, b) in headers.iter().zip(batch) {
             parts.push(h);
             parts.push(&b.data);
         }
-        let (status, body) = conn.request("POST", "/v1/store_batch", token, &parts)?;
+        let (status, body) = conn.request_with("POST", "/v1/store_batch", token, extra, &parts)?;
         ensure!(
             status == 200,
             "store_batch: {status} {}",

@@ -12,6 +12,7 @@ use holdall_benches::{
     sync_bench, tls_bench, versus_nginx,
 };
 use holdall_engine::runtime;
+use holdall_proto::frame::FrameFormat;
 
 #[derive(Parser)]
 #[command(name = "holdall-bench", about = "Holdall benchmarks")]
@@ -44,6 +45,10 @@ struct LoadArgs {
     /// For an https:// server: the PEM CA that signed its certificate.
     #[arg(long, env = "HOLDALL_CA")]
     ca: Option<PathBuf>,
+    /// store_batch frames: `1`, `2` (raw frames in format 2), or `both`, alternated in
+    /// each run with their ratio printed.
+    #[arg(long, default_value = "1")]
+    frame_format: String,
 }
 
 #[derive(Subcommand)]
@@ -658,7 +663,7 @@ fn load(args: &LoadArgs, fetch: bool) -> Result<()> {
     let ns = load::root_ns(&target, &args.token)?;
     let (mut rates, mut costs) = (Vec::new(), Vec::new());
     // One run: its GB/s, and the server's core-seconds per GB over it.
-    let mut measure = |what: &str, run: &dyn Fn() -> Result<load::Run>| -> Result<()> {
+    let mut measure = |what: &str, run: &dyn Fn() -> Result<load::Run>| -> Result<f64> {
         let m = measured(&cpu, run)?;
         println!(
             "  {what} run: {:.2} GB/s, server {:.2} core-s/GB (io_uring workers {:.2})",
@@ -666,7 +671,7 @@ fn load(args: &LoadArgs, fetch: bool) -> Result<()> {
         );
         rates.push(m.gbps);
         costs.push(m.core_s_per_gb);
-        Ok(())
+        Ok(m.gbps)
     };
     if fetch {
         let blocks = load::unique_blocks(args.blocks);
@@ -689,11 +694,30 @@ fn load(args: &LoadArgs, fetch: bool) -> Result<()> {
             m / tcp
         );
     } else {
-        for _ in 0..args.runs {
-            let blocks = load::unique_blocks(args.blocks);
-            measure("store_batch", &|| {
-                load::ingest(&target, &args.token, &blocks, args.concurrency)
-            })?;
+        let formats = match args.frame_format.as_str() {
+            "1" => vec![FrameFormat::V1],
+            "2" => vec![FrameFormat::V2],
+            "both" => vec![FrameFormat::V1, FrameFormat::V2],
+            other => anyhow::bail!("--frame-format takes 1, 2 or both, not {other:?}"),
+        };
+        let mut by_format: Vec<Vec<f64>> = vec![Vec::new(); formats.len()];
+        for run in 0..args.runs {
+            for k in 0..formats.len() {
+                // Alternate which format goes first.
+                let i = (k + run) % formats.len();
+                let blocks = load::unique_blocks(args.blocks);
+                let gbps = measure(&format!("store_batch, format {:?}", formats[i]), &|| {
+                    load::ingest_as(&target, &args.token, &blocks, args.concurrency, formats[i])
+                })?;
+                by_format[i].push(gbps);
+            }
+        }
+        if let [v1, v2] = &mut by_format[..] {
+            let (a, b) = (median(v1), median(v2));
+            println!(
+                "format 1 {a:.2} GB/s, format 2 (raw frames) {b:.2} GB/s: {:.3} ×",
+                b / a
+            );
         }
         let (m, c) = (median(&mut rates), median(&mut costs));
         println!(

@@ -51,9 +51,10 @@ pub(crate) fn frame_format(req: &Request<Incoming>) -> Result<FrameFormat, ApiEr
         })
 }
 
-/// On the blocks' owner: each frame's block, expanded if it came compressed (never past its
-/// declared length), checked against its hash. The first frame that fails refuses all.
-fn decode_frames(frames: Vec<Framed>) -> Result<Blocks, ApiError> {
+/// On the blocks' owner: checks each frame's block against its hash, expanding it first if
+/// it came compressed (never past its declared length); the expanded blocks, by frame
+/// index. The first frame that fails refuses all.
+fn decode_frames(frames: Vec<Framed>) -> Result<Vec<(usize, Pieces)>, ApiError> {
     let refuse = |code, hash: BlockHash, why: &str| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -61,8 +62,8 @@ fn decode_frames(frames: Vec<Framed>) -> Result<Blocks, ApiError> {
             format!("block {hash} {why}; nothing in this batch was kept"),
         )
     };
-    let mut blocks = Vec::with_capacity(frames.len());
-    for Framed { header, pieces } in frames {
+    let mut expanded = Vec::new();
+    for (i, Framed { header, pieces }) in frames.into_iter().enumerate() {
         let data = if header.zstd {
             let packed: Vec<u8> = pieces.parts().concat();
             let raw = zstd::bulk::decompress(&packed, header.raw_len as usize)
@@ -86,9 +87,11 @@ fn decode_frames(frames: Vec<Framed>) -> Result<Blocks, ApiError> {
                 "does not hash to its name",
             ));
         }
-        blocks.push((header.hash, data));
+        if header.zstd {
+            expanded.push((i, data));
+        }
     }
-    Ok(blocks)
+    Ok(expanded)
 }
 
 /// `POST /v1/store_batch`: checks every frame and every block's hash (on the block's own
@@ -115,18 +118,25 @@ pub async fn store_batch(
             .or_default()
             .push(frame);
     }
-    // Phase one, on every owner at once: expand compressed blocks and check every hash.
-    let checks = by_owner.into_iter().map(|(owner, frames)| async move {
-        let decoded = shard
-            .submit_to(owner, move |_| std::future::ready(decode_frames(frames)))
-            .await?;
-        Ok::<_, ApiError>((owner, decoded?))
+    // Phase one, on every owner at once: expand compressed blocks and check every hash. The
+    // frames stay here (the owners get refcounted slices) and only expanded blocks return.
+    let checks = by_owner.iter().map(|(owner, frames)| {
+        let frames = frames.clone();
+        shard.submit_to(*owner, move |_| std::future::ready(decode_frames(frames)))
     });
-    let mut by_owner: BTreeMap<usize, Blocks> = BTreeMap::new();
-    for checked in futures::future::join_all(checks).await {
-        let (owner, blocks) = checked?;
-        by_owner.insert(owner, blocks);
+    let expanded = futures::future::join_all(checks).await;
+    let mut blocks_by_owner: BTreeMap<usize, Blocks> = BTreeMap::new();
+    for ((owner, mut frames), expanded) in by_owner.into_iter().zip(expanded) {
+        for (i, raw) in expanded?? {
+            frames[i].pieces = raw;
+        }
+        let blocks = frames
+            .into_iter()
+            .map(|f| (f.header.hash, f.pieces))
+            .collect();
+        blocks_by_owner.insert(owner, blocks);
     }
+    let by_owner = blocks_by_owner;
     let mut outcome = put_verified(shard, user.id, by_owner).await?;
     let mut response = StoreBatchResponse {
         stored: Vec::new(),
