@@ -31,21 +31,21 @@ pub fn file(tree: &Tree, row: &Row) -> Value {
 
 /// A folder's metadata: `path` in `ns` ("" for a mount's root, named by its mount path).
 pub fn folder(tree: &Tree, ns: NsId, path: &str) -> Value {
-    let display = tree.display(ns, path);
-    json!({
-        ".tag": "folder",
-        "name": name_of(&display),
-        "path_lower": display.to_lowercase(),
-        "path_display": display,
-        "id": names::file_id(ns, path),
-    })
+    let mut v = named(tree, ns, path, "folder");
+    v["id"] = json!(names::file_id(ns, path));
+    v
 }
 
 /// What was at `path` in `ns` and is deleted.
 pub fn deleted(tree: &Tree, ns: NsId, path: &str) -> Value {
+    named(tree, ns, path, "deleted")
+}
+
+/// The fields every kind of metadata has.
+fn named(tree: &Tree, ns: NsId, path: &str, tag: &str) -> Value {
     let display = tree.display(ns, path);
     json!({
-        ".tag": "deleted",
+        ".tag": tag,
         "name": name_of(&display),
         "path_lower": display.to_lowercase(),
         "path_display": display,

@@ -86,7 +86,11 @@ impl Tree {
             if let Some(rest) = lower.strip_prefix(&format!("{mount}/")) {
                 // Cut by byte length of the lowered mount: lowering can change lengths, so
                 // fall back to the lowered rest when the original does not split there.
-                let original = rel.get(rel.len() - rest.len()..).unwrap_or(rest);
+                let original = rel
+                    .len()
+                    .checked_sub(rest.len())
+                    .and_then(|at| rel.get(at..))
+                    .unwrap_or(rest);
                 return Ok(Place {
                     ns: *ns,
                     path: original.to_owned(),
@@ -268,5 +272,11 @@ mod tests {
             })
         );
         assert!(tree.place(&names::file_id(5, "x")).is_err());
+        // A name that grows when lowered must not cut the path out of bounds.
+        let wide = Tree {
+            root: 1,
+            mounts: vec![(9, "İ".into())],
+        };
+        assert_eq!(wide.place("/İ/İİİİİ").unwrap().ns, 9);
     }
 }
