@@ -47,6 +47,18 @@ struct Connect {
     /// Download cap in bytes per second (suffixes K, M, G; 0 = none).
     #[arg(long, env = "HOLDALL_DOWN_LIMIT", default_value = "0", value_parser = parse_bytes)]
     down_limit: u64,
+    /// Compress blocks on the wire where it pays, if the server offers it (`on` or `off`).
+    #[arg(long, env = "HOLDALL_COMPRESS", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    compress: bool,
+}
+
+/// `on` or `off`.
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{s:?}: say on or off")),
+    }
 }
 
 impl Connect {
@@ -60,6 +72,7 @@ impl Connect {
             self.up_limit,
             self.down_limit,
         )
+        .map(|api| api.with_compression(self.compress))
     }
 }
 

@@ -16,8 +16,8 @@ use holdall_proto::api::{
     RetrieveBatchRequest,
 };
 use holdall_proto::frame::{
-    decode_retrieve_frames, decode_store_frames, encode_retrieve_frame, encode_store_frame,
-    store_frame_header_v2, FrameFormat,
+    decode_retrieve_frames, decode_retrieve_header_of, decode_store_frames, encode_retrieve_frame,
+    encode_store_frame, store_frame_header_v2, FrameFormat, RetrieveStatus,
 };
 use holdall_proto::limits::{BATCH_BYTES_DEFAULT, BLOCK_BYTES_MAX};
 use holdall_proto::path::{parent, validate_path, validate_path_bytes};
@@ -43,6 +43,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("store_stream", store_stream),
     ("retrieve_stream", retrieve_stream),
     ("store_stream_v2", store_stream_v2),
+    ("retrieve_stream_v2", retrieve_stream_v2),
 ];
 
 /// A store_batch body: frames decode within the payload bound, each re-encodes to exactly
@@ -248,9 +249,13 @@ pub fn retrieve_stream(data: &[u8]) -> bool {
     let mut answer = Retrieved::default();
     let mut moved = 0u64;
     answer
-        .read_from(&mut reader, STREAM_PAYLOAD_BYTES_MAX, usize::MAX, |n| {
-            moved += n
-        })
+        .read_from(
+            &mut reader,
+            FrameFormat::V1,
+            STREAM_PAYLOAD_BYTES_MAX,
+            usize::MAX,
+            |n| moved += n,
+        )
         .expect("a reader that never fails");
     let streamed: Vec<_> = answer
         .frames()
@@ -269,6 +274,85 @@ pub fn retrieve_stream(data: &[u8]) -> bool {
         assert_eq!(moved, body.len() as u64, "every byte counted once");
     }
     error.is_none()
+}
+
+/// A format-2 retrieve_batch answer (read in the chunk lengths the first byte picks)
+/// through the production decoder (`Retrieved`), against a whole-body reference that
+/// decodes each header and expands each compressed block with a bound: the same blocks up
+/// to the first bad frame, damage exactly when the reference finds a bad frame, every
+/// block exactly its declared length. Accepted: an answer without damage.
+pub fn retrieve_stream_v2(data: &[u8]) -> bool {
+    let Some((&seed, body)) = data.split_first() else {
+        return false;
+    };
+    let (whole, bad) = retrieve_v2_reference(body);
+    let mut reader = Reads {
+        body,
+        lens: chunk_lens(seed, body.len()).into_iter(),
+    };
+    let mut answer = Retrieved::default();
+    let mut moved = 0u64;
+    answer
+        .read_from(
+            &mut reader,
+            FrameFormat::V2,
+            STREAM_PAYLOAD_BYTES_MAX,
+            usize::MAX,
+            |n| moved += n,
+        )
+        .expect("a reader that never fails");
+    let streamed: Vec<_> = answer
+        .frames()
+        .map(|f| (f.hash, f.status, f.payload.data().to_vec()))
+        .collect();
+    assert!(
+        streamed == whole,
+        "the streaming decoder disagrees on the frames"
+    );
+    assert_eq!(
+        answer.damage().is_some(),
+        bad,
+        "the streaming decoder disagrees on damage"
+    );
+    if !bad {
+        assert_eq!(moved, body.len() as u64, "every byte counted once");
+    }
+    !bad
+}
+
+/// The frames of a format-2 answer decoded from the whole body, and whether a bad frame
+/// stopped it.
+fn retrieve_v2_reference(body: &[u8]) -> (Vec<(BlockHash, RetrieveStatus, Vec<u8>)>, bool) {
+    let header_bytes = FrameFormat::V2.retrieve_header_bytes();
+    let (mut frames, mut at, mut total) = (Vec::new(), 0, 0u64);
+    while at < body.len() {
+        let Some(header) = body.get(at..at + header_bytes) else {
+            return (frames, true);
+        };
+        let Ok(h) = decode_retrieve_header_of(
+            FrameFormat::V2,
+            header,
+            at,
+            &mut total,
+            STREAM_PAYLOAD_BYTES_MAX,
+        ) else {
+            return (frames, true);
+        };
+        let start = at + header_bytes;
+        let Some(wire) = body.get(start..start + h.wire_len as usize) else {
+            return (frames, true);
+        };
+        let block = match h.zstd {
+            false => wire.to_vec(),
+            true => match zstd::bulk::decompress(wire, h.len as usize) {
+                Ok(b) if b.len() == h.len as usize => b,
+                _ => return (frames, true),
+            },
+        };
+        frames.push((h.hash, h.status, block));
+        at = start + wire.len();
+    }
+    (frames, false)
 }
 
 /// A journal record: decodes only within the input, and re-encodes (as the type it was) to

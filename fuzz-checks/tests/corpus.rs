@@ -83,6 +83,32 @@ fn valid_inputs(target: &str) -> Vec<Vec<u8>> {
                 .map(|seed| [vec![seed], body.clone()].concat())
                 .collect()
         }
+        "retrieve_stream_v2" => {
+            use holdall_proto::frame::retrieve_frame_header_v2;
+            let text = b"a line of a log file, again and again\n".repeat(200);
+            let packed = zstd::bulk::compress(&text, 3).unwrap();
+            let mut body = Vec::new();
+            let lens = (text.len() as u32, packed.len() as u32, true);
+            body.extend_from_slice(&retrieve_frame_header_v2(
+                &h(&text),
+                RetrieveStatus::Ok,
+                lens,
+            ));
+            body.extend_from_slice(&packed);
+            let raw = (3, 3, false);
+            body.extend_from_slice(&retrieve_frame_header_v2(
+                &h(b"raw"),
+                RetrieveStatus::Ok,
+                raw,
+            ));
+            body.extend_from_slice(b"raw");
+            let none = (0, 0, false);
+            let missing = RetrieveStatus::NotFound;
+            body.extend_from_slice(&retrieve_frame_header_v2(&h(b"gone"), missing, none));
+            (0..8u8)
+                .map(|seed| [vec![seed], body.clone()].concat())
+                .collect()
+        }
         "journal_record" => {
             let records = [
                 JournalRecord::Row(Row {

@@ -45,6 +45,14 @@ impl FrameFormat {
         }
     }
 
+    /// Bytes of a retrieve frame header in this format.
+    pub fn retrieve_header_bytes(self) -> usize {
+        match self {
+            FrameFormat::V1 => RETRIEVE_HEADER_BYTES,
+            FrameFormat::V2 => RETRIEVE_V2_HEADER_BYTES,
+        }
+    }
+
     /// Bytes of a store frame header in this format.
     pub fn store_header_bytes(self) -> usize {
         match self {
@@ -374,8 +382,12 @@ pub struct RetrieveHeader {
     pub hash: BlockHash,
     /// What the server answered.
     pub status: RetrieveStatus,
-    /// Payload bytes that follow (0 unless `status` is `Ok`).
+    /// The block's length (0 unless `status` is `Ok`).
     pub len: u32,
+    /// Bytes that follow the header: `len`, or fewer when `zstd`.
+    pub wire_len: u32,
+    /// Whether those bytes are the block zstd-compressed (format 2 only).
+    pub zstd: bool,
 }
 
 /// Decodes the header of the store frame at byte `offset` of a body, for readers that take
@@ -422,12 +434,7 @@ pub fn decode_store_header_of(
     }
     checked_len(offset, raw_len, payload_total, payload_bytes_max)?;
     let zstd = flags & FLAG_ZSTD != 0;
-    let fits = if zstd {
-        wire_len < raw_len
-    } else {
-        wire_len == raw_len
-    };
-    if !fits {
+    if !lengths_fit(zstd, raw_len, wire_len) {
         return Err(FrameError::LengthMismatch {
             offset,
             raw_len,
@@ -478,24 +485,76 @@ pub fn decode_retrieve_header(
     payload_total: &mut u64,
     payload_bytes_max: u64,
 ) -> Result<RetrieveHeader, FrameError> {
+    decode_retrieve_header_of(
+        FrameFormat::V1,
+        header,
+        offset,
+        payload_total,
+        payload_bytes_max,
+    )
+}
+
+/// Decodes a retrieve frame header of `format` (its first `format.retrieve_header_bytes()`
+/// bytes of `header`): as [`decode_retrieve_header`], and for format 2 the flags and both
+/// lengths. The batch limit counts block bytes (what the reader holds once a compressed
+/// block is expanded).
+pub fn decode_retrieve_header_of(
+    format: FrameFormat,
+    header: &[u8],
+    offset: usize,
+    payload_total: &mut u64,
+    payload_bytes_max: u64,
+) -> Result<RetrieveHeader, FrameError> {
     let status = RetrieveStatus::from_byte(header[32]).ok_or(FrameError::BadStatus {
         offset,
         status: header[32],
     })?;
-    let len = read_u32(&header[33..37]);
-    if status != RetrieveStatus::Ok && len != 0 {
+    let (flags, len, wire_len) = match format {
+        FrameFormat::V1 => {
+            let len = read_u32(&header[33..37]);
+            (0, len, len)
+        }
+        FrameFormat::V2 => (
+            header[33],
+            read_u32(&header[34..38]),
+            read_u32(&header[38..42]),
+        ),
+    };
+    if flags & !FLAG_ZSTD != 0 {
+        return Err(FrameError::BadFlags { offset, flags });
+    }
+    if status != RetrieveStatus::Ok && (len != 0 || wire_len != 0) {
         return Err(FrameError::PayloadWithoutData {
             offset,
             status,
-            len,
+            len: len.max(wire_len),
         });
     }
     checked_len(offset, len, payload_total, payload_bytes_max)?;
+    let zstd = flags & FLAG_ZSTD != 0;
+    if !lengths_fit(zstd, len, wire_len) {
+        return Err(FrameError::LengthMismatch {
+            offset,
+            raw_len: len,
+            wire_len,
+        });
+    }
     Ok(RetrieveHeader {
         hash: read_hash(header),
         status,
         len,
+        wire_len,
+        zstd,
     })
+}
+
+/// Whether a format-2 frame's lengths can be: raw bytes are the block's length, compressed
+/// ones fewer.
+fn lengths_fit(zstd: bool, raw_len: u32, wire_len: u32) -> bool {
+    match zstd {
+        true => wire_len < raw_len,
+        false => wire_len == raw_len,
+    }
 }
 
 #[cfg(test)]

@@ -6,10 +6,17 @@
 //! Blocks of at least [`DIRECT_BYTES_MIN`] start at an aligned address and are followed by
 //! zeros up to the alignment; smaller ones are packed. The buffer is sized for the worst
 //! case before the first byte is read and only grows, so nothing moves while frames land.
+//!
+//! In frame format 2 a block may arrive zstd-compressed: its bytes are read into a side
+//! buffer and expanded into the block's place, never past the length the frame declares
+//! (itself within the block and batch limits), and a block that does not expand to exactly
+//! that length is damage like any other broken frame.
 
 use std::io::{self, Read};
 
-use crate::frame::{decode_retrieve_header, FrameError, RetrieveStatus, RETRIEVE_HEADER_BYTES};
+use crate::frame::{
+    decode_retrieve_header_of, FrameError, FrameFormat, RetrieveStatus, RETRIEVE_V2_HEADER_BYTES,
+};
 use crate::payload::{Payload, ALIGN_BYTES, DIRECT_BYTES_MIN};
 use crate::BlockHash;
 
@@ -38,20 +45,24 @@ struct Slot {
 #[derive(Default)]
 pub struct Retrieved {
     buf: Vec<u8>,
+    /// A compressed block's bytes as they came, before they are expanded into `buf`.
+    packed: Vec<u8>,
     slots: Vec<Slot>,
     /// Why the answer stopped before its end, if it did.
     damage: Option<String>,
 }
 
 impl Retrieved {
-    /// Replaces the frames with those read from `reader` until it ends: at most
-    /// `frames_max` frames whose payloads total at most `payload_bytes_max`. `moved` is told
-    /// the bytes of each frame as it lands. A frame that breaks the rules ends the reading
-    /// and is kept as [`Retrieved::damage`], as does an answer cut inside a frame; the
-    /// frames before it stay usable. An error only if the connection failed.
+    /// Replaces the frames with those read from `reader`, an answer in frame `format`,
+    /// until it ends: at most `frames_max` frames whose blocks total at most
+    /// `payload_bytes_max`. `moved` is told the bytes of each frame as it lands (as they
+    /// came on the wire). A frame that breaks the rules ends the reading and is kept as
+    /// [`Retrieved::damage`], as does an answer cut inside a frame; the frames before it
+    /// stay usable. An error only if the connection failed.
     pub fn read_from(
         &mut self,
         reader: &mut impl Read,
+        format: FrameFormat,
         payload_bytes_max: u64,
         frames_max: usize,
         mut moved: impl FnMut(u64),
@@ -70,38 +81,34 @@ impl Retrieved {
         let base = self.buf.as_ptr().align_offset(ALIGN_BYTES);
         let mut end = base;
         let (mut offset, mut payload_total) = (0usize, 0u64);
-        let mut header = [0u8; RETRIEVE_HEADER_BYTES];
+        let header_bytes = format.retrieve_header_bytes();
+        let mut header_buf = [0u8; RETRIEVE_V2_HEADER_BYTES];
+        let header = &mut header_buf[..header_bytes];
         loop {
-            match read_full(reader, &mut header)? {
+            match read_full(reader, header)? {
                 0 => return Ok(()),
-                RETRIEVE_HEADER_BYTES => {}
+                n if n == header_bytes => {}
                 available => {
-                    self.damage = Some(
-                        FrameError::Truncated {
-                            offset,
-                            needed: RETRIEVE_HEADER_BYTES,
-                            available,
-                        }
-                        .to_string(),
-                    );
-                    return Ok(());
+                    return self.damaged(FrameError::Truncated {
+                        offset,
+                        needed: header_bytes,
+                        available,
+                    })
                 }
             }
             if self.slots.len() == frames_max {
                 self.damage = Some(format!("more than the {frames_max} frames asked for"));
                 return Ok(());
             }
-            let h = match decode_retrieve_header(
-                &header,
+            let h = match decode_retrieve_header_of(
+                format,
+                header,
                 offset,
                 &mut payload_total,
                 payload_bytes_max as u64,
             ) {
                 Ok(h) => h,
-                Err(e) => {
-                    self.damage = Some(e.to_string());
-                    return Ok(());
-                }
+                Err(e) => return self.damaged(e),
             };
             let len = h.len as usize;
             let aligned = len >= DIRECT_BYTES_MIN;
@@ -117,16 +124,23 @@ impl Retrieved {
                 stop <= self.buf.len(),
                 "the buffer was sized for the limits"
             );
-            let got = read_full(reader, &mut self.buf[start..start + len])?;
-            if got < len {
-                self.damage = Some(
-                    FrameError::Truncated {
-                        offset,
-                        needed: RETRIEVE_HEADER_BYTES + len,
-                        available: RETRIEVE_HEADER_BYTES + got,
-                    }
-                    .to_string(),
-                );
+            let wire_len = h.wire_len as usize;
+            let landed = match h.zstd {
+                false => read_full(reader, &mut self.buf[start..start + len])?,
+                true => self.expand(reader, wire_len, start, len)?,
+            };
+            if landed < wire_len {
+                return self.damaged(FrameError::Truncated {
+                    offset,
+                    needed: header_bytes + wire_len,
+                    available: header_bytes + landed,
+                });
+            }
+            if landed > wire_len {
+                self.damage = Some(format!(
+                    "frame at byte {offset}: its compressed block does not expand to the \
+                     {len} bytes it declares"
+                ));
                 return Ok(());
             }
             self.buf[start + len..stop].fill(0);
@@ -137,10 +151,39 @@ impl Retrieved {
                 len,
                 aligned,
             });
-            moved((RETRIEVE_HEADER_BYTES + len) as u64);
-            offset += RETRIEVE_HEADER_BYTES + len;
+            moved((header_bytes + wire_len) as u64);
+            offset += header_bytes + wire_len;
             end = stop;
         }
+    }
+
+    /// Reads a compressed block's `wire_len` bytes and expands them into `buf[start..]`,
+    /// exactly `len` bytes. Returns the wire bytes read (fewer: the answer was cut), or
+    /// more than `wire_len` when they do not expand to the block.
+    fn expand(
+        &mut self,
+        reader: &mut impl Read,
+        wire_len: usize,
+        start: usize,
+        len: usize,
+    ) -> io::Result<usize> {
+        self.packed.resize(wire_len, 0);
+        let got = read_full(reader, &mut self.packed)?;
+        if got < wire_len {
+            return Ok(got);
+        }
+        // One byte of room past the block tells a block that would expand further apart.
+        let room = (len + 1).min(self.buf.len() - start);
+        let out = &mut self.buf[start..start + room];
+        match zstd::bulk::decompress_to_buffer(&self.packed, out) {
+            Ok(n) if n == len => Ok(wire_len),
+            _ => Ok(wire_len + 1),
+        }
+    }
+
+    fn damaged(&mut self, e: FrameError) -> io::Result<()> {
+        self.damage = Some(e.to_string());
+        Ok(())
     }
 
     /// The frames, in order.
@@ -217,9 +260,13 @@ mod tests {
             bytes: body,
             fail_at_end: false,
         };
-        answer.read_from(&mut r, BATCH_BYTES_DEFAULT as u64, frames_max, |n| {
-            moved += n
-        })?;
+        answer.read_from(
+            &mut r,
+            FrameFormat::V1,
+            BATCH_BYTES_DEFAULT as u64,
+            frames_max,
+            |n| moved += n,
+        )?;
         Ok(moved)
     }
 
@@ -327,7 +374,13 @@ mod tests {
             bytes: &body[..100],
             fail_at_end: true,
         };
-        let r = answer.read_from(&mut failing, BATCH_BYTES_DEFAULT as u64, 3, |_| {});
+        let r = answer.read_from(
+            &mut failing,
+            FrameFormat::V1,
+            BATCH_BYTES_DEFAULT as u64,
+            3,
+            |_| {},
+        );
         assert!(r.is_err());
     }
 
@@ -361,5 +414,117 @@ mod tests {
         assert_eq!(answer.frames().count(), frames);
         let last = answer.frames().last().unwrap();
         assert_eq!(last.payload.data(), &rest[..]);
+    }
+
+    /// Appends a format-2 frame of `block`, compressed when `zstd`, claiming `raw_len`.
+    fn v2_frame(body: &mut Vec<u8>, block: &[u8], zstd: bool, raw_len: usize) {
+        use crate::frame::retrieve_frame_header_v2;
+        let wire = match zstd {
+            true => zstd::bulk::compress(block, 3).unwrap(),
+            false => block.to_vec(),
+        };
+        let lens = (raw_len as u32, wire.len() as u32, zstd);
+        let h = BlockHash::of(block);
+        body.extend_from_slice(&retrieve_frame_header_v2(&h, RetrieveStatus::Ok, lens));
+        body.extend_from_slice(&wire);
+    }
+
+    fn read_v2(answer: &mut Retrieved, body: &[u8], frames_max: usize) -> u64 {
+        let mut moved = 0;
+        let mut r = Trickle {
+            bytes: body,
+            fail_at_end: false,
+        };
+        answer
+            .read_from(
+                &mut r,
+                FrameFormat::V2,
+                BATCH_BYTES_DEFAULT as u64,
+                frames_max,
+                |n| moved += n,
+            )
+            .unwrap();
+        moved
+    }
+
+    #[test]
+    fn format_two_blocks_expand_in_place_and_count_their_wire_bytes() {
+        let text: Vec<u8> = b"fn main() { println!(\"hello\"); }\n".repeat(130_000);
+        let blocks = [
+            (text[..BLOCK_BYTES_MAX].to_vec(), true),
+            (block(31, DIRECT_BYTES_MIN + 3), false),
+            (text[..900].to_vec(), true),
+        ];
+        let mut body = Vec::new();
+        for (b, zstd) in &blocks {
+            v2_frame(&mut body, b, *zstd, b.len());
+        }
+        use crate::frame::retrieve_frame_header_v2;
+        let missing = BlockHash::of(b"gone");
+        let none = (0, 0, false);
+        body.extend_from_slice(&retrieve_frame_header_v2(
+            &missing,
+            RetrieveStatus::NotFound,
+            none,
+        ));
+        let mut answer = Retrieved::default();
+        assert_eq!(
+            read_v2(&mut answer, &body, 4),
+            body.len() as u64,
+            "wire bytes"
+        );
+        let raw: usize = blocks.iter().map(|(b, _)| b.len()).sum();
+        assert!(body.len() < raw / 4, "the text travelled compressed");
+        assert_eq!(answer.damage(), None);
+        let frames: Vec<Frame> = answer.frames().collect();
+        for (f, (b, _)) in frames.iter().zip(&blocks) {
+            assert_eq!(f.payload.data(), &b[..]);
+            let aligned = f.payload.data().as_ptr().align_offset(ALIGN_BYTES) == 0;
+            assert!(aligned || b.len() < DIRECT_BYTES_MIN);
+        }
+        assert_eq!(frames[3].status, RetrieveStatus::NotFound);
+    }
+
+    #[test]
+    fn format_two_frames_that_lie_are_damage_after_the_good_ones() {
+        let text: Vec<u8> = b"log line 42: all is well\n".repeat(10_000);
+        let mut good = Vec::new();
+        v2_frame(&mut good, &text[..5000], true, 5000);
+        let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
+        // Expands to more, and to fewer, bytes than declared; not zstd at all; cut short.
+        let mut more = good.clone();
+        v2_frame(&mut more, &text[..6000], true, 5999);
+        cases.push(("more", more));
+        let mut fewer = good.clone();
+        v2_frame(&mut fewer, &text[..6000], true, 6001);
+        cases.push(("fewer", fewer));
+        let mut garbage = good.clone();
+        let lens = (6000, 100, true);
+        garbage.extend_from_slice(&crate::frame::retrieve_frame_header_v2(
+            &BlockHash::of(b"g"),
+            RetrieveStatus::Ok,
+            lens,
+        ));
+        garbage.extend_from_slice(&[0xa5; 100]);
+        cases.push(("garbage", garbage));
+        let mut cut = good.clone();
+        v2_frame(&mut cut, &text[..6000], true, 6000);
+        cut.pop();
+        cases.push(("cut", cut));
+        let mut flags = good.clone();
+        v2_frame(&mut flags, &text[..10], false, 10);
+        let at = good.len() + 33;
+        flags[at] = 0x80;
+        cases.push(("flags", flags));
+        let mut answer = Retrieved::default();
+        for (case, body) in cases {
+            read_v2(&mut answer, &body, 2);
+            assert_eq!(answer.frames().count(), 1, "{case}");
+            assert_eq!(
+                answer.frames().next().unwrap().payload.data(),
+                &text[..5000]
+            );
+            assert!(answer.damage().is_some(), "{case}");
+        }
     }
 }

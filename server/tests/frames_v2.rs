@@ -166,3 +166,32 @@ fn compressed_blocks_are_expanded_checked_and_served_and_liars_keep_nothing() {
         (400, Some("bad_frame_format"))
     );
 }
+
+#[test]
+fn a_server_without_compression_offers_none_and_refuses_format_two() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start_with(&tmp.path().join("data"), 1, &["--compression", "false"]);
+    let (token, _) = create_user(&server, "ann");
+    let account = request(&server.addr, "GET", "/v1/account", Some(&token), b"").json();
+    assert_eq!(account["features"], json!([]));
+    let raw = text(3, 5000);
+    let r = store_v2(&server, &token, &frame(&raw, None));
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (400, Some("bad_frame_format"))
+    );
+    let r = request_with(
+        &server.addr,
+        "POST",
+        "/v1/retrieve_batch",
+        Some(&token),
+        &[("Holdall-Frame-Format", "2")],
+        br#"{"items":[]}"#,
+    );
+    assert_eq!(r.status, 400);
+    // Format 1 as ever.
+    let mut body = Vec::new();
+    holdall_proto::frame::encode_store_frame(&mut body, &BlockHash::of(&raw), &raw);
+    let r = request(&server.addr, "POST", "/v1/store_batch", Some(&token), &body);
+    assert_eq!(r.status, 200);
+}

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use holdall_proto::api::DEVICE_HEADER;
 use holdall_proto::api::{
     AccountResponse, AddMemberRequest, AdminUsersResponse, CommitBatchRequest, CommitBatchResponse,
     CommitRequest, CreateNamespaceRequest, CreateNamespaceResponse, CreateTokenRequest,
@@ -17,13 +16,15 @@ use holdall_proto::api::{
     RestoreResponse, RetrieveBatchRequest, RewindRequest, RewindResponse, StoreBatchResponse,
     TokensResponse,
 };
-use holdall_proto::frame::{store_frame_header, STORE_HEADER_BYTES};
+use holdall_proto::api::{DEVICE_HEADER, FEATURE_ZSTD};
+use holdall_proto::frame::{FrameFormat, FRAME_FORMAT_HEADER};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
-use crate::net::bulk::{Body, Bulk, BulkError, Piece, Source};
+use crate::net::bulk::{body_pieces, frames_len, Body, Bulk, BulkError, FramePart, Piece};
+use crate::net::pack::Packed;
 use crate::net::progress::Progress;
 use crate::net::throttle::Throttle;
 use holdall_proto::retrieved::Retrieved;
@@ -145,6 +146,18 @@ pub struct Api {
     /// Set once the bulk path got an answer it does not take (an HTTP hop in between that
     /// re-encodes answers, say): ureq carries every call from then on.
     bulk_off: Arc<AtomicBool>,
+    /// Whether blocks may travel compressed (`--compress`).
+    compress: bool,
+    /// Whether the server takes and sends compressed frames, as its account last said.
+    server_zstd: Arc<AtomicBool>,
+}
+
+/// A worker's buffers for store_batch requests, reused: the request gathered for ureq, and
+/// the compressed blocks.
+#[derive(Debug, Default)]
+pub struct StoreBuffers {
+    body: Vec<u8>,
+    packed: Packed,
 }
 
 /// What became of a store_batch of blocks read from their files.
@@ -182,6 +195,8 @@ struct Call<'a> {
     limit: u64,
     /// For the whole exchange.
     timeout: Duration,
+    /// The frame format of a store_batch body or retrieve_batch answer.
+    format: FrameFormat,
 }
 
 impl Api {
@@ -214,6 +229,8 @@ impl Api {
             agent,
             bulk: Bulk::new(&url, bulk_tls).map(Arc::new),
             bulk_off: Arc::new(AtomicBool::new(false)),
+            compress: true,
+            server_zstd: Arc::new(AtomicBool::new(false)),
             url,
             auth: format!("Bearer {}", endpoint.token),
             up: Throttle::new(up),
@@ -226,6 +243,13 @@ impl Api {
     /// The same client, naming its device in every request (`Holdall-Device`).
     pub fn with_device(mut self, device: &str) -> Api {
         self.device = Some(device.to_string());
+        self
+    }
+
+    /// The same, with wire compression on or off (on unless told; used only if the server
+    /// offers it).
+    pub fn with_compression(mut self, on: bool) -> Api {
+        self.compress = on;
         self
     }
 
@@ -303,6 +327,7 @@ impl Api {
             body,
             limit: _,
             timeout,
+            format,
         } = *call;
         self.up.spend(body.len() as u64);
         self.progress.moved(body.len() as u64);
@@ -326,6 +351,9 @@ impl Api {
                 let mut post = self.agent.post(&url).header("Authorization", &self.auth);
                 if let Some(d) = &self.device {
                     post = post.header(DEVICE_HEADER, d);
+                }
+                if format == FrameFormat::V2 {
+                    post = post.header(FRAME_FORMAT_HEADER, "2");
                 }
                 post.content_type(content_type)
                     .config()
@@ -417,6 +445,7 @@ impl Api {
             body: &body,
             limit: JSON_BYTES_MAX,
             timeout,
+            format: FrameFormat::V1,
         })?;
         Self::parse(call, &bytes)
     }
@@ -429,9 +458,13 @@ impl Api {
             content_type: "",
             body: b"",
             limit: JSON_BYTES_MAX,
+            format: FrameFormat::V1,
             timeout: CALL_TIMEOUT,
         })?;
-        Self::parse("account", &bytes)
+        let account: AccountResponse = Self::parse("account", &bytes)?;
+        let zstd = account.features.iter().any(|f| f == FEATURE_ZSTD);
+        self.server_zstd.store(zstd, Ordering::Relaxed);
+        Ok(account)
     }
 
     /// `POST /v1/commit_batch`.
@@ -457,7 +490,11 @@ impl Api {
 
     /// `POST /v1/store_batch` of `body`, store frames (see docs/PROTOCOL.md) whose blocks
     /// total at most the server's `batch_bytes_max`.
-    fn store_batch(&self, body: &[u8]) -> Result<StoreBatchResponse, ApiError> {
+    fn store_batch(
+        &self,
+        body: &[u8],
+        format: FrameFormat,
+    ) -> Result<StoreBatchResponse, ApiError> {
         let bytes = self.call(&Call {
             method: "POST",
             path: "/v1/store_batch",
@@ -465,55 +502,75 @@ impl Api {
             body,
             limit: JSON_BYTES_MAX,
             timeout: CALL_TIMEOUT,
+            format,
         })?;
         Self::parse("store_batch", &bytes)
     }
 
-    /// `POST /v1/store_batch` of the blocks `pieces` name (those already read in `read`):
-    /// for an `http://` server through the bulk path, blocks from files handed to the
-    /// kernel by sendfile; otherwise gathered into `body` (reused) and sent through ureq.
+    /// `POST /v1/store_batch` of the blocks `pieces` name (those already read in `read`),
+    /// compressed where it pays if the server takes compressed frames: for an `http://`
+    /// or `https://` server through the bulk path, blocks from files handed to the kernel
+    /// by sendfile (or sealed from a buffer); if the bulk path is off, gathered into
+    /// `buffers` (reused) and sent through ureq.
     pub fn store_pieces(
         &self,
         pieces: &[Piece],
         read: &[u8],
-        body: &mut Vec<u8>,
+        buffers: &mut StoreBuffers,
     ) -> Result<Sent, ApiError> {
+        let format = self.frame_format();
+        match format {
+            FrameFormat::V2 => buffers.packed.pack(pieces, read),
+            FrameFormat::V1 => buffers.packed.raw(pieces.len()),
+        }
+        let packed = &buffers.packed;
         let Some(bulk) = self.bulk() else {
             // The buffer only grows: zeroing it before reading over it was a pass over
             // every byte uploaded.
+            let body = &mut buffers.body;
             let mut used = 0;
-            for p in pieces {
-                let (at, end) = (used + STORE_HEADER_BYTES, used + STORE_HEADER_BYTES + p.len);
+            for frame in body_pieces(pieces, read, packed, format) {
+                let Ok((header, part)) = frame else {
+                    return Ok(Sent::SourceShort);
+                };
+                let len = match part {
+                    FramePart::File(_, _, len) => len,
+                    FramePart::Bytes(bytes) => bytes.len(),
+                };
+                let (at, end) = (used + header.len(), used + header.len() + len);
                 if body.len() < end {
                     body.resize(end, 0);
                 }
-                body[used..at].copy_from_slice(&store_frame_header(&p.hash, p.len as u32));
-                let filled = match &p.source {
-                    Source::File { file, offset } => {
-                        file.read_exact_at(&mut body[at..end], *offset).is_ok()
+                body[used..at].copy_from_slice(&header);
+                let filled = match part {
+                    FramePart::File(file, offset, _) => {
+                        file.read_exact_at(&mut body[at..end], offset).is_ok()
                     }
-                    Source::Read { at: from } => match read.get(*from..*from + p.len) {
-                        Some(bytes) => {
-                            body[at..end].copy_from_slice(bytes);
-                            true
-                        }
-                        None => false,
-                    },
+                    FramePart::Bytes(bytes) => {
+                        body[at..end].copy_from_slice(bytes);
+                        true
+                    }
                 };
                 if !filled {
                     return Ok(Sent::SourceShort);
                 }
                 used = end;
             }
-            return self.store_batch(&body[..used]).map(|_| Sent::Stored);
+            let body = &body[..used];
+            return self.store_batch(body, format).map(|_| Sent::Stored);
         };
-        let bytes: usize = pieces.iter().map(|p| STORE_HEADER_BYTES + p.len).sum();
+        let bytes = frames_len(pieces, packed, format);
         self.up.spend(bytes as u64);
         self.progress.moved(bytes as u64);
         let answer = bulk.post(
             "/v1/store_batch",
-            &self.bulk_headers(),
-            Body::Pieces { pieces, read },
+            &self.bulk_headers(format),
+            Body::Pieces {
+                pieces,
+                read,
+                packed,
+                format,
+            },
             CALL_TIMEOUT,
             |status, reader| Ok((status, reader.read_all(JSON_BYTES_MAX as usize)?)),
         );
@@ -522,7 +579,7 @@ impl Api {
             Err(BulkError::SourceShort) => return Ok(Sent::SourceShort),
             Err(BulkError::BadAnswer(detail)) => {
                 self.bulk_failed("store_batch", &detail);
-                return self.store_pieces(pieces, read, body);
+                return self.store_pieces(pieces, read, buffers);
             }
             Err(e) => return Err(self.bulk_error("store_batch", e)),
         };
@@ -530,6 +587,15 @@ impl Api {
         match status {
             200 => Self::parse::<StoreBatchResponse>("store_batch", &body).map(|_| Sent::Stored),
             status => Err(Self::refusal(status, &body)),
+        }
+    }
+
+    /// The frame format to use: 2 if the server offered compression (its account said so)
+    /// and this client has it on.
+    fn frame_format(&self) -> FrameFormat {
+        match self.compress && self.server_zstd.load(Ordering::Relaxed) {
+            true => FrameFormat::V2,
+            false => FrameFormat::V1,
         }
     }
 
@@ -547,11 +613,14 @@ impl Api {
         }
     }
 
-    /// The headers every bulk request carries.
-    fn bulk_headers(&self) -> String {
+    /// The headers a bulk request in frame `format` carries.
+    fn bulk_headers(&self, format: FrameFormat) -> String {
         let mut headers = format!("Authorization: {}\r\n", self.auth);
         if let Some(d) = &self.device {
             headers.push_str(&format!("{DEVICE_HEADER}: {d}\r\n"));
+        }
+        if format == FrameFormat::V2 {
+            headers.push_str(&format!("{FRAME_FORMAT_HEADER}: 2\r\n"));
         }
         headers
     }
@@ -594,9 +663,9 @@ impl Api {
             detail: e.to_string(),
         })?;
         let frames = request.items.iter().map(|i| i.hashes.len()).sum::<usize>();
+        let format = self.frame_format();
         // ureq counts a body that reaches its limit as over it: leave room past the exact size.
-        let limit =
-            payload_max + frames as u64 * holdall_proto::frame::RETRIEVE_HEADER_BYTES as u64 + 1;
+        let limit = payload_max + (frames * format.retrieve_header_bytes()) as u64 + 1;
         let wait = Duration::from_millis(request.wait_ms.unwrap_or(0));
         let call = Call {
             method: "POST",
@@ -604,6 +673,7 @@ impl Api {
             content_type: "application/json",
             body: &body,
             limit,
+            format,
             timeout: CALL_TIMEOUT + wait,
         };
         if let Some(bulk) = self.bulk() {
@@ -611,7 +681,7 @@ impl Api {
             self.progress.moved(body.len() as u64);
             let answer = bulk.post(
                 "/v1/retrieve_batch",
-                &self.bulk_headers(),
+                &self.bulk_headers(format),
                 Body::Json(&body),
                 call.timeout,
                 |status, reader| match status {
@@ -620,7 +690,7 @@ impl Api {
                             self.down.spend(n);
                             self.progress.moved(n);
                         };
-                        answer.read_from(reader, payload_max, frames, moved)?;
+                        answer.read_from(reader, format, payload_max, frames, moved)?;
                         Ok(Ok(()))
                     }
                     _ => Ok(Err(Self::refusal(status, &reader.read_all(1 << 20)?))),
@@ -640,7 +710,7 @@ impl Api {
         }
         let mut reader = response.body_mut().with_config().limit(limit).reader();
         answer
-            .read_from(&mut reader, payload_max, frames, |n| {
+            .read_from(&mut reader, format, payload_max, frames, |n| {
                 self.down.spend(n);
                 self.progress.moved(n);
             })
@@ -712,6 +782,7 @@ impl Api {
             content_type: "",
             body: b"",
             limit: JSON_BYTES_MAX,
+            format: FrameFormat::V1,
             timeout: CALL_TIMEOUT,
         })?;
         Self::parse("tokens", &bytes)
@@ -726,6 +797,7 @@ impl Api {
             content_type: "",
             body: b"",
             limit: JSON_BYTES_MAX,
+            format: FrameFormat::V1,
             timeout: CALL_TIMEOUT,
         })?;
         Ok(())
@@ -739,6 +811,7 @@ impl Api {
             content_type: "",
             body: b"",
             limit: JSON_BYTES_MAX,
+            format: FrameFormat::V1,
             timeout: CALL_TIMEOUT,
         })?;
         Self::parse("admin/users", &bytes)
@@ -768,6 +841,7 @@ impl Api {
 mod tests {
     use super::*;
     use crate::net::bulk::tests::request;
+    use crate::net::bulk::Source;
     use holdall_proto::BlockHash;
     use std::io::Write;
     use std::net::TcpListener;
@@ -806,7 +880,7 @@ mod tests {
             ca: None,
         };
         let api = Api::new(&endpoint, 0, 0).unwrap();
-        let mut body = Vec::new();
+        let mut body = StoreBuffers::default();
         for _ in 0..2 {
             let pieces = [
                 Piece {

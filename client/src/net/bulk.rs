@@ -23,9 +23,12 @@ use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use holdall_proto::frame::{store_frame_header, STORE_HEADER_BYTES};
+use holdall_proto::frame::{
+    store_frame_header, store_frame_header_v2, FrameFormat, StoreHeader, STORE_HEADER_BYTES,
+};
 use holdall_proto::BlockHash;
 
+use super::pack::Packed;
 use super::wire::Wire;
 
 /// How long connecting may take.
@@ -83,6 +86,10 @@ pub enum Body<'a> {
         pieces: &'a [Piece],
         /// The small blocks' bytes.
         read: &'a [u8],
+        /// The compressed forms of those that go compressed (format 2 only).
+        packed: &'a Packed,
+        /// The frames' format.
+        format: FrameFormat,
     },
     /// A JSON document.
     Json(&'a [u8]),
@@ -251,9 +258,14 @@ impl Bulk {
         mut take: impl FnMut(u16, &mut BodyReader) -> Result<T, BulkError>,
     ) -> Result<T, BulkError> {
         let (content_type, length) = match body {
-            Body::Pieces { pieces, .. } => (
+            Body::Pieces {
+                pieces,
+                packed,
+                format,
+                ..
+            } => (
                 "application/octet-stream",
-                pieces.iter().map(|p| STORE_HEADER_BYTES + p.len).sum(),
+                frames_len(pieces, packed, format),
             ),
             Body::Json(json) => ("application/json", json.len()),
         };
@@ -338,7 +350,12 @@ fn exchange<T>(
     tcp.set_write_timeout(Some(timeout))
         .map_err(BulkError::Io)?;
     let sent = match body {
-        Body::Pieces { pieces, read } => send_pieces(stream, head, pieces, read),
+        Body::Pieces {
+            pieces,
+            read,
+            packed,
+            format,
+        } => send_pieces(stream, head, body_pieces(pieces, read, packed, format)),
         Body::Json(json) => stream
             .send(head.as_bytes(), true)
             .and_then(|()| stream.send(json, false)),
@@ -359,28 +376,73 @@ fn exchange<T>(
     Ok((result, keep && reader.left == 0))
 }
 
-/// Sends the head and the frames: blocks from files by sendfile, blocks already read
+/// Bytes of the store frames of `pieces`.
+pub fn frames_len(pieces: &[Piece], packed: &Packed, format: FrameFormat) -> usize {
+    let wire: usize = (pieces.iter().enumerate())
+        .map(|(i, p)| packed.wire_len(i, p.len))
+        .sum();
+    wire + pieces.len() * format.store_header_bytes()
+}
+
+/// A store frame's header and where its bytes come from.
+pub enum FramePart<'a> {
+    /// `len` bytes at `offset` of the piece's file, by sendfile.
+    File(&'a File, u64, usize),
+    /// These bytes: a small block already read, or a compressed one.
+    Bytes(&'a [u8]),
+}
+
+/// The frames of `pieces` in order: each header and its bytes' source.
+pub fn body_pieces<'a>(
+    pieces: &'a [Piece],
+    read: &'a [u8],
+    packed: &'a Packed,
+    format: FrameFormat,
+) -> impl Iterator<Item = io::Result<(Vec<u8>, FramePart<'a>)>> + 'a {
+    pieces.iter().enumerate().map(move |(i, piece)| {
+        let wire = packed.wire(i);
+        let header = match format {
+            FrameFormat::V1 => store_frame_header(&piece.hash, piece.len as u32).to_vec(),
+            FrameFormat::V2 => store_frame_header_v2(&StoreHeader {
+                hash: piece.hash,
+                raw_len: piece.len as u32,
+                wire_len: wire.map_or(piece.len, <[u8]>::len) as u32,
+                zstd: wire.is_some(),
+            })
+            .to_vec(),
+        };
+        let part = match (wire, &piece.source) {
+            (Some(bytes), _) => FramePart::Bytes(bytes),
+            (None, Source::File { file, offset }) => FramePart::File(file, *offset, piece.len),
+            (None, Source::Read { at }) => {
+                FramePart::Bytes(read.get(*at..*at + piece.len).ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidInput, "a piece beyond its buffer")
+                })?)
+            }
+        };
+        Ok((header, part))
+    })
+}
+
+/// Sends the head and the frames: blocks from files by sendfile, bytes already in memory
 /// gathered with the headers into writes of up to [`STAGED_BYTES_MAX`].
-fn send_pieces(
+fn send_pieces<'a>(
     stream: &mut Wire,
     head: &str,
-    pieces: &[Piece],
-    read: &[u8],
+    frames: impl Iterator<Item = io::Result<(Vec<u8>, FramePart<'a>)>>,
 ) -> Result<(), BulkError> {
     let mut staged = Vec::with_capacity(STAGED_BYTES_MAX + STORE_HEADER_BYTES + SENDFILE_BYTES_MIN);
     staged.extend_from_slice(head.as_bytes());
-    for piece in pieces {
-        staged.extend_from_slice(&store_frame_header(&piece.hash, piece.len as u32));
-        match &piece.source {
-            Source::File { file, offset } => {
+    for frame in frames {
+        let (header, part) = frame?;
+        staged.extend_from_slice(&header);
+        match part {
+            FramePart::File(file, offset, len) => {
                 stream.send(&staged, true)?;
                 staged.clear();
-                stream.send_file(file, *offset, piece.len)?;
+                stream.send_file(file, offset, len)?;
             }
-            Source::Read { at } => {
-                let bytes = read.get(*at..*at + piece.len).ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::InvalidInput, "a piece beyond its buffer")
-                })?;
+            FramePart::Bytes(bytes) => {
                 staged.extend_from_slice(bytes);
                 if staged.len() >= STAGED_BYTES_MAX {
                     stream.send(&staged, true)?;
@@ -609,6 +671,8 @@ pub(crate) mod tests {
                     Body::Pieces {
                         pieces: &pieces(&path),
                         read: &read,
+                        packed: &Packed::default(),
+                        format: FrameFormat::V1,
                     },
                     timeout,
                     take,
@@ -663,6 +727,8 @@ pub(crate) mod tests {
             Body::Pieces {
                 pieces: &[piece(100_000)],
                 read: &[],
+                packed: &Packed::default(),
+                format: FrameFormat::V1,
             },
             timeout,
             take,
@@ -674,6 +740,8 @@ pub(crate) mod tests {
             Body::Pieces {
                 pieces: &[piece(100)],
                 read: &[],
+                packed: &Packed::default(),
+                format: FrameFormat::V1,
             },
             timeout,
             take,

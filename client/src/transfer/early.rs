@@ -30,7 +30,7 @@ use holdall_proto::limits::BLOCK_BYTES_MAX;
 use holdall_proto::BlockHash;
 
 use crate::local::scan::HashedBlock;
-use crate::net::api::{Api, Sent};
+use crate::net::api::{Api, Sent, StoreBuffers};
 use crate::net::bulk::{Piece, Source};
 
 /// Blocks waiting to be sent, by (file, offset): lowest first.
@@ -242,7 +242,7 @@ impl Drop for Early {
 
 /// One sender: stores batches until the queue is closed and empty, or stopped.
 fn send(api: &Api, shared: &Shared, lately: &StoredLately, batch_bytes_max: u64) {
-    let mut body = Vec::new();
+    let mut body = StoreBuffers::default();
     while let Some(batch) = shared.next_batch(batch_bytes_max) {
         let mut pieces = Vec::with_capacity(batch.len());
         for (path, offset, len, hash) in batch {
@@ -287,7 +287,7 @@ enum Outcome {
     Failed,
 }
 
-fn store(api: &Api, pieces: &[Piece], body: &mut Vec<u8>) -> Outcome {
+fn store(api: &Api, pieces: &[Piece], body: &mut StoreBuffers) -> Outcome {
     if pieces.is_empty() {
         return Outcome::Mismatch;
     }

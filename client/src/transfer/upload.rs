@@ -24,7 +24,7 @@ use holdall_proto::BlockHash;
 
 use crate::local::read::{open_unchanged, read_unchanged, unchanged};
 use crate::local::stat::Stat;
-use crate::net::api::{Api, ApiError, Sent};
+use crate::net::api::{Api, ApiError, Sent, StoreBuffers};
 use crate::net::bulk::{Piece, Source, SENDFILE_BYTES_MIN};
 use crate::pool;
 use crate::transfer::early::Early;
@@ -232,11 +232,11 @@ fn store_all(
     // Small blocks are read (from files whose stat is the hashed one before and after the
     // read) into a thread's `read` buffer; large ones are sent from their open files. Both
     // buffers only grow: zeroing them before reading over them was a pass over every byte
-    // uploaded. `body` is the request for a server behind TLS.
+    // uploaded. `body` holds the request when the bulk path is off, and compressed blocks.
     let stored = pool::run(
         batches,
         workers,
-        || (Vec::<u8>::new(), Vec::<u8>::new()),
+        || (Vec::<u8>::new(), StoreBuffers::default()),
         |(read, body), _, batch| send_batch(api, sources, batch, read, body, &changed, &sent),
     );
     let st = sent.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -258,7 +258,7 @@ fn send_batch(
     sources: &HashMap<BlockHash, Wanted>,
     batch: &[BlockHash],
     read: &mut Vec<u8>,
-    body: &mut Vec<u8>,
+    body: &mut StoreBuffers,
     changed: &Mutex<Vec<PathBuf>>,
     sent: &Mutex<UploadStats>,
 ) -> Result<(), ApiError> {

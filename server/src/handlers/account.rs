@@ -33,7 +33,10 @@ pub async fn account(shard: &Rc<Shard>, user: &User) -> Result<Response<Body>, A
             prefetch_ttl_s: shard.streaming().then(|| shard.prefetch().ttl().as_secs()),
         },
         usage,
-        features: vec![holdall_proto::api::FEATURE_ZSTD.into()],
+        features: match shard.compression() {
+            true => vec![holdall_proto::api::FEATURE_ZSTD.into()],
+            false => Vec::new(),
+        },
     };
     Ok(json(StatusCode::OK, &body))
 }

@@ -33,22 +33,23 @@ fn frame_error(e: FrameError) -> ApiError {
     }
 }
 
-/// The frame format the request asks for (`Holdall-Frame-Format`, 1 when absent).
-pub(crate) fn frame_format(req: &Request<Incoming>) -> Result<FrameFormat, ApiError> {
+/// The frame format the request asks for (`Holdall-Frame-Format`, 1 when absent); format 2
+/// only where the server offers compression.
+pub(crate) fn frame_format(
+    shard: &Shard,
+    req: &Request<Incoming>,
+) -> Result<FrameFormat, ApiError> {
     let Some(value) = req.headers().get(FRAME_FORMAT_HEADER) else {
         return Ok(FrameFormat::V1);
     };
-    value
-        .to_str()
-        .ok()
-        .and_then(FrameFormat::from_header)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_frame_format",
-                "Holdall-Frame-Format must be 1 or 2",
-            )
-        })
+    let refuse = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, "bad_frame_format", m);
+    match value.to_str().ok().and_then(FrameFormat::from_header) {
+        None => Err(refuse("Holdall-Frame-Format must be 1 or 2")),
+        Some(FrameFormat::V2) if !shard.compression() => Err(refuse(
+            "this server does not offer compression (no \"zstd\" in its features): use frame format 1",
+        )),
+        Some(format) => Ok(format),
+    }
 }
 
 /// On the blocks' owner: checks each frame's block against its hash, expanding it first if
@@ -101,7 +102,7 @@ pub async fn store_batch(
     user: &User,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let format = frame_format(&req)?;
+    let format = frame_format(shard, &req)?;
     let mut splitter = FrameSplitter::with_format(BATCH_BYTES_DEFAULT as u64, format);
     read_chunks(
         req,

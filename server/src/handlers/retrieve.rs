@@ -56,7 +56,7 @@ pub async fn retrieve_batch(
     user: &User,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let format = crate::handlers::blocks::frame_format(&req)?;
+    let format = crate::handlers::blocks::frame_format(shard, &req)?;
     let body: RetrieveBatchRequest = read_json(req, RETRIEVE_BODY_BYTES_MAX).await?;
     let asked: usize = body.items.iter().map(|i| i.hashes.len()).sum();
     if asked > RETRIEVE_HASHES_MAX {

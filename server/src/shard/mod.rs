@@ -98,6 +98,8 @@ pub struct Shard {
     arrivals: RefCell<Waiters<BlockHash, ()>>,
     /// Whether large uploads publish prefetch entries.
     streaming: bool,
+    /// Whether blocks may travel compressed (frame format 2).
+    compression: bool,
     /// How long a superseded version stays restorable.
     history_retention: std::time::Duration,
     /// Blocks of this shard stored or served lately.
@@ -238,6 +240,7 @@ impl Shard {
             longpolls: RefCell::new(Waiters::new(LONGPOLLS_MAX)),
             arrivals: RefCell::new(Waiters::new(ARRIVAL_WAITERS_MAX)),
             streaming: cfg.streaming,
+            compression: cfg.compression,
             history_retention: cfg.history_retention,
             block_cache: RefCell::new(BlockCache::new(
                 cfg.block_cache_bytes_per_shard,
@@ -271,6 +274,11 @@ impl Shard {
     /// Whether large uploads publish prefetch entries.
     pub fn streaming(&self) -> bool {
         self.streaming
+    }
+
+    /// Whether blocks may travel compressed (frame format 2).
+    pub fn compression(&self) -> bool {
+        self.compression
     }
 
     /// Versions superseded before this instant (ms since the epoch) are outside the
