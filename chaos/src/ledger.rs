@@ -16,7 +16,8 @@ use std::collections::{BTreeMap, HashMap};
 use holdall_proto::api::{EntryKind, Jid, ListEntry};
 use holdall_proto::BlockHash;
 
-/// How to make a block again: `holdall_benches::payload(seed, len)`.
+/// How to make a block again: `holdall_benches::payload(seed, len)` for an even seed, and
+/// `text_payload` (which compresses, and goes up compressed) for an odd one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockSpec {
     /// Generator seed.
@@ -28,7 +29,10 @@ pub struct BlockSpec {
 impl BlockSpec {
     /// The block's bytes.
     pub fn data(&self) -> Vec<u8> {
-        holdall_benches::payload(self.seed, self.len)
+        match self.seed % 2 {
+            0 => holdall_benches::payload(self.seed, self.len),
+            _ => holdall_benches::text_payload(self.seed, self.len),
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result};
 use holdall_benches::http_client::Conn;
 use holdall_proto::api::{CommitRequest, CommitResult, EntryKind, Jid, NsId, StoreBatchResponse};
-use holdall_proto::frame::store_frame_header;
+use holdall_proto::frame::{store_frame_header_v2, StoreHeader, FRAME_FORMAT_HEADER};
 use holdall_proto::limits::{BATCH_BYTES_DEFAULT, BLOCK_BYTES_MAX};
 use holdall_proto::BlockHash;
 use holdall_proto::FileVersion;
@@ -235,21 +235,39 @@ pub fn upload(
     Ok(Ok(answers))
 }
 
+/// Sends `batch` in frame format 2, each block compressed when that makes it shorter (so a
+/// load stores compressed and raw records side by side).
 fn store_batch(
     conn: &mut Conn,
     token: &str,
     batch: &[(BlockHash, Vec<u8>)],
 ) -> Result<Result<StoreBatchResponse, Violation>> {
-    let headers: Vec<_> = batch
+    let wires: Vec<(StoreHeader, Option<Vec<u8>>)> = batch
         .iter()
-        .map(|(h, d)| store_frame_header(h, d.len() as u32))
+        .map(|(hash, data)| {
+            let packed = zstd::bulk::compress(data, 3)
+                .ok()
+                .filter(|p| p.len() < data.len());
+            let header = StoreHeader {
+                hash: *hash,
+                raw_len: data.len() as u32,
+                wire_len: packed.as_ref().map_or(data.len(), Vec::len) as u32,
+                zstd: packed.is_some(),
+            };
+            (header, packed)
+        })
+        .collect();
+    let headers: Vec<_> = wires
+        .iter()
+        .map(|(h, _)| store_frame_header_v2(h))
         .collect();
     let mut parts: Vec<&[u8]> = Vec::with_capacity(batch.len() * 2);
-    for (header, (_, data)) in headers.iter().zip(batch) {
+    for ((header, (_, packed)), (_, data)) in headers.iter().zip(&wires).zip(batch) {
         parts.push(header);
-        parts.push(data);
+        parts.push(packed.as_deref().unwrap_or(data));
     }
-    let (status, answer) = conn.request("POST", "/v1/store_batch", token, &parts)?;
+    let extra = format!("{FRAME_FORMAT_HEADER}: 2\r\n");
+    let (status, answer) = conn.request_with("POST", "/v1/store_batch", token, &extra, &parts)?;
     let stored = match serde_json::from_slice::<StoreBatchResponse>(&answer) {
         Ok(s) if status == 200 => s,
         _ => return Ok(Err(violation("store_batch", "store", status, &answer))),

@@ -78,9 +78,25 @@ fn compressible_blocks_go_up_compressed_and_a_format_one_client_still_syncs() {
 
     // A client speaking only format 1 (as clients before compression do) downloads it all,
     // then uploads an edit the new client takes.
+    let before = server.metric("holdall_http_bytes_out_total");
     let down = old.sync_with(&["--compress", "off"]);
     assert!(down.ok, "{}", down.stderr);
     assert_eq!(tree(&old.dir), tree(&a.dir));
+    let served = server.metric("holdall_http_bytes_out_total") - before;
+    assert!(
+        served >= (text_bytes + noise_bytes) as f64,
+        "format 1 gets blocks expanded: {served}"
+    );
+    // A new client gets the blocks as they are kept, compressed.
+    let new = Client::new(&server, &token, &tmp.path().join("new"));
+    let before = server.metric("holdall_http_bytes_out_total");
+    new.synced();
+    let served = server.metric("holdall_http_bytes_out_total") - before;
+    assert_eq!(tree(&new.dir), tree(&a.dir));
+    assert!(
+        served < (noise_bytes + text_bytes / 2) as f64,
+        "{served} bytes served for {text_bytes} of text and {noise_bytes} of noise"
+    );
     write(&old, "logs/app.log", &text(9, 2 * MIB));
     let before = server.metric("holdall_http_bytes_in_total");
     let edit = old.sync_with(&["--compress", "off"]);

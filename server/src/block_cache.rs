@@ -13,13 +13,18 @@
 //! copy), so it keeps alive the chunks it spans: its own bytes and at most a chunk's worth
 //! of its neighbours' at each end. Only stored blocks of at least
 //! [`STORED_BLOCK_BYTES_MIN`] are taken, so that a small block cannot keep a large body
-//! alive. A served block is its own buffer.
+//! alive; one that arrived compressed is taken as a copy of its compressed bytes, which are
+//! much shorter than the chunks they came in. A served block is its own buffer. Blocks are
+//! held in the form the log keeps them (compressed or not) and cost what they hold.
 
 use std::collections::BTreeMap;
 
 use hashbrown::HashMap;
+use holdall_engine::block_log::Form;
 use holdall_proto::pieces::Pieces;
 use holdall_proto::BlockHash;
+
+use crate::block_bytes::BlockBytes;
 
 /// Smaller stored blocks are not taken: small files are not streamed, and a small block
 /// could keep a large body alive.
@@ -48,7 +53,7 @@ pub struct BlockCacheStats {
 
 /// A held block.
 struct Entry {
-    data: Pieces,
+    data: BlockBytes,
     /// Its last use.
     tick: u64,
     /// Taken as it was stored (slices of a request body), not as it was served.
@@ -91,11 +96,18 @@ impl BlockCache {
 
     /// Takes `data`, just stored as `hash`, if it is large enough; the oldest stored go
     /// beyond their own bound.
-    pub fn insert_stored(&mut self, hash: BlockHash, data: Pieces) {
+    pub fn insert_stored(&mut self, hash: BlockHash, data: BlockBytes) {
         let held = self.held.contains_key(&hash);
-        if held || data.len() < STORED_BLOCK_BYTES_MIN || self.stored_blocks_max == 0 {
+        if held || data.block_len() < STORED_BLOCK_BYTES_MIN || self.stored_blocks_max == 0 {
             return;
         }
+        let data = match data.form {
+            Form::Raw => data,
+            Form::Zstd { .. } => BlockBytes {
+                pieces: Pieces::from(bytes::Bytes::from(data.pieces.parts().concat())),
+                form: data.form,
+            },
+        };
         while self.stored_order.len() >= self.stored_blocks_max {
             let Some((_, oldest)) = self.stored_order.first_key_value() else {
                 break;
@@ -107,12 +119,12 @@ impl BlockCache {
     }
 
     /// Takes `data`, just read from the block log as `hash` to be served.
-    pub fn insert_served(&mut self, hash: BlockHash, data: Pieces) {
+    pub fn insert_served(&mut self, hash: BlockHash, data: BlockBytes) {
         self.insert(hash, data, false);
     }
 
-    fn insert(&mut self, hash: BlockHash, data: Pieces, stored: bool) {
-        let cost = data.len() + ENTRY_OVERHEAD_BYTES;
+    fn insert(&mut self, hash: BlockHash, data: BlockBytes, stored: bool) {
+        let cost = data.pieces.len() + ENTRY_OVERHEAD_BYTES;
         if cost > self.bytes_max || self.held.contains_key(&hash) {
             return;
         }
@@ -143,13 +155,13 @@ impl BlockCache {
             return;
         };
         self.order.remove(&gone.tick);
-        self.bytes -= gone.data.len() + ENTRY_OVERHEAD_BYTES;
+        self.bytes -= gone.data.pieces.len() + ENTRY_OVERHEAD_BYTES;
         if gone.stored {
             self.stored_order.remove(&gone.tick);
             return;
         }
         if self.spares.len() < SPARES_MAX {
-            if let Some(buf) = gone.data.into_unique_vec() {
+            if let Some(buf) = gone.data.pieces.into_unique_vec() {
                 self.spares.push(buf);
             }
         }
@@ -164,7 +176,7 @@ impl BlockCache {
     }
 
     /// The block `hash`, if it is held (it becomes the most recently used).
-    pub fn get(&mut self, hash: &BlockHash) -> Option<Pieces> {
+    pub fn get(&mut self, hash: &BlockHash) -> Option<BlockBytes> {
         let Some(entry) = self.held.get_mut(hash) else {
             self.misses += 1;
             return None;
@@ -199,9 +211,17 @@ mod tests {
 
     const BLOCK_COST: usize = STORED_BLOCK_BYTES_MIN + ENTRY_OVERHEAD_BYTES;
 
-    fn block(seed: u8) -> (BlockHash, Pieces) {
+    fn block(seed: u8) -> (BlockHash, BlockBytes) {
         let data = Bytes::from(vec![seed; STORED_BLOCK_BYTES_MIN]);
-        (BlockHash::of(&data), Pieces::from(data))
+        (BlockHash::of(&data), raw(Pieces::from(data)))
+    }
+
+    fn raw(pieces: Pieces) -> BlockBytes {
+        BlockBytes::raw(pieces)
+    }
+
+    fn got(cache: &mut BlockCache, hash: &BlockHash) -> Option<Pieces> {
+        cache.get(hash).map(|b| b.pieces)
     }
 
     #[test]
@@ -211,14 +231,14 @@ mod tests {
         cache.insert_stored(a.0, a.1.clone());
         cache.insert_served(b.0, b.1.clone());
         assert_eq!(
-            cache.get(&a.0),
-            Some(a.1.clone()),
+            got(&mut cache, &a.0),
+            Some(a.1.pieces.clone()),
             "a is now the newest use"
         );
         cache.insert_stored(c.0, c.1.clone());
         assert!(cache.get(&b.0).is_none(), "b, least recently used, went");
-        assert_eq!(cache.get(&a.0), Some(a.1));
-        assert_eq!(cache.get(&c.0), Some(c.1));
+        assert_eq!(got(&mut cache, &a.0), Some(a.1.pieces));
+        assert_eq!(got(&mut cache, &c.0), Some(c.1.pieces));
         let stats = cache.stats();
         assert_eq!((stats.blocks, stats.hits, stats.misses), (2, 3, 1));
         assert_eq!(stats.bytes, 2 * BLOCK_COST as u64);
@@ -250,10 +270,10 @@ mod tests {
     fn small_stored_blocks_too_large_blocks_and_a_zero_bound_keep_nothing() {
         let mut cache = BlockCache::new(4 * BLOCK_COST, 8);
         let small = Pieces::from(Bytes::from_static(b"small"));
-        cache.insert_stored(small.hash(), small.clone());
+        cache.insert_stored(small.hash(), raw(small.clone()));
         assert!(cache.get(&small.hash()).is_none());
-        cache.insert_served(small.hash(), small.clone());
-        assert_eq!(cache.get(&small.hash()), Some(small));
+        cache.insert_served(small.hash(), raw(small.clone()));
+        assert_eq!(got(&mut cache, &small.hash()), Some(small));
         let mut tiny = BlockCache::new(BLOCK_COST - 1, 8);
         let (h, d) = block(8);
         tiny.insert_served(h, d);
@@ -271,7 +291,7 @@ mod tests {
         let first = vec![1u8; STORED_BLOCK_BYTES_MIN];
         let at = first.as_ptr();
         let first = Pieces::from(Bytes::from(first));
-        cache.insert_served(first.hash(), first);
+        cache.insert_served(first.hash(), raw(first));
         assert!(cache.spare_buffer().capacity() == 0, "no spare yet");
         let (h, d) = block(2);
         cache.insert_served(h, d);
@@ -285,7 +305,7 @@ mod tests {
         // A block still held elsewhere (a response being sent) is not reused.
         let shared = Pieces::from(Bytes::from(vec![3u8; STORED_BLOCK_BYTES_MIN]));
         let mut cache = BlockCache::new(BLOCK_COST, 8);
-        cache.insert_served(shared.hash(), shared.clone());
+        cache.insert_served(shared.hash(), raw(shared.clone()));
         let (h, d) = block(4);
         cache.insert_served(h, d);
         assert_eq!(cache.spare_buffer().capacity(), 0);
@@ -306,5 +326,29 @@ mod tests {
             assert_eq!(s.bytes, s.blocks * BLOCK_COST as u64);
         }
         assert_eq!(cache.stats().blocks, 3);
+    }
+
+    #[test]
+    fn a_compressed_stored_block_counts_by_its_length_and_costs_its_bytes() {
+        let block = vec![b'q'; STORED_BLOCK_BYTES_MIN];
+        let packed = zstd::bulk::compress(&block, 3).unwrap();
+        // Compressed bytes as slices of a larger body chunk: the cache keeps a copy.
+        let body = Bytes::from([&packed[..], &[0u8; 100_000]].concat());
+        let zstd = BlockBytes {
+            pieces: Pieces::from(body.slice(..packed.len())),
+            form: Form::Zstd {
+                block_len: block.len() as u32,
+            },
+        };
+        let mut cache = BlockCache::new(BLOCK_COST, 8);
+        cache.insert_stored(BlockHash::of(&block), zstd);
+        let held = cache.get(&BlockHash::of(&block)).unwrap();
+        assert_eq!(held.pieces.parts().concat(), packed);
+        assert_ne!(held.pieces.parts()[0].as_ptr(), body.as_ptr(), "a copy");
+        assert_eq!(
+            cache.stats().bytes,
+            (packed.len() + ENTRY_OVERHEAD_BYTES) as u64
+        );
+        assert_eq!(held.expanded().unwrap().parts().concat(), block);
     }
 }

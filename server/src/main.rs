@@ -3,6 +3,7 @@
 
 mod auth;
 mod backup_cli;
+mod block_bytes;
 mod block_cache;
 mod body;
 mod check;

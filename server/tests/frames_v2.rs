@@ -55,6 +55,50 @@ fn text(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// Checks that `block`, stored as `packed`, is served compressed in format 2 and as itself
+/// in format 1, then restarts the server.
+fn check_served(
+    server: Server,
+    token: &str,
+    ask: &serde_json::Value,
+    block: &[u8],
+    packed: &[u8],
+    data: &std::path::Path,
+) -> Server {
+    let headers = [("Holdall-Frame-Format", "2")];
+    let got = request_with(
+        &server.addr,
+        "POST",
+        "/v1/retrieve_batch",
+        Some(token),
+        &headers,
+        ask.to_string().as_bytes(),
+    );
+    assert_eq!(got.status, 200);
+    let h = &got.body[..RETRIEVE_V2_HEADER_BYTES];
+    assert_eq!((h[32], h[33]), (0, 1), "status ok, compressed");
+    let len = |at: usize| u32::from_le_bytes(h[at..at + 4].try_into().unwrap()) as usize;
+    assert_eq!((len(34), len(38)), (block.len(), packed.len()));
+    assert!(
+        got.body[RETRIEVE_V2_HEADER_BYTES..] == packed[..],
+        "the bytes as they came"
+    );
+    let old = request(
+        &server.addr,
+        "POST",
+        "/v1/retrieve_batch",
+        Some(token),
+        ask.to_string().as_bytes(),
+    );
+    let frame1 = decode_retrieve_frames(&old.body, 8 << 20)
+        .next()
+        .unwrap()
+        .unwrap();
+    assert!(frame1.data == block, "format 1: the block itself");
+    server.terminate();
+    Server::start(data, 2)
+}
+
 #[test]
 fn compressed_blocks_are_expanded_checked_and_served_and_liars_keep_nothing() {
     let tmp = tempfile::tempdir().unwrap();
@@ -78,44 +122,13 @@ fn compressed_blocks_are_expanded_checked_and_served_and_liars_keep_nothing() {
     let (status, v) = commit_file(&server, &token, ns, "notes.txt", &a);
     assert_eq!((status, v["status"].as_str()), (200, Some("ok")), "{v}");
 
-    // Retrieve in format 2: flags 0 (kept raw), both lengths the block's.
+    // The compressed block is kept as it came: format 2 answers carry its compressed bytes
+    // (flag set, both lengths), format 1 and GET /v1/blocks the block itself; from the
+    // cache (just stored) and, after a restart, from the log.
     let ask =
         json!({"items": [{"ns": ns, "path": "notes.txt", "hashes": [BlockHash::of(&a).to_hex()]}]});
-    let headers = [("Holdall-Frame-Format", "2")];
-    let got = request_with(
-        &server.addr,
-        "POST",
-        "/v1/retrieve_batch",
-        Some(&token),
-        &headers,
-        ask.to_string().as_bytes(),
-    );
-    assert_eq!(got.status, 200);
-    let h = &got.body[..RETRIEVE_V2_HEADER_BYTES];
-    assert_eq!((h[32], h[33]), (0, 0), "status ok, not compressed");
-    assert_eq!(
-        u32::from_le_bytes(h[34..38].try_into().unwrap()) as usize,
-        a.len()
-    );
-    assert_eq!(
-        u32::from_le_bytes(h[38..42].try_into().unwrap()) as usize,
-        a.len()
-    );
-    assert!(got.body[RETRIEVE_V2_HEADER_BYTES..] == a[..]);
-    // Format 1 answers are unchanged.
-    let old = request(
-        &server.addr,
-        "POST",
-        "/v1/retrieve_batch",
-        Some(&token),
-        ask.to_string().as_bytes(),
-    );
-    let frame1 = decode_retrieve_frames(&old.body, 8 << 20)
-        .next()
-        .unwrap()
-        .unwrap();
-    assert!(frame1.data == &a[..]);
-
+    let server = check_served(server, &token, &ask, &a, &packed, &tmp.path().join("data"));
+    let server = check_served(server, &token, &ask, &a, &packed, &tmp.path().join("data"));
     let c = text(3, 100_000);
     let c_packed = zstd::bulk::compress(&c, 3).unwrap();
     let bomb_raw = vec![0u8; 4 << 20];

@@ -22,6 +22,7 @@ mod recovery;
 mod writer;
 
 pub use compaction::{CollectPlan, CollectReport};
+pub use record::Form;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -39,7 +40,7 @@ use crate::block_log::hint::HintEntry;
 use crate::block_log::index::{BlockIndex, Location};
 use crate::block_log::live::LiveSet;
 use crate::block_log::record::{
-    encode_record, record_len, stored_len, RecordError, SEGMENT_HEADER_BYTES,
+    encode_record_of, record_len, stored_len, RecordError, SEGMENT_HEADER_BYTES,
 };
 use crate::group_commit::GroupCommit;
 use crate::storage::{self, dma::DmaStorage, Storage, StorageFile};
@@ -412,10 +413,31 @@ impl BlockLog {
         pieces: &[P],
         verify: bool,
     ) -> Result<PutOutcome, BlockLogError> {
+        self.put_form(hash, pieces, Form::Raw, verify).await
+    }
+
+    /// Stores block `hash` as `pieces` of `form` (the block, or the block compressed, which
+    /// the caller has checked expands to the block) and resolves once it is durable. With
+    /// `verify` (raw blocks only), the bytes' SHA-256 is checked first.
+    pub async fn put_form<P: AsRef<[u8]>>(
+        &self,
+        hash: BlockHash,
+        pieces: &[P],
+        form: Form,
+        verify: bool,
+    ) -> Result<PutOutcome, BlockLogError> {
         let data_len: usize = pieces.iter().map(|p| p.as_ref().len()).sum();
-        if data_len > BLOCK_BYTES_MAX {
-            return Err(BlockLogError::TooLarge(data_len));
+        let block_len = match form {
+            Form::Raw => data_len,
+            Form::Zstd { block_len } => block_len as usize,
+        };
+        if block_len > BLOCK_BYTES_MAX {
+            return Err(BlockLogError::TooLarge(block_len));
         }
+        assert!(
+            form == Form::Raw || (data_len < block_len && !verify),
+            "a compressed payload is shorter than its block and checked by the caller"
+        );
         if let Some(waiting) = self.wait_if_known(&hash) {
             return waiting.await;
         }
@@ -432,7 +454,7 @@ impl BlockLog {
         let key = inner.key.as_deref();
         let len = record_len(stored_len(data_len, key.is_some()));
         let mut buf = inner.pool.take(len);
-        encode_record(buf.as_bytes_mut(), &hash, pieces, key)?;
+        encode_record_of(buf.as_bytes_mut(), &hash, pieces, form, key)?;
         let (tx, rx) = oneshot::channel();
         inner.pending.borrow_mut().insert(hash, vec![tx]);
         if self
@@ -572,13 +594,45 @@ impl BlockLog {
         entries
     }
 
-    /// Reads block `hash` into `out` (replacing its content). `Ok(false)` if the log does
-    /// not have it; a record that fails its checks is an error and leaves the index.
+    /// Reads block `hash` into `out` (replacing its content), expanded if it is stored
+    /// compressed. `Ok(false)` if the log does not have it; a record that fails its checks
+    /// (a compressed one that does not expand to its block among them) is an error and
+    /// leaves the index.
     pub async fn get(&self, hash: &BlockHash, out: &mut Vec<u8>) -> Result<bool, BlockLogError> {
+        let key = self.inner.key.as_deref();
+        let opened = self
+            .read_open(hash, |record| record::open_record(record, hash, key, out))
+            .await?;
+        Ok(opened.is_some())
+    }
+
+    /// Reads block `hash`'s payload into `out` (replacing its content) as stored, to be sent
+    /// on without expanding: its form, or None if the log does not have it. Errors as for
+    /// [`BlockLog::get`]; a compressed payload is authenticated and checksummed here, and
+    /// whoever expands it must treat a failure as corruption.
+    pub async fn get_stored(
+        &self,
+        hash: &BlockHash,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<Form>, BlockLogError> {
+        let key = self.inner.key.as_deref();
+        self.read_open(hash, |record| {
+            record::open_record_stored(record, hash, key, out)
+        })
+        .await
+    }
+
+    /// Reads block `hash`'s record and hands it to `open`: None if the log does not have
+    /// it; a record `open` finds damaged is counted, dropped from the index and an error.
+    async fn read_open<T>(
+        &self,
+        hash: &BlockHash,
+        open: impl FnOnce(&[u8]) -> Result<T, RecordError>,
+    ) -> Result<Option<T>, BlockLogError> {
         let inner = &self.inner;
         let Some(loc) = inner.index.borrow().get(hash) else {
             inner.stats.borrow_mut().get_misses += 1;
-            return Ok(false);
+            return Ok(None);
         };
         let file = inner
             .files
@@ -591,18 +645,13 @@ impl BlockLog {
         let record = storage::read_exact_at(&*file, offset, len)
             .await
             .map_err(io_err(format!("reading segment {}", loc.segment)))?;
-        let key = inner.key.as_deref();
-        match record::open_record(&record, hash, key, out) {
-            Ok(()) => {
+        match open(&record) {
+            Ok(opened) => {
                 inner.stats.borrow_mut().gets += 1;
-                Ok(true)
+                Ok(Some(opened))
             }
             Err(reason) => {
-                inner.index.borrow_mut().remove(hash);
-                let mut stats = inner.stats.borrow_mut();
-                stats.corrupt_records += 1;
-                stats.blocks -= 1;
-                warn!(%hash, segment = loc.segment, offset, %reason, "corrupt block record; dropped from the index");
+                self.forget_corrupt(hash, &reason);
                 Err(BlockLogError::Corrupt {
                     hash: *hash,
                     segment: loc.segment,
@@ -611,6 +660,21 @@ impl BlockLog {
                 })
             }
         }
+    }
+
+    /// Drops block `hash`, whose record failed its checks (here, or when its caller
+    /// expanded a compressed payload from [`BlockLog::get_stored`]), from the index, and
+    /// counts it: it is missing from now on (and may be stored again).
+    pub fn forget_corrupt(&self, hash: &BlockHash, reason: &RecordError) {
+        let inner = &self.inner;
+        let Some(loc) = inner.index.borrow_mut().remove(hash) else {
+            return;
+        };
+        let mut stats = inner.stats.borrow_mut();
+        stats.corrupt_records += 1;
+        stats.blocks -= 1;
+        let offset = loc.offset_pages as u64 * ALIGN_BYTES;
+        warn!(%hash, segment = loc.segment, offset, %reason, "corrupt block record; dropped from the index");
     }
 
     /// The files a backup takes now: every sealed segment and its hint, and the active

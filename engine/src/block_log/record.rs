@@ -7,14 +7,15 @@
 //! ```text
 //! 0   4  magic "HBLK"
 //! 4   1  format version (1)
-//! 5   1  flags: bit 0 = payload encrypted with AES-256-GCM
+//! 5   1  flags: bit 0 = payload encrypted with AES-256-GCM,
+//!        bit 1 = payload is the block zstd-compressed
 //! 6   2  reserved, zero
 //! 8   4  payload_len: plaintext bytes (at most 4 MiB)
 //! 12  4  stored_len: bytes stored after the header (payload_len, + 16 when encrypted)
 //! 16 12  nonce (zero when not encrypted)
 //! 28  4  payload_crc: CRC32 of the stored bytes
-//! 32 32  SHA-256 of the plaintext (the block's name; AEAD associated data)
-//! 64  4  reserved, zero
+//! 32 32  SHA-256 of the block (its name; AEAD associated data)
+//! 64  4  block_len: the block's length when compressed (more than payload_len), else zero
 //! 68  4  header_crc: CRC32 of bytes 0..68
 //! 72  …  stored bytes: ciphertext then 16-byte tag, or the plaintext
 //! …      zero padding to a multiple of 4096
@@ -41,6 +42,19 @@ pub const RECORD_BYTES_MAX: usize =
     align_up((HEADER_BYTES + BLOCK_BYTES_MAX + TAG_BYTES) as u64) as usize;
 
 const FLAG_ENCRYPTED: u8 = 1;
+const FLAG_ZSTD: u8 = 2;
+
+/// How a record holds its block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// The block's own bytes.
+    Raw,
+    /// The block zstd-compressed; it expands to `block_len` bytes.
+    Zstd {
+        /// The block's length.
+        block_len: u32,
+    },
+}
 
 /// What is wrong with a record or segment header.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,6 +88,9 @@ pub enum RecordError {
     /// The record names another block.
     #[error("record holds a different block")]
     WrongBlock,
+    /// A compressed payload that does not expand to exactly the block's length.
+    #[error("compressed payload does not expand to its block")]
+    Expand,
 }
 
 /// A checked record header.
@@ -91,6 +108,8 @@ pub struct RecordHeader {
     pub payload_crc: u32,
     /// The block's SHA-256.
     pub hash: BlockHash,
+    /// How the payload holds the block.
+    pub form: Form,
 }
 
 impl RecordHeader {
@@ -123,8 +142,30 @@ pub fn encode_record<P: AsRef<[u8]>>(
     pieces: &[P],
     key: Option<&StoreKey>,
 ) -> Result<(), KeyError> {
+    encode_record_of(out, hash, pieces, Form::Raw, key)
+}
+
+/// [`encode_record`] for a payload of `form`: `pieces` are the block itself, or the block
+/// compressed (shorter than the `block_len` it expands to).
+pub fn encode_record_of<P: AsRef<[u8]>>(
+    out: &mut [u8],
+    hash: &BlockHash,
+    pieces: &[P],
+    form: Form,
+    key: Option<&StoreKey>,
+) -> Result<(), KeyError> {
     let payload_len: usize = pieces.iter().map(|p| p.as_ref().len()).sum();
     assert!(payload_len <= BLOCK_BYTES_MAX, "block over 4 MiB");
+    let block_len = match form {
+        Form::Raw => 0,
+        Form::Zstd { block_len } => {
+            assert!(
+                payload_len < block_len as usize && block_len as usize <= BLOCK_BYTES_MAX,
+                "a compressed payload is shorter than its block, at most 4 MiB"
+            );
+            block_len
+        }
+    };
     let stored = stored_len(payload_len, key.is_some());
     assert_eq!(out.len(), record_len(stored), "record buffer size");
     let (header, rest) = out.split_at_mut(HEADER_BYTES);
@@ -145,14 +186,15 @@ pub fn encode_record<P: AsRef<[u8]>>(
     }
     header[0..4].copy_from_slice(&RECORD_MAGIC);
     header[4] = FORMAT_VERSION;
-    header[5] = if key.is_some() { FLAG_ENCRYPTED } else { 0 };
+    let zstd = if block_len > 0 { FLAG_ZSTD } else { 0 };
+    header[5] = if key.is_some() { FLAG_ENCRYPTED } else { 0 } | zstd;
     header[6..8].fill(0);
     header[8..12].copy_from_slice(&(payload_len as u32).to_le_bytes());
     header[12..16].copy_from_slice(&(stored as u32).to_le_bytes());
     header[16..28].copy_from_slice(&nonce);
     header[28..32].copy_from_slice(&crc32fast::hash(body).to_le_bytes());
     header[32..64].copy_from_slice(hash.as_bytes());
-    header[64..68].fill(0);
+    header[64..68].copy_from_slice(&block_len.to_le_bytes());
     let header_crc = crc32fast::hash(&header[..68]);
     header[68..72].copy_from_slice(&header_crc.to_le_bytes());
     Ok(())
@@ -176,7 +218,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<RecordHeader, RecordError> {
         return Err(RecordError::Version(bytes[4]));
     }
     let flags = bytes[5];
-    if flags & !FLAG_ENCRYPTED != 0 {
+    if flags & !(FLAG_ENCRYPTED | FLAG_ZSTD) != 0 {
         return Err(RecordError::Field("unknown flags"));
     }
     let encrypted = flags & FLAG_ENCRYPTED != 0;
@@ -185,6 +227,20 @@ pub fn decode_header(bytes: &[u8]) -> Result<RecordHeader, RecordError> {
     if payload_len as usize > BLOCK_BYTES_MAX {
         return Err(RecordError::Field("payload over 4 MiB"));
     }
+    let block_len = u32_at(bytes, 64);
+    let form = match flags & FLAG_ZSTD != 0 {
+        false if block_len != 0 => return Err(RecordError::Field("block length of a raw block")),
+        false => Form::Raw,
+        true if block_len as usize > BLOCK_BYTES_MAX => {
+            return Err(RecordError::Field("compressed block over 4 MiB"))
+        }
+        true if block_len <= payload_len => {
+            return Err(RecordError::Field(
+                "compressed payload no shorter than its block",
+            ))
+        }
+        true => Form::Zstd { block_len },
+    };
     if stored as usize != stored_len(payload_len as usize, encrypted) {
         return Err(RecordError::Field(
             "stored length does not fit payload length",
@@ -201,6 +257,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<RecordHeader, RecordError> {
         nonce,
         payload_crc: u32_at(bytes, 28),
         hash: BlockHash(hash),
+        form,
     })
 }
 
@@ -228,16 +285,42 @@ pub fn payload_matches_name(header: &RecordHeader, record: &[u8]) -> bool {
         return true;
     }
     let end = HEADER_BYTES + header.payload_len as usize;
-    record.len() >= end && BlockHash::of(&record[HEADER_BYTES..end]) == header.hash
+    let Some(payload) = record.get(HEADER_BYTES..end) else {
+        return false;
+    };
+    match header.form {
+        Form::Raw => BlockHash::of(payload) == header.hash,
+        Form::Zstd { block_len } => {
+            expand(payload, block_len).is_ok_and(|block| BlockHash::of(&block) == header.hash)
+        }
+    }
 }
 
-/// Checks `record` fully and writes the block's plaintext into `out` (replacing its content).
+/// Checks `record` fully and writes the block into `out` (replacing its content), expanded
+/// if the record holds it compressed.
 pub fn open_record(
     record: &[u8],
     expected: &BlockHash,
     key: Option<&StoreKey>,
     out: &mut Vec<u8>,
 ) -> Result<(), RecordError> {
+    match open_record_stored(record, expected, key, out)? {
+        Form::Raw => Ok(()),
+        Form::Zstd { block_len } => {
+            *out = expand(out, block_len)?;
+            Ok(())
+        }
+    }
+}
+
+/// Checks `record` fully and writes its payload into `out` (replacing its content) as
+/// stored: the block, or the block compressed, as the returned form says.
+pub fn open_record_stored(
+    record: &[u8],
+    expected: &BlockHash,
+    key: Option<&StoreKey>,
+    out: &mut Vec<u8>,
+) -> Result<Form, RecordError> {
     let header = decode_header(record)?;
     if header.hash != *expected {
         return Err(RecordError::WrongBlock);
@@ -254,7 +337,20 @@ pub fn open_record(
         debug_assert_eq!(n, header.payload_len as usize);
         out.truncate(n);
     }
-    Ok(())
+    Ok(header.form)
+}
+
+/// A compressed payload expanded to its block: exactly `block_len` bytes, never more.
+pub fn expand(payload: &[u8], block_len: u32) -> Result<Vec<u8>, RecordError> {
+    // One byte of room past the block tells a payload that would expand further apart.
+    let mut block = vec![0u8; block_len as usize + 1];
+    match zstd::bulk::decompress_to_buffer(payload, &mut block[..]) {
+        Ok(n) if n == block_len as usize => {
+            block.truncate(n);
+            Ok(block)
+        }
+        _ => Err(RecordError::Expand),
+    }
 }
 
 /// The segment header page.
@@ -385,6 +481,79 @@ mod tests {
             open_record(&rec[..80], &BlockHash::of(b"data"), Some(&a), &mut out),
             Err(RecordError::Truncated { .. })
         ));
+    }
+
+    fn encode_packed(block: &[u8], key: Option<&StoreKey>) -> Vec<u8> {
+        let packed = zstd::bulk::compress(block, 3).unwrap();
+        let mut out = vec![0xAA; record_len(stored_len(packed.len(), key.is_some()))];
+        let form = Form::Zstd {
+            block_len: block.len() as u32,
+        };
+        encode_record_of(&mut out, &BlockHash::of(block), &[&packed], form, key).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_compressed_block_opens_expanded_or_as_stored_and_every_flip_is_caught() {
+        let key = StoreKey::from_bytes(&[7; 32]);
+        let block = b"a line of text that repeats\n".repeat(3000);
+        let hash = BlockHash::of(&block);
+        for k in [None, Some(&key)] {
+            let rec = encode_packed(&block, k);
+            let h = decode_header(&rec).unwrap();
+            let form = Form::Zstd {
+                block_len: block.len() as u32,
+            };
+            assert_eq!(h.form, form);
+            assert!((h.payload_len as usize) < block.len() / 10);
+            assert!(payload_matches_name(&h, &rec));
+            let mut out = Vec::new();
+            open_record(&rec, &hash, k, &mut out).unwrap();
+            assert!(out == block);
+            assert_eq!(open_record_stored(&rec, &hash, k, &mut out), Ok(form));
+            assert_eq!(expand(&out, block.len() as u32).unwrap(), block);
+            let end = HEADER_BYTES + h.stored_len as usize;
+            for byte in (0..end).step_by(7) {
+                let mut bad = rec.clone();
+                bad[byte] ^= 1 << (byte % 8);
+                assert!(
+                    open_record(&bad, &hash, k, &mut out).is_err(),
+                    "byte {byte}"
+                );
+            }
+        }
+        // Raw records keep bytes 64..68 zero: a block length there is damage.
+        let mut raw = encode(b"raw", None);
+        raw[64] = 1;
+        let crc = crc32fast::hash(&raw[..68]);
+        raw[68..72].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(decode_header(&raw), Err(RecordError::Field(_))));
+    }
+
+    #[test]
+    fn a_compressed_payload_that_does_not_expand_to_its_block_is_damage() {
+        let block = vec![b'z'; 100_000];
+        let hash = BlockHash::of(&block);
+        let packed = zstd::bulk::compress(&block, 3).unwrap();
+        let mut out = Vec::new();
+        // Declares a block one byte shorter, or longer, than the payload expands to; or a
+        // payload that is not zstd at all (checksummed as written: only expanding tells).
+        for (payload, block_len) in [
+            (packed.clone(), block.len() - 1),
+            (packed.clone(), block.len() + 1),
+            (vec![0x5a; 64], block.len()),
+        ] {
+            let mut rec = vec![0u8; record_len(stored_len(payload.len(), false))];
+            let form = Form::Zstd {
+                block_len: block_len as u32,
+            };
+            encode_record_of(&mut rec, &hash, &[&payload], form, None).unwrap();
+            assert_eq!(
+                open_record(&rec, &hash, None, &mut out),
+                Err(RecordError::Expand)
+            );
+            assert!(!payload_matches_name(&decode_header(&rec).unwrap(), &rec));
+        }
     }
 
     #[test]

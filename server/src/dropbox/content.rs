@@ -184,7 +184,7 @@ async fn send_blocks(
             prefetch: false,
             hashes: hashes.to_vec(),
         };
-        let Ok(answers) = retrieve(&shard, &user, vec![item], Duration::ZERO).await else {
+        let Ok(answers) = retrieve(&shard, &user, vec![item], Duration::ZERO, true).await else {
             return;
         };
         for (hash, status, data) in answers {
@@ -192,7 +192,7 @@ async fn send_blocks(
                 tracing::warn!(%hash, ns = row.ns, path = %row.path, "download cut short: block unreadable");
                 return;
             };
-            for part in data {
+            for part in data.pieces {
                 if tx.send(part).await.is_err() {
                     return;
                 }

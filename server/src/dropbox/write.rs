@@ -21,6 +21,7 @@ use super::error::DbxError;
 use super::names;
 use super::owner::{on_owner, row_at};
 use super::tree::{latest_jid, lookup, name_of, Node, Place};
+use crate::block_bytes::BlockBytes;
 use crate::handlers::blocks::put_verified;
 use crate::shard::{shard_of_block, Blocks};
 
@@ -181,7 +182,7 @@ pub async fn store_blocks(
         by_owner
             .entry(shard_of_block(hash, call.shard.shards()))
             .or_default()
-            .push((*hash, pieces));
+            .push((*hash, BlockBytes::raw(pieces)));
     }
     put_verified(call.shard, call.user.id, by_owner).await?;
     Ok(())

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
-use holdall_engine::block_log::PutOutcome;
+use holdall_engine::block_log::{Form, PutOutcome};
 use holdall_engine::journal::record::UserId;
 use holdall_engine::journal::state::User;
 use holdall_proto::api::StoreBatchResponse;
@@ -13,12 +13,13 @@ use holdall_proto::BlockHash;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
+use crate::block_bytes::BlockBytes;
 use crate::body::Body;
 use crate::reply::{json, ApiError};
 use crate::request::read_chunks;
 use crate::shard::{shard_of_block, Blocks, Shard};
 use holdall_proto::frame::{FrameFormat, FRAME_FORMAT_HEADER};
-use holdall_proto::pieces::{FrameSplitter, Framed, Pieces};
+use holdall_proto::pieces::{FrameSplitter, Framed};
 
 /// Room for frame headers on top of the payload limit: 36 bytes a frame, so about 116,000
 /// frames (many tiny blocks) fit.
@@ -53,9 +54,9 @@ pub(crate) fn frame_format(
 }
 
 /// On the blocks' owner: checks each frame's block against its hash, expanding it first if
-/// it came compressed (never past its declared length); the expanded blocks, by frame
-/// index. The first frame that fails refuses all.
-fn decode_frames(frames: Vec<Framed>) -> Result<Vec<(usize, Pieces)>, ApiError> {
+/// it came compressed (never past its declared length; the expansion is dropped, as the
+/// block is kept compressed). The first frame that fails refuses all.
+fn check_frames(frames: Vec<Framed>) -> Result<(), ApiError> {
     let refuse = |code, hash: BlockHash, why: &str| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -63,36 +64,40 @@ fn decode_frames(frames: Vec<Framed>) -> Result<Vec<(usize, Pieces)>, ApiError> 
             format!("block {hash} {why}; nothing in this batch was kept"),
         )
     };
-    let mut expanded = Vec::new();
-    for (i, Framed { header, pieces }) in frames.into_iter().enumerate() {
-        let data = if header.zstd {
-            let packed: Vec<u8> = pieces.parts().concat();
-            let raw = zstd::bulk::decompress(&packed, header.raw_len as usize)
-                .ok()
-                .filter(|raw| raw.len() == header.raw_len as usize)
-                .ok_or_else(|| {
-                    refuse(
-                        "bad_frame",
-                        header.hash,
-                        "does not decompress to its declared length",
-                    )
-                })?;
-            Pieces::from(bytes::Bytes::from(raw))
-        } else {
-            pieces
+    for frame in frames {
+        let header = frame.header;
+        let hash = match block_bytes(frame).expanded() {
+            Ok(raw) => raw.hash(),
+            Err(_) => {
+                return Err(refuse(
+                    "bad_frame",
+                    header.hash,
+                    "does not decompress to its declared length",
+                ))
+            }
         };
-        if data.hash() != header.hash {
+        if hash != header.hash {
             return Err(refuse(
                 "hash_mismatch",
                 header.hash,
                 "does not hash to its name",
             ));
         }
-        if header.zstd {
-            expanded.push((i, data));
-        }
     }
-    Ok(expanded)
+    Ok(())
+}
+
+/// A frame's block as it came: raw, or compressed with its declared length.
+fn block_bytes(frame: Framed) -> BlockBytes {
+    BlockBytes {
+        pieces: frame.pieces,
+        form: match frame.header.zstd {
+            true => Form::Zstd {
+                block_len: frame.header.raw_len,
+            },
+            false => Form::Raw,
+        },
+    }
 }
 
 /// `POST /v1/store_batch`: checks every frame and every block's hash (on the block's own
@@ -119,25 +124,26 @@ pub async fn store_batch(
             .or_default()
             .push(frame);
     }
-    // Phase one, on every owner at once: expand compressed blocks and check every hash. The
-    // frames stay here (the owners get refcounted slices) and only expanded blocks return.
+    // Phase one, on every owner at once: check every hash (of compressed blocks, once
+    // expanded). The owners get refcounted slices of the frames; nothing comes back.
     let checks = by_owner.iter().map(|(owner, frames)| {
         let frames = frames.clone();
-        shard.submit_to(*owner, move |_| std::future::ready(decode_frames(frames)))
+        shard.submit_to(*owner, move |_| std::future::ready(check_frames(frames)))
     });
-    let expanded = futures::future::join_all(checks).await;
-    let mut blocks_by_owner: BTreeMap<usize, Blocks> = BTreeMap::new();
-    for ((owner, mut frames), expanded) in by_owner.into_iter().zip(expanded) {
-        for (i, raw) in expanded?? {
-            frames[i].pieces = raw;
-        }
-        let blocks = frames
-            .into_iter()
-            .map(|f| (f.header.hash, f.pieces))
-            .collect();
-        blocks_by_owner.insert(owner, blocks);
+    for checked in futures::future::join_all(checks).await {
+        checked??;
     }
-    let by_owner = blocks_by_owner;
+    // Phase two: store them as they came, compressed or not.
+    let by_owner: BTreeMap<usize, Blocks> = by_owner
+        .into_iter()
+        .map(|(owner, frames)| {
+            let blocks = frames
+                .into_iter()
+                .map(|f| (f.header.hash, block_bytes(f)))
+                .collect();
+            (owner, blocks)
+        })
+        .collect();
     let mut outcome = put_verified(shard, user.id, by_owner).await?;
     let mut response = StoreBatchResponse {
         stored: Vec::new(),

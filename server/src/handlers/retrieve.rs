@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::Either;
 use futures::StreamExt;
-use holdall_engine::block_log::BlockLogError;
+use holdall_engine::block_log::{BlockLogError, Form};
 use holdall_engine::journal::record::Row;
 use holdall_engine::journal::state::User;
 use holdall_proto::api::{EntryKind, Jid, NsId, RetrieveBatchRequest, RetrieveItem};
@@ -28,6 +28,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 
+use crate::block_bytes::BlockBytes;
 use crate::body::Body;
 use crate::reply::ApiError;
 use crate::request::read_json;
@@ -67,19 +68,27 @@ pub async fn retrieve_batch(
         ));
     }
     let wait = Duration::from_millis(body.wait_ms.unwrap_or(0).min(RETRIEVE_WAIT_MS_MAX));
-    let answers = retrieve(shard, user, body.items, wait).await?;
+    // Format 1 takes blocks as themselves; format 2 as they are kept, compressed or not.
+    let expand = format == FrameFormat::V1;
+    let answers = retrieve(shard, user, body.items, wait, expand).await?;
     let mut chunks = Vec::with_capacity(answers.len() * 2);
     for (hash, status, data) in answers {
-        let len = data.as_ref().map_or(0, |d| d.len() as u32);
-        // Blocks are kept raw, so a format-2 answer flags none compressed.
-        let header = match format {
-            FrameFormat::V1 => Bytes::copy_from_slice(&retrieve_frame_header(&hash, status, len)),
-            FrameFormat::V2 => {
-                Bytes::copy_from_slice(&retrieve_frame_header_v2(&hash, status, (len, len, false)))
+        let wire_len = data.as_ref().map_or(0, |d| d.pieces.len() as u32);
+        let header = match (format, data.as_ref().map(|d| d.form)) {
+            (FrameFormat::V1, _) => {
+                Bytes::copy_from_slice(&retrieve_frame_header(&hash, status, wire_len))
             }
+            (FrameFormat::V2, Some(Form::Zstd { block_len })) => Bytes::copy_from_slice(
+                &retrieve_frame_header_v2(&hash, status, (block_len, wire_len, true)),
+            ),
+            (FrameFormat::V2, _) => Bytes::copy_from_slice(&retrieve_frame_header_v2(
+                &hash,
+                status,
+                (wire_len, wire_len, false),
+            )),
         };
         chunks.push(header);
-        chunks.extend(data.into_iter().flatten());
+        chunks.extend(data.into_iter().flat_map(|d| d.pieces));
     }
     Ok(binary(Body::from_chunks(chunks)))
 }
@@ -122,12 +131,12 @@ pub async fn get_block(
         prefetch: false,
         hashes: vec![hash],
     };
-    let answer = retrieve(shard, user, vec![item], Duration::ZERO)
+    let answer = retrieve(shard, user, vec![item], Duration::ZERO, true)
         .await?
         .pop();
     match answer {
         Some((_, RetrieveStatus::Ok, Some(data))) => {
-            Ok(binary(Body::from_chunks(data.into_iter().collect())))
+            Ok(binary(Body::from_chunks(data.pieces.into_iter().collect())))
         }
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -147,12 +156,14 @@ fn binary(body: Body) -> Response<Body> {
 }
 
 /// Answers every asked hash in order: its status and, when `Ok`, its bytes.
+/// With `expand`, every block comes as itself; otherwise compressed ones as they are kept.
 pub(crate) async fn retrieve(
     shard: &Rc<Shard>,
     user: &User,
     items: Vec<RetrieveItem>,
     wait: Duration,
-) -> Result<Vec<(BlockHash, RetrieveStatus, Option<Pieces>)>, ApiError> {
+    expand: bool,
+) -> Result<Vec<(BlockHash, RetrieveStatus, Option<BlockBytes>)>, ApiError> {
     let namespaces = crate::handlers::access::namespaces_of(&shard.directory(), user);
     for item in &items {
         crate::handlers::access::check(&namespaces, item.ns)?;
@@ -199,14 +210,14 @@ pub(crate) async fn retrieve(
     let fetched = reads.into_iter().map(|(owner, list)| {
         shard.submit_to(owner, move |s| {
             let s = s.clone();
-            async move { fetch_here(&s, list, wait).await }
+            async move { fetch_here(&s, list, wait, expand).await }
         })
     });
-    let mut data: Vec<Option<Pieces>> = vec![None; slots.len()];
+    let mut data: Vec<Option<BlockBytes>> = vec![None; slots.len()];
     let mut total_bytes = 0;
     for answered in futures::future::join_all(fetched).await {
         for (slot, bytes) in answered?? {
-            total_bytes += bytes.as_ref().map_or(0, Pieces::len);
+            total_bytes += bytes.as_ref().map_or(0, BlockBytes::block_len);
             data[slot] = bytes;
         }
     }
@@ -301,7 +312,8 @@ async fn fetch_here(
     shard: &Rc<Shard>,
     list: Vec<(usize, BlockHash, bool)>,
     wait: Duration,
-) -> Result<Vec<(usize, Option<Pieces>)>, ApiError> {
+    expand: bool,
+) -> Result<Vec<(usize, Option<BlockBytes>)>, ApiError> {
     let deadline = Instant::now() + wait;
     let read_bytes = Cell::new(0usize);
     let reads = futures::stream::iter(list).map(|(slot, hash, may_wait)| {
@@ -310,30 +322,24 @@ async fn fetch_here(
             if may_wait && !shard.blocks().contains(&hash) {
                 await_arrival(shard, hash, deadline).await;
             }
-            // A block stored or served moments ago is still in memory.
-            let cached = shard.block_cache_mut().get(&hash);
-            if let Some(data) = cached {
-                read_bytes.set(read_bytes.get() + data.len());
-                if read_bytes.get() > BATCH_BYTES_DEFAULT {
-                    return Err(too_large());
-                }
-                return Ok((slot, Some(data)));
-            }
-            let mut out = shard.block_cache_mut().spare_buffer();
-            match shard.blocks().get(&hash, &mut out).await {
-                Ok(true) => {}
-                // A damaged record (counted and logged by the log, dropped from its index) is
-                // a block this server no longer has: the others of the batch are served.
-                Ok(false) | Err(BlockLogError::Corrupt { .. }) => return Ok((slot, None)),
-                Err(e) => return Err(e.into()),
-            }
-            read_bytes.set(read_bytes.get() + out.len());
+            let Some(data) = read_here(shard, &hash).await? else {
+                return Ok((slot, None));
+            };
+            read_bytes.set(read_bytes.get() + data.block_len());
             if read_bytes.get() > BATCH_BYTES_DEFAULT {
                 return Err(too_large());
             }
-            let data = Pieces::from(Bytes::from(out));
-            shard.block_cache_mut().insert_served(hash, data.clone());
-            Ok((slot, Some(data)))
+            match expand {
+                false => Ok((slot, Some(data))),
+                true => match data.expanded() {
+                    Ok(raw) => Ok((slot, Some(BlockBytes::raw(raw)))),
+                    // Authenticated and checksummed, yet not the block: corruption.
+                    Err(reason) => {
+                        shard.blocks().forget_corrupt(&hash, &reason);
+                        Ok((slot, None))
+                    }
+                },
+            }
         }
     });
     reads
@@ -342,6 +348,29 @@ async fn fetch_here(
         .await
         .into_iter()
         .collect()
+}
+
+/// Block `hash` as this shard keeps it, from the cache or the log; None if it is not here.
+async fn read_here(shard: &Shard, hash: &BlockHash) -> Result<Option<BlockBytes>, ApiError> {
+    // A block stored or served moments ago is still in memory.
+    let cached = shard.block_cache_mut().get(hash);
+    if cached.is_some() {
+        return Ok(cached);
+    }
+    let mut out = shard.block_cache_mut().spare_buffer();
+    let form = match shard.blocks().get_stored(hash, &mut out).await {
+        Ok(Some(form)) => form,
+        // A damaged record (counted and logged by the log, dropped from its index) is a
+        // block this server no longer has: the others of the batch are served.
+        Ok(None) | Err(BlockLogError::Corrupt { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let data = BlockBytes {
+        pieces: Pieces::from(Bytes::from(out)),
+        form,
+    };
+    shard.block_cache_mut().insert_served(*hash, data.clone());
+    Ok(Some(data))
 }
 
 /// Waits until `hash` is stored here or `deadline` passes.

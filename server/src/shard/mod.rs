@@ -30,6 +30,7 @@ mod gate;
 pub use error::ShardError;
 pub use gate::{CommitGate, Entry as GateEntry};
 
+use crate::block_bytes::BlockBytes;
 use crate::block_cache::BlockCache;
 use crate::config::Config;
 use crate::directory::DirectoryOp;
@@ -40,10 +41,10 @@ use crate::start::{step, StartStep};
 use crate::upload_sessions::{SessionLimits, UploadSessions};
 use crate::uploads::Uploads;
 use crate::waiters::Waiters;
-use holdall_proto::pieces::Pieces;
 
-/// Blocks in transit to their owner: slices of the request body, never copies.
-pub type Blocks = Vec<(BlockHash, Pieces)>;
+/// Blocks in transit to their owner: slices of the request body, never copies, raw or as
+/// they arrived compressed.
+pub type Blocks = Vec<(BlockHash, BlockBytes)>;
 
 /// Most upload records (user, block) a shard keeps: about 100 bytes each.
 const UPLOAD_RECORDS_MAX: usize = 1 << 20;
@@ -482,9 +483,9 @@ impl Shard {
         blocks: Blocks,
         uploader: UserId,
     ) -> Result<Vec<PutOutcome>, ShardError> {
-        let puts = blocks
-            .iter()
-            .map(|(hash, data)| self.blocks.put_pieces(*hash, data.parts(), false));
+        let puts = blocks.iter().map(|(hash, data)| {
+            (self.blocks).put_form(*hash, data.pieces.parts(), data.form, false)
+        });
         let outcomes: Vec<PutOutcome> = futures::future::join_all(puts)
             .await
             .into_iter()
