@@ -14,6 +14,7 @@ pub mod streaming_bench;
 pub mod sync_bench;
 pub mod tls_bench;
 pub mod versus_nginx;
+pub mod wire_bench;
 
 /// Median of `v` (sorts it).
 pub fn median(v: &mut [f64]) -> f64 {

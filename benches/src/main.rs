@@ -9,7 +9,7 @@ use holdall_benches::server_cpu::{measured, ServerCpu};
 use holdall_benches::streaming_bench::{self, Link, ASYMMETRIC, EQUAL, SEED_TABLE};
 use holdall_benches::{
     dropbox_bench, engine_runs, gc_bench, http_client, limits, load, median, restart_bench,
-    sync_bench, tls_bench, versus_nginx,
+    sync_bench, tls_bench, versus_nginx, wire_bench,
 };
 use holdall_engine::runtime;
 use holdall_proto::frame::FrameFormat;
@@ -211,6 +211,22 @@ enum Command {
         runs: usize,
     },
     /// The engine's figures beside the limits measured in the same run.
+    /// Wire compression: zstd's levels against SHA-256, then text and random trees synced
+    /// A → B with and without compression, on loopback and on a capped link.
+    Wire {
+        /// Scratch folder.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// MB in each tree.
+        #[arg(long, default_value_t = 512)]
+        mb: u64,
+        /// The capped link's rate each way, MB/s.
+        #[arg(long, default_value_t = 25)]
+        link_mb_s: u64,
+        /// Runs per cell (the median is printed).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     Engine {
         /// Scratch folder on the disk to measure.
         #[arg(long, default_value = ".")]
@@ -316,6 +332,12 @@ fn main() -> Result<()> {
             runs,
         } => sync(&dir, large_mib, folders, per_folder, small_bytes, runs)?,
         Command::Streaming { dir, quick } => streaming(&dir, quick)?,
+        Command::Wire {
+            dir,
+            mb,
+            link_mb_s,
+            runs,
+        } => print!("{}", wire_bench::report(&dir, mb, link_mb_s, runs)?),
         Command::Gc { dir, fill_gib } => gc(&dir, fill_gib)?,
         Command::VersusNginx {
             dir,

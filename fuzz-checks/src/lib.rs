@@ -242,25 +242,7 @@ pub fn retrieve_stream(data: &[u8]) -> bool {
             }
         }
     }
-    let mut reader = Reads {
-        body,
-        lens: chunk_lens(seed, body.len()).into_iter(),
-    };
-    let mut answer = Retrieved::default();
-    let mut moved = 0u64;
-    answer
-        .read_from(
-            &mut reader,
-            FrameFormat::V1,
-            STREAM_PAYLOAD_BYTES_MAX,
-            usize::MAX,
-            |n| moved += n,
-        )
-        .expect("a reader that never fails");
-    let streamed: Vec<_> = answer
-        .frames()
-        .map(|f| (f.hash, f.status, f.payload.data().to_vec()))
-        .collect();
+    let (answer, streamed, moved) = streamed_frames(body, seed, FrameFormat::V1);
     assert_eq!(
         streamed, whole,
         "the streaming decoder disagrees on the frames"
@@ -276,6 +258,34 @@ pub fn retrieve_stream(data: &[u8]) -> bool {
     error.is_none()
 }
 
+/// A decoded retrieve frame: the hash, the status, the block.
+type FrameSeen = (BlockHash, RetrieveStatus, Vec<u8>);
+
+/// Frames of a retrieve answer as `Retrieved` reads them from `body` in `format`, in the
+/// read lengths `seed` picks: the reader (for its damage), the frames, the bytes counted.
+fn streamed_frames(body: &[u8], seed: u8, format: FrameFormat) -> (Retrieved, Vec<FrameSeen>, u64) {
+    let mut reader = Reads {
+        body,
+        lens: chunk_lens(seed, body.len()).into_iter(),
+    };
+    let mut answer = Retrieved::default();
+    let mut moved = 0u64;
+    answer
+        .read_from(
+            &mut reader,
+            format,
+            STREAM_PAYLOAD_BYTES_MAX,
+            usize::MAX,
+            |n| moved += n,
+        )
+        .expect("a reader that never fails");
+    let frames = answer
+        .frames()
+        .map(|f| (f.hash, f.status, f.payload.data().to_vec()))
+        .collect();
+    (answer, frames, moved)
+}
+
 /// A format-2 retrieve_batch answer (read in the chunk lengths the first byte picks)
 /// through the production decoder (`Retrieved`), against a whole-body reference that
 /// decodes each header and expands each compressed block with a bound: the same blocks up
@@ -286,25 +296,7 @@ pub fn retrieve_stream_v2(data: &[u8]) -> bool {
         return false;
     };
     let (whole, bad) = retrieve_v2_reference(body);
-    let mut reader = Reads {
-        body,
-        lens: chunk_lens(seed, body.len()).into_iter(),
-    };
-    let mut answer = Retrieved::default();
-    let mut moved = 0u64;
-    answer
-        .read_from(
-            &mut reader,
-            FrameFormat::V2,
-            STREAM_PAYLOAD_BYTES_MAX,
-            usize::MAX,
-            |n| moved += n,
-        )
-        .expect("a reader that never fails");
-    let streamed: Vec<_> = answer
-        .frames()
-        .map(|f| (f.hash, f.status, f.payload.data().to_vec()))
-        .collect();
+    let (answer, streamed, moved) = streamed_frames(body, seed, FrameFormat::V2);
     assert!(
         streamed == whole,
         "the streaming decoder disagrees on the frames"
@@ -322,7 +314,7 @@ pub fn retrieve_stream_v2(data: &[u8]) -> bool {
 
 /// The frames of a format-2 answer decoded from the whole body, and whether a bad frame
 /// stopped it.
-fn retrieve_v2_reference(body: &[u8]) -> (Vec<(BlockHash, RetrieveStatus, Vec<u8>)>, bool) {
+fn retrieve_v2_reference(body: &[u8]) -> (Vec<FrameSeen>, bool) {
     let header_bytes = FrameFormat::V2.retrieve_header_bytes();
     let (mut frames, mut at, mut total) = (Vec::new(), 0, 0u64);
     while at < body.len() {

@@ -178,15 +178,8 @@ mod tests {
     use holdall_proto::BlockHash;
     use std::fs::File;
 
-    fn noise(len: usize, mut state: u64) -> Vec<u8> {
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect()
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        holdall_testkit::pseudo_random_bytes(seed, len)
     }
 
     fn text(len: usize) -> Vec<u8> {
