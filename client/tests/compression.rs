@@ -75,6 +75,11 @@ fn compressible_blocks_go_up_compressed_and_a_format_one_client_still_syncs() {
         "{sent} bytes on the wire for {text_bytes} of text and {noise_bytes} of noise"
     );
     assert!(sent > noise_bytes as f64, "{sent}: the noise went raw");
+    // The log's 3 blocks and the 40 sources went compressed; the noise's one did not.
+    assert_eq!(
+        server.metric("holdall_blocks_stored_compressed_total"),
+        43.0
+    );
 
     // A client speaking only format 1 (as clients before compression do) downloads it all,
     // then uploads an edit the new client takes.
@@ -93,6 +98,7 @@ fn compressible_blocks_go_up_compressed_and_a_format_one_client_still_syncs() {
     new.synced();
     let served = server.metric("holdall_http_bytes_out_total") - before;
     assert_eq!(tree(&new.dir), tree(&a.dir));
+    assert!(server.metric("holdall_blocks_served_compressed_total") >= 43.0);
     assert!(
         served < (noise_bytes + text_bytes / 2) as f64,
         "{served} bytes served for {text_bytes} of text and {noise_bytes} of noise"

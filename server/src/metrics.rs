@@ -245,6 +245,8 @@ pub struct ShardMetrics {
     pending_waits: AtomicU64,
     pending_wait_timeouts: AtomicU64,
     quota_refusals: AtomicU64,
+    compressed_stored: AtomicU64,
+    compressed_served: AtomicU64,
 }
 
 impl Default for ShardMetrics {
@@ -259,6 +261,8 @@ impl Default for ShardMetrics {
             pending_waits: AtomicU64::new(0),
             pending_wait_timeouts: AtomicU64::new(0),
             quota_refusals: AtomicU64::new(0),
+            compressed_stored: AtomicU64::new(0),
+            compressed_served: AtomicU64::new(0),
         }
     }
 }
@@ -312,6 +316,16 @@ impl ShardMetrics {
     /// Commits refused because they would take a user past quota.
     pub fn quota_refused(&self, commits: u64) {
         self.quota_refusals.fetch_add(commits, Relaxed);
+    }
+
+    /// Blocks stored as they arrived zstd-compressed.
+    pub fn compressed_stored(&self, blocks: u64) {
+        self.compressed_stored.fetch_add(blocks, Relaxed);
+    }
+
+    /// Blocks served compressed, as kept, to format-2 readers.
+    pub fn compressed_served(&self, blocks: u64) {
+        self.compressed_served.fetch_add(blocks, Relaxed);
     }
 
     /// Publishes the shard's engine figures.
@@ -642,6 +656,18 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
             "counter",
             "Commits refused (507 quota_exceeded) as they would take a user past quota",
             |s| s.quota_refusals.load(Relaxed),
+        ),
+        (
+            "holdall_blocks_stored_compressed_total",
+            "counter",
+            "Blocks that arrived zstd-compressed (frame format 2) and were stored so",
+            |s| s.compressed_stored.load(Relaxed),
+        ),
+        (
+            "holdall_blocks_served_compressed_total",
+            "counter",
+            "Blocks sent zstd-compressed, as kept, in format-2 retrieve answers",
+            |s| s.compressed_served.load(Relaxed),
         ),
     ] {
         let n: u64 = shards.iter().map(|s| read(s)).sum();

@@ -78,9 +78,14 @@ pub async fn retrieve_batch(
             (FrameFormat::V1, _) => {
                 Bytes::copy_from_slice(&retrieve_frame_header(&hash, status, wire_len))
             }
-            (FrameFormat::V2, Some(Form::Zstd { block_len })) => Bytes::copy_from_slice(
-                &retrieve_frame_header_v2(&hash, status, (block_len, wire_len, true)),
-            ),
+            (FrameFormat::V2, Some(Form::Zstd { block_len })) => {
+                shard.metrics().compressed_served(1);
+                Bytes::copy_from_slice(&retrieve_frame_header_v2(
+                    &hash,
+                    status,
+                    (block_len, wire_len, true),
+                ))
+            }
             (FrameFormat::V2, _) => Bytes::copy_from_slice(&retrieve_frame_header_v2(
                 &hash,
                 status,

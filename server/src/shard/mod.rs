@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use holdall_engine::block_log::PutOutcome;
 use holdall_engine::block_log::{BlockLog, BlockLogConfig};
+use holdall_engine::block_log::{Form, PutOutcome};
 use holdall_engine::journal::record::{JournalRecord, UserId};
 use holdall_engine::journal::state::State;
 use holdall_engine::journal::{Journal, JournalConfig};
@@ -490,6 +490,10 @@ impl Shard {
             .await
             .into_iter()
             .collect::<Result<_, _>>()?;
+        let compressed = (blocks.iter().zip(&outcomes))
+            .filter(|((_, b), o)| b.form != Form::Raw && **o == PutOutcome::Stored)
+            .count();
+        self.metrics.compressed_stored(compressed as u64);
         let now = Instant::now();
         let mut uploads = self.uploads.borrow_mut();
         let mut arrivals = self.arrivals.borrow_mut();
