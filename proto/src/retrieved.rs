@@ -31,6 +31,14 @@ pub struct Frame<'a> {
     pub payload: Payload<'a>,
 }
 
+/// What became of a frame's bytes.
+enum Landed {
+    /// This many of its wire bytes were read (fewer than it declares: the answer was cut).
+    Read(usize),
+    /// Its compressed bytes came whole but do not expand to exactly the declared block.
+    NotTheBlock,
+}
+
 /// Where a frame's bytes are in the buffer.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
@@ -126,22 +134,25 @@ impl Retrieved {
             );
             let wire_len = h.wire_len as usize;
             let landed = match h.zstd {
-                false => read_full(reader, &mut self.buf[start..start + len])?,
+                false => Landed::Read(read_full(reader, &mut self.buf[start..start + len])?),
                 true => self.expand(reader, wire_len, start, len)?,
             };
-            if landed < wire_len {
-                return self.damaged(FrameError::Truncated {
-                    offset,
-                    needed: header_bytes + wire_len,
-                    available: header_bytes + landed,
-                });
-            }
-            if landed > wire_len {
-                self.damage = Some(format!(
-                    "frame at byte {offset}: its compressed block does not expand to the \
-                     {len} bytes it declares"
-                ));
-                return Ok(());
+            match landed {
+                Landed::Read(got) if got < wire_len => {
+                    return self.damaged(FrameError::Truncated {
+                        offset,
+                        needed: header_bytes + wire_len,
+                        available: header_bytes + got,
+                    })
+                }
+                Landed::Read(_) => {}
+                Landed::NotTheBlock => {
+                    self.damage = Some(format!(
+                        "frame at byte {offset}: its compressed block does not expand to the \
+                         {len} bytes it declares"
+                    ));
+                    return Ok(());
+                }
             }
             self.buf[start + len..stop].fill(0);
             self.slots.push(Slot {
@@ -158,26 +169,25 @@ impl Retrieved {
     }
 
     /// Reads a compressed block's `wire_len` bytes and expands them into `buf[start..]`,
-    /// exactly `len` bytes. Returns the wire bytes read (fewer: the answer was cut), or
-    /// more than `wire_len` when they do not expand to the block.
+    /// exactly `len` bytes.
     fn expand(
         &mut self,
         reader: &mut impl Read,
         wire_len: usize,
         start: usize,
         len: usize,
-    ) -> io::Result<usize> {
+    ) -> io::Result<Landed> {
         self.packed.resize(wire_len, 0);
         let got = read_full(reader, &mut self.packed)?;
         if got < wire_len {
-            return Ok(got);
+            return Ok(Landed::Read(got));
         }
         // One byte of room past the block tells a block that would expand further apart.
         let room = (len + 1).min(self.buf.len() - start);
         let out = &mut self.buf[start..start + room];
         match zstd::bulk::decompress_to_buffer(&self.packed, out) {
-            Ok(n) if n == len => Ok(wire_len),
-            _ => Ok(wire_len + 1),
+            Ok(n) if n == len => Ok(Landed::Read(wire_len)),
+            _ => Ok(Landed::NotTheBlock),
         }
     }
 

@@ -39,10 +39,13 @@ impl BlockBytes {
         match self.form {
             Form::Raw => Ok(self.pieces),
             Form::Zstd { block_len } => {
-                let packed = self.pieces.parts().concat();
-                Ok(Pieces::from(bytes::Bytes::from(expand(
-                    &packed, block_len,
-                )?)))
+                // Read from the log or the cache, a payload is one part; from a request
+                // body it may span chunks, and only then is it gathered.
+                let block = match self.pieces.parts() {
+                    [one] => expand(one, block_len)?,
+                    parts => expand(&parts.concat(), block_len)?,
+                };
+                Ok(Pieces::from(bytes::Bytes::from(block)))
             }
         }
     }

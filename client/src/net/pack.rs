@@ -147,23 +147,23 @@ impl Contexts {
 
     /// Whether samples spread over the block shrink enough to try the whole.
     fn probe(&mut self, piece: &Piece, read: &[u8]) -> io::Result<bool> {
-        let mut sample = [0u8; SAMPLE_BYTES];
+        let mut from_file = [0u8; SAMPLE_BYTES];
         let mut shrunk = [0u8; SAMPLE_BYTES];
         let step = (piece.len - SAMPLE_BYTES) / (SAMPLES_MAX - 1);
         let mut total = 0;
         for i in 0..SAMPLES_MAX {
             let at = i * step;
-            match &piece.source {
-                Source::Read { at: start } => sample.copy_from_slice(
-                    read.get(start + at..start + at + SAMPLE_BYTES)
-                        .ok_or(io::ErrorKind::UnexpectedEof)?,
-                ),
+            let sample: &[u8] = match &piece.source {
+                Source::Read { at: start } => read
+                    .get(start + at..start + at + SAMPLE_BYTES)
+                    .ok_or(io::ErrorKind::UnexpectedEof)?,
                 Source::File { file, offset } => {
-                    file.read_exact_at(&mut sample, offset + at as u64)?
+                    file.read_exact_at(&mut from_file, offset + at as u64)?;
+                    &from_file
                 }
-            }
+            };
             // A sample that does not shrink at all overflows the buffer: count it whole.
-            total += match self.probe.compress_to_buffer(&sample[..], &mut shrunk[..]) {
+            total += match self.probe.compress_to_buffer(sample, &mut shrunk[..]) {
                 Ok(n) if n > 0 => n,
                 _ => SAMPLE_BYTES,
             };
