@@ -123,17 +123,7 @@ impl Server {
 
     /// A counter or gauge on `/metrics`, one value per series (shard).
     fn metric_per_shard(&self, name: &str) -> Result<Vec<f64>> {
-        let (_, text) = Conn::connect(&self.addr)?.request("GET", "/metrics", "", &[])?;
-        let text = String::from_utf8(text)?;
-        Ok(text
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|r| r.starts_with(['{', ' ']))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .collect())
+        crate::http_client::metric_series(&self.addr, name)
     }
 }
 

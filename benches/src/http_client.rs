@@ -111,6 +111,21 @@ pub fn host_port(server: &str) -> Result<String> {
     Ok(rest.trim_end_matches('/').to_string())
 }
 
+/// Every series of the counter or gauge `name` on holdalld's `/metrics` at `addr`.
+pub fn metric_series(addr: &str, name: &str) -> Result<Vec<f64>> {
+    let (_, text) = Conn::connect(addr)?.request("GET", "/metrics", "", &[])?;
+    let text = String::from_utf8(text)?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with(['{', ' ']))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .collect())
+}
+
 impl Conn {
     /// Connects to plain-HTTP `addr` (`host:port`).
     pub fn connect(addr: &str) -> Result<Conn> {

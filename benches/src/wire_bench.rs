@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use holdall_proto::limits::BLOCK_BYTES_MAX;
 
-use crate::http_client::Conn;
+use crate::http_client::metric_series;
 use crate::sync_bench::{holdall, setup_with};
 
 /// What a tree is made of.
@@ -91,51 +91,31 @@ pub fn run_cell(
     let addr = setup.url.trim_start_matches("http://").to_string();
     let link = link_bytes_per_s.to_string();
     let switch = if compress { "on" } else { "off" };
-    let args =
-        |limit: &'static str| vec!["sync", "--once", "--compress", switch, limit, link.as_str()];
+    let sync = |limit: &str, dir: &Path| -> Result<f64> {
+        let args = ["sync", "--once", "--compress", switch, limit, &link];
+        let t = Instant::now();
+        holdall(&setup.url, &setup.token, &args, Some(dir))?;
+        Ok(t.elapsed().as_secs_f64())
+    };
     let (in0, out0) = wire_bytes(&addr)?;
-    let t = Instant::now();
-    holdall(
-        &setup.url,
-        &setup.token,
-        &args("--up-limit"),
-        Some(&setup.a),
-    )?;
-    let up_s = t.elapsed().as_secs_f64();
-    let (in1, out1) = wire_bytes(&addr)?;
-    let t = Instant::now();
-    holdall(
-        &setup.url,
-        &setup.token,
-        &args("--down-limit"),
-        Some(&setup.b),
-    )?;
-    let down_s = t.elapsed().as_secs_f64();
+    let up_s = sync("--up-limit", &setup.a)?;
+    let (in1, _) = wire_bytes(&addr)?;
+    let down_s = sync("--down-limit", &setup.b)?;
     let (_, out2) = wire_bytes(&addr)?;
     Ok(Cell {
         up_s,
         down_s,
         bytes_in: in1 - in0,
-        bytes_out: (out1 - out0) + (out2 - out1),
+        bytes_out: out2 - out0,
     })
 }
 
 /// The server's request and response byte counters.
 fn wire_bytes(addr: &str) -> Result<(f64, f64)> {
-    let (_, text) = Conn::connect(addr)?.request("GET", "/metrics", "", &[])?;
-    let text = String::from_utf8(text)?;
-    let sum = |name: &str| -> f64 {
-        text.lines()
-            .filter(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|r| r.starts_with(['{', ' ']))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let sum = |name| -> Result<f64> { Ok(metric_series(addr, name)?.iter().sum()) };
     Ok((
-        sum("holdall_http_bytes_in_total"),
-        sum("holdall_http_bytes_out_total"),
+        sum("holdall_http_bytes_in_total")?,
+        sum("holdall_http_bytes_out_total")?,
     ))
 }
 
