@@ -138,6 +138,7 @@ pub fn ingest_as(
                             raw_len: len,
                             wire_len: len,
                             zstd: false,
+                            delta: false,
                         };
                         store_frame_header_v2(&h).to_vec()
                     }
@@ -216,6 +217,7 @@ pub fn fetch(
                 jid: None,
                 prefetch: false,
                 hashes: batches[i].to_vec(),
+                signatures: Default::default(),
             }],
             wait_ms: None,
         };

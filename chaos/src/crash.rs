@@ -530,6 +530,7 @@ fn retrieve(
             jid: Some(row.jid),
             prefetch: false,
             hashes: hashes.to_vec(),
+            signatures: Default::default(),
         }],
         wait_ms: None,
     };

@@ -253,6 +253,7 @@ fn store_batch(
                 raw_len: data.len() as u32,
                 wire_len: packed.as_ref().map_or(data.len(), Vec::len) as u32,
                 zstd: packed.is_some(),
+                delta: false,
             };
             (header, packed)
         })

@@ -215,6 +215,7 @@ fn download(api: &Api, t: &Target, v: &HistoryVersion, out: &Path) -> Result<()>
                 jid: Some(v.jid),
                 prefetch: false,
                 hashes: vec![*hash],
+                signatures: Default::default(),
             }],
             wait_ms: None,
         };

@@ -68,12 +68,14 @@ fn valid_inputs(target: &str) -> Vec<Vec<u8>> {
                 raw_len: 4099,
                 wire_len: 4099,
                 zstd: false,
+                delta: false,
             };
             let packed = StoreHeader {
                 hash: h(&page),
                 raw_len: 4099,
                 wire_len: 3,
                 zstd: true,
+                delta: false,
             };
             let mut body = store_frame_header_v2(&raw).to_vec();
             body.extend_from_slice(&page);

@@ -57,6 +57,9 @@ pub struct Limits {
 /// The feature a server lists in `GET /v1/account` when it takes frame format 2 (blocks
 /// that may travel zstd-compressed) in store_batch and retrieve_batch.
 pub const FEATURE_ZSTD: &str = "zstd";
+/// The feature a server lists when it answers `POST /v1/signatures`, takes store_delta
+/// frames and answers retrieve items' `signatures` with deltas (all in frame format 2).
+pub const FEATURE_DELTA: &str = "delta";
 
 /// `GET /v1/account`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,7 +76,8 @@ pub struct AccountResponse {
     #[serde(default)]
     pub usage: Usage,
     /// Protocol features the server accepts beyond the base protocol: `zstd` (frame
-    /// format 2 in store_batch and retrieve_batch). Empty from older servers.
+    /// format 2 in store_batch and retrieve_batch), `delta` (signatures and deltas).
+    /// Empty from older servers.
     #[serde(default)]
     pub features: Vec<String>,
 }
@@ -331,6 +335,29 @@ pub struct RetrieveItem {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub prefetch: bool,
     /// Blocks wanted, answered in this order.
+    pub hashes: Vec<BlockHash>,
+    /// For some of `hashes`, the signature (`crate::delta`) of the block the caller holds
+    /// in its place: the answer may then be a delta against it (format 2, feature `delta`).
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        with = "crate::delta::signatures_json"
+    )]
+    pub signatures: BTreeMap<BlockHash, Vec<u8>>,
+}
+
+/// `POST /v1/signatures`: the signatures of blocks of one file's row (or its latest), by
+/// retrieve_batch's rule; the answer is retrieve frames whose bytes are signatures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignaturesRequest {
+    /// Namespace.
+    pub ns: NsId,
+    /// Path relative to the namespace root.
+    pub path: String,
+    /// The row whose blocklist authorizes the hashes; the latest row when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jid: Option<Jid>,
+    /// Blocks whose signatures are wanted, answered in this order.
     pub hashes: Vec<BlockHash>,
 }
 

@@ -4,7 +4,8 @@
 //! retrieve_batch bodies are retrieve frames `[hash 32 B][status u8][len u32 LE][bytes]`,
 //! where only status `ok` carries bytes. Format 2 (`Holdall-Frame-Format: 2`) adds a flags
 //! byte and both lengths after the hash (and status): `[flags u8][raw_len u32 LE][wire_len
-//! u32 LE]`, flag bit 0 meaning the `wire_len` bytes are the block zstd-compressed. Decoders borrow from the body (no allocation), and
+//! u32 LE]`, flag bit 0 meaning the `wire_len` bytes are the block zstd-compressed, bit 1 that
+//! they are a delta (crate::delta). Decoders borrow from the body (no allocation), and
 //! refuse truncated frames, blocks over [`BLOCK_BYTES_MAX`], payload totals over the caller's
 //! limit, and trailing garbage, without panicking.
 
@@ -22,6 +23,8 @@ pub const STORE_V2_HEADER_BYTES: usize = 32 + 1 + 4 + 4;
 pub const RETRIEVE_V2_HEADER_BYTES: usize = 32 + 1 + 1 + 4 + 4;
 /// Format-2 flag: the frame's bytes are zstd-compressed.
 pub const FLAG_ZSTD: u8 = 1;
+/// Format-2 flag: the frame's bytes are an rsync delta (crate::delta), never also zstd.
+pub const FLAG_DELTA: u8 = 2;
 /// The request header that selects a frame format.
 pub const FRAME_FORMAT_HEADER: &str = "Holdall-Frame-Format";
 
@@ -74,6 +77,8 @@ pub struct StoreHeader {
     pub wire_len: u32,
     /// Whether those bytes are the block zstd-compressed.
     pub zstd: bool,
+    /// Whether those bytes are a delta: a base reference and the delta against that base.
+    pub delta: bool,
 }
 
 /// What is wrong with a frame body.
@@ -388,6 +393,9 @@ pub struct RetrieveHeader {
     pub wire_len: u32,
     /// Whether those bytes are the block zstd-compressed (format 2 only).
     pub zstd: bool,
+    /// Whether those bytes are a delta against the signature the request sent for this
+    /// block (format 2 only).
+    pub delta: bool,
 }
 
 /// Decodes the header of the store frame at byte `offset` of a body, for readers that take
@@ -425,16 +433,17 @@ pub fn decode_store_header_of(
             raw_len: len,
             wire_len: len,
             zstd: false,
+            delta: false,
         });
     }
     let flags = header[32];
     let (raw_len, wire_len) = (read_u32(&header[33..37]), read_u32(&header[37..41]));
-    if flags & !FLAG_ZSTD != 0 {
+    if !flags_known(flags) {
         return Err(FrameError::BadFlags { offset, flags });
     }
     checked_len(offset, raw_len, payload_total, payload_bytes_max)?;
-    let zstd = flags & FLAG_ZSTD != 0;
-    if !lengths_fit(zstd, raw_len, wire_len) {
+    let (zstd, delta) = (flags & FLAG_ZSTD != 0, flags & FLAG_DELTA != 0);
+    if !lengths_fit(zstd || delta, raw_len, wire_len) {
         return Err(FrameError::LengthMismatch {
             offset,
             raw_len,
@@ -446,14 +455,24 @@ pub fn decode_store_header_of(
         raw_len,
         wire_len,
         zstd,
+        delta,
     })
+}
+
+/// Whether a format-2 flags byte is one this codec knows: none, zstd, or delta.
+fn flags_known(flags: u8) -> bool {
+    matches!(flags, 0 | FLAG_ZSTD | FLAG_DELTA)
 }
 
 /// The header of a format-2 store frame.
 pub fn store_frame_header_v2(header: &StoreHeader) -> [u8; STORE_V2_HEADER_BYTES] {
     let mut h = [0u8; STORE_V2_HEADER_BYTES];
     h[..32].copy_from_slice(header.hash.as_bytes());
-    h[32] = if header.zstd { FLAG_ZSTD } else { 0 };
+    h[32] = match (header.zstd, header.delta) {
+        (true, _) => FLAG_ZSTD,
+        (false, true) => FLAG_DELTA,
+        (false, false) => 0,
+    };
     h[33..37].copy_from_slice(&header.raw_len.to_le_bytes());
     h[37..41].copy_from_slice(&header.wire_len.to_le_bytes());
     h
@@ -472,6 +491,18 @@ pub fn retrieve_frame_header_v2(
     h[33] = if zstd { FLAG_ZSTD } else { 0 };
     h[34..38].copy_from_slice(&raw_len.to_le_bytes());
     h[38..42].copy_from_slice(&wire_len.to_le_bytes());
+    h
+}
+
+/// The header of a format-2 retrieve frame whose `wire_len` bytes are a delta that rebuilds
+/// the block of `raw_len` bytes from the base whose signature the request carried.
+pub fn retrieve_delta_header(
+    hash: &BlockHash,
+    raw_len: u32,
+    wire_len: u32,
+) -> [u8; RETRIEVE_V2_HEADER_BYTES] {
+    let mut h = retrieve_frame_header_v2(hash, RetrieveStatus::Ok, (raw_len, wire_len, false));
+    h[33] = FLAG_DELTA;
     h
 }
 
@@ -520,7 +551,7 @@ pub fn decode_retrieve_header_of(
             read_u32(&header[38..42]),
         ),
     };
-    if flags & !FLAG_ZSTD != 0 {
+    if !flags_known(flags) {
         return Err(FrameError::BadFlags { offset, flags });
     }
     if status != RetrieveStatus::Ok && (len != 0 || wire_len != 0) {
@@ -531,8 +562,8 @@ pub fn decode_retrieve_header_of(
         });
     }
     checked_len(offset, len, payload_total, payload_bytes_max)?;
-    let zstd = flags & FLAG_ZSTD != 0;
-    if !lengths_fit(zstd, len, wire_len) {
+    let (zstd, delta) = (flags & FLAG_ZSTD != 0, flags & FLAG_DELTA != 0);
+    if !lengths_fit(zstd || delta, len, wire_len) {
         return Err(FrameError::LengthMismatch {
             offset,
             raw_len: len,
@@ -545,13 +576,14 @@ pub fn decode_retrieve_header_of(
         len,
         wire_len,
         zstd,
+        delta,
     })
 }
 
 /// Whether a format-2 frame's lengths can be: raw bytes are the block's length, compressed
-/// ones fewer.
-fn lengths_fit(zstd: bool, raw_len: u32, wire_len: u32) -> bool {
-    match zstd {
+/// ones and deltas fewer (neither is sent where it does not pay).
+fn lengths_fit(coded: bool, raw_len: u32, wire_len: u32) -> bool {
+    match coded {
         true => wire_len < raw_len,
         false => wire_len == raw_len,
     }

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod byte_count;
 pub mod content_hash;
+pub mod delta;
 pub mod duration;
 pub mod frame;
 pub mod hash;

@@ -212,7 +212,9 @@ impl FrameSplitter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::{decode_store_frames, encode_store_frame, STORE_HEADER_BYTES};
+    use crate::frame::{
+        decode_store_frames, encode_store_frame, FLAG_DELTA, FLAG_ZSTD, STORE_HEADER_BYTES,
+    };
     use crate::limits::BATCH_BYTES_DEFAULT;
 
     const LIMIT: u64 = BATCH_BYTES_DEFAULT as u64;
@@ -333,12 +335,14 @@ mod tests {
             raw_len: 3000,
             wire_len: 3000,
             zstd: false,
+            delta: false,
         };
         let packed = StoreHeader {
             hash,
             raw_len: 3000,
             wire_len: 10,
             zstd: true,
+            delta: false,
         };
         let body = [frame(plain, &raw), frame(packed, &[1; 10])].concat();
         for step in [1, 40, 41, 42, 4096] {
@@ -369,6 +373,14 @@ mod tests {
             split_as(&odd, 7, FrameFormat::V2),
             Err(FrameError::BadFlags { flags: 0x80, .. })
         ));
+        odd[32] = FLAG_ZSTD | FLAG_DELTA;
+        assert!(
+            matches!(
+                split_as(&odd, 7, FrameFormat::V2),
+                Err(FrameError::BadFlags { flags: 3, .. })
+            ),
+            "a delta is never also compressed"
+        );
         let huge = StoreHeader {
             raw_len: (4 << 20) + 1,
             wire_len: 10,

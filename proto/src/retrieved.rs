@@ -10,7 +10,8 @@
 //! In frame format 2 a block may arrive zstd-compressed: its bytes are read into a side
 //! buffer and expanded into the block's place, never past the length the frame declares
 //! (itself within the block and batch limits), and a block that does not expand to exactly
-//! that length is damage like any other broken frame.
+//! that length is damage like any other broken frame. A delta frame's bytes (an answer to
+//! a request that sent signatures) land as they came, for the caller to apply to its base.
 
 use std::io::{self, Read};
 
@@ -27,8 +28,11 @@ pub struct Frame<'a> {
     pub hash: BlockHash,
     /// What the server answered.
     pub status: RetrieveStatus,
-    /// The block's bytes; empty unless `status` is `Ok`.
+    /// The block's bytes; empty unless `status` is `Ok`. With `delta`, the delta instead.
     pub payload: Payload<'a>,
+    /// `Some(block_len)` when `payload` is a delta that rebuilds the block, of that many
+    /// bytes, from the base whose signature the request sent.
+    pub delta: Option<usize>,
 }
 
 /// What became of a frame's bytes.
@@ -47,6 +51,8 @@ struct Slot {
     start: usize,
     len: usize,
     aligned: bool,
+    /// The block's length, when the slot holds a delta of `len` bytes.
+    delta: Option<usize>,
 }
 
 /// The frames of the last answer read, in the order they came.
@@ -134,7 +140,7 @@ impl Retrieved {
             );
             let wire_len = h.wire_len as usize;
             let landed = match h.zstd {
-                false => Landed::Read(read_full(reader, &mut self.buf[start..start + len])?),
+                false => Landed::Read(read_full(reader, &mut self.buf[start..start + wire_len])?),
                 true => self.expand(reader, wire_len, start, len)?,
             };
             match landed {
@@ -159,8 +165,9 @@ impl Retrieved {
                 hash: h.hash,
                 status: h.status,
                 start,
-                len,
-                aligned,
+                len: if h.delta { wire_len } else { len },
+                aligned: aligned && !h.delta,
+                delta: h.delta.then_some(len),
             });
             moved((header_bytes + wire_len) as u64);
             offset += header_bytes + wire_len;
@@ -210,6 +217,7 @@ impl Retrieved {
                 hash: s.hash,
                 status: s.status,
                 payload,
+                delta: s.delta,
             }
         })
     }
@@ -455,6 +463,41 @@ mod tests {
             )
             .unwrap();
         moved
+    }
+
+    #[test]
+    fn a_delta_frame_lands_as_it_came_with_its_block_length() {
+        use crate::delta::{apply, delta_of, parse_signature, signature_of};
+        use crate::frame::retrieve_delta_header;
+        let base = block(3, 1 << 20);
+        let mut new = base.clone();
+        new[1000..1100].fill(7);
+        let sig = parse_signature(signature_of(&base)).unwrap();
+        let delta = delta_of(&sig, &new, new.len()).unwrap();
+        let mut body = Vec::new();
+        let h = BlockHash::of(&new);
+        body.extend_from_slice(&retrieve_delta_header(
+            &h,
+            new.len() as u32,
+            delta.len() as u32,
+        ));
+        body.extend_from_slice(&delta);
+        v2_frame(&mut body, &new, false, new.len());
+        let mut answer = Retrieved::default();
+        let moved = read_v2(&mut answer, &body, 2);
+        assert_eq!(answer.damage(), None);
+        assert_eq!(moved as usize, body.len());
+        let frames: Vec<Frame> = answer.frames().collect();
+        assert_eq!(frames[0].delta, Some(new.len()));
+        assert_eq!(frames[0].payload.data(), &delta[..]);
+        assert_eq!(
+            apply(&base, frames[0].payload.data(), new.len()).unwrap(),
+            new
+        );
+        assert_eq!(
+            (frames[1].delta, frames[1].payload.data()),
+            (None, &new[..])
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub struct ServeArgs {
     #[arg(long, env = "HOLDALL_SHARDS")]
     pub shards: Option<usize>,
     /// TOML file with any of the keys `data`, `listen`, `shards`, `prefetch_ttl_s`,
-    /// `prefetch_entries_max`, `streaming`, `compression`, `block_cache`, `recent_blocks`,
+    /// `prefetch_entries_max`, `streaming`, `compression`, `deltas`, `block_cache`, `recent_blocks`,
     /// `client_timeout_s`, `history_retention`, `gc_interval`, `gc_rate`, `store_key_file`,
     /// `token_requests_per_s`, `user_connections_max`, `tls_cert`, `tls_key`,
     /// `upload_session_bytes_max`.
@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// Blocks may travel zstd-compressed (frame format 2, feature `zstd`) [default: true].
     #[arg(long, env = "HOLDALL_COMPRESSION")]
     pub compression: Option<bool>,
+    /// rsync deltas for changed blocks: `POST /v1/signatures`, store_delta frames and delta
+    /// answers (frame format 2, feature `delta`) [default: true].
+    #[arg(long, env = "HOLDALL_DELTAS")]
+    pub deltas: Option<bool>,
     /// Seconds a client has to send a request head, to keep sending a body, and to take a
     /// response before its connection is closed [default: 30].
     #[arg(long, env = "HOLDALL_CLIENT_TIMEOUT_S")]
@@ -100,6 +104,7 @@ struct FileConfig {
     prefetch_entries_max: Option<usize>,
     streaming: Option<bool>,
     compression: Option<bool>,
+    deltas: Option<bool>,
     block_cache: Option<ByteCount>,
     upload_session_bytes_max: Option<ByteCount>,
     recent_blocks: Option<usize>,
@@ -148,6 +153,8 @@ pub struct Config {
     pub streaming: bool,
     /// Whether blocks may travel compressed (frame format 2).
     pub compression: bool,
+    /// Whether clients may send and take deltas (frame format 2).
+    pub deltas: bool,
     /// Bytes of blocks each shard keeps in memory after storing or serving them.
     pub block_cache_bytes_per_shard: usize,
     /// Most bytes one Dropbox API upload session may hold.
@@ -325,6 +332,7 @@ impl Config {
             prefetch_entries_max,
             streaming: args.streaming.or(file.streaming).unwrap_or(true),
             compression: args.compression.or(file.compression).unwrap_or(true),
+            deltas: args.deltas.or(file.deltas).unwrap_or(true),
             block_cache_bytes_per_shard,
             upload_session_bytes_max,
             recent_blocks,

@@ -36,6 +36,8 @@ pub enum Route {
     RetrieveBatch,
     /// `GET /v1/blocks/{hash}`.
     Blocks,
+    /// `POST /v1/signatures`.
+    Signatures,
     /// `POST /v1/history`.
     History,
     /// `POST /v1/restore`.
@@ -76,7 +78,7 @@ pub enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 32] = [
+    const ALL: [Route; 33] = [
         Route::Healthz,
         Route::Metrics,
         Route::Account,
@@ -90,6 +92,7 @@ impl Route {
         Route::Longpoll,
         Route::RetrieveBatch,
         Route::Blocks,
+        Route::Signatures,
         Route::History,
         Route::Restore,
         Route::Deleted,
@@ -126,6 +129,7 @@ impl Route {
             Route::Longpoll => "longpoll",
             Route::RetrieveBatch => "retrieve_batch",
             Route::Blocks => "blocks",
+            Route::Signatures => "signatures",
             Route::History => "history",
             Route::Restore => "restore",
             Route::Deleted => "deleted",
@@ -247,12 +251,15 @@ pub struct ShardMetrics {
     quota_refusals: AtomicU64,
     compressed_stored: AtomicU64,
     compressed_served: AtomicU64,
+    delta_stored: AtomicU64,
+    delta_served: AtomicU64,
+    signatures_served: AtomicU64,
 }
 
 impl Default for ShardMetrics {
     fn default() -> Self {
         ShardMetrics {
-            routes: Default::default(),
+            routes: std::array::from_fn(|_| RouteCounters::default()),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             // Arrays derive `Default` only up to 32 elements.
@@ -263,6 +270,9 @@ impl Default for ShardMetrics {
             quota_refusals: AtomicU64::new(0),
             compressed_stored: AtomicU64::new(0),
             compressed_served: AtomicU64::new(0),
+            delta_stored: AtomicU64::new(0),
+            delta_served: AtomicU64::new(0),
+            signatures_served: AtomicU64::new(0),
         }
     }
 }
@@ -326,6 +336,21 @@ impl ShardMetrics {
     /// Blocks served compressed, as kept, to format-2 readers.
     pub fn compressed_served(&self, blocks: u64) {
         self.compressed_served.fetch_add(blocks, Relaxed);
+    }
+
+    /// Blocks rebuilt from store_delta frames and stored.
+    pub fn delta_stored(&self, blocks: u64) {
+        self.delta_stored.fetch_add(blocks, Relaxed);
+    }
+
+    /// Blocks answered as deltas against a reader's signature.
+    pub fn delta_served(&self, blocks: u64) {
+        self.delta_served.fetch_add(blocks, Relaxed);
+    }
+
+    /// Signatures sent by `POST /v1/signatures`.
+    pub fn signatures_served(&self, signatures: u64) {
+        self.signatures_served.fetch_add(signatures, Relaxed);
     }
 
     /// Publishes the shard's engine figures.
@@ -668,6 +693,24 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
             "counter",
             "Blocks sent zstd-compressed, as kept, in format-2 retrieve answers",
             |s| s.compressed_served.load(Relaxed),
+        ),
+        (
+            "holdall_blocks_stored_delta_total",
+            "counter",
+            "Blocks rebuilt from store_delta frames (a base and a delta) and stored",
+            |s| s.delta_stored.load(Relaxed),
+        ),
+        (
+            "holdall_blocks_served_delta_total",
+            "counter",
+            "Blocks sent as deltas against the reader's signature in format-2 retrieve answers",
+            |s| s.delta_served.load(Relaxed),
+        ),
+        (
+            "holdall_signatures_served_total",
+            "counter",
+            "Block signatures sent by POST /v1/signatures",
+            |s| s.signatures_served.load(Relaxed),
         ),
     ] {
         let n: u64 = shards.iter().map(|s| read(s)).sum();

@@ -11,7 +11,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use crate::auth::authenticate;
 use crate::body::Body;
 use crate::handlers::{
-    account, admin, backup, blocks, commit, history, list, quota, retrieve, rewind, tokens, users,
+    account, admin, backup, blocks, commit, delta, history, list, quota, retrieve, rewind, tokens,
+    users,
 };
 use crate::metrics::Route;
 use crate::reply::{method_not_allowed, text, ApiError};
@@ -71,6 +72,7 @@ async fn dispatch(shard: &Rc<Shard>, req: Request<Incoming>) -> (Route, Response
         ["v1", "longpoll"] => (Route::Longpoll, Method::POST),
         ["v1", "retrieve_batch"] => (Route::RetrieveBatch, Method::POST),
         ["v1", "blocks", _] => (Route::Blocks, Method::GET),
+        ["v1", "signatures"] => (Route::Signatures, Method::POST),
         ["v1", "history"] => (Route::History, Method::POST),
         ["v1", "restore"] => (Route::Restore, Method::POST),
         ["v1", "deleted"] => (Route::Deleted, Method::POST),
@@ -114,6 +116,7 @@ async fn dispatch(shard: &Rc<Shard>, req: Request<Incoming>) -> (Route, Response
                 Route::Blocks => {
                     retrieve::get_block(shard, &user, segments[2], req.uri().query()).await
                 }
+                Route::Signatures => delta::signatures(shard, &user, req).await,
                 Route::History => history::history(shard, &user, req).await,
                 Route::Restore => history::restore(shard, &user, req).await,
                 Route::Deleted => history::deleted(shard, &user, req).await,

@@ -19,6 +19,7 @@ fn frame(raw: &[u8], packed: Option<&[u8]>) -> Vec<u8> {
         raw_len: raw.len() as u32,
         wire_len: packed.map_or(raw.len(), <[u8]>::len) as u32,
         zstd: packed.is_some(),
+        delta: false,
     };
     let mut out = store_frame_header_v2(&header).to_vec();
     out.extend_from_slice(packed.unwrap_or(raw));
@@ -105,7 +106,7 @@ fn compressed_blocks_are_expanded_checked_and_served_and_liars_keep_nothing() {
     let server = Server::start(&tmp.path().join("data"), 2);
     let (token, ns) = create_user(&server, "zed");
     let account = request(&server.addr, "GET", "/v1/account", Some(&token), b"").json();
-    assert_eq!(account["features"], json!(["zstd"]));
+    assert_eq!(account["features"], json!(["zstd", "delta"]));
 
     let (a, b) = (text(1, 3 << 20), block(2, 70_000));
     let packed = zstd::bulk::compress(&a, 3).unwrap();
@@ -181,9 +182,41 @@ fn compressed_blocks_are_expanded_checked_and_served_and_liars_keep_nothing() {
 }
 
 #[test]
-fn a_server_without_compression_offers_none_and_refuses_format_two() {
+fn a_server_without_compression_refuses_compressed_frames_and_sends_none() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start_with(&tmp.path().join("data"), 1, &["--compression", "false"]);
+    let (token, ns) = create_user(&server, "ann");
+    let account = request(&server.addr, "GET", "/v1/account", Some(&token), b"").json();
+    assert_eq!(account["features"], json!(["delta"]));
+    let raw = text(3, 100_000);
+    let packed = zstd::bulk::compress(&raw, 3).unwrap();
+    let r = store_v2(&server, &token, &frame(&raw, Some(&packed)));
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (400, Some("bad_frame"))
+    );
+    // Raw format-2 frames are taken (deltas need the format), and answered raw.
+    assert_eq!(store_v2(&server, &token, &frame(&raw, None)).status, 200);
+    commit_file(&server, &token, ns, "t.txt", &raw);
+    let ask =
+        json!({"items": [{"ns": ns, "path": "t.txt", "hashes": [BlockHash::of(&raw).to_hex()]}]});
+    let got = request_with(
+        &server.addr,
+        "POST",
+        "/v1/retrieve_batch",
+        Some(&token),
+        &[("Holdall-Frame-Format", "2")],
+        ask.to_string().as_bytes(),
+    );
+    assert_eq!(got.body[33], 0, "not compressed");
+    assert!(got.body[RETRIEVE_V2_HEADER_BYTES..] == raw[..]);
+}
+
+#[test]
+fn a_server_without_compression_or_deltas_offers_none_and_refuses_format_two() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flags = ["--compression", "false", "--deltas", "false"];
+    let server = Server::start_with(&tmp.path().join("data"), 1, &flags);
     let (token, _) = create_user(&server, "ann");
     let account = request(&server.addr, "GET", "/v1/account", Some(&token), b"").json();
     assert_eq!(account["features"], json!([]));

@@ -408,6 +408,7 @@ pub fn body_pieces<'a>(
                 raw_len: piece.len as u32,
                 wire_len: wire.map_or(piece.len, <[u8]>::len) as u32,
                 zstd: wire.is_some(),
+                delta: false,
             })
             .to_vec(),
         };

@@ -456,6 +456,7 @@ impl Books {
                     jid: None,
                     prefetch: true,
                     hashes,
+                    signatures: Default::default(),
                 }],
                 wait_ms: Some(WAIT_MS),
             };

@@ -550,6 +550,7 @@ fn pack_requests(
                 jid: Some(f.jid),
                 prefetch: false,
                 hashes: vec![h],
+                signatures: Default::default(),
             }),
         }
         payload += len;

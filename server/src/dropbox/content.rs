@@ -183,6 +183,7 @@ async fn send_blocks(
             jid: Some(row.jid),
             prefetch: false,
             hashes: hashes.to_vec(),
+            signatures: Default::default(),
         };
         let Ok(answers) = retrieve(&shard, &user, vec![item], Duration::ZERO, true).await else {
             return;

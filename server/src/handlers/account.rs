@@ -33,10 +33,14 @@ pub async fn account(shard: &Rc<Shard>, user: &User) -> Result<Response<Body>, A
             prefetch_ttl_s: shard.streaming().then(|| shard.prefetch().ttl().as_secs()),
         },
         usage,
-        features: match shard.compression() {
-            true => vec![holdall_proto::api::FEATURE_ZSTD.into()],
-            false => Vec::new(),
-        },
+        features: [
+            (shard.compression(), holdall_proto::api::FEATURE_ZSTD),
+            (shard.deltas(), holdall_proto::api::FEATURE_DELTA),
+        ]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, feature)| feature.to_string())
+        .collect(),
     };
     Ok(json(StatusCode::OK, &body))
 }

@@ -35,7 +35,8 @@ fn frame_error(e: FrameError) -> ApiError {
 }
 
 /// The frame format the request asks for (`Holdall-Frame-Format`, 1 when absent); format 2
-/// only where the server offers compression.
+/// only where the server offers compression or deltas (each frame's flags are checked
+/// against what it offers).
 pub(crate) fn frame_format(
     shard: &Shard,
     req: &Request<Incoming>,
@@ -46,8 +47,8 @@ pub(crate) fn frame_format(
     let refuse = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, "bad_frame_format", m);
     match value.to_str().ok().and_then(FrameFormat::from_header) {
         None => Err(refuse("Holdall-Frame-Format must be 1 or 2")),
-        Some(FrameFormat::V2) if !shard.compression() => Err(refuse(
-            "this server does not offer compression (no \"zstd\" in its features): use frame format 1",
+        Some(FrameFormat::V2) if !shard.compression() && !shard.deltas() => Err(refuse(
+            "this server offers neither compression nor deltas (no features): use frame format 1",
         )),
         Some(format) => Ok(format),
     }
@@ -115,10 +116,27 @@ pub async fn store_batch(
         |chunk| splitter.push(chunk).map_err(frame_error),
     )
     .await?;
-    let mut order: Vec<BlockHash> = Vec::new();
+    let frames = splitter.finish().map_err(frame_error)?;
+    let order: Vec<BlockHash> = frames.iter().map(|f| f.header.hash).collect();
+    let (deltas, frames): (Vec<Framed>, Vec<Framed>) =
+        frames.into_iter().partition(|f| f.header.delta);
+    if let Some(f) = frames
+        .iter()
+        .find(|f| f.header.zstd && !shard.compression())
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_frame",
+            format!(
+                "block {} is zstd-compressed, and this server takes no compression",
+                f.header.hash
+            ),
+        ));
+    }
+    // Rebuilt and checked against their names first: a bad delta refuses the batch.
+    let rebuilt = crate::handlers::delta::rebuild(shard, user, deltas).await?;
     let mut by_owner: BTreeMap<usize, Vec<Framed>> = BTreeMap::new();
-    for frame in splitter.finish().map_err(frame_error)? {
-        order.push(frame.header.hash);
+    for frame in frames {
         by_owner
             .entry(shard_of_block(&frame.header.hash, shard.shards()))
             .or_default()
@@ -133,8 +151,8 @@ pub async fn store_batch(
     for checked in futures::future::join_all(checks).await {
         checked??;
     }
-    // Phase two: store them as they came, compressed or not.
-    let by_owner: BTreeMap<usize, Blocks> = by_owner
+    // Phase two: store them as they came, compressed or not, and the rebuilt ones raw.
+    let mut by_owner: BTreeMap<usize, Blocks> = by_owner
         .into_iter()
         .map(|(owner, frames)| {
             let blocks = frames
@@ -144,7 +162,15 @@ pub async fn store_batch(
             (owner, blocks)
         })
         .collect();
+    let rebuilt_count = rebuilt.len() as u64;
+    for (hash, block) in rebuilt {
+        by_owner
+            .entry(shard_of_block(&hash, shard.shards()))
+            .or_default()
+            .push((hash, block));
+    }
     let mut outcome = put_verified(shard, user.id, by_owner).await?;
+    shard.metrics().delta_stored(rebuilt_count);
     let mut response = StoreBatchResponse {
         stored: Vec::new(),
         present: Vec::new(),

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod backup;
 pub mod blocks;
 pub mod commit;
+pub mod delta;
 pub mod history;
 pub mod list;
 pub mod quota;

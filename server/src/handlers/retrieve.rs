@@ -20,7 +20,8 @@ use holdall_engine::journal::record::Row;
 use holdall_engine::journal::state::User;
 use holdall_proto::api::{EntryKind, Jid, NsId, RetrieveBatchRequest, RetrieveItem};
 use holdall_proto::frame::{
-    retrieve_frame_header, retrieve_frame_header_v2, FrameFormat, RetrieveStatus,
+    retrieve_delta_header, retrieve_frame_header, retrieve_frame_header_v2, FrameFormat,
+    RetrieveStatus,
 };
 use holdall_proto::limits::{BATCH_BYTES_DEFAULT, RETRIEVE_HASHES_MAX, RETRIEVE_WAIT_MS_MAX};
 use holdall_proto::BlockHash;
@@ -58,7 +59,7 @@ pub async fn retrieve_batch(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let format = crate::handlers::blocks::frame_format(shard, &req)?;
-    let body: RetrieveBatchRequest = read_json(req, RETRIEVE_BODY_BYTES_MAX).await?;
+    let mut body: RetrieveBatchRequest = read_json(req, RETRIEVE_BODY_BYTES_MAX).await?;
     let asked: usize = body.items.iter().map(|i| i.hashes.len()).sum();
     if asked > RETRIEVE_HASHES_MAX {
         return Err(ApiError::new(
@@ -68,11 +69,28 @@ pub async fn retrieve_batch(
         ));
     }
     let wait = Duration::from_millis(body.wait_ms.unwrap_or(0).min(RETRIEVE_WAIT_MS_MAX));
-    // Format 1 takes blocks as themselves; format 2 as they are kept, compressed or not.
-    let expand = format == FrameFormat::V1;
+    let signatures = crate::handlers::delta::asked_signatures(
+        shard,
+        &mut body.items,
+        format == FrameFormat::V2,
+    )?;
+    // Format 1 takes blocks as themselves; format 2 as they are kept, compressed or not
+    // (unless this server offers no compression).
+    let expand = format == FrameFormat::V1 || !shard.compression();
     let answers = retrieve(shard, user, body.items, wait, expand).await?;
     let mut chunks = Vec::with_capacity(answers.len() * 2);
-    for (hash, status, data) in answers {
+    for ((hash, status, data), signature) in answers.into_iter().zip(signatures) {
+        let delta = signature
+            .zip(data.as_ref())
+            .and_then(|(sig, d)| crate::handlers::delta::delta_answer(shard, &sig, d));
+        if let (Some(delta), Some(d)) = (delta, data.as_ref()) {
+            let (raw_len, wire_len) = (d.block_len() as u32, delta.len() as u32);
+            chunks.push(Bytes::copy_from_slice(&retrieve_delta_header(
+                &hash, raw_len, wire_len,
+            )));
+            chunks.push(Bytes::from(delta));
+            continue;
+        }
         let wire_len = data.as_ref().map_or(0, |d| d.pieces.len() as u32);
         let header = match (format, data.as_ref().map(|d| d.form)) {
             (FrameFormat::V1, _) => {
@@ -135,6 +153,7 @@ pub async fn get_block(
         jid,
         prefetch: false,
         hashes: vec![hash],
+        signatures: Default::default(),
     };
     let answer = retrieve(shard, user, vec![item], Duration::ZERO, true)
         .await?
@@ -151,7 +170,7 @@ pub async fn get_block(
     }
 }
 
-fn binary(body: Body) -> Response<Body> {
+pub(crate) fn binary(body: Body) -> Response<Body> {
     let mut r = Response::new(body);
     r.headers_mut().insert(
         CONTENT_TYPE,

@@ -101,6 +101,8 @@ pub struct Shard {
     streaming: bool,
     /// Whether blocks may travel compressed (frame format 2).
     compression: bool,
+    /// Whether clients may send and take deltas (frame format 2).
+    deltas: bool,
     /// How long a superseded version stays restorable.
     history_retention: std::time::Duration,
     /// Blocks of this shard stored or served lately.
@@ -242,6 +244,7 @@ impl Shard {
             arrivals: RefCell::new(Waiters::new(ARRIVAL_WAITERS_MAX)),
             streaming: cfg.streaming,
             compression: cfg.compression,
+            deltas: cfg.deltas,
             history_retention: cfg.history_retention,
             block_cache: RefCell::new(BlockCache::new(
                 cfg.block_cache_bytes_per_shard,
@@ -280,6 +283,11 @@ impl Shard {
     /// Whether blocks may travel compressed (frame format 2).
     pub fn compression(&self) -> bool {
         self.compression
+    }
+
+    /// Whether clients may send and take deltas (frame format 2).
+    pub fn deltas(&self) -> bool {
+        self.deltas
     }
 
     /// Versions superseded before this instant (ms since the epoch) are outside the

@@ -1,0 +1,320 @@
+//! rsync deltas (feature `delta`): `POST /v1/signatures`, the store_delta frames of
+//! store_batch, and retrieve answers made deltas against a reader's signature.
+//!
+//! Every base is a block the caller may read by retrieve_batch's rule, and is read through
+//! it: a signature is of a block the named row lists, and a store_delta frame rebuilds its
+//! block only from a block of the row it names, which must be its path's latest (naming a
+//! block by hash alone would tell whether anyone stored it). A rebuilt block counts only
+//! once it hashes to its name. Work per request is bounded: at most
+//! [`SIGNATURE_HASHES_MAX`] signatures, [`DELTA_FRAMES_MAX`] store_delta frames, bases read
+//! two at a time (the batch limit), and deltas answered only within the batch limit.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use holdall_engine::block_log::Form;
+use holdall_engine::journal::state::User;
+use holdall_proto::api::{EntryKind, RetrieveItem, SignaturesRequest};
+use holdall_proto::delta::{self, BaseRef};
+use holdall_proto::frame::retrieve_frame_header;
+use holdall_proto::limits::{BATCH_BYTES_DEFAULT, BLOCK_BYTES_MAX};
+use holdall_proto::pieces::{Framed, Pieces};
+use holdall_proto::BlockHash;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+
+use crate::block_bytes::BlockBytes;
+use crate::body::Body;
+use crate::handlers::retrieve::{binary, retrieve};
+use crate::reply::ApiError;
+use crate::request::read_json;
+use crate::shard::{shard_of_namespace, Shard};
+
+/// Most hashes one `POST /v1/signatures` asks for: each costs a block read and an MD4 pass
+/// over it (about 7 ms for 4 MiB).
+pub const SIGNATURE_HASHES_MAX: usize = 32;
+/// Most store_delta frames in one store_batch: each reads its base, up to 4 MiB.
+pub const DELTA_FRAMES_MAX: usize = 16;
+/// Largest `POST /v1/signatures` body.
+const SIGNATURES_BODY_BYTES_MAX: usize = 64 << 10;
+/// Blocks read per step: two full blocks make the batch limit.
+const BLOCKS_PER_READ: usize = BATCH_BYTES_DEFAULT / BLOCK_BYTES_MAX;
+
+fn no_deltas() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "this server does not offer deltas (no \"delta\" in its features)",
+    )
+}
+
+/// `POST /v1/signatures`: retrieve frames whose bytes are each block's signature.
+pub async fn signatures(
+    shard: &Rc<Shard>,
+    user: &User,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    if !shard.deltas() {
+        return Err(no_deltas());
+    }
+    let body: SignaturesRequest = read_json(req, SIGNATURES_BODY_BYTES_MAX).await?;
+    if body.hashes.len() > SIGNATURE_HASHES_MAX {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_hashes",
+            format!(
+                "{} hashes; one signatures request asks for at most {SIGNATURE_HASHES_MAX}",
+                body.hashes.len()
+            ),
+        ));
+    }
+    let mut chunks = Vec::with_capacity(body.hashes.len() * 2);
+    for part in body.hashes.chunks(BLOCKS_PER_READ) {
+        let item = RetrieveItem {
+            ns: body.ns,
+            path: body.path.clone(),
+            jid: body.jid,
+            prefetch: false,
+            hashes: part.to_vec(),
+            signatures: BTreeMap::new(),
+        };
+        for (hash, status, data) in retrieve(shard, user, vec![item], Duration::ZERO, true).await? {
+            let signature =
+                data.map_or_else(Vec::new, |d| delta::signature_of(&contiguous(&d.pieces)));
+            if !signature.is_empty() {
+                shard.metrics().signatures_served(1);
+            }
+            let header = retrieve_frame_header(&hash, status, signature.len() as u32);
+            chunks.push(Bytes::copy_from_slice(&header));
+            chunks.push(Bytes::from(signature));
+        }
+    }
+    Ok(binary(Body::from_chunks(chunks)))
+}
+
+/// A block's bytes in one slice: as they are when they are one part (read from the log or
+/// the cache), gathered otherwise.
+fn contiguous(pieces: &Pieces) -> Cow<'_, [u8]> {
+    match pieces.parts() {
+        [one] => Cow::Borrowed(&one[..]),
+        parts => Cow::Owned(parts.concat()),
+    }
+}
+
+/// The signatures of a retrieve_batch's items, one per answer (in the items' hash order),
+/// checked before anything is read; none when the request is not format 2 or deltas are off.
+pub(crate) fn asked_signatures(
+    shard: &Shard,
+    items: &mut [RetrieveItem],
+    format_two: bool,
+) -> Result<Vec<Option<delta::Signature>>, ApiError> {
+    let mut out = Vec::new();
+    for item in items.iter_mut() {
+        let mut signatures = std::mem::take(&mut item.signatures);
+        for hash in &item.hashes {
+            let asked = match signatures.remove(hash) {
+                Some(s) if format_two && shard.deltas() => s,
+                _ => {
+                    out.push(None);
+                    continue;
+                }
+            };
+            let signature = delta::parse_signature(asked).map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_signature",
+                    format!("the signature sent for block {hash}: {e}"),
+                )
+            })?;
+            out.push(Some(signature));
+        }
+    }
+    Ok(out)
+}
+
+/// The delta that rebuilds `data`'s block from the base `signature` describes, when it is
+/// smaller than the bytes the answer would otherwise carry.
+pub(crate) fn delta_answer(
+    shard: &Shard,
+    signature: &delta::Signature,
+    data: &BlockBytes,
+) -> Option<Vec<u8>> {
+    let block_len = data.block_len();
+    if block_len < delta::DELTA_BLOCK_BYTES_MIN {
+        return None;
+    }
+    let wire_max = match data.form {
+        Form::Raw => block_len - 1,
+        Form::Zstd { .. } => data.pieces.len().saturating_sub(1),
+    };
+    let block = match data.clone().expanded() {
+        Ok(block) => block,
+        // Left to the frame as kept: the reader checks every block it takes.
+        Err(_) => return None,
+    };
+    let made = delta::delta_of(signature, &contiguous(&block), wire_max);
+    if made.is_some() {
+        shard.metrics().delta_served(1);
+    }
+    made
+}
+
+/// For store_batch: rebuilds the block of each store_delta frame from its base, checks
+/// its hash, and returns them raw. The first frame that fails refuses the batch (400, the
+/// block named), before anything is stored.
+pub(crate) async fn rebuild(
+    shard: &Rc<Shard>,
+    user: &User,
+    frames: Vec<Framed>,
+) -> Result<Vec<(BlockHash, BlockBytes)>, ApiError> {
+    if frames.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !shard.deltas() {
+        return Err(refusal(
+            "bad_frame",
+            frames[0].header.hash,
+            "is a delta, and this server takes none",
+        ));
+    }
+    if frames.len() > DELTA_FRAMES_MAX {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "{} store_delta frames; one store_batch carries at most {DELTA_FRAMES_MAX}",
+                frames.len()
+            ),
+        ));
+    }
+    let mut parsed = Vec::with_capacity(frames.len());
+    for frame in &frames {
+        let payload = contiguous(&frame.pieces).into_owned();
+        let base = BaseRef::split(&payload)
+            .map_err(|e| refusal("bad_delta", frame.header.hash, &e.to_string()))?
+            .0;
+        parsed.push((frame.header, base, payload));
+    }
+    let bases: Vec<BaseRef> = parsed.iter().map(|(_, b, _)| *b).collect();
+    let paths = base_paths(shard, user, &bases).await?;
+    let mut rebuilt = Vec::with_capacity(parsed.len());
+    for (step, group) in parsed.chunks(BLOCKS_PER_READ).enumerate() {
+        let items: Vec<RetrieveItem> = group
+            .iter()
+            .enumerate()
+            .map(|(k, (header, base, _))| {
+                let path = paths[step * BLOCKS_PER_READ + k].clone();
+                let path =
+                    path.ok_or_else(|| refusal("bad_delta_base", header.hash, &base_gone(base)))?;
+                Ok(RetrieveItem {
+                    ns: base.ns,
+                    path,
+                    jid: Some(base.jid),
+                    prefetch: false,
+                    hashes: vec![base.hash],
+                    signatures: BTreeMap::new(),
+                })
+            })
+            .collect::<Result<_, ApiError>>()?;
+        let read = retrieve(shard, user, items, Duration::ZERO, true).await?;
+        for ((header, base, payload), (_, _, data)) in group.iter().zip(read) {
+            let base_block =
+                data.ok_or_else(|| refusal("bad_delta_base", header.hash, &base_gone(base)))?;
+            let block = apply_one(
+                header.hash,
+                header.raw_len,
+                &contiguous(&base_block.pieces),
+                payload,
+            )?;
+            rebuilt.push((
+                header.hash,
+                BlockBytes::raw(Pieces::from(Bytes::from(block))),
+            ));
+        }
+    }
+    Ok(rebuilt)
+}
+
+/// The block a store_delta payload rebuilds from `base`, once it has its declared length
+/// and hashes to its name.
+fn apply_one(
+    hash: BlockHash,
+    raw_len: u32,
+    base: &[u8],
+    payload: &[u8],
+) -> Result<Vec<u8>, ApiError> {
+    let (_, delta_bytes) =
+        BaseRef::split(payload).map_err(|e| refusal("bad_delta", hash, &e.to_string()))?;
+    let block = delta::apply(base, delta_bytes, raw_len as usize)
+        .map_err(|e| refusal("bad_delta", hash, &e.to_string()))?;
+    if BlockHash::of(&block) != hash {
+        return Err(refusal(
+            "hash_mismatch",
+            hash,
+            "rebuilt from its base and delta, does not hash to its name",
+        ));
+    }
+    Ok(block)
+}
+
+fn base_gone(base: &BaseRef) -> String {
+    format!(
+        "names base {} of row {} in namespace {}, which is not the latest row of a file you can read listing it",
+        base.hash, base.jid, base.ns
+    )
+}
+
+fn refusal(code: &'static str, hash: BlockHash, why: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        code,
+        format!("block {hash} {why}; nothing in this batch was kept"),
+    )
+}
+
+/// Per base, the path of its row if the caller may read it there: a namespace the caller
+/// reaches, a row still its path's latest, a file listing the base. Asked of each
+/// namespace's owner.
+async fn base_paths(
+    shard: &Rc<Shard>,
+    user: &User,
+    bases: &[BaseRef],
+) -> Result<Vec<Option<String>>, ApiError> {
+    let namespaces = crate::handlers::access::namespaces_of(&shard.directory(), user);
+    let mut by_owner: BTreeMap<usize, Vec<(usize, BaseRef)>> = BTreeMap::new();
+    for (i, base) in bases.iter().enumerate() {
+        if namespaces.contains(&base.ns) {
+            by_owner
+                .entry(shard_of_namespace(base.ns, shard.shards()))
+                .or_default()
+                .push((i, *base));
+        }
+    }
+    let asked = by_owner.into_iter().map(|(owner, list)| {
+        shard.submit_to(owner, move |s| {
+            let state = s.journal().state();
+            let found: Vec<(usize, Option<String>)> = list
+                .into_iter()
+                .map(|(i, base)| {
+                    let path = state
+                        .row(base.ns, base.jid)
+                        .filter(|r| r.version.kind == EntryKind::File)
+                        .filter(|r| r.version.blocklist.contains(&base.hash))
+                        .map(|r| r.path.clone());
+                    (i, path)
+                })
+                .collect();
+            std::future::ready(found)
+        })
+    });
+    let mut paths = vec![None; bases.len()];
+    for answered in futures::future::join_all(asked).await {
+        for (i, path) in answered? {
+            paths[i] = path;
+        }
+    }
+    Ok(paths)
+}
