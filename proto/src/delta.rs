@@ -195,43 +195,6 @@ impl BaseRef {
     }
 }
 
-/// Serde for signatures in JSON: a map from block hash to the signature in base64.
-pub mod signatures_json {
-    use std::collections::BTreeMap;
-
-    use base64::Engine as _;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    use crate::hash::BlockHash;
-
-    /// Writes each signature as standard base64 with padding.
-    pub fn serialize<S: Serializer>(
-        map: &BTreeMap<BlockHash, Vec<u8>>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        let text: BTreeMap<&BlockHash, String> = map
-            .iter()
-            .map(|(h, sig)| (h, base64::engine::general_purpose::STANDARD.encode(sig)))
-            .collect();
-        text.serialize(s)
-    }
-
-    /// Reads standard base64; anything else is a bad body.
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<BlockHash, Vec<u8>>, D::Error> {
-        let text: BTreeMap<BlockHash, String> = BTreeMap::deserialize(d)?;
-        text.into_iter()
-            .map(|(h, b64)| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64.as_bytes())
-                    .map(|sig| (h, sig))
-                    .map_err(|e| serde::de::Error::custom(format!("signature of {h}: {e}")))
-            })
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

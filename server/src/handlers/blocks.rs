@@ -18,7 +18,6 @@ use crate::body::Body;
 use crate::reply::{json, ApiError};
 use crate::request::read_chunks;
 use crate::shard::{shard_of_block, Blocks, Shard};
-use holdall_proto::frame::{FrameFormat, FRAME_FORMAT_HEADER};
 use holdall_proto::pieces::{FrameSplitter, Framed};
 
 /// Room for frame headers on top of the payload limit: 36 bytes a frame, so about 116,000
@@ -31,26 +30,6 @@ fn frame_error(e: FrameError) -> ApiError {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
         }
         _ => ApiError::new(StatusCode::BAD_REQUEST, "bad_frame", e.to_string()),
-    }
-}
-
-/// The frame format the request asks for (`Holdall-Frame-Format`, 1 when absent); format 2
-/// only where the server offers compression or deltas (each frame's flags are checked
-/// against what it offers).
-pub(crate) fn frame_format(
-    shard: &Shard,
-    req: &Request<Incoming>,
-) -> Result<FrameFormat, ApiError> {
-    let Some(value) = req.headers().get(FRAME_FORMAT_HEADER) else {
-        return Ok(FrameFormat::V1);
-    };
-    let refuse = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, "bad_frame_format", m);
-    match value.to_str().ok().and_then(FrameFormat::from_header) {
-        None => Err(refuse("Holdall-Frame-Format must be 1 or 2")),
-        Some(FrameFormat::V2) if !shard.compression() && !shard.deltas() => Err(refuse(
-            "this server offers neither compression nor deltas (no features): use frame format 1",
-        )),
-        Some(format) => Ok(format),
     }
 }
 
@@ -108,7 +87,7 @@ pub async fn store_batch(
     user: &User,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let format = frame_format(shard, &req)?;
+    let format = crate::handlers::frames::frame_format(shard, &req)?;
     let mut splitter = FrameSplitter::with_format(BATCH_BYTES_DEFAULT as u64, format);
     read_chunks(
         req,

@@ -1,5 +1,5 @@
-//! rsync deltas (feature `delta`): `POST /v1/signatures`, the store_delta frames of
-//! store_batch, and retrieve answers made deltas against a reader's signature.
+//! rsync deltas (feature `delta`) that read bases: `POST /v1/signatures` and the
+//! store_delta frames of store_batch (retrieve answers made deltas: `delta_answers`).
 //!
 //! Every base is a block the caller may read by retrieve_batch's rule, and is read through
 //! it: a signature is of a block the named row lists, and a store_delta frame rebuilds its
@@ -9,13 +9,11 @@
 //! [`SIGNATURE_HASHES_MAX`] signatures, [`DELTA_FRAMES_MAX`] store_delta frames, bases read
 //! two at a time (the batch limit), and deltas answered only within the batch limit.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use holdall_engine::block_log::Form;
 use holdall_engine::journal::state::User;
 use holdall_proto::api::{EntryKind, RetrieveItem, SignaturesRequest};
 use holdall_proto::delta::{self, BaseRef};
@@ -28,6 +26,7 @@ use hyper::{Request, Response, StatusCode};
 
 use crate::block_bytes::BlockBytes;
 use crate::body::Body;
+use crate::handlers::delta_answers::contiguous;
 use crate::handlers::retrieve::{binary, retrieve};
 use crate::reply::ApiError;
 use crate::request::read_json;
@@ -93,73 +92,6 @@ pub async fn signatures(
         }
     }
     Ok(binary(Body::from_chunks(chunks)))
-}
-
-/// A block's bytes in one slice: as they are when they are one part (read from the log or
-/// the cache), gathered otherwise.
-fn contiguous(pieces: &Pieces) -> Cow<'_, [u8]> {
-    match pieces.parts() {
-        [one] => Cow::Borrowed(&one[..]),
-        parts => Cow::Owned(parts.concat()),
-    }
-}
-
-/// The signatures of a retrieve_batch's items, one per answer (in the items' hash order),
-/// checked before anything is read; none when the request is not format 2 or deltas are off.
-pub(crate) fn asked_signatures(
-    shard: &Shard,
-    items: &mut [RetrieveItem],
-    format_two: bool,
-) -> Result<Vec<Option<delta::Signature>>, ApiError> {
-    let mut out = Vec::new();
-    for item in items.iter_mut() {
-        let mut signatures = std::mem::take(&mut item.signatures);
-        for hash in &item.hashes {
-            let asked = match signatures.remove(hash) {
-                Some(s) if format_two && shard.deltas() => s,
-                _ => {
-                    out.push(None);
-                    continue;
-                }
-            };
-            let signature = delta::parse_signature(asked).map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_signature",
-                    format!("the signature sent for block {hash}: {e}"),
-                )
-            })?;
-            out.push(Some(signature));
-        }
-    }
-    Ok(out)
-}
-
-/// The delta that rebuilds `data`'s block from the base `signature` describes, when it is
-/// smaller than the bytes the answer would otherwise carry.
-pub(crate) fn delta_answer(
-    shard: &Shard,
-    signature: &delta::Signature,
-    data: &BlockBytes,
-) -> Option<Vec<u8>> {
-    let block_len = data.block_len();
-    if block_len < delta::DELTA_BLOCK_BYTES_MIN {
-        return None;
-    }
-    let wire_max = match data.form {
-        Form::Raw => block_len - 1,
-        Form::Zstd { .. } => data.pieces.len().saturating_sub(1),
-    };
-    let block = match data.clone().expanded() {
-        Ok(block) => block,
-        // Left to the frame as kept: the reader checks every block it takes.
-        Err(_) => return None,
-    };
-    let made = delta::delta_of(signature, &contiguous(&block), wire_max);
-    if made.is_some() {
-        shard.metrics().delta_served(1);
-    }
-    made
 }
 
 /// For store_batch: rebuilds the block of each store_delta frame from its base, checks

@@ -8,6 +8,8 @@ pub mod backup;
 pub mod blocks;
 pub mod commit;
 pub mod delta;
+pub mod delta_answers;
+pub mod frames;
 pub mod history;
 pub mod list;
 pub mod quota;

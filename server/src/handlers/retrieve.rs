@@ -58,7 +58,7 @@ pub async fn retrieve_batch(
     user: &User,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let format = crate::handlers::blocks::frame_format(shard, &req)?;
+    let format = crate::handlers::frames::frame_format(shard, &req)?;
     let mut body: RetrieveBatchRequest = read_json(req, RETRIEVE_BODY_BYTES_MAX).await?;
     let asked: usize = body.items.iter().map(|i| i.hashes.len()).sum();
     if asked > RETRIEVE_HASHES_MAX {
@@ -69,7 +69,7 @@ pub async fn retrieve_batch(
         ));
     }
     let wait = Duration::from_millis(body.wait_ms.unwrap_or(0).min(RETRIEVE_WAIT_MS_MAX));
-    let signatures = crate::handlers::delta::asked_signatures(
+    let signatures = crate::handlers::delta_answers::asked_signatures(
         shard,
         &mut body.items,
         format == FrameFormat::V2,
@@ -82,7 +82,7 @@ pub async fn retrieve_batch(
     for ((hash, status, data), signature) in answers.into_iter().zip(signatures) {
         let delta = signature
             .zip(data.as_ref())
-            .and_then(|(sig, d)| crate::handlers::delta::delta_answer(shard, &sig, d));
+            .and_then(|(sig, d)| crate::handlers::delta_answers::delta_answer(shard, &sig, d));
         if let (Some(delta), Some(d)) = (delta, data.as_ref()) {
             let (raw_len, wire_len) = (d.block_len() as u32, delta.len() as u32);
             chunks.push(Bytes::copy_from_slice(&retrieve_delta_header(
