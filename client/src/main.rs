@@ -50,6 +50,10 @@ struct Connect {
     /// Compress blocks on the wire where it pays, if the server offers it (`on` or `off`).
     #[arg(long, env = "HOLDALL_COMPRESS", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     compress: bool,
+    /// Send and fetch changed blocks of synced files as rsync deltas, if the server offers
+    /// them (`on` or `off`).
+    #[arg(long, env = "HOLDALL_DELTA", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    delta: bool,
 }
 
 /// `on` or `off`.
@@ -72,7 +76,7 @@ impl Connect {
             self.up_limit,
             self.down_limit,
         )
-        .map(|api| api.with_compression(self.compress))
+        .map(|api| api.with_compression(self.compress).with_deltas(self.delta))
     }
 }
 
@@ -346,14 +350,15 @@ fn sync_folder(dir: &Path, connect: &Connect, opts: Options, once: bool) -> Resu
     };
     eprintln!(
         "holdall: {outcome} ({} committed, {} downloaded, {} deleted, {} conflicts; \
-         {} bytes up, {} bytes down, {} blocks reused)",
+         {} bytes up, {} bytes down, {} blocks reused, {} blocks as deltas)",
         report.committed,
         report.downloaded,
         report.deleted,
         report.conflicts,
         report.up_bytes,
         report.down_bytes,
-        report.reused_blocks
+        report.reused_blocks,
+        report.delta_blocks
     );
     Ok(report.errors.is_empty())
 }

@@ -84,7 +84,7 @@ fn compressible_blocks_go_up_compressed_and_a_format_one_client_still_syncs() {
     // A client speaking only format 1 (as clients before compression do) downloads it all,
     // then uploads an edit the new client takes.
     let before = server.metric("holdall_http_bytes_out_total");
-    let down = old.sync_with(&["--compress", "off"]);
+    let down = old.sync_with(&["--compress", "off", "--delta", "off"]);
     assert!(down.ok, "{}", down.stderr);
     assert_eq!(tree(&old.dir), tree(&a.dir));
     let served = server.metric("holdall_http_bytes_out_total") - before;
@@ -105,7 +105,7 @@ fn compressible_blocks_go_up_compressed_and_a_format_one_client_still_syncs() {
     );
     write(&old, "logs/app.log", &text(9, 2 * MIB));
     let before = server.metric("holdall_http_bytes_in_total");
-    let edit = old.sync_with(&["--compress", "off"]);
+    let edit = old.sync_with(&["--compress", "off", "--delta", "off"]);
     assert!(edit.ok, "{}", edit.stderr);
     let sent = server.metric("holdall_http_bytes_in_total") - before;
     assert!(

@@ -26,6 +26,10 @@ use crate::limits::BLOCK_BYTES_MAX;
 pub const SIGNATURE_BLOCK_BYTES: u32 = 2048;
 /// Bytes of MD4 per signature entry (the SHA-256 check catches what 64 bits miss).
 pub const SIGNATURE_HASH_BYTES: u32 = 8;
+/// The largest signature [`signature_of`] makes (of a 4 MiB block): 24,588 bytes.
+pub const SIGNATURE_BYTES_MAX: usize = SIGNATURE_HEADER_BYTES
+    + BLOCK_BYTES_MAX / SIGNATURE_BLOCK_BYTES as usize
+        * (ROLLSUM_BYTES + SIGNATURE_HASH_BYTES as usize);
 /// The smallest block worth a delta: under it, signature and delta cost about what the
 /// block does.
 pub const DELTA_BLOCK_BYTES_MIN: usize = 64 << 10;

@@ -16,8 +16,10 @@ use holdall_proto::api::{
     RestoreResponse, RetrieveBatchRequest, RewindRequest, RewindResponse, StoreBatchResponse,
     TokensResponse,
 };
-use holdall_proto::api::{DEVICE_HEADER, FEATURE_ZSTD};
-use holdall_proto::frame::{FrameFormat, FRAME_FORMAT_HEADER};
+use holdall_proto::api::{SignaturesRequest, DEVICE_HEADER, FEATURE_DELTA, FEATURE_ZSTD};
+use holdall_proto::frame::{
+    decode_retrieve_frames, FrameFormat, RetrieveStatus, FRAME_FORMAT_HEADER, RETRIEVE_HEADER_BYTES,
+};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -27,6 +29,7 @@ use crate::net::bulk::{body_pieces, frames_len, Body, Bulk, BulkError, FramePart
 use crate::net::pack::Packed;
 use crate::net::progress::Progress;
 use crate::net::throttle::Throttle;
+use holdall_proto::delta::SIGNATURE_BYTES_MAX;
 use holdall_proto::retrieved::Retrieved;
 
 /// A JSON answer larger than this is refused (a list of 10,000 entries with long blocklists
@@ -150,6 +153,10 @@ pub struct Api {
     compress: bool,
     /// Whether the server takes and sends compressed frames, as its account last said.
     server_zstd: Arc<AtomicBool>,
+    /// Whether changed blocks may travel as deltas (`--delta`).
+    delta: bool,
+    /// Whether the server offers deltas, as its account last said.
+    server_delta: Arc<AtomicBool>,
 }
 
 /// A worker's buffers for store_batch requests, reused: the request gathered for ureq, and
@@ -231,6 +238,8 @@ impl Api {
             bulk_off: Arc::new(AtomicBool::new(false)),
             compress: true,
             server_zstd: Arc::new(AtomicBool::new(false)),
+            delta: true,
+            server_delta: Arc::new(AtomicBool::new(false)),
             url,
             auth: format!("Bearer {}", endpoint.token),
             up: Throttle::new(up),
@@ -251,6 +260,18 @@ impl Api {
     pub fn with_compression(mut self, on: bool) -> Api {
         self.compress = on;
         self
+    }
+
+    /// The same, with deltas on or off (on unless told; used only if the server offers
+    /// them).
+    pub fn with_deltas(mut self, on: bool) -> Api {
+        self.delta = on;
+        self
+    }
+
+    /// Whether changed blocks may travel as deltas: on here, and offered by the server.
+    pub fn deltas(&self) -> bool {
+        self.delta && self.server_delta.load(Ordering::Relaxed)
     }
 
     /// The same, showing the bytes it moves on `progress`.
@@ -462,8 +483,11 @@ impl Api {
             timeout: CALL_TIMEOUT,
         })?;
         let account: AccountResponse = Self::parse("account", &bytes)?;
-        let zstd = account.features.iter().any(|f| f == FEATURE_ZSTD);
-        self.server_zstd.store(zstd, Ordering::Relaxed);
+        let offers = |feature: &str| account.features.iter().any(|f| f == feature);
+        self.server_zstd
+            .store(offers(FEATURE_ZSTD), Ordering::Relaxed);
+        self.server_delta
+            .store(offers(FEATURE_DELTA), Ordering::Relaxed);
         Ok(account)
     }
 
@@ -505,6 +529,50 @@ impl Api {
             format,
         })?;
         Self::parse("store_batch", &bytes)
+    }
+
+    /// `POST /v1/store_batch` of `body`, format-2 frames (store_delta ones among them).
+    pub fn store_deltas(&self, body: &[u8]) -> Result<StoreBatchResponse, ApiError> {
+        self.store_batch(body, FrameFormat::V2)
+    }
+
+    /// `POST /v1/signatures`: per asked hash, in order, its signature, or None where the
+    /// row does not list it (or the block is gone).
+    pub fn signatures(
+        &self,
+        request: &SignaturesRequest,
+    ) -> Result<Vec<Option<Vec<u8>>>, ApiError> {
+        let body = serde_json::to_vec(request).map_err(|e| ApiError::BadAnswer {
+            call: "signatures",
+            detail: e.to_string(),
+        })?;
+        let n = request.hashes.len();
+        let limit = (n * (RETRIEVE_HEADER_BYTES + SIGNATURE_BYTES_MAX)) as u64 + 1;
+        let bytes = self.call(&Call {
+            method: "POST",
+            path: "/v1/signatures",
+            content_type: "application/json",
+            body: &body,
+            limit,
+            timeout: CALL_TIMEOUT,
+            format: FrameFormat::V1,
+        })?;
+        let bad = |detail: String| ApiError::BadAnswer {
+            call: "signatures",
+            detail,
+        };
+        let mut out = Vec::with_capacity(n);
+        for (frame, asked) in decode_retrieve_frames(&bytes, limit).zip(&request.hashes) {
+            let frame = frame.map_err(|e| bad(e.to_string()))?;
+            if frame.hash != *asked {
+                return Err(bad(format!("{} answered for {asked}", frame.hash)));
+            }
+            out.push((frame.status == RetrieveStatus::Ok).then(|| frame.data.to_vec()));
+        }
+        if out.len() != n {
+            return Err(bad(format!("{} signatures for {n} hashes", out.len())));
+        }
+        Ok(out)
     }
 
     /// `POST /v1/store_batch` of the blocks `pieces` name (those already read in `read`),
@@ -663,7 +731,13 @@ impl Api {
             detail: e.to_string(),
         })?;
         let frames = request.items.iter().map(|i| i.hashes.len()).sum::<usize>();
-        let format = self.frame_format();
+        // Signatures are read only in format 2 (whose answers may then carry compressed
+        // blocks as well: the reader expands those whatever --compress says).
+        let signed = request.items.iter().any(|i| !i.signatures.is_empty());
+        let format = match signed && self.deltas() {
+            true => FrameFormat::V2,
+            false => self.frame_format(),
+        };
         // ureq counts a body that reaches its limit as over it: leave room past the exact size.
         let limit = payload_max + (frames * format.retrieve_header_bytes()) as u64 + 1;
         let wait = Duration::from_millis(request.wait_ms.unwrap_or(0));

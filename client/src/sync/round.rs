@@ -5,14 +5,14 @@
 
 mod actions;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use holdall_proto::api::{Cursors, Limits, ListRequest, Usage};
+use holdall_proto::api::{Cursors, EntryKind, Limits, ListRequest, Usage};
 use holdall_proto::limits::LIST_LIMIT_MAX;
 use holdall_proto::BlockHash;
 use tracing::{debug, info, warn};
@@ -78,10 +78,12 @@ pub struct Report {
     pub deleted: usize,
     /// Conflicted copies made.
     pub conflicts: usize,
-    /// Block bytes uploaded.
+    /// Block bytes uploaded (a delta counts its own bytes).
     pub up_bytes: u64,
-    /// Block bytes downloaded.
+    /// Block bytes downloaded (a delta counts its own bytes).
     pub down_bytes: u64,
+    /// Blocks sent or fetched as deltas.
+    pub delta_blocks: u64,
     /// Blocks reused from local files instead of downloaded.
     pub reused_blocks: u64,
     /// Blocks taken from the streaming-sync cache instead of downloaded.
@@ -330,13 +332,25 @@ impl Syncer {
             .values()
             .flat_map(|r| r.node.blocklist.iter().copied())
             .collect();
-        Some(Early::start(
+        let delta_bases = match self.api.deltas() {
+            true => self
+                .book
+                .synced()
+                .iter()
+                // Only files hashed in pieces have their blocks offered.
+                .filter(|(_, n)| n.kind == EntryKind::File && hashed_in_pieces(n.size))
+                .map(|(p, n)| (self.root.join(p), n.blocklist.clone()))
+                .collect(),
+            false => HashMap::new(),
+        };
+        let early = Early::start(
             self.api.clone(),
             known,
             self.stored_lately.clone(),
             self.limits.batch_bytes_max,
             in_flight(&self.api, self.opts.workers),
-        ))
+        );
+        Some(early.with_delta_bases(delta_bases))
     }
 
     /// Hashes the walked folder as `read` says (telling `early` of each block of a large
@@ -616,6 +630,7 @@ fn accumulate(total: &mut Report, r: Report) {
     total.up_bytes += r.up_bytes;
     total.down_bytes += r.down_bytes;
     total.reused_blocks += r.reused_blocks;
+    total.delta_blocks += r.delta_blocks;
     total.prefetched_blocks += r.prefetched_blocks;
     total.unsettled = r.unsettled;
 }
@@ -648,6 +663,7 @@ pub fn log_round(r: &Report, took: Duration) {
         up_bytes = r.up_bytes,
         down_bytes = r.down_bytes,
         reused_blocks = r.reused_blocks,
+        delta_blocks = r.delta_blocks,
         prefetched_blocks = r.prefetched_blocks,
         errors = r.errors.len(),
         took_ms = took.as_millis() as u64,

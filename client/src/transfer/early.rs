@@ -26,6 +26,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use holdall_proto::delta::DELTA_BLOCK_BYTES_MIN;
 use holdall_proto::limits::BLOCK_BYTES_MAX;
 use holdall_proto::BlockHash;
 
@@ -146,6 +147,9 @@ pub struct Early {
     lately: Arc<StoredLately>,
     /// Blocks offered so far (each is sent once).
     offered: Mutex<HashSet<BlockHash>>,
+    /// Synced files whose changed blocks go up as deltas after the commit, not early: by
+    /// path, the blocklist as synced.
+    delta_bases: HashMap<PathBuf, Vec<BlockHash>>,
     senders: Vec<JoinHandle<()>>,
 }
 
@@ -177,14 +181,29 @@ impl Early {
             known,
             lately,
             offered: Mutex::new(HashSet::new()),
+            delta_bases: HashMap::new(),
             senders,
         }
     }
 
+    /// The same, leaving to the delta upload the blocks of these synced files (by path,
+    /// their blocklists as synced) that replace a block at their position.
+    pub fn with_delta_bases(mut self, bases: HashMap<PathBuf, Vec<BlockHash>>) -> Early {
+        self.delta_bases = bases;
+        self
+    }
+
     /// Queues `block` for sending unless a known row references it, an earlier round stored
-    /// it, or it was offered before.
+    /// it, it was offered before, or it may go up as a delta.
     pub fn offer(&self, block: HashedBlock) {
         if self.known.contains(&block.hash) || self.lately.holds(&block.hash, Instant::now()) {
+            return;
+        }
+        let replaces = self.delta_bases.get(block.path).is_some_and(|synced| {
+            let at = (block.offset / BLOCK_BYTES_MAX as u64) as usize;
+            synced.get(at).is_some() && block.len >= DELTA_BLOCK_BYTES_MIN
+        });
+        if replaces {
             return;
         }
         let first = self

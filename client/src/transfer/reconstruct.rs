@@ -9,7 +9,7 @@
 //! Making the files durable and moving them into place is the caller's (`sync`), so that
 //! one filesystem sync covers a whole group of files.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -29,6 +29,7 @@ use crate::local::stat::Stat;
 use crate::local::tree::Node;
 use crate::net::api::{Api, ApiError};
 use crate::pool;
+use crate::transfer::delta_download::{self, Synced};
 use crate::transfer::prefetch::{PrefetchCache, Prepared};
 use holdall_proto::payload::{Payload, DIRECT_BYTES_MIN};
 use holdall_proto::retrieved::Retrieved;
@@ -52,6 +53,8 @@ pub struct Fetch {
 #[derive(Default)]
 pub struct BlockSources {
     places: HashMap<BlockHash, Vec<(PathBuf, u64, usize)>>,
+    /// Each file added, by path: its blocklist and size.
+    files: HashMap<PathBuf, (Vec<BlockHash>, u64)>,
     prefetched: Option<PrefetchCache>,
 }
 
@@ -74,6 +77,7 @@ fn block_len(size: u64, index: usize) -> usize {
 impl BlockSources {
     /// Adds the blocks of the file at `path`.
     pub fn add_file(&mut self, path: PathBuf, blocklist: &[BlockHash], size: u64) {
+        self.files.insert(path.clone(), (blocklist.to_vec(), size));
         for (i, h) in blocklist.iter().enumerate() {
             let offset = i as u64 * BLOCK_BYTES_MAX as u64;
             if offset >= size {
@@ -84,6 +88,12 @@ impl BlockSources {
                 .or_default()
                 .push((path.clone(), offset, block_len(size, i)));
         }
+    }
+
+    /// The file added at `path`: its path, blocklist and size.
+    fn file(&self, path: PathBuf) -> Option<Synced<'_>> {
+        let (path, (blocklist, size)) = self.files.get_key_value(&path)?;
+        Some((path.as_path(), blocklist.as_slice(), *size))
     }
 
     /// Also looks in the streaming-sync cache.
@@ -126,6 +136,10 @@ pub struct DownloadStats {
     pub reused_blocks: u64,
     /// Blocks taken from the streaming-sync cache.
     pub prefetched_blocks: u64,
+    /// Blocks rebuilt from deltas against local blocks (not counted in `fetched_blocks`).
+    pub delta_blocks: u64,
+    /// Bytes those deltas took on the wire.
+    pub delta_bytes: u64,
 }
 
 /// What [`build`] made.
@@ -268,7 +282,28 @@ pub fn build(
     let mut found = Found::default();
     let (temps, in_place) = prepare_temps(root, fetches, sources, &mut found);
     let files = TempFiles::new(fetches, temps, &in_place);
-    let (wanted, owner_order) = write_local_blocks(fetches, sources, &files, &in_place, &mut found);
+    let (mut wanted, mut owner_order) =
+        write_local_blocks(fetches, sources, &files, &in_place, &mut found);
+    if api.deltas() {
+        let asked = delta_download::plan(
+            &owner_order,
+            |i, h| {
+                wanted
+                    .get(h)?
+                    .iter()
+                    .find(|(k, _)| *k == i)
+                    .map(|(_, o)| *o)
+            },
+            |i| sources.file(root.join(&fetches[i].lpath)),
+        );
+        let requests = delta_download::requests(&asked, batch_bytes_max, |i| {
+            let f = &fetches[i];
+            (f.ns, f.path.clone(), f.jid)
+        });
+        let done = fetch_deltas(api, &requests, &asked, &wanted, &files, &mut found);
+        owner_order.retain(|(_, h, _)| !done.contains(h));
+        wanted.retain(|h, _| !done.contains(h));
+    }
     // Several requests per fetcher even when everything would fit in one: each fetcher
     // writes the files its answer holds, so one big request would create them all on one
     // thread while the others wait.
@@ -433,6 +468,49 @@ fn finish(files: &TempFiles, count: usize, mut found: Found) -> Built {
         errors: found.errors,
         stats: found.stats,
     }
+}
+
+/// Sends the delta `requests` (one thread: they are small) and writes each block they
+/// rebuild; the blocks written. Anything else (a refusal, a block not rebuilt) is left to
+/// the whole-block fetch.
+fn fetch_deltas(
+    api: &Api,
+    requests: &[(RetrieveBatchRequest, u64, Vec<usize>)],
+    asked: &[delta_download::Asked],
+    wanted: &Wanted,
+    files: &TempFiles,
+    found: &mut Found,
+) -> HashSet<BlockHash> {
+    let mut done = HashSet::new();
+    let (mut scratch, mut body) = (Scratch::default(), Retrieved::default());
+    for (request, payload, carried) in requests {
+        if let Err(e) = api.retrieve_batch(request, *payload, &mut body) {
+            tracing::debug!(error = %e, "deltas refused; fetching whole blocks");
+            return done;
+        }
+        let by_hash: HashMap<BlockHash, usize> =
+            carried.iter().map(|&k| (asked[k].hash, k)).collect();
+        for frame in body.frames() {
+            let Some(block) = by_hash
+                .get(&frame.hash)
+                .and_then(|&k| delta_download::rebuilt(&asked[k], &frame))
+            else {
+                continue;
+            };
+            if frame.delta.is_some() {
+                found.stats.delta_blocks += 1;
+                found.stats.delta_bytes += frame.payload.data().len() as u64;
+            }
+            for &(i, offset) in wanted.get(&frame.hash).into_iter().flatten() {
+                if let Err(e) = files.write(i, Payload::plain(&block), offset, &mut scratch) {
+                    found.failed.insert(i);
+                    found.errors.push((i, e));
+                }
+            }
+            done.insert(frame.hash);
+        }
+    }
+    done
 }
 
 /// Sends `requests` on up to `fetchers` threads and writes each answered block into the

@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use holdall_proto::api::{CommitRequest, CommitResult, Jid};
+use holdall_proto::api::{CommitResult, Jid};
 use holdall_proto::limits::{BLOCK_BYTES_MAX, COMMIT_BATCH_MAX};
 use holdall_proto::BlockHash;
 
@@ -27,18 +27,9 @@ use crate::local::stat::Stat;
 use crate::net::api::{Api, ApiError, Sent, StoreBuffers};
 use crate::net::bulk::{Piece, Source, SENDFILE_BYTES_MIN};
 use crate::pool;
+use crate::transfer::change::Change;
+use crate::transfer::delta_upload::send_deltas;
 use crate::transfer::early::Early;
-
-/// One change to commit.
-#[derive(Debug, Clone)]
-pub struct Change {
-    /// Local path.
-    pub lpath: String,
-    /// The commit.
-    pub request: CommitRequest,
-    /// The file's stat when it was hashed (None for folders and deletions).
-    pub stat: Option<Stat>,
-}
 
 /// What became of a change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +53,10 @@ pub struct UploadStats {
     pub bytes: u64,
     /// Of `blocks`, those early stores sent (counted in `bytes` too).
     pub early_blocks: u64,
+    /// Blocks sent as deltas (not counted in `blocks`).
+    pub delta_blocks: u64,
+    /// Bytes of the deltas sent.
+    pub delta_bytes: u64,
 }
 
 /// store_batch requests in flight under an `--up-limit`: the budget is the bottleneck and
@@ -110,6 +105,14 @@ pub fn upload(
     if waiting.is_empty() {
         return Ok(stats);
     }
+    if api.deltas() {
+        let sent = send_deltas(api, root, batch_bytes_max, &waiting)?;
+        for (_, need) in waiting.iter_mut() {
+            need.retain(|h| !sent.stored.contains(h));
+        }
+        stats.delta_blocks = sent.blocks;
+        stats.delta_bytes = sent.wire_bytes;
+    }
     let sources = sources_of(root, &waiting);
     let batches = batches_of(&sources, batch_bytes_max);
     let changed = store_all(api, workers, &sources, &batches, &mut stats)?;
@@ -130,6 +133,7 @@ pub fn upload(
         committed_ms = started.elapsed().as_millis(),
         blocks = stats.blocks,
         early_blocks = stats.early_blocks,
+        delta_blocks = stats.delta_blocks,
         "upload done"
     );
     // Blocks asked for again right after being stored: something else is wrong (a block
@@ -455,13 +459,14 @@ mod tests {
     fn change_of_f(dir: &Path, blocklist: Vec<BlockHash>, size: u64) -> Change {
         Change {
             lpath: "f".into(),
-            request: CommitRequest {
+            request: holdall_proto::api::CommitRequest {
                 ns: 1,
                 path: "f".into(),
                 version: FileVersion::file(blocklist, size, 0),
                 parent_jid: None,
             },
             stat: Some(Stat::of(&std::fs::metadata(dir.join("f")).unwrap())),
+            base: None,
         }
     }
 

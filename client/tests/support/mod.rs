@@ -145,6 +145,8 @@ pub struct Summary {
     pub down_bytes: u64,
     /// Block bytes it uploaded.
     pub up_bytes: u64,
+    /// Blocks it sent or fetched as deltas.
+    pub delta_blocks: u64,
 }
 
 fn number_before(text: &str, label: &str) -> u64 {
@@ -207,6 +209,7 @@ impl Client {
             ok: out.status.success(),
             down_bytes: number_before(&stderr, " bytes down"),
             up_bytes: number_before(&stderr, " bytes up"),
+            delta_blocks: number_before(&stderr, " blocks as deltas"),
             stderr,
         }
     }

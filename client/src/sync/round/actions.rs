@@ -17,9 +17,10 @@ use crate::local::scan::{placed as placed_stat, unchanged, LocalTree};
 use crate::local::stat::{HashEntry, Stat};
 use crate::local::state::Intent;
 use crate::local::tree::{Node, Place, RemoteNode, Tree};
+use crate::transfer::change::{Base, Change};
 use crate::transfer::early::Early;
 use crate::transfer::reconstruct::{build, BlockSources, Built, Fetch};
-use crate::transfer::upload::{upload, Change, Outcome};
+use crate::transfer::upload::{upload, Outcome};
 
 /// Most files rebuilt per group. Each group pays two filesystem syncs (15–40 ms here
 /// whatever its size), and a crash mid-group loses little: the blocks in its temporary
@@ -39,7 +40,15 @@ impl Syncer {
         let Place::In(ns, path) = self.layout.place(lpath) else {
             return None;
         };
-        let parent_jid = remote.get(lpath).map(|r| r.jid);
+        let synced = remote.get(lpath);
+        let parent_jid = synced.map(|r| r.jid);
+        let base = synced
+            .filter(|r| r.ns == ns && r.node.kind == EntryKind::File)
+            .filter(|_| node.is_some_and(|n| n.kind == EntryKind::File))
+            .map(|r| Base {
+                jid: r.jid,
+                blocklist: r.node.blocklist.clone(),
+            });
         let request = CommitRequest {
             ns,
             path,
@@ -50,6 +59,7 @@ impl Syncer {
             lpath: lpath.to_string(),
             request,
             stat: None,
+            base,
         })
     }
 
@@ -216,7 +226,8 @@ impl Syncer {
             fetches,
             sources,
         )?;
-        report.down_bytes += stats.fetched_bytes;
+        report.down_bytes += stats.fetched_bytes + stats.delta_bytes;
+        report.delta_blocks += stats.delta_blocks;
         report.reused_blocks += stats.reused_blocks;
         report.prefetched_blocks += stats.prefetched_blocks;
         for (i, e) in errors {
@@ -406,7 +417,8 @@ impl Syncer {
             .apply(committed_entries(&answered, &committed, local)?)?;
         match result {
             Ok(stats) => {
-                report.up_bytes += stats.bytes;
+                report.up_bytes += stats.bytes + stats.delta_bytes;
+                report.delta_blocks += stats.delta_blocks;
                 Ok(())
             }
             Err(e) => Err(e.into()),

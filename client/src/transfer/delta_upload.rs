@@ -1,0 +1,220 @@
+//! Uploads of changed blocks as rsync deltas (the server's `delta` feature).
+//!
+//! Only where deltas pay: a needed block of a file synced before (its change carries the
+//! row it replaces) whose position in that row held another block, both at least
+//! [`DELTA_BLOCK_BYTES_MIN`]. The old block's signature comes from the server
+//! (`POST /v1/signatures`, by the row), the delta is made here against the block as read now
+//! (from a file that still has the stat it was hashed with), and it goes up in a store_delta
+//! frame only if it is well under the block. Whatever does not go this way — no signature,
+//! no saving, a refused batch — is left to the whole-block upload that follows, so a delta
+//! can only save bytes, never lose a block.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use holdall_proto::api::{SignaturesRequest, StoreBatchResponse};
+use holdall_proto::delta::{
+    delta_of, parse_signature, BaseRef, BASE_REF_BYTES, DELTA_BLOCK_BYTES_MIN,
+};
+use holdall_proto::frame::{store_frame_header_v2, StoreHeader};
+use holdall_proto::limits::BLOCK_BYTES_MAX;
+use holdall_proto::BlockHash;
+
+use crate::local::read::read_unchanged;
+use crate::net::api::{Api, ApiError};
+use crate::transfer::change::Change;
+
+/// Most hashes per signatures request (the server's bound).
+const SIGNATURE_HASHES_MAX: usize = 32;
+/// Most store_delta frames per store_batch (the server's bound).
+const DELTA_FRAMES_MAX: usize = 16;
+
+/// What the delta pass stored.
+#[derive(Debug, Default)]
+pub struct DeltasSent {
+    /// Blocks the server now has (rebuilt from deltas, or already there).
+    pub stored: HashSet<BlockHash>,
+    /// Blocks sent as deltas.
+    pub blocks: u64,
+    /// Bytes of the store_delta frames sent.
+    pub wire_bytes: u64,
+}
+
+/// One block that may go as a delta: at `offset` of the change's file, `len` bytes,
+/// replacing `base` at the same position of the synced row.
+struct Candidate {
+    hash: BlockHash,
+    base: BlockHash,
+    offset: u64,
+    len: usize,
+}
+
+/// Sends as deltas what pays of the blocks `waiting` needs; the rest is the caller's.
+pub fn send_deltas(
+    api: &Api,
+    root: &Path,
+    batch_bytes_max: u64,
+    waiting: &[(Change, Vec<BlockHash>)],
+) -> Result<DeltasSent, ApiError> {
+    let mut sent = DeltasSent::default();
+    let mut batch = Batch::default();
+    let mut seen: HashSet<BlockHash> = HashSet::new();
+    for (change, need) in waiting {
+        let candidates = candidates_of(change, need, &mut seen);
+        if candidates.is_empty() {
+            continue;
+        }
+        let signatures = signatures_of(api, change, &candidates)?;
+        let path = root.join(&change.lpath);
+        let mut read = Vec::new();
+        for c in candidates {
+            let Some(signature) = signatures.get(&c.base) else {
+                continue;
+            };
+            read.resize(c.len, 0);
+            if !read_unchanged(&path, c.offset, &mut read, change.stat.as_ref()) {
+                continue;
+            }
+            // Worth it only well under the block: the frame adds the base reference.
+            let wire_max = (c.len * 7 / 8).saturating_sub(BASE_REF_BYTES);
+            let Some(delta) = delta_of(signature, &read, wire_max) else {
+                continue;
+            };
+            let base = BaseRef {
+                ns: change.request.ns,
+                jid: change.base.as_ref().map_or(0, |b| b.jid),
+                hash: c.base,
+            };
+            if batch.frames == DELTA_FRAMES_MAX
+                || batch.block_bytes + c.len as u64 > batch_bytes_max
+            {
+                batch.send(api, &mut sent)?;
+            }
+            batch.push(c.hash, c.len, base, &delta);
+        }
+    }
+    batch.send(api, &mut sent)?;
+    Ok(sent)
+}
+
+/// The change's needed blocks that replace another block at their position of the row it
+/// replaces, each once over the upload.
+fn candidates_of(
+    change: &Change,
+    need: &[BlockHash],
+    seen: &mut HashSet<BlockHash>,
+) -> Vec<Candidate> {
+    let Some(base) = &change.base else {
+        return Vec::new();
+    };
+    let version = &change.request.version;
+    let need: HashSet<&BlockHash> = need.iter().collect();
+    let mut out = Vec::new();
+    for (i, hash) in version.blocklist.iter().enumerate() {
+        let offset = i as u64 * BLOCK_BYTES_MAX as u64;
+        let len = (version.size - offset).min(BLOCK_BYTES_MAX as u64) as usize;
+        let Some(old) = base.blocklist.get(i) else {
+            break;
+        };
+        if old != hash && len >= DELTA_BLOCK_BYTES_MIN && need.contains(hash) && seen.insert(*hash)
+        {
+            out.push(Candidate {
+                hash: *hash,
+                base: *old,
+                offset,
+                len,
+            });
+        }
+    }
+    out
+}
+
+/// The signatures of the candidates' bases the server gives, by base hash (a base it no
+/// longer has, or a row that moved on, just has none).
+fn signatures_of(
+    api: &Api,
+    change: &Change,
+    candidates: &[Candidate],
+) -> Result<HashMap<BlockHash, holdall_proto::delta::Signature>, ApiError> {
+    let mut bases: Vec<BlockHash> = candidates.iter().map(|c| c.base).collect();
+    bases.sort_unstable();
+    bases.dedup();
+    let mut out = HashMap::new();
+    for chunk in bases.chunks(SIGNATURE_HASHES_MAX) {
+        let request = SignaturesRequest {
+            ns: change.request.ns,
+            path: change.request.path.clone(),
+            jid: change.base.as_ref().map(|b| b.jid),
+            hashes: chunk.to_vec(),
+        };
+        let answers = match api.signatures(&request) {
+            Ok(a) => a,
+            Err(ApiError::Server { code, message, .. }) => {
+                tracing::debug!(code, message, "no signatures; sending whole blocks");
+                return Ok(out);
+            }
+            Err(e) => return Err(e),
+        };
+        for (hash, signature) in chunk.iter().zip(answers) {
+            if let Some(s) = signature.and_then(|s| parse_signature(s).ok()) {
+                out.insert(*hash, s);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// store_delta frames gathered for one store_batch.
+#[derive(Default)]
+struct Batch {
+    body: Vec<u8>,
+    hashes: Vec<BlockHash>,
+    frames: usize,
+    block_bytes: u64,
+}
+
+impl Batch {
+    fn push(&mut self, hash: BlockHash, len: usize, base: BaseRef, delta: &[u8]) {
+        let header = StoreHeader {
+            hash,
+            raw_len: len as u32,
+            wire_len: (BASE_REF_BYTES + delta.len()) as u32,
+            zstd: false,
+            delta: true,
+        };
+        self.body.extend_from_slice(&store_frame_header_v2(&header));
+        self.body.extend_from_slice(&base.encode());
+        self.body.extend_from_slice(delta);
+        self.hashes.push(hash);
+        self.frames += 1;
+        self.block_bytes += len as u64;
+    }
+
+    /// Sends the frames gathered, if any; a refused batch is left to the whole-block
+    /// upload (the server kept none of it).
+    fn send(&mut self, api: &Api, sent: &mut DeltasSent) -> Result<(), ApiError> {
+        if self.frames == 0 {
+            return Ok(());
+        }
+        let batch = std::mem::take(self);
+        match api.store_deltas(&batch.body) {
+            Ok(StoreBatchResponse { stored, present }) => {
+                sent.blocks += batch.frames as u64;
+                sent.wire_bytes += batch.body.len() as u64;
+                sent.stored.extend(stored);
+                sent.stored.extend(present);
+                Ok(())
+            }
+            Err(ApiError::Server { code, message, .. }) => {
+                tracing::debug!(
+                    code,
+                    message,
+                    blocks = batch.frames,
+                    "deltas refused; sending whole blocks"
+                );
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
