@@ -44,6 +44,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("retrieve_stream", retrieve_stream),
     ("store_stream_v2", store_stream_v2),
     ("retrieve_stream_v2", retrieve_stream_v2),
+    ("delta_apply", delta_apply),
 ];
 
 /// A store_batch body: frames decode within the payload bound, each re-encodes to exactly
@@ -345,6 +346,44 @@ fn retrieve_v2_reference(body: &[u8]) -> (Vec<FrameSeen>, bool) {
         at = start + wire.len();
     }
     (frames, false)
+}
+
+/// The base the delta target applies its inputs to: 64 KiB of fixed noise.
+pub fn delta_base() -> &'static [u8] {
+    static BASE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BASE.get_or_init(|| {
+        let mut rng = fastrand::Rng::with_seed(64);
+        (0..DELTA_BASE_BYTES).map(|_| rng.u8(..)).collect()
+    })
+}
+
+/// Bytes of [`delta_base`].
+pub const DELTA_BASE_BYTES: usize = 64 << 10;
+
+/// A delta from a peer (the input after a u16 LE declaring the block's length in units of
+/// 16 bytes, up to 1 MiB) applied to [`delta_base`]: never panics, and rebuilds a block of
+/// exactly the declared length or refuses. The same bytes taken as a signature: refused, or
+/// indexed and diffed against the base without panic. Accepted: the delta applied.
+pub fn delta_apply(data: &[u8]) -> bool {
+    let Some((len, delta)) = data.split_first_chunk::<2>() else {
+        return false;
+    };
+    let declared = u16::from_le_bytes(*len) as usize * 16;
+    let base = delta_base();
+    if let Ok(signature) = holdall_proto::delta::parse_signature(delta.to_vec()) {
+        let _ = holdall_proto::delta::delta_of(&signature, base, base.len());
+    }
+    match holdall_proto::delta::apply(base, delta, declared) {
+        Ok(block) => {
+            assert_eq!(
+                block.len(),
+                declared,
+                "rebuilt another length than declared"
+            );
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 /// A journal record: decodes only within the input, and re-encodes (as the type it was) to

@@ -60,6 +60,22 @@ fn valid_inputs(target: &str) -> Vec<Vec<u8>> {
                 .map(|seed| [vec![seed], body.clone()].concat())
                 .collect()
         }
+        "delta_apply" => {
+            use holdall_fuzz_checks::{delta_base, DELTA_BASE_BYTES};
+            use holdall_proto::delta::{delta_of, parse_signature, signature_of};
+            let base = delta_base();
+            let signature = parse_signature(signature_of(base)).unwrap();
+            let declared = ((DELTA_BASE_BYTES / 16) as u16).to_le_bytes();
+            [0usize, 2048, 30_000, DELTA_BASE_BYTES - 100]
+                .into_iter()
+                .map(|at| {
+                    let mut block = base.to_vec();
+                    block[at..at + 100].fill(7);
+                    let delta = delta_of(&signature, &block, block.len()).unwrap();
+                    [declared.to_vec(), delta].concat()
+                })
+                .collect()
+        }
         "store_stream_v2" => {
             use holdall_proto::frame::{store_frame_header_v2, StoreHeader};
             let page = vec![5u8; 4099];
