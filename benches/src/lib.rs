@@ -1,6 +1,7 @@
 //! Measurements shared by `holdall-bench` and the criterion benches: the hardware limits of
 //! this machine and the engine's figures, each taken the same way every run.
 
+pub mod delta_bench;
 pub mod dropbox_bench;
 pub mod engine_runs;
 pub mod gc_bench;

@@ -8,8 +8,8 @@ use clap::{Parser, Subcommand};
 use holdall_benches::server_cpu::{measured, ServerCpu};
 use holdall_benches::streaming_bench::{self, Link, ASYMMETRIC, EQUAL, SEED_TABLE};
 use holdall_benches::{
-    dropbox_bench, engine_runs, gc_bench, http_client, limits, load, median, restart_bench,
-    sync_bench, tls_bench, versus_nginx, wire_bench,
+    delta_bench, dropbox_bench, engine_runs, gc_bench, http_client, limits, load, median,
+    restart_bench, sync_bench, tls_bench, versus_nginx, wire_bench,
 };
 use holdall_engine::runtime;
 use holdall_proto::frame::FrameFormat;
@@ -227,6 +227,25 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Deltas: the delta code's rates against SHA-256, then a large file edited in place
+    /// and synced A → B on a capped link with deltas and with whole blocks.
+    Delta {
+        /// Scratch folder.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// MiB in the file.
+        #[arg(long, default_value_t = 1024)]
+        mb: u64,
+        /// 1 KiB edits per round.
+        #[arg(long, default_value_t = 100)]
+        edits: u64,
+        /// The capped link's rate each way, MB/s.
+        #[arg(long, default_value_t = 25)]
+        link_mb_s: u64,
+        /// Runs (the median is printed).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     Engine {
         /// Scratch folder on the disk to measure.
         #[arg(long, default_value = ".")]
@@ -338,6 +357,13 @@ fn main() -> Result<()> {
             link_mb_s,
             runs,
         } => print!("{}", wire_bench::report(&dir, mb, link_mb_s, runs)?),
+        Command::Delta {
+            dir,
+            mb,
+            edits,
+            link_mb_s,
+            runs,
+        } => print!("{}", delta_bench::report(&dir, mb, edits, link_mb_s, runs)?),
         Command::Gc { dir, fill_gib } => gc(&dir, fill_gib)?,
         Command::VersusNginx {
             dir,

@@ -111,7 +111,7 @@ pub fn run_cell(
 }
 
 /// The server's request and response byte counters.
-fn wire_bytes(addr: &str) -> Result<(f64, f64)> {
+pub(crate) fn wire_bytes(addr: &str) -> Result<(f64, f64)> {
     let sum = |name| -> Result<f64> { Ok(metric_series(addr, name)?.iter().sum()) };
     Ok((
         sum("holdall_http_bytes_in_total")?,

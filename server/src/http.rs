@@ -215,8 +215,10 @@ impl hyper::rt::Write for Io {
 /// Connections a shard serves at once; further ones wait to be accepted.
 pub const CONNECTIONS_MAX: u64 = 4096;
 
-/// How often the accept loop looks at the stop flag.
+/// How often a shard looks at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(50);
+/// The pause after a failed accept.
+const ACCEPT_RETRY: Duration = Duration::from_millis(10);
 
 /// Accepts connections until `stop` is set and serves each with `handle`. Returns once
 /// accepting has stopped and the requests in progress have finished (or `grace` has passed);
@@ -232,28 +234,46 @@ pub async fn serve<H, F>(
     H: Fn(Request<Incoming>) -> F + Clone + 'static,
     F: Future<Output = Response<crate::body::Body>> + 'static,
 {
-    let permits = Rc::new(Semaphore::new(CONNECTIONS_MAX));
     let busy = Rc::new(Cell::new(0usize));
-    // One accept stays in flight across the stop polls: dropping an io_uring accept that
-    // the kernel has already completed would lose that connection (its socket accepted but
-    // never served), so it is only replaced once it has produced its result.
-    let mut accept = Box::pin(listener.accept());
+    let connection = Connection {
+        tls,
+        client_timeout,
+        busy: busy.clone(),
+    };
+    // The accept loop is its own task, woken only by its accepts: a pending glommio accept
+    // keeps a clone of the waker of every poll, so racing it against a stop timer leaked
+    // a waker reference per tick until the task's count overflowed (a panic after some
+    // quarter of an hour without a new connection).
+    let accepting = glommio::spawn_local(accept_all(listener, connection, handle));
     while !stop.load(Ordering::Relaxed) {
-        let accepted =
-            futures::future::select(accept.as_mut(), Box::pin(glommio::timer::sleep(STOP_POLL)))
-                .await;
-        let stream = match accepted {
-            futures::future::Either::Left((result, _)) => {
-                accept = Box::pin(listener.accept());
-                match result {
-                    Ok(stream) => stream,
-                    Err(e) => {
-                        debug!(error = %e, "accept failed");
-                        continue;
-                    }
-                }
+        glommio::timer::sleep(STOP_POLL).await;
+    }
+    // Cancelled at its accept: a connection the kernel took in this instant is reset, which
+    // a client retries (only ever at shutdown).
+    accepting.cancel().await;
+    let deadline = Instant::now() + grace;
+    while busy.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(STOP_POLL).await;
+    }
+}
+
+/// Accepts connections for ever, at most [`CONNECTIONS_MAX`] served at once, each on its
+/// own task as `connection` says.
+async fn accept_all<H, F>(listener: TcpListener, connection: Connection, handle: H)
+where
+    H: Fn(Request<Incoming>) -> F + Clone + 'static,
+    F: Future<Output = Response<crate::body::Body>> + 'static,
+{
+    let permits = Rc::new(Semaphore::new(CONNECTIONS_MAX));
+    loop {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Out of descriptors, say: give the connections in progress a moment.
+                debug!(error = %e, "accept failed");
+                glommio::timer::sleep(ACCEPT_RETRY).await;
+                continue;
             }
-            futures::future::Either::Right(_) => continue,
         };
         // A response goes out in several writes (head, frame headers, blocks); with Nagle's
         // algorithm a short last segment waited for the client's delayed ACK, up to 40 ms a
@@ -262,12 +282,12 @@ pub async fn serve<H, F>(
             debug!(error = %e, "could not turn off Nagle's algorithm");
         }
         let Ok(permit) = permits.clone().acquire_static_permit(1).await else {
-            break;
+            return;
         };
         let connection = Connection {
-            tls: tls.clone(),
-            client_timeout,
-            busy: busy.clone(),
+            tls: connection.tls.clone(),
+            client_timeout: connection.client_timeout,
+            busy: connection.busy.clone(),
         };
         let handle = handle.clone();
         glommio::spawn_local(async move {
@@ -275,12 +295,6 @@ pub async fn serve<H, F>(
             drop(permit);
         })
         .detach();
-    }
-    drop(accept);
-    drop(listener);
-    let deadline = Instant::now() + grace;
-    while busy.get() > 0 && Instant::now() < deadline {
-        glommio::timer::sleep(STOP_POLL).await;
     }
 }
 
