@@ -85,25 +85,21 @@ pub fn requests(
     batch_bytes_max: u64,
     row: impl Fn(usize) -> (NsId, String, Jid),
 ) -> Vec<(RetrieveBatchRequest, u64, Vec<usize>)> {
-    let mut out = Vec::new();
-    let mut current: (Vec<RetrieveItem>, u64, Vec<usize>) = (Vec::new(), 0, Vec::new());
+    let mut groups: Vec<(Vec<RetrieveItem>, u64, Vec<usize>)> = Vec::new();
     for (k, a) in asked.iter().enumerate() {
-        let full = current.1 + a.len > batch_bytes_max || current.2.len() == RETRIEVE_HASHES_MAX;
-        if full && !current.2.is_empty() {
-            let (items, payload, carried) = std::mem::take(&mut current);
-            out.push((
-                RetrieveBatchRequest {
-                    items,
-                    wait_ms: None,
-                },
-                payload,
-                carried,
-            ));
+        let fits = groups.last().is_some_and(|(_, payload, carried)| {
+            payload + a.len <= batch_bytes_max && carried.len() < RETRIEVE_HASHES_MAX
+        });
+        if !fits {
+            groups.push(Default::default());
         }
+        let Some((items, payload, carried)) = groups.last_mut() else {
+            continue;
+        };
         let (ns, path, jid) = row(a.fetch);
         let same = |item: &RetrieveItem| item.ns == ns && item.path == path;
-        if !current.0.last().is_some_and(same) {
-            current.0.push(RetrieveItem {
+        if !items.last().is_some_and(same) {
+            items.push(RetrieveItem {
                 ns,
                 path,
                 jid: Some(jid),
@@ -112,25 +108,23 @@ pub fn requests(
                 signatures: BTreeMap::new(),
             });
         }
-        if let Some(item) = current.0.last_mut() {
+        if let Some(item) = items.last_mut() {
             item.hashes.push(a.hash);
             item.signatures.insert(a.hash, a.signature.clone());
         }
-        current.1 += a.len;
-        current.2.push(k);
+        *payload += a.len;
+        carried.push(k);
     }
-    if !current.2.is_empty() {
-        let (items, payload, carried) = current;
-        out.push((
-            RetrieveBatchRequest {
+    groups
+        .into_iter()
+        .map(|(items, payload, carried)| {
+            let request = RetrieveBatchRequest {
                 items,
                 wait_ms: None,
-            },
-            payload,
-            carried,
-        ));
-    }
-    out
+            };
+            (request, payload, carried)
+        })
+        .collect()
 }
 
 /// The block an answer frame gives for `asked`: rebuilt from the local base if it is a

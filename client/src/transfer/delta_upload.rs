@@ -218,3 +218,150 @@ impl Batch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::local::stat::Stat;
+    use crate::net::api::Endpoint;
+    use crate::net::bulk::tests::request;
+    use crate::transfer::change::Base;
+    use holdall_proto::api::CommitRequest;
+    use holdall_proto::delta::{apply, signature_of};
+    use holdall_proto::frame::{
+        decode_store_header_of, encode_retrieve_frame, FrameFormat, RetrieveStatus,
+        STORE_V2_HEADER_BYTES,
+    };
+    use holdall_proto::FileVersion;
+    use std::io::Write;
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+
+    /// A fake server holding `base`: signatures of it, and store_batch answered `refuse`
+    /// (a status line and JSON) or, when None, checked by rebuilding each delta from it.
+    fn fake(base: Vec<u8>, refuse: Option<&'static str>) -> (Api, Arc<Mutex<Vec<BlockHash>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let rebuilt: Arc<Mutex<Vec<BlockHash>>> = Arc::default();
+        let log = rebuilt.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let mut s = conn.unwrap();
+                while let Some((head, body)) = request(&mut s) {
+                    let (status, bytes) = match head.split_whitespace().nth(1) {
+                        Some("/v1/signatures") => {
+                            let ask: SignaturesRequest = serde_json::from_slice(&body).unwrap();
+                            let mut out = Vec::new();
+                            for h in ask.hashes {
+                                encode_retrieve_frame(
+                                    &mut out,
+                                    &h,
+                                    RetrieveStatus::Ok,
+                                    &signature_of(&base),
+                                );
+                            }
+                            ("200 OK", out)
+                        }
+                        _ => match refuse {
+                            Some(json) => ("400 Bad Request", json.as_bytes().to_vec()),
+                            None => {
+                                let mut stored = Vec::new();
+                                let mut at = 0;
+                                while at < body.len() {
+                                    let h = decode_store_header_of(
+                                        FrameFormat::V2,
+                                        &body[at..],
+                                        at,
+                                        &mut 0,
+                                        u64::MAX,
+                                    )
+                                    .unwrap();
+                                    let start = at + STORE_V2_HEADER_BYTES;
+                                    let payload = &body[start..start + h.wire_len as usize];
+                                    let (_, delta) = BaseRef::split(payload).unwrap();
+                                    let block = apply(&base, delta, h.raw_len as usize).unwrap();
+                                    assert!(h.delta && BlockHash::of(&block) == h.hash);
+                                    stored.push(h.hash);
+                                    at = start + payload.len();
+                                }
+                                log.lock().unwrap().extend(&stored);
+                                let answer = StoreBatchResponse {
+                                    stored,
+                                    present: Vec::new(),
+                                };
+                                ("200 OK", serde_json::to_vec(&answer).unwrap())
+                            }
+                        },
+                    };
+                    let head = format!(
+                        "HTTP/1.1 {status}\r\ncontent-length: {}\r\n\r\n",
+                        bytes.len()
+                    );
+                    s.write_all(head.as_bytes()).unwrap();
+                    s.write_all(&bytes).unwrap();
+                }
+            }
+        });
+        let endpoint = Endpoint {
+            url,
+            token: "t".into(),
+            ca: None,
+        };
+        (Api::new(&endpoint, 0, 0).unwrap(), rebuilt)
+    }
+
+    /// A synced one-block file `f` under `dir` edited to `new`: its change and need.
+    fn edited(dir: &Path, base: &[u8], new: &[u8]) -> Vec<(Change, Vec<BlockHash>)> {
+        std::fs::write(dir.join("f"), new).unwrap();
+        let stat = Stat::of(&std::fs::metadata(dir.join("f")).unwrap());
+        let change = Change {
+            lpath: "f".into(),
+            request: CommitRequest {
+                ns: 1,
+                path: "f".into(),
+                version: FileVersion::file(vec![BlockHash::of(new)], new.len() as u64, 0),
+                parent_jid: Some(5),
+            },
+            stat: Some(stat),
+            base: Some(Base {
+                jid: 5,
+                blocklist: vec![BlockHash::of(base)],
+            }),
+        };
+        vec![(change, vec![BlockHash::of(new)])]
+    }
+
+    #[test]
+    fn an_edited_block_goes_as_a_delta_and_a_refused_one_is_left_for_whole_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = holdall_testkit::pseudo_random_bytes(1, 1 << 20);
+        let mut new = base.clone();
+        new[5000..6024].fill(9);
+        let waiting = edited(dir.path(), &base, &new);
+
+        let (api, rebuilt) = fake(base.clone(), None);
+        let sent = send_deltas(&api, dir.path(), 8 << 20, &waiting).unwrap();
+        assert_eq!(sent.blocks, 1);
+        assert!(sent.wire_bytes < 8 << 10, "{} bytes", sent.wire_bytes);
+        assert!(sent.stored.contains(&BlockHash::of(&new)));
+        assert_eq!(*rebuilt.lock().unwrap(), vec![BlockHash::of(&new)]);
+
+        let refusal = r#"{"error":"bad_delta_base","message":"moved on"}"#;
+        let (api, _) = fake(base.clone(), Some(refusal));
+        let sent = send_deltas(&api, dir.path(), 8 << 20, &waiting).unwrap();
+        assert!(
+            sent.stored.is_empty() && sent.blocks == 0,
+            "left to the whole-block upload"
+        );
+
+        // A block that shares nothing with its base is not worth a delta.
+        let waiting = edited(
+            dir.path(),
+            &base,
+            &holdall_testkit::pseudo_random_bytes(2, 1 << 20),
+        );
+        let (api, rebuilt) = fake(base, None);
+        let sent = send_deltas(&api, dir.path(), 8 << 20, &waiting).unwrap();
+        assert!(sent.stored.is_empty() && rebuilt.lock().unwrap().is_empty());
+    }
+}
