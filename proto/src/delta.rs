@@ -249,6 +249,12 @@ mod tests {
     }
 
     #[test]
+    fn a_full_block_has_the_largest_signature() {
+        assert_eq!(signature_of(&text(BLOCK_BYTES_MAX, 1)).len(), SIGNATURE_BYTES_MAX);
+        assert_eq!(SIGNATURE_BYTES_MAX, 24_588);
+    }
+
+    #[test]
     fn a_delta_that_does_not_pay_is_not_made() {
         let sig = parse_signature(signature_of(&text(1 << 20, 1))).unwrap();
         assert!(delta_of(&sig, &text(1 << 20, 2), 1 << 19).is_none());
