@@ -218,6 +218,7 @@ pub fn fetch(
                 prefetch: false,
                 hashes: batches[i].to_vec(),
                 signatures: Default::default(),
+                bases: Default::default(),
             }],
             wait_ms: None,
         };

@@ -531,6 +531,7 @@ fn retrieve(
             prefetch: false,
             hashes: hashes.to_vec(),
             signatures: Default::default(),
+            bases: Default::default(),
         }],
         wait_ms: None,
     };

@@ -216,6 +216,7 @@ fn download(api: &Api, t: &Target, v: &HistoryVersion, out: &Path) -> Result<()>
                 prefetch: false,
                 hashes: vec![*hash],
                 signatures: Default::default(),
+                bases: Default::default(),
             }],
             wait_ms: None,
         };

@@ -344,6 +344,10 @@ pub struct RetrieveItem {
         with = "signatures_json"
     )]
     pub signatures: BTreeMap<BlockHash, Vec<u8>>,
+    /// For each hash in `signatures`, the block the signature describes: a block of an
+    /// earlier version of the same path, which the server checks the signature against.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bases: BTreeMap<BlockHash, BlockHash>,
 }
 
 /// `POST /v1/signatures`: the signatures of blocks of one file's row (or its latest), by

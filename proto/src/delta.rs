@@ -250,7 +250,10 @@ mod tests {
 
     #[test]
     fn a_full_block_has_the_largest_signature() {
-        assert_eq!(signature_of(&text(BLOCK_BYTES_MAX, 1)).len(), SIGNATURE_BYTES_MAX);
+        assert_eq!(
+            signature_of(&text(BLOCK_BYTES_MAX, 1)).len(),
+            SIGNATURE_BYTES_MAX
+        );
         assert_eq!(SIGNATURE_BYTES_MAX, 24_588);
     }
 

@@ -136,6 +136,16 @@ pub fn text(status: StatusCode, body: &str) -> Response<Body> {
     )
 }
 
+/// A binary response (block frames).
+pub fn binary(body: Body) -> Response<Body> {
+    let mut r = Response::new(body);
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    r
+}
+
 /// A JSON response.
 pub fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response<Body> {
     match serde_json::to_vec(body) {

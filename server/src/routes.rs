@@ -11,8 +11,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use crate::auth::authenticate;
 use crate::body::Body;
 use crate::handlers::{
-    account, admin, backup, blocks, commit, delta, history, list, quota, retrieve, rewind, tokens,
-    users,
+    account, admin, backup, blocks, commit, delta, history, list, quota, retrieve_batch, rewind,
+    tokens, users,
 };
 use crate::metrics::Route;
 use crate::reply::{method_not_allowed, text, ApiError};
@@ -112,9 +112,9 @@ async fn dispatch(shard: &Rc<Shard>, req: Request<Incoming>) -> (Route, Response
                 Route::CommitBatch => commit::commit_batch(shard, &user, req).await,
                 Route::List => list::list(shard, &user, req).await,
                 Route::Longpoll => list::longpoll(shard, &user, req).await,
-                Route::RetrieveBatch => retrieve::retrieve_batch(shard, &user, req).await,
+                Route::RetrieveBatch => retrieve_batch::retrieve_batch(shard, &user, req).await,
                 Route::Blocks => {
-                    retrieve::get_block(shard, &user, segments[2], req.uri().query()).await
+                    retrieve_batch::get_block(shard, &user, segments[2], req.uri().query()).await
                 }
                 Route::Signatures => delta::signatures(shard, &user, req).await,
                 Route::History => history::history(shard, &user, req).await,

@@ -1,7 +1,8 @@
 //! rsync deltas on the real holdalld (feature `delta`): signatures by retrieve_batch's
 //! access rule, store_delta frames rebuilt only from a base the caller may read and kept
-//! only when they hash to their names, retrieve answers made deltas against a reader's
-//! signature, and a server started with `--deltas false` offering none of it.
+//! only when they hash to their names, retrieve answers made deltas against a base of the
+//! same path whose signature the reader sent, and a server started with `--deltas false`
+//! offering none of it.
 
 mod support;
 
@@ -284,69 +285,95 @@ fn signatures_follow_retrieve_access_and_store_deltas_rebuild_only_from_readable
 }
 
 #[test]
-fn retrieve_answers_deltas_against_the_readers_signature_in_format_two_only() {
+fn retrieve_answers_deltas_against_a_base_of_the_path_whose_signature_the_reader_sent() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(&tmp.path().join("data"), 2);
     let (token, ns) = create_user(&server, "cy");
+    let (other, other_ns) = create_user(&server, "di");
     let old = block(5, 3 << 20);
     let new = edited(&old, (1 << 20) - 512, 6);
-    assert_eq!(support::store_block(&server, &token, &new).status, 200);
-    let (_, v) = commit_file(&server, &token, ns, "big.bin", &new);
+    support::store_block(&server, &token, &old);
+    let (_, v) = commit_file(&server, &token, ns, "big.bin", &old);
+    support::store_block(&server, &token, &new);
+    let (_, v) = post(
+        &server,
+        "/v1/commit",
+        &token,
+        json!({"ns": ns, "path": "big.bin", "kind": "file", "blocklist": [BlockHash::of(&new).to_hex()],
+               "size": new.len(), "mtime_ms": 0, "parent_jid": jid_of(&v)}),
+    );
     assert_eq!(v["status"], "ok", "{v}");
-    let ask = |signature: Vec<u8>| {
+    // Another user's file: no base for this one's reads of big.bin.
+    let unrelated = block(7, 3 << 20);
+    support::store_block(&server, &other, &unrelated);
+    let (_, v) = commit_file(&server, &other, other_ns, "theirs.bin", &unrelated);
+    assert_eq!(v["status"], "ok", "{v}");
+    let ask = |signature: Vec<u8>, base: Option<&[u8]>| {
+        let hash = BlockHash::of(&new);
         let request = RetrieveBatchRequest {
             items: vec![RetrieveItem {
                 ns,
                 path: "big.bin".into(),
                 jid: None,
                 prefetch: false,
-                hashes: vec![BlockHash::of(&new)],
-                signatures: BTreeMap::from([(BlockHash::of(&new), signature)]),
+                hashes: vec![hash],
+                signatures: BTreeMap::from([(hash, signature)]),
+                bases: base.map(|b| (hash, BlockHash::of(b))).into_iter().collect(),
             }],
             wait_ms: None,
         };
         serde_json::to_vec(&request).unwrap()
     };
-    let r = request_with(
-        &server.addr,
-        "POST",
-        "/v1/retrieve_batch",
-        Some(&token),
-        &V2,
-        &ask(signature_of(&old)),
-    );
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let header = decode_retrieve_header_of(FrameFormat::V2, &r.body, 0, &mut 0, 8 << 20).unwrap();
+    let v2 = |body: &[u8]| {
+        let r = request_with(
+            &server.addr,
+            "POST",
+            "/v1/retrieve_batch",
+            Some(&token),
+            &V2,
+            body,
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let h = decode_retrieve_header_of(FrameFormat::V2, &r.body, 0, &mut 0, 8 << 20).unwrap();
+        (h, r.body[RETRIEVE_V2_HEADER_BYTES..].to_vec())
+    };
+    let (header, delta) = v2(&ask(signature_of(&old), Some(&old)));
     assert!(header.delta && !header.zstd);
     assert_eq!(header.len as usize, new.len());
     assert!(header.wire_len < 8 << 10, "{} bytes", header.wire_len);
-    let rebuilt = apply(&old, &r.body[RETRIEVE_V2_HEADER_BYTES..], new.len()).unwrap();
-    assert!(rebuilt == new);
+    assert!(apply(&old, &delta, new.len()).unwrap() == new);
     assert_eq!(metric(&server, "holdall_blocks_served_delta_total"), 1);
 
-    // Format 1 ignores signatures; a signature of something unrelated gets the block.
+    // The whole block, never a delta: without a base, with a signature that is not the
+    // base's, with a base (and its own signature) from another user's file.
+    for (what, body) in [
+        ("no base", ask(signature_of(&old), None)),
+        (
+            "another signature",
+            ask(signature_of(&unrelated), Some(&old)),
+        ),
+        (
+            "a base of no version",
+            ask(signature_of(&unrelated), Some(&unrelated)),
+        ),
+    ] {
+        let (header, bytes) = v2(&body);
+        assert!(!header.delta && bytes == new, "{what}");
+    }
+    assert_eq!(metric(&server, "holdall_blocks_served_delta_total"), 1);
+    // Format 1 ignores signatures.
     let r = request(
         &server.addr,
         "POST",
         "/v1/retrieve_batch",
         Some(&token),
-        &ask(signature_of(&old)),
+        &ask(signature_of(&old), Some(&old)),
     );
     let frame = decode_retrieve_frames(&r.body, 8 << 20)
         .next()
         .unwrap()
         .unwrap();
     assert!(frame.data == new);
-    let r = request_with(
-        &server.addr,
-        "POST",
-        "/v1/retrieve_batch",
-        Some(&token),
-        &V2,
-        &ask(signature_of(&block(7, 3 << 20))),
-    );
-    let header = decode_retrieve_header_of(FrameFormat::V2, &r.body, 0, &mut 0, 8 << 20).unwrap();
-    assert!(!header.delta && header.wire_len as usize == new.len());
     // A signature this server will not index is bad input.
     let mut hostile = signature_of(&old);
     hostile[4..8].copy_from_slice(&0u32.to_be_bytes());
@@ -356,7 +383,7 @@ fn retrieve_answers_deltas_against_the_readers_signature_in_format_two_only() {
         "/v1/retrieve_batch",
         Some(&token),
         &V2,
-        &ask(hostile),
+        &ask(hostile, Some(&old)),
     );
     assert_eq!(
         (r.status, r.json()["error"].as_str()),

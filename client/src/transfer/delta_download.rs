@@ -106,11 +106,13 @@ pub fn requests(
                 prefetch: false,
                 hashes: Vec::new(),
                 signatures: BTreeMap::new(),
+                bases: BTreeMap::new(),
             });
         }
         if let Some(item) = items.last_mut() {
             item.hashes.push(a.hash);
             item.signatures.insert(a.hash, a.signature.clone());
+            item.bases.insert(a.hash, a.base.3);
         }
         *payload += a.len;
         carried.push(k);

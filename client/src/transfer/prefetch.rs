@@ -457,6 +457,7 @@ impl Books {
                     prefetch: true,
                     hashes,
                     signatures: Default::default(),
+                    bases: Default::default(),
                 }],
                 wait_ms: Some(WAIT_MS),
             };

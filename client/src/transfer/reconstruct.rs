@@ -629,6 +629,7 @@ fn pack_requests(
                 prefetch: false,
                 hashes: vec![h],
                 signatures: Default::default(),
+                bases: Default::default(),
             }),
         }
         payload += len;

@@ -184,6 +184,7 @@ async fn send_blocks(
             prefetch: false,
             hashes: hashes.to_vec(),
             signatures: Default::default(),
+            bases: Default::default(),
         };
         let Ok(answers) = retrieve(&shard, &user, vec![item], Duration::ZERO, true).await else {
             return;

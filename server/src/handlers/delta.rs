@@ -27,8 +27,8 @@ use hyper::{Request, Response, StatusCode};
 use crate::block_bytes::BlockBytes;
 use crate::body::Body;
 use crate::handlers::delta_answers::contiguous;
-use crate::handlers::retrieve::{binary, retrieve};
-use crate::reply::ApiError;
+use crate::handlers::retrieve::retrieve;
+use crate::reply::{binary, ApiError};
 use crate::request::read_json;
 use crate::shard::{shard_of_namespace, Shard};
 
@@ -79,6 +79,7 @@ pub async fn signatures(
             prefetch: false,
             hashes: part.to_vec(),
             signatures: BTreeMap::new(),
+            bases: BTreeMap::new(),
         };
         for (hash, status, data) in retrieve(shard, user, vec![item], Duration::ZERO, true).await? {
             let signature =
@@ -148,6 +149,7 @@ pub(crate) async fn rebuild(
                     prefetch: false,
                     hashes: vec![base.hash],
                     signatures: BTreeMap::new(),
+                    bases: BTreeMap::new(),
                 })
             })
             .collect::<Result<_, ApiError>>()?;

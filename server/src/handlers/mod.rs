@@ -14,6 +14,7 @@ pub mod history;
 pub mod list;
 pub mod quota;
 pub mod retrieve;
+pub mod retrieve_batch;
 pub mod rewind;
 pub mod tokens;
 pub mod users;

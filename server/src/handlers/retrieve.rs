@@ -1,4 +1,5 @@
-//! `POST /v1/retrieve_batch` and `GET /v1/blocks/{hash}`: blocks the caller may read.
+//! Blocks the caller may read, for every route that reads them (retrieve_batch and
+//! `GET /v1/blocks` in `retrieve_batch`, signatures and delta bases, the Dropbox API).
 //!
 //! Nobody reads a block by naming its hash alone. Each item names a file (namespace and
 //! path, and a row or the path's prefetch entry); the namespace's owner shard decides, per
@@ -15,29 +16,20 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::Either;
 use futures::StreamExt;
-use holdall_engine::block_log::{BlockLogError, Form};
+use holdall_engine::block_log::BlockLogError;
 use holdall_engine::journal::record::Row;
 use holdall_engine::journal::state::User;
-use holdall_proto::api::{EntryKind, Jid, NsId, RetrieveBatchRequest, RetrieveItem};
-use holdall_proto::frame::{
-    retrieve_delta_header, retrieve_frame_header, retrieve_frame_header_v2, FrameFormat,
-    RetrieveStatus,
-};
-use holdall_proto::limits::{BATCH_BYTES_DEFAULT, RETRIEVE_HASHES_MAX, RETRIEVE_WAIT_MS_MAX};
+use holdall_proto::api::{EntryKind, RetrieveItem};
+use holdall_proto::frame::RetrieveStatus;
+use holdall_proto::limits::BATCH_BYTES_DEFAULT;
+use holdall_proto::pieces::Pieces;
 use holdall_proto::BlockHash;
-use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::{Request, Response, StatusCode};
+use hyper::StatusCode;
 
 use crate::block_bytes::BlockBytes;
-use crate::body::Body;
 use crate::reply::ApiError;
-use crate::request::read_json;
 use crate::shard::{shard_of_block, shard_of_namespace, Shard};
-use holdall_proto::pieces::Pieces;
 
-/// Largest retrieve_batch body: 10,000 hashes with their items' paths.
-const RETRIEVE_BODY_BYTES_MAX: usize = 8 << 20;
 /// Block reads one request keeps in flight on one shard.
 const READS_IN_FLIGHT_MAX: usize = 8;
 
@@ -50,133 +42,6 @@ enum Grant {
     Prefetch,
     /// Refused with this status.
     Refused(RetrieveStatus),
-}
-
-/// `POST /v1/retrieve_batch`.
-pub async fn retrieve_batch(
-    shard: &Rc<Shard>,
-    user: &User,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
-    let format = crate::handlers::frames::frame_format(shard, &req)?;
-    let mut body: RetrieveBatchRequest = read_json(req, RETRIEVE_BODY_BYTES_MAX).await?;
-    let asked: usize = body.items.iter().map(|i| i.hashes.len()).sum();
-    if asked > RETRIEVE_HASHES_MAX {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_many_hashes",
-            format!("{asked} hashes; one retrieve_batch asks for at most {RETRIEVE_HASHES_MAX}"),
-        ));
-    }
-    let wait = Duration::from_millis(body.wait_ms.unwrap_or(0).min(RETRIEVE_WAIT_MS_MAX));
-    let signatures = crate::handlers::delta_answers::asked_signatures(
-        shard,
-        &mut body.items,
-        format == FrameFormat::V2,
-    )?;
-    // Format 1 takes blocks as themselves; format 2 as they are kept, compressed or not
-    // (unless this server offers no compression).
-    let expand = format == FrameFormat::V1 || !shard.compression();
-    let answers = retrieve(shard, user, body.items, wait, expand).await?;
-    let mut chunks = Vec::with_capacity(answers.len() * 2);
-    for ((hash, status, data), signature) in answers.into_iter().zip(signatures) {
-        let delta = signature
-            .zip(data.as_ref())
-            .and_then(|(sig, d)| crate::handlers::delta_answers::delta_answer(shard, &sig, d));
-        if let (Some(delta), Some(d)) = (delta, data.as_ref()) {
-            let (raw_len, wire_len) = (d.block_len() as u32, delta.len() as u32);
-            chunks.push(Bytes::copy_from_slice(&retrieve_delta_header(
-                &hash, raw_len, wire_len,
-            )));
-            chunks.push(Bytes::from(delta));
-            continue;
-        }
-        let wire_len = data.as_ref().map_or(0, |d| d.pieces.len() as u32);
-        let header = match (format, data.as_ref().map(|d| d.form)) {
-            (FrameFormat::V1, _) => {
-                Bytes::copy_from_slice(&retrieve_frame_header(&hash, status, wire_len))
-            }
-            (FrameFormat::V2, Some(Form::Zstd { block_len })) => {
-                shard.metrics().compressed_served(1);
-                Bytes::copy_from_slice(&retrieve_frame_header_v2(
-                    &hash,
-                    status,
-                    (block_len, wire_len, true),
-                ))
-            }
-            (FrameFormat::V2, _) => Bytes::copy_from_slice(&retrieve_frame_header_v2(
-                &hash,
-                status,
-                (wire_len, wire_len, false),
-            )),
-        };
-        chunks.push(header);
-        chunks.extend(data.into_iter().flat_map(|d| d.pieces));
-    }
-    Ok(binary(Body::from_chunks(chunks)))
-}
-
-/// `GET /v1/blocks/{hash}?ns=&path=[&jid=]`.
-pub async fn get_block(
-    shard: &Rc<Shard>,
-    user: &User,
-    hash: &str,
-    query: Option<&str>,
-) -> Result<Response<Body>, ApiError> {
-    let bad = |code: &'static str, m: String| ApiError::new(StatusCode::BAD_REQUEST, code, m);
-    let hash = BlockHash::from_hex(hash).map_err(|e| bad("bad_hash", e.to_string()))?;
-    let (mut ns, mut path, mut jid) = (None, None, None);
-    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        match &*k {
-            "ns" => {
-                ns = Some(
-                    v.parse::<NsId>()
-                        .map_err(|_| bad("bad_query", format!("ns={v:?} is not a namespace id")))?,
-                )
-            }
-            "path" => path = Some(v.into_owned()),
-            "jid" => {
-                jid = Some(
-                    v.parse::<Jid>()
-                        .map_err(|_| bad("bad_query", format!("jid={v:?} is not a JID")))?,
-                )
-            }
-            _ => return Err(bad("bad_query", format!("unknown query parameter {k:?}"))),
-        }
-    }
-    let (Some(ns), Some(path)) = (ns, path) else {
-        return Err(bad("bad_query", "ns and path are required".into()));
-    };
-    let item = RetrieveItem {
-        ns,
-        path,
-        jid,
-        prefetch: false,
-        hashes: vec![hash],
-        signatures: Default::default(),
-    };
-    let answer = retrieve(shard, user, vec![item], Duration::ZERO, true)
-        .await?
-        .pop();
-    match answer {
-        Some((_, RetrieveStatus::Ok, Some(data))) => {
-            Ok(binary(Body::from_chunks(data.pieces.into_iter().collect())))
-        }
-        _ => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no block {hash} in that file"),
-        )),
-    }
-}
-
-pub(crate) fn binary(body: Body) -> Response<Body> {
-    let mut r = Response::new(body);
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    r
 }
 
 /// Answers every asked hash in order: its status and, when `Ok`, its bytes.
