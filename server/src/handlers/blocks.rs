@@ -80,8 +80,24 @@ fn block_bytes(frame: Framed) -> BlockBytes {
     }
 }
 
-/// `POST /v1/store_batch`: checks every frame and every block's hash (on the block's own
-/// shard) before storing any, so a rejected batch keeps nothing; answers once durable.
+/// 400 if a frame is compressed and this server offers no compression.
+fn refuse_compressed_unless_offered(shard: &Shard, frames: &[Framed]) -> Result<(), ApiError> {
+    match frames.iter().find(|f| f.header.zstd) {
+        Some(f) if !shard.compression() => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_frame",
+            format!(
+                "block {} is zstd-compressed, and this server takes no compression",
+                f.header.hash
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `POST /v1/store_batch`: rebuilds store_delta frames' blocks from their bases, checks
+/// every frame and every block's hash (on the block's own shard) before storing any, so a
+/// rejected batch keeps nothing; answers once durable.
 pub async fn store_batch(
     shard: &Rc<Shard>,
     user: &User,
@@ -99,19 +115,7 @@ pub async fn store_batch(
     let order: Vec<BlockHash> = frames.iter().map(|f| f.header.hash).collect();
     let (deltas, frames): (Vec<Framed>, Vec<Framed>) =
         frames.into_iter().partition(|f| f.header.delta);
-    if let Some(f) = frames
-        .iter()
-        .find(|f| f.header.zstd && !shard.compression())
-    {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_frame",
-            format!(
-                "block {} is zstd-compressed, and this server takes no compression",
-                f.header.hash
-            ),
-        ));
-    }
+    refuse_compressed_unless_offered(shard, &frames)?;
     // Rebuilt and checked against their names first: a bad delta refuses the batch.
     let rebuilt = crate::handlers::delta::rebuild(shard, user, deltas).await?;
     let mut by_owner: BTreeMap<usize, Vec<Framed>> = BTreeMap::new();

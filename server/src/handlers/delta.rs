@@ -16,8 +16,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use holdall_engine::journal::state::User;
 use holdall_proto::api::{EntryKind, RetrieveItem, SignaturesRequest};
-use holdall_proto::delta::{self, BaseRef};
-use holdall_proto::frame::retrieve_frame_header;
+use holdall_proto::delta::{self, BaseRef, BASE_REF_BYTES};
+use holdall_proto::frame::{retrieve_frame_header, StoreHeader};
 use holdall_proto::limits::{BATCH_BYTES_DEFAULT, BLOCK_BYTES_MAX};
 use holdall_proto::pieces::{Framed, Pieces};
 use holdall_proto::BlockHash;
@@ -106,12 +106,47 @@ pub(crate) async fn rebuild(
     if frames.is_empty() {
         return Ok(Vec::new());
     }
+    refuse_unless_taken(shard, &frames)?;
+    let parsed = frames
+        .iter()
+        .map(|frame| {
+            let payload = contiguous(&frame.pieces).into_owned();
+            let (base, _) = BaseRef::split(&payload)
+                .map_err(|e| refusal("bad_delta", frame.header.hash, &e.to_string()))?;
+            Ok((frame.header, base, payload))
+        })
+        .collect::<Result<Vec<Parsed>, ApiError>>()?;
+    let bases: Vec<BaseRef> = parsed.iter().map(|(_, b, _)| *b).collect();
+    let paths = base_paths(shard, user, &bases).await?;
+    let mut rebuilt = Vec::with_capacity(parsed.len());
+    for (group, paths) in parsed
+        .chunks(BLOCKS_PER_READ)
+        .zip(paths.chunks(BLOCKS_PER_READ))
+    {
+        let read = retrieve(shard, user, base_items(group, paths)?, Duration::ZERO, true).await?;
+        for ((header, base, payload), (_, _, data)) in group.iter().zip(read) {
+            let base_block =
+                data.ok_or_else(|| refusal("bad_delta_base", header.hash, &base_gone(base)))?;
+            let delta_bytes = &payload[BASE_REF_BYTES..];
+            let block = apply_one(header, &contiguous(&base_block.pieces), delta_bytes)?;
+            rebuilt.push((
+                header.hash,
+                BlockBytes::raw(Pieces::from(Bytes::from(block))),
+            ));
+        }
+    }
+    Ok(rebuilt)
+}
+
+/// A store_delta frame parsed: its header, its base, its payload (the base reference,
+/// then the delta).
+type Parsed = (StoreHeader, BaseRef, Vec<u8>);
+
+/// 400 if this server takes no deltas, 413 past [`DELTA_FRAMES_MAX`].
+fn refuse_unless_taken(shard: &Shard, frames: &[Framed]) -> Result<(), ApiError> {
     if !shard.deltas() {
-        return Err(refusal(
-            "bad_frame",
-            frames[0].header.hash,
-            "is a delta, and this server takes none",
-        ));
+        let why = "is a delta, and this server takes none";
+        return Err(refusal("bad_frame", frames[0].header.hash, why));
     }
     if frames.len() > DELTA_FRAMES_MAX {
         return Err(ApiError::new(
@@ -123,73 +158,40 @@ pub(crate) async fn rebuild(
             ),
         ));
     }
-    let mut parsed = Vec::with_capacity(frames.len());
-    for frame in &frames {
-        let payload = contiguous(&frame.pieces).into_owned();
-        let base = BaseRef::split(&payload)
-            .map_err(|e| refusal("bad_delta", frame.header.hash, &e.to_string()))?
-            .0;
-        parsed.push((frame.header, base, payload));
-    }
-    let bases: Vec<BaseRef> = parsed.iter().map(|(_, b, _)| *b).collect();
-    let paths = base_paths(shard, user, &bases).await?;
-    let mut rebuilt = Vec::with_capacity(parsed.len());
-    for (step, group) in parsed.chunks(BLOCKS_PER_READ).enumerate() {
-        let items: Vec<RetrieveItem> = group
-            .iter()
-            .enumerate()
-            .map(|(k, (header, base, _))| {
-                let path = paths[step * BLOCKS_PER_READ + k].clone();
-                let path =
-                    path.ok_or_else(|| refusal("bad_delta_base", header.hash, &base_gone(base)))?;
-                Ok(RetrieveItem {
-                    ns: base.ns,
-                    path,
-                    jid: Some(base.jid),
-                    prefetch: false,
-                    hashes: vec![base.hash],
-                    signatures: BTreeMap::new(),
-                    bases: BTreeMap::new(),
-                })
-            })
-            .collect::<Result<_, ApiError>>()?;
-        let read = retrieve(shard, user, items, Duration::ZERO, true).await?;
-        for ((header, base, payload), (_, _, data)) in group.iter().zip(read) {
-            let base_block =
-                data.ok_or_else(|| refusal("bad_delta_base", header.hash, &base_gone(base)))?;
-            let block = apply_one(
-                header.hash,
-                header.raw_len,
-                &contiguous(&base_block.pieces),
-                payload,
-            )?;
-            rebuilt.push((
-                header.hash,
-                BlockBytes::raw(Pieces::from(Bytes::from(block))),
-            ));
-        }
-    }
-    Ok(rebuilt)
+    Ok(())
 }
 
-/// The block a store_delta payload rebuilds from `base`, once it has its declared length
-/// and hashes to its name.
-fn apply_one(
-    hash: BlockHash,
-    raw_len: u32,
-    base: &[u8],
-    payload: &[u8],
-) -> Result<Vec<u8>, ApiError> {
-    let (_, delta_bytes) =
-        BaseRef::split(payload).map_err(|e| refusal("bad_delta", hash, &e.to_string()))?;
-    let block = delta::apply(base, delta_bytes, raw_len as usize)
-        .map_err(|e| refusal("bad_delta", hash, &e.to_string()))?;
-    if BlockHash::of(&block) != hash {
-        return Err(refusal(
-            "hash_mismatch",
-            hash,
-            "rebuilt from its base and delta, does not hash to its name",
-        ));
+/// The retrieve items that read `group`'s bases from their rows (`paths`, found readable,
+/// per base); 400 for the first base found unreadable.
+fn base_items(group: &[Parsed], paths: &[Option<String>]) -> Result<Vec<RetrieveItem>, ApiError> {
+    group
+        .iter()
+        .zip(paths)
+        .map(|((header, base, _), path)| {
+            let path = path
+                .clone()
+                .ok_or_else(|| refusal("bad_delta_base", header.hash, &base_gone(base)))?;
+            Ok(RetrieveItem {
+                ns: base.ns,
+                path,
+                jid: Some(base.jid),
+                prefetch: false,
+                hashes: vec![base.hash],
+                signatures: BTreeMap::new(),
+                bases: BTreeMap::new(),
+            })
+        })
+        .collect()
+}
+
+/// The block `delta` rebuilds from `base` for the frame of `header`, once it has the
+/// declared length and hashes to its name.
+fn apply_one(header: &StoreHeader, base: &[u8], delta: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let block = delta::apply(base, delta, header.raw_len as usize)
+        .map_err(|e| refusal("bad_delta", header.hash, &e.to_string()))?;
+    if BlockHash::of(&block) != header.hash {
+        let why = "rebuilt from its base and delta, does not hash to its name";
+        return Err(refusal("hash_mismatch", header.hash, why));
     }
     Ok(block)
 }
