@@ -161,6 +161,16 @@ struct Found {
     stats: DownloadStats,
 }
 
+impl Found {
+    /// Adds what another worker found (its failures, errors and delta counts).
+    fn merge(&mut self, other: Found) {
+        self.failed.extend(other.failed);
+        self.errors.extend(other.errors);
+        self.stats.delta_blocks += other.stats.delta_blocks;
+        self.stats.delta_bytes += other.stats.delta_bytes;
+    }
+}
+
 /// The temporary files of a build. None is kept open: with thousands of descriptors held,
 /// every further open got slower (seconds of opens for 10,000 small files). A write opens its file (creating it), and the write that completes a file
 /// also sets its length and mtime, so a one-block file costs one open.
@@ -284,6 +294,10 @@ pub fn build(
     let files = TempFiles::new(fetches, temps, &in_place);
     let (mut wanted, mut owner_order) =
         write_local_blocks(fetches, sources, &files, &in_place, &mut found);
+    let fetchers = (workers * FETCHERS_PER_WORKER)
+        .min(FETCHERS_MAX)
+        .max(workers)
+        .max(1);
     if api.deltas() {
         let asked = delta_download::plan(
             &owner_order,
@@ -300,7 +314,8 @@ pub fn build(
             let f = &fetches[i];
             (f.ns, f.path.clone(), f.jid)
         });
-        let done = fetch_deltas(api, &requests, &asked, &wanted, &files, &mut found);
+        let (done, by_delta) = fetch_deltas(api, &requests, fetchers, &asked, &wanted, &files);
+        found.merge(by_delta);
         owner_order.retain(|(_, h, _)| !done.contains(h));
         wanted.retain(|h, _| !done.contains(h));
     }
@@ -308,10 +323,6 @@ pub fn build(
     // writes the files its answer holds, so one big request would create them all on one
     // thread while the others wait.
     let wanted_bytes: u64 = owner_order.iter().map(|(_, _, len)| len).sum();
-    let fetchers = (workers * FETCHERS_PER_WORKER)
-        .min(FETCHERS_MAX)
-        .max(workers)
-        .max(1);
     let request_bytes_max = (wanted_bytes / (REQUESTS_PER_FETCHER * fetchers as u64))
         .clamp(REQUEST_BYTES_MIN, batch_bytes_max.max(REQUEST_BYTES_MIN));
     let requests = pack_requests(fetches, &owner_order, request_bytes_max);
@@ -470,26 +481,28 @@ fn finish(files: &TempFiles, count: usize, mut found: Found) -> Built {
     }
 }
 
-/// Sends the delta `requests` (one thread: they are small) and writes each block they
-/// rebuild; the blocks written. Anything else (a refusal, a block not rebuilt) is left to
-/// the whole-block fetch.
+/// Sends the delta `requests` on up to `fetchers` threads and writes each block they
+/// rebuild; the blocks written, and what the writes found. Anything else (a refusal, a
+/// block not rebuilt) is left to the whole-block fetch.
 fn fetch_deltas(
     api: &Api,
     requests: &[(RetrieveBatchRequest, u64, Vec<usize>)],
+    fetchers: usize,
     asked: &[delta_download::Asked],
     wanted: &Wanted,
     files: &TempFiles,
-    found: &mut Found,
-) -> HashSet<BlockHash> {
-    let mut done = HashSet::new();
-    let (mut scratch, mut body) = (Scratch::default(), Retrieved::default());
-    for (request, payload, carried) in requests {
-        if let Err(e) = api.retrieve_batch(request, *payload, &mut body) {
+) -> (HashSet<BlockHash>, Found) {
+    let outcome: Mutex<(HashSet<BlockHash>, Found)> = Mutex::default();
+    let init = || (Scratch::default(), Retrieved::default());
+    let sent = pool::run(requests, fetchers, init, |(scratch, body), _, job| {
+        let (request, payload, carried) = job;
+        if let Err(e) = api.retrieve_batch(request, *payload, body) {
             tracing::debug!(error = %e, "deltas refused; fetching whole blocks");
-            return done;
+            return Ok::<(), std::convert::Infallible>(());
         }
         let by_hash: HashMap<BlockHash, usize> =
             carried.iter().map(|&k| (asked[k].hash, k)).collect();
+        let (mut done, mut local) = (Vec::new(), Found::default());
         for frame in body.frames() {
             let Some(block) = by_hash
                 .get(&frame.hash)
@@ -498,19 +511,24 @@ fn fetch_deltas(
                 continue;
             };
             if frame.delta.is_some() {
-                found.stats.delta_blocks += 1;
-                found.stats.delta_bytes += frame.payload.data().len() as u64;
+                local.stats.delta_blocks += 1;
+                local.stats.delta_bytes += frame.payload.data().len() as u64;
             }
             for &(i, offset) in wanted.get(&frame.hash).into_iter().flatten() {
-                if let Err(e) = files.write(i, Payload::plain(&block), offset, &mut scratch) {
-                    found.failed.insert(i);
-                    found.errors.push((i, e));
+                if let Err(e) = files.write(i, Payload::plain(&block), offset, scratch) {
+                    local.failed.insert(i);
+                    local.errors.push((i, e));
                 }
             }
-            done.insert(frame.hash);
+            done.push(frame.hash);
         }
-    }
-    done
+        let mut all = outcome.lock().unwrap_or_else(|e| e.into_inner());
+        all.0.extend(done);
+        all.1.merge(local);
+        Ok(())
+    });
+    let Ok(()) = sent;
+    outcome.into_inner().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Sends `requests` on up to `fetchers` threads and writes each answered block into the
