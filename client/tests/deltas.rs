@@ -130,3 +130,25 @@ fn an_edit_racing_another_devices_commit_keeps_both_versions() {
         "both versions kept"
     );
 }
+
+#[test]
+fn a_rewritten_file_goes_whole_after_a_probe_of_its_first_blocks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let token = server.add_user("ed");
+    let a = Client::new(&server, &token, &tmp.path().join("a"));
+    let b = Client::new(&server, &token, &tmp.path().join("b"));
+    write(&a, "video.bin", &bytes(20, 40 * MIB));
+    a.synced();
+    b.synced();
+    let rewritten = bytes(21, 40 * MIB);
+    write(&a, "video.bin", &rewritten);
+    let up = a.synced();
+    assert_eq!((up.delta_blocks, up.up_bytes), (0, 40 * MIB as u64));
+    // Signatures for the probe's 4 blocks only, not the file's 10.
+    assert_eq!(server.metric("holdall_signatures_served_total"), 4.0);
+    let down = b.synced();
+    assert_eq!(down.delta_blocks, 0);
+    assert_eq!(tree(&b.dir), tree(&a.dir));
+    assert_eq!(server.metric("holdall_blocks_served_delta_total"), 0.0);
+}

@@ -110,6 +110,27 @@ pub fn parse_signature(bytes: Vec<u8>) -> Result<Signature, DeltaError> {
     Signature::deserialize(bytes).map_err(|_| bad("unreadable"))
 }
 
+/// Whether `block` still holds enough of the base `signature` (made by [`signature_of`])
+/// describes for a delta to be worth computing: at least a quarter of its own pieces, at
+/// their own alignment, are pieces of the base. An edit in place keeps nearly all of them;
+/// a rewritten block none, and its diff would roll over every byte for nothing (about 30 ms
+/// for 4 MiB against 1.5 ms for this check). A signature made otherwise is left to the diff.
+pub fn worth_diffing(signature: &[u8], block: &[u8]) -> bool {
+    let ours = signature_of(block);
+    let header_matches =
+        signature.get(..SIGNATURE_HEADER_BYTES) == ours.get(..SIGNATURE_HEADER_BYTES);
+    if !header_matches {
+        return true;
+    }
+    let entry = ROLLSUM_BYTES + SIGNATURE_HASH_BYTES as usize;
+    let base: std::collections::HashSet<&[u8]> =
+        signature[SIGNATURE_HEADER_BYTES..].chunks(entry).collect();
+    let pieces = ours[SIGNATURE_HEADER_BYTES..].chunks(entry);
+    let total = pieces.len();
+    let kept = pieces.filter(|p| base.contains(p)).count();
+    kept * 4 >= total
+}
+
 /// The delta that rebuilds `block` from the base `signature` describes, if it comes to at
 /// most `wire_max` bytes (past that, the work stops: the block itself is cheaper).
 pub fn delta_of(signature: &Signature, block: &[u8], wire_max: usize) -> Option<Vec<u8>> {
@@ -255,6 +276,26 @@ mod tests {
             SIGNATURE_BYTES_MAX
         );
         assert_eq!(SIGNATURE_BYTES_MAX, 24_588);
+    }
+
+    #[test]
+    fn only_blocks_that_kept_their_bases_pieces_are_worth_diffing() {
+        let base = text(BLOCK_BYTES_MAX, 7);
+        let signature = signature_of(&base);
+        let mut edited = base.clone();
+        edited[5000..6024].copy_from_slice(&text(1024, 9));
+        assert!(worth_diffing(&signature, &edited));
+        assert!(
+            !worth_diffing(&signature, &text(BLOCK_BYTES_MAX, 8)),
+            "rewritten"
+        );
+        let mut mostly_new = text(BLOCK_BYTES_MAX, 8);
+        mostly_new[..BLOCK_BYTES_MAX / 3].copy_from_slice(&base[..BLOCK_BYTES_MAX / 3]);
+        assert!(worth_diffing(&signature, &mostly_new), "a third kept");
+        assert!(
+            worth_diffing(b"other parameters", &edited),
+            "left to the diff"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::path::Path;
 
 use holdall_proto::api::{SignaturesRequest, StoreBatchResponse};
 use holdall_proto::delta::{
-    delta_of, parse_signature, BaseRef, BASE_REF_BYTES, DELTA_BLOCK_BYTES_MIN,
+    delta_of, parse_signature, worth_diffing, BaseRef, BASE_REF_BYTES, DELTA_BLOCK_BYTES_MIN,
 };
 use holdall_proto::frame::{store_frame_header_v2, StoreHeader};
 use holdall_proto::limits::BLOCK_BYTES_MAX;
@@ -28,6 +28,8 @@ use crate::transfer::change::Change;
 const SIGNATURE_HASHES_MAX: usize = 32;
 /// Most store_delta frames per store_batch (the server's bound).
 const DELTA_FRAMES_MAX: usize = 16;
+/// Blocks of a file tried first; if none of them goes as a delta, none of the file does.
+const PROBE_BLOCKS: usize = 4;
 
 /// What the delta pass stored.
 #[derive(Debug, Default)]
@@ -57,44 +59,71 @@ pub fn send_deltas(
     waiting: &[(Change, Vec<BlockHash>)],
 ) -> Result<DeltasSent, ApiError> {
     let mut sent = DeltasSent::default();
-    let mut batch = Batch::default();
+    let mut batch = Batch::new(batch_bytes_max);
     let mut seen: HashSet<BlockHash> = HashSet::new();
     for (change, need) in waiting {
         let candidates = candidates_of(change, need, &mut seen);
-        if candidates.is_empty() {
-            continue;
-        }
-        let signatures = signatures_of(api, change, &candidates)?;
-        let path = root.join(&change.lpath);
-        let mut read = Vec::new();
-        for c in candidates {
-            let Some(signature) = signatures.get(&c.base) else {
-                continue;
+        let mut start = 0;
+        while start < candidates.len() {
+            // A few blocks first: a file rewritten rather than edited yields no delta, and
+            // the rest of it goes whole without costing a signature or a diff each.
+            let size = if start == 0 {
+                PROBE_BLOCKS
+            } else {
+                SIGNATURE_HASHES_MAX
             };
-            read.resize(c.len, 0);
-            if !read_unchanged(&path, c.offset, &mut read, change.stat.as_ref()) {
-                continue;
+            let chunk = &candidates[start..(start + size).min(candidates.len())];
+            let made = send_chunk(api, root, change, chunk, &mut batch, &mut sent)?;
+            if start == 0 && made == 0 {
+                break;
             }
-            // Worth it only well under the block: the frame adds the base reference.
-            let wire_max = (c.len * 7 / 8).saturating_sub(BASE_REF_BYTES);
-            let Some(delta) = delta_of(signature, &read, wire_max) else {
-                continue;
-            };
-            let base = BaseRef {
-                ns: change.request.ns,
-                jid: change.base.as_ref().map_or(0, |b| b.jid),
-                hash: c.base,
-            };
-            if batch.frames == DELTA_FRAMES_MAX
-                || batch.block_bytes + c.len as u64 > batch_bytes_max
-            {
-                batch.send(api, &mut sent)?;
-            }
-            batch.push(c.hash, c.len, base, &delta);
+            start += chunk.len();
         }
     }
     batch.send(api, &mut sent)?;
     Ok(sent)
+}
+
+/// Makes the deltas of `chunk` (candidates of `change`) that pay and queues them in
+/// `batch`, sending it when full; how many it made.
+fn send_chunk(
+    api: &Api,
+    root: &Path,
+    change: &Change,
+    chunk: &[Candidate],
+    batch: &mut Batch,
+    sent: &mut DeltasSent,
+) -> Result<usize, ApiError> {
+    let signatures = signatures_of(api, change, chunk)?;
+    let path = root.join(&change.lpath);
+    let (mut read, mut made) = (Vec::new(), 0);
+    for c in chunk {
+        let Some(signature) = signatures.get(&c.base) else {
+            continue;
+        };
+        read.resize(c.len, 0);
+        if !read_unchanged(&path, c.offset, &mut read, change.stat.as_ref())
+            || !worth_diffing(signature.serialized(), &read)
+        {
+            continue;
+        }
+        // Worth it only well under the block: the frame adds the base reference.
+        let wire_max = (c.len * 7 / 8).saturating_sub(BASE_REF_BYTES);
+        let Some(delta) = delta_of(signature, &read, wire_max) else {
+            continue;
+        };
+        let base = BaseRef {
+            ns: change.request.ns,
+            jid: change.base.as_ref().map_or(0, |b| b.jid),
+            hash: c.base,
+        };
+        if !batch.fits(c.len) {
+            batch.send(api, sent)?;
+        }
+        batch.push(c.hash, c.len, base, &delta);
+        made += 1;
+    }
+    Ok(made)
 }
 
 /// The change's needed blocks that replace another block at their position of the row it
@@ -171,9 +200,22 @@ struct Batch {
     hashes: Vec<BlockHash>,
     frames: usize,
     block_bytes: u64,
+    block_bytes_max: u64,
 }
 
 impl Batch {
+    fn new(block_bytes_max: u64) -> Batch {
+        Batch {
+            block_bytes_max,
+            ..Batch::default()
+        }
+    }
+
+    /// Whether a block of `len` bytes still fits.
+    fn fits(&self, len: usize) -> bool {
+        self.frames < DELTA_FRAMES_MAX && self.block_bytes + len as u64 <= self.block_bytes_max
+    }
+
     fn push(&mut self, hash: BlockHash, len: usize, base: BaseRef, delta: &[u8]) {
         let header = StoreHeader {
             hash,
@@ -196,7 +238,7 @@ impl Batch {
         if self.frames == 0 {
             return Ok(());
         }
-        let batch = std::mem::take(self);
+        let batch = std::mem::replace(self, Batch::new(self.block_bytes_max));
         match api.store_deltas(&batch.body) {
             Ok(StoreBatchResponse { stored, present }) => {
                 sent.blocks += batch.frames as u64;

@@ -299,23 +299,17 @@ pub fn build(
         .max(workers)
         .max(1);
     if api.deltas() {
-        let asked = delta_download::plan(
-            &owner_order,
-            |i, h| {
-                wanted
-                    .get(h)?
-                    .iter()
-                    .find(|(k, _)| *k == i)
-                    .map(|(_, o)| *o)
-            },
-            |i| sources.file(root.join(&fetches[i].lpath)),
-        );
-        let requests = delta_download::requests(&asked, batch_bytes_max, |i| {
-            let f = &fetches[i];
-            (f.ns, f.path.clone(), f.jid)
-        });
-        let (done, by_delta) = fetch_deltas(api, &requests, fetchers, &asked, &wanted, &files);
-        found.merge(by_delta);
+        let by_delta = Deltas {
+            api,
+            root,
+            fetches,
+            sources,
+            files: &files,
+            wanted: &wanted,
+            limits: (batch_bytes_max, fetchers),
+        };
+        let (done, found_by_delta) = by_delta.fetch(&owner_order);
+        found.merge(found_by_delta);
         owner_order.retain(|(_, h, _)| !done.contains(h));
         wanted.retain(|h, _| !done.contains(h));
     }
@@ -481,9 +475,78 @@ fn finish(files: &TempFiles, count: usize, mut found: Found) -> Built {
     }
 }
 
+/// Blocks of a file asked as deltas first; if none comes as a delta, the rest of the file
+/// comes whole (a file rewritten rather than edited).
+const PROBE_BLOCKS: usize = 4;
+
+/// The delta pass of a build: what it reads and writes.
+struct Deltas<'a> {
+    api: &'a Api,
+    root: &'a Path,
+    fetches: &'a [Fetch],
+    sources: &'a BlockSources,
+    files: &'a TempFiles,
+    wanted: &'a Wanted,
+    /// Block bytes per request, fetching threads.
+    limits: (u64, usize),
+}
+
+impl Deltas<'_> {
+    /// Fetches as deltas what pays of `owner_order` (fetch, hash, length): a probe of each
+    /// file's first blocks, then the rest of the files the probe found edited. The blocks
+    /// written, and what the writes found.
+    fn fetch(&self, owner_order: &[(usize, BlockHash, u64)]) -> (HashSet<BlockHash>, Found) {
+        let mut per_fetch: HashMap<usize, usize> = HashMap::new();
+        let (probe, rest): (Vec<_>, Vec<_>) = owner_order.iter().partition(|(i, _, _)| {
+            let n = per_fetch.entry(*i).or_default();
+            *n += 1;
+            *n <= PROBE_BLOCKS
+        });
+        let (mut done, mut found, edited) = self.round(&probe);
+        let rest: Vec<_> = rest
+            .into_iter()
+            .filter(|(i, _, _)| edited.contains(i))
+            .collect();
+        let (done_rest, found_rest, _) = self.round(&rest);
+        done.extend(done_rest);
+        found.merge(found_rest);
+        (done, found)
+    }
+
+    /// One round: plans `order`'s blocks that replace a local block, sends them on the
+    /// fetchers and writes what they rebuild. The blocks written, what the writes found, and
+    /// the fetches that got at least one delta.
+    fn round(
+        &self,
+        order: &[(usize, BlockHash, u64)],
+    ) -> (HashSet<BlockHash>, Found, HashSet<usize>) {
+        let (batch_bytes_max, fetchers) = self.limits;
+        let asked = delta_download::plan(
+            order,
+            |i, h| {
+                let targets = self.wanted.get(h)?;
+                targets.iter().find(|(k, _)| *k == i).map(|(_, o)| *o)
+            },
+            |i| self.sources.file(self.root.join(&self.fetches[i].lpath)),
+        );
+        let requests = delta_download::requests(&asked, batch_bytes_max, |i| {
+            let f = &self.fetches[i];
+            (f.ns, f.path.clone(), f.jid)
+        });
+        fetch_deltas(
+            self.api,
+            &requests,
+            fetchers,
+            &asked,
+            self.wanted,
+            self.files,
+        )
+    }
+}
+
 /// Sends the delta `requests` on up to `fetchers` threads and writes each block they
-/// rebuild; the blocks written, and what the writes found. Anything else (a refusal, a
-/// block not rebuilt) is left to the whole-block fetch.
+/// rebuild; the blocks written, what the writes found, and the fetches that got a delta.
+/// Anything else (a refusal, a block not rebuilt) is left to the whole-block fetch.
 fn fetch_deltas(
     api: &Api,
     requests: &[(RetrieveBatchRequest, u64, Vec<usize>)],
@@ -491,8 +554,8 @@ fn fetch_deltas(
     asked: &[delta_download::Asked],
     wanted: &Wanted,
     files: &TempFiles,
-) -> (HashSet<BlockHash>, Found) {
-    let outcome: Mutex<(HashSet<BlockHash>, Found)> = Mutex::default();
+) -> (HashSet<BlockHash>, Found, HashSet<usize>) {
+    let outcome: Mutex<(HashSet<BlockHash>, Found, HashSet<usize>)> = Mutex::default();
     let init = || (Scratch::default(), Retrieved::default());
     let sent = pool::run(requests, fetchers, init, |(scratch, body), _, job| {
         let (request, payload, carried) = job;
@@ -502,7 +565,7 @@ fn fetch_deltas(
         }
         let by_hash: HashMap<BlockHash, usize> =
             carried.iter().map(|&k| (asked[k].hash, k)).collect();
-        let (mut done, mut local) = (Vec::new(), Found::default());
+        let (mut done, mut local, mut edited) = (Vec::new(), Found::default(), Vec::new());
         for frame in body.frames() {
             let Some(block) = by_hash
                 .get(&frame.hash)
@@ -510,11 +573,13 @@ fn fetch_deltas(
             else {
                 continue;
             };
+            let targets = wanted.get(&frame.hash).into_iter().flatten();
             if frame.delta.is_some() {
                 local.stats.delta_blocks += 1;
                 local.stats.delta_bytes += frame.payload.data().len() as u64;
+                edited.extend(targets.clone().map(|(i, _)| *i));
             }
-            for &(i, offset) in wanted.get(&frame.hash).into_iter().flatten() {
+            for &(i, offset) in targets {
                 if let Err(e) = files.write(i, Payload::plain(&block), offset, scratch) {
                     local.failed.insert(i);
                     local.errors.push((i, e));
@@ -525,6 +590,7 @@ fn fetch_deltas(
         let mut all = outcome.lock().unwrap_or_else(|e| e.into_inner());
         all.0.extend(done);
         all.1.merge(local);
+        all.2.extend(edited);
         Ok(())
     });
     let Ok(()) = sent;

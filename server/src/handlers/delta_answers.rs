@@ -221,8 +221,12 @@ fn delta_answer(shard: &Shard, held: &Held, base: &[u8], data: &BlockBytes) -> O
         // Left to the frame as kept: the reader checks every block it takes.
         Err(_) => return None,
     };
+    let block = contiguous(&block);
+    if !delta::worth_diffing(&signature, &block) {
+        return None;
+    }
     let signature = delta::parse_signature(signature).ok()?;
-    let made = delta::delta_of(&signature, &contiguous(&block), wire_max);
+    let made = delta::delta_of(&signature, &block, wire_max);
     if made.is_some() {
         shard.metrics().delta_served(1);
     }
