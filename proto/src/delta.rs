@@ -82,6 +82,12 @@ pub fn signature_of(base: &[u8]) -> Vec<u8> {
 /// A peer's signature, once it is one this side will index: MD4, a piece size of 512 B to
 /// 1 MiB, 4 to 16 bytes of hash, whole entries, covering at most one block.
 pub fn parse_signature(bytes: Vec<u8>) -> Result<Signature, DeltaError> {
+    check_signature(&bytes)?;
+    Signature::deserialize(bytes).map_err(|_| DeltaError::BadSignature("unreadable"))
+}
+
+/// What [`parse_signature`] checks, without taking the bytes.
+pub fn check_signature(bytes: &[u8]) -> Result<(), DeltaError> {
     let bad = DeltaError::BadSignature;
     if bytes.len() < SIGNATURE_HEADER_BYTES {
         return Err(bad("shorter than its 12-byte header"));
@@ -107,7 +113,7 @@ pub fn parse_signature(bytes: Vec<u8>) -> Result<Signature, DeltaError> {
     if body / entry_bytes > entries_max {
         return Err(bad("covers more than one 4 MiB block"));
     }
-    Signature::deserialize(bytes).map_err(|_| bad("unreadable"))
+    Ok(())
 }
 
 /// Whether `block` still holds enough of the base `signature` (made by [`signature_of`])

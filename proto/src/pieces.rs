@@ -45,6 +45,15 @@ impl Pieces {
         &self.parts
     }
 
+    /// The bytes in one slice: borrowed when they are one part (read from a log or a
+    /// cache), gathered when they span several (a request body's chunks).
+    pub fn contiguous(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self.parts.as_slice() {
+            [one] => std::borrow::Cow::Borrowed(&one[..]),
+            parts => std::borrow::Cow::Owned(parts.concat()),
+        }
+    }
+
     /// The block's SHA-256.
     pub fn hash(&self) -> BlockHash {
         BlockHash::of_pieces(&self.parts)

@@ -39,12 +39,7 @@ impl BlockBytes {
         match self.form {
             Form::Raw => Ok(self.pieces),
             Form::Zstd { block_len } => {
-                // Read from the log or the cache, a payload is one part; from a request
-                // body it may span chunks, and only then is it gathered.
-                let block = match self.pieces.parts() {
-                    [one] => expand(one, block_len)?,
-                    parts => expand(&parts.concat(), block_len)?,
-                };
+                let block = expand(&self.pieces.contiguous(), block_len)?;
                 Ok(Pieces::from(bytes::Bytes::from(block)))
             }
         }

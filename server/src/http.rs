@@ -299,12 +299,7 @@ where
         let Ok(permit) = permits.clone().acquire_static_permit(1).await else {
             return;
         };
-        let connection = Connection {
-            tls: connection.tls.clone(),
-            client_timeout: connection.client_timeout,
-            busy: connection.busy.clone(),
-        };
-        let handle = handle.clone();
+        let (connection, handle) = (connection.clone(), handle.clone());
         glommio::spawn_local(async move {
             connection.serve(stream, handle).await;
             drop(permit);
@@ -314,6 +309,7 @@ where
 }
 
 /// What serving one accepted connection needs from its shard.
+#[derive(Clone)]
 struct Connection {
     tls: Option<Arc<Tls>>,
     client_timeout: Duration,

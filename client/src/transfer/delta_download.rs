@@ -18,7 +18,7 @@ use holdall_proto::limits::{BLOCK_BYTES_MAX, RETRIEVE_HASHES_MAX};
 use holdall_proto::retrieved::Frame;
 use holdall_proto::BlockHash;
 
-use crate::local::read::read_block;
+use crate::local::read::{read_block, read_unchanged};
 
 /// A wanted block asked for with the signature of the local block it replaces.
 pub struct Asked {
@@ -137,8 +137,11 @@ pub fn rebuilt(asked: &Asked, frame: &Frame) -> Option<Vec<u8>> {
     }
     let block = match frame.delta {
         Some(len) => {
-            let (path, offset, len_base, hash) = &asked.base;
-            let base = read_block(path, *offset, *len_base, hash)?;
+            // Read as it is now, not hashed again: a base that changed since the plan
+            // hashed it rebuilds a block that fails the check below.
+            let (path, offset, len_base, _) = &asked.base;
+            let mut base = vec![0u8; *len_base];
+            read_unchanged(path, *offset, &mut base, None).then_some(())?;
             apply(&base, frame.payload.data(), len).ok()?
         }
         None => frame.payload.data().to_vec(),

@@ -162,12 +162,15 @@ struct Found {
 }
 
 impl Found {
-    /// Adds what another worker found (its failures, errors and delta counts).
+    /// Adds what another worker found: its failures, errors and what it fetched.
     fn merge(&mut self, other: Found) {
         self.failed.extend(other.failed);
         self.errors.extend(other.errors);
-        self.stats.delta_blocks += other.stats.delta_blocks;
-        self.stats.delta_bytes += other.stats.delta_bytes;
+        let (s, o) = (&mut self.stats, other.stats);
+        s.fetched_blocks += o.fetched_blocks;
+        s.fetched_bytes += o.fetched_bytes;
+        s.delta_blocks += o.delta_blocks;
+        s.delta_bytes += o.delta_bytes;
     }
 }
 
@@ -320,7 +323,7 @@ pub fn build(
     let request_bytes_max = (wanted_bytes / (REQUESTS_PER_FETCHER * fetchers as u64))
         .clamp(REQUEST_BYTES_MIN, batch_bytes_max.max(REQUEST_BYTES_MIN));
     let requests = pack_requests(fetches, &owner_order, request_bytes_max);
-    let fetched = match fetch(api, &requests, fetchers, &wanted, &files) {
+    let mut fetched = match fetch(api, &requests, fetchers, &wanted, &files) {
         Ok(fetched) => fetched,
         Err(e) => {
             for t in &files.paths {
@@ -329,13 +332,9 @@ pub fn build(
             return Err(e);
         }
     };
-    found.failed.extend(fetched.failed);
     // Errors of no file (a bad answer) only explain the files that failed with them.
-    found
-        .errors
-        .extend(fetched.errors.into_iter().filter(|(i, _)| *i != usize::MAX));
-    found.stats.fetched_blocks = fetched.stats.fetched_blocks;
-    found.stats.fetched_bytes = fetched.stats.fetched_bytes;
+    fetched.errors.retain(|(i, _)| *i != usize::MAX);
+    found.merge(fetched);
     Ok(finish(&files, fetches.len(), found))
 }
 
@@ -614,11 +613,10 @@ fn fetch(
         |(scratch, body), _, (request, payload)| {
             api.retrieve_batch(request, *payload, body)?;
             let local = write_answer(body, request, wanted, files, scratch);
-            let mut all = outcome.lock().unwrap_or_else(|e| e.into_inner());
-            all.failed.extend(local.failed);
-            all.errors.extend(local.errors);
-            all.stats.fetched_blocks += local.stats.fetched_blocks;
-            all.stats.fetched_bytes += local.stats.fetched_bytes;
+            outcome
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .merge(local);
             Ok(())
         },
     )?;

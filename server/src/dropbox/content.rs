@@ -25,13 +25,11 @@ use super::tree::{Node, Place};
 use super::write::{file_version, receive, write_file, Mode};
 use super::{json_ok, metadata, names};
 use crate::body::Body;
-use crate::handlers::retrieve::retrieve;
+use crate::handlers::retrieve::{retrieve, BLOCKS_PER_READ};
 use crate::shard::{shard_of_namespace, Shard};
 
 /// Largest `files/upload` body: Dropbox's bound; larger files take an upload session.
 pub const UPLOAD_BYTES_MAX: usize = 150 << 20;
-/// Blocks one read of a download asks for (within a retrieve's 8 MiB).
-const DOWNLOAD_BLOCKS_PER_READ: usize = 2;
 /// Reads a download keeps ready ahead of the socket.
 const DOWNLOAD_READS_AHEAD: usize = 2;
 
@@ -176,7 +174,7 @@ async fn send_blocks(
     row: Row,
     mut tx: futures::channel::mpsc::Sender<Bytes>,
 ) {
-    for hashes in row.version.blocklist.chunks(DOWNLOAD_BLOCKS_PER_READ) {
+    for hashes in row.version.blocklist.chunks(BLOCKS_PER_READ) {
         let item = RetrieveItem {
             ns: row.ns,
             path: row.path.clone(),

@@ -18,7 +18,6 @@ use holdall_engine::journal::state::User;
 use holdall_proto::api::{EntryKind, RetrieveItem, SignaturesRequest};
 use holdall_proto::delta::{self, BaseRef, BASE_REF_BYTES};
 use holdall_proto::frame::{retrieve_frame_header, StoreHeader};
-use holdall_proto::limits::{BATCH_BYTES_DEFAULT, BLOCK_BYTES_MAX};
 use holdall_proto::pieces::{Framed, Pieces};
 use holdall_proto::BlockHash;
 use hyper::body::Incoming;
@@ -26,8 +25,7 @@ use hyper::{Request, Response, StatusCode};
 
 use crate::block_bytes::BlockBytes;
 use crate::body::Body;
-use crate::handlers::delta_answers::contiguous;
-use crate::handlers::retrieve::retrieve;
+use crate::handlers::retrieve::{retrieve, BLOCKS_PER_READ};
 use crate::reply::{binary, ApiError};
 use crate::request::read_json;
 use crate::shard::{shard_of_namespace, Shard};
@@ -39,8 +37,6 @@ pub const SIGNATURE_HASHES_MAX: usize = 32;
 pub const DELTA_FRAMES_MAX: usize = 16;
 /// Largest `POST /v1/signatures` body.
 const SIGNATURES_BODY_BYTES_MAX: usize = 64 << 10;
-/// Blocks read per step: two full blocks make the batch limit.
-const BLOCKS_PER_READ: usize = BATCH_BYTES_DEFAULT / BLOCK_BYTES_MAX;
 
 fn no_deltas() -> ApiError {
     ApiError::new(
@@ -83,7 +79,7 @@ pub async fn signatures(
         };
         for (hash, status, data) in retrieve(shard, user, vec![item], Duration::ZERO, true).await? {
             let signature =
-                data.map_or_else(Vec::new, |d| delta::signature_of(&contiguous(&d.pieces)));
+                data.map_or_else(Vec::new, |d| delta::signature_of(&d.pieces.contiguous()));
             if !signature.is_empty() {
                 shard.metrics().signatures_served(1);
             }
@@ -110,7 +106,7 @@ pub(crate) async fn rebuild(
     let parsed = frames
         .iter()
         .map(|frame| {
-            let payload = contiguous(&frame.pieces).into_owned();
+            let payload = frame.pieces.contiguous().into_owned();
             let (base, _) = BaseRef::split(&payload)
                 .map_err(|e| refusal("bad_delta", frame.header.hash, &e.to_string()))?;
             Ok((frame.header, base, payload))
@@ -128,7 +124,7 @@ pub(crate) async fn rebuild(
             let base_block =
                 data.ok_or_else(|| refusal("bad_delta_base", header.hash, &base_gone(base)))?;
             let delta_bytes = &payload[BASE_REF_BYTES..];
-            let block = apply_one(header, &contiguous(&base_block.pieces), delta_bytes)?;
+            let block = apply_one(header, &base_block.pieces.contiguous(), delta_bytes)?;
             rebuilt.push((
                 header.hash,
                 BlockBytes::raw(Pieces::from(Bytes::from(block))),

@@ -7,7 +7,6 @@
 //! only after 1,024 false matches; 5.4 s of a core, measured), and the base's access check
 //! keeps the delta from telling anything about a block the reader may not read.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
@@ -18,27 +17,13 @@ use holdall_engine::journal::state::User;
 use holdall_proto::api::{EntryKind, Jid, NsId, RetrieveItem};
 use holdall_proto::delta;
 use holdall_proto::frame::RetrieveStatus;
-use holdall_proto::limits::{BATCH_BYTES_DEFAULT, BLOCK_BYTES_MAX};
-use holdall_proto::pieces::Pieces;
 use holdall_proto::BlockHash;
 use hyper::StatusCode;
 
 use crate::block_bytes::BlockBytes;
-use crate::handlers::retrieve::retrieve;
+use crate::handlers::retrieve::{retrieve, BLOCKS_PER_READ};
 use crate::reply::ApiError;
 use crate::shard::{shard_of_namespace, Shard};
-
-/// Bases read per step: two full blocks make the batch limit.
-const BLOCKS_PER_READ: usize = BATCH_BYTES_DEFAULT / BLOCK_BYTES_MAX;
-
-/// A block's bytes in one slice: as they are when they are one part (read from the log or
-/// the cache), gathered otherwise.
-pub(crate) fn contiguous(pieces: &Pieces) -> Cow<'_, [u8]> {
-    match pieces.parts() {
-        [one] => Cow::Borrowed(&one[..]),
-        parts => Cow::Owned(parts.concat()),
-    }
-}
 
 /// What a reader holds in the place of one block it asks for: the signature it sent and
 /// the hash of the block it describes, in the asking item's file.
@@ -71,7 +56,7 @@ pub(crate) fn asked_bases(
                 out.push(None);
                 continue;
             }
-            if let Err(e) = delta::parse_signature(signature.clone()) {
+            if let Err(e) = delta::check_signature(&signature) {
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
                     "bad_signature",
@@ -130,7 +115,7 @@ pub(crate) async fn deltas(
             let (Some(base), Some(data)) = (base, answers[*i].2.as_ref()) else {
                 continue;
             };
-            out[*i] = delta_answer(shard, h, &contiguous(&base.pieces), data);
+            out[*i] = delta_answer(shard, h, &base.pieces.contiguous(), data);
         }
     }
     Ok(out)
@@ -221,7 +206,7 @@ fn delta_answer(shard: &Shard, held: &Held, base: &[u8], data: &BlockBytes) -> O
         // Left to the frame as kept: the reader checks every block it takes.
         Err(_) => return None,
     };
-    let block = contiguous(&block);
+    let block = block.contiguous();
     if !delta::worth_diffing(&signature, &block) {
         return None;
     }

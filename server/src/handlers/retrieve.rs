@@ -21,7 +21,7 @@ use holdall_engine::journal::record::Row;
 use holdall_engine::journal::state::User;
 use holdall_proto::api::{EntryKind, RetrieveItem};
 use holdall_proto::frame::RetrieveStatus;
-use holdall_proto::limits::BATCH_BYTES_DEFAULT;
+use holdall_proto::limits::{BATCH_BYTES_DEFAULT, BLOCK_BYTES_MAX};
 use holdall_proto::pieces::Pieces;
 use holdall_proto::BlockHash;
 use hyper::StatusCode;
@@ -30,6 +30,9 @@ use crate::block_bytes::BlockBytes;
 use crate::reply::ApiError;
 use crate::shard::{shard_of_block, shard_of_namespace, Shard};
 
+/// Blocks one `retrieve` asks for when its callers take them a few at a time: two full
+/// blocks make the batch limit.
+pub(crate) const BLOCKS_PER_READ: usize = BATCH_BYTES_DEFAULT / BLOCK_BYTES_MAX;
 /// Block reads one request keeps in flight on one shard.
 const READS_IN_FLIGHT_MAX: usize = 8;
 
